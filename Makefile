@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` (set up and run the main job) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned and installed first: a later package asking for torch must not pull a CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH)
+	touch $@
+
+demo: setup
+	$(BIN)/resm demo --out results/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/merge_bench.py
+
+clean:
+	rm -rf results benchmarks/out .pytest_cache

@@ -1,0 +1,203 @@
+"""Lazy, tensor-by-tensor access to a Hugging Face model directory.
+
+Merging 7-8B models on one GPU node only works if no step holds T whole models in memory, so the
+reader never materialises more than the tensor asked for. Safetensors files are read through
+`safe_open`; pickle weights are refused unless explicitly allowed, because unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from resm_core.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_SINGLE = "model.safetensors"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+PICKLE_SINGLE = "pytorch_model.bin"
+
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _weight_map_from_index(index_path: Path) -> dict[str, str]:
+    index = _read_json(index_path)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path}: has no 'weight_map'")
+    return weight_map
+
+
+class CheckpointReader:
+    """Keys, shapes and dtypes of a checkpoint up front; tensor data only on `get`.
+
+    `path` is a model directory (single or sharded safetensors, or pickle with `allow_pickle`),
+    a directory holding exactly one `.safetensors` file (adapters, task vectors), or a lone file.
+    """
+
+    def __init__(self, path: str | Path, allow_pickle: bool = False):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CheckpointError(f"{self.path}: no such file or directory")
+        self.directory = self.path if self.path.is_dir() else self.path.parent
+        self._key_to_file: dict[str, Path] = {}
+        self._handles: dict[Path, object] = {}
+        self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
+        self.files: list[Path] = []
+        self._open(allow_pickle)
+        self.keys: list[str] = list(self._key_to_file)
+
+    # -- discovery -----------------------------------------------------------------------------
+
+    def _open(self, allow_pickle: bool) -> None:
+        p = self.path
+        if p.is_file():
+            self._add_file(p, allow_pickle)
+            return
+        if (p / SAFETENSORS_INDEX).exists():
+            self._add_index(p / SAFETENSORS_INDEX, allow_pickle)
+        elif (p / SAFETENSORS_SINGLE).exists():
+            self._add_file(p / SAFETENSORS_SINGLE, allow_pickle)
+        elif len(found := sorted(p.glob("*.safetensors"))) == 1:
+            self._add_file(found[0], allow_pickle)
+        elif len(found) > 1:
+            raise CheckpointError(
+                f"{p}: {len(found)} .safetensors files but no {SAFETENSORS_INDEX} to say which "
+                "tensor lives where"
+            )
+        elif (p / PICKLE_INDEX).exists():
+            self._add_index(p / PICKLE_INDEX, allow_pickle)
+        elif (p / PICKLE_SINGLE).exists():
+            self._add_file(p / PICKLE_SINGLE, allow_pickle)
+        else:
+            raise CheckpointError(
+                f"{p}: no model weights found (expected {SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX}, "
+                f"or one *.safetensors file)"
+            )
+
+    def _add_index(self, index_path: Path, allow_pickle: bool) -> None:
+        weight_map = _weight_map_from_index(index_path)
+        for file_name in sorted(set(weight_map.values())):
+            shard = index_path.parent / file_name
+            if not shard.exists():
+                raise CheckpointError(f"{index_path}: names shard {file_name}, which is missing")
+            self._add_file(shard, allow_pickle, only=weight_map)
+
+    def _add_file(self, file: Path, allow_pickle: bool, only: dict[str, str] | None = None) -> None:
+        if file.suffix == ".safetensors":
+            try:
+                handle = safe_open(str(file), framework="pt", device="cpu")
+            except Exception as exc:  # safetensors raises its own error types
+                raise CheckpointError(f"{file}: cannot be read as safetensors ({exc})") from exc
+            self._handles[file] = handle
+            names = handle.keys()
+        elif file.suffix == ".bin":
+            if not allow_pickle:
+                raise CheckpointError(
+                    f"{file}: pickle weights are refused because unpickling can run code; "
+                    "convert to safetensors or pass --allow-pickle (loaded with weights_only=True)"
+                )
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as exc:
+                raise CheckpointError(f"{file}: cannot be loaded with weights_only=True ({exc})") from exc
+            self._pickled[file] = state
+            names = list(state)
+        else:
+            raise CheckpointError(f"{file}: unknown weight format (expected .safetensors or .bin)")
+        self.files.append(file)
+        for name in names:
+            if only is not None and only.get(name) != file.name:
+                continue
+            if name in self._key_to_file:
+                raise CheckpointError(f"{file}: tensor {name} also appears in {self._key_to_file[name]}")
+            self._key_to_file[name] = file
+
+    # -- access --------------------------------------------------------------------------------
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._key_to_file
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def file_of(self, name: str) -> Path:
+        try:
+            return self._key_to_file[name]
+        except KeyError:
+            raise CheckpointError(f"{self.path}: has no tensor {name}") from None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        file = self.file_of(name)
+        if file in self._pickled:
+            return tuple(self._pickled[file][name].shape)
+        return tuple(self._handles[file].get_slice(name).get_shape())
+
+    def dtype(self, name: str) -> torch.dtype:
+        file = self.file_of(name)
+        if file in self._pickled:
+            return self._pickled[file][name].dtype
+        code = self._handles[file].get_slice(name).get_dtype()
+        if code not in _ST_DTYPES:
+            raise CheckpointError(f"{file}: tensor {name} has unsupported dtype {code}")
+        return _ST_DTYPES[code]
+
+    def get(self, name: str) -> torch.Tensor:
+        file = self.file_of(name)
+        if file in self._pickled:
+            return self._pickled[file][name]
+        return self._handles[file].get_tensor(name)
+
+    def numel(self, name: str) -> int:
+        n = 1
+        for d in self.shape(name):
+            n *= d
+        return n
+
+    def nbytes(self, name: str) -> int:
+        return self.numel(name) * self.dtype(name).itemsize
+
+    @property
+    def config(self) -> dict | None:
+        cfg = self.directory / "config.json"
+        return _read_json(cfg) if cfg.exists() else None
+
+    def metadata(self) -> dict[str, str]:
+        """The `__metadata__` of the first safetensors file (empty for pickle)."""
+        for handle in self._handles.values():
+            return dict(handle.metadata() or {})
+        return {}
+
+    def close(self) -> None:
+        self._handles.clear()
+        self._pickled.clear()
+
+    def __enter__(self) -> "CheckpointReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,203 @@
+"""Atomic, sharded safetensors output.
+
+Snakemake (and people) judge a step finished by the presence of its output directory, so nothing
+appears under the final name until every shard, the index and the manifest are on disk: the
+writer fills a hidden sibling temp directory, fsyncs it, and renames it into place. An exception
+anywhere inside the `with` block removes the temp directory and leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from resm_core.checkpoint.reader import SAFETENSORS_INDEX, SAFETENSORS_SINGLE
+from resm_core.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+# Files that make a weights directory loadable with `from_pretrained` and chat-ready.
+AUX_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str | int) -> int:
+    """'2GB' -> 2_000_000_000; bare integers are bytes."""
+    if isinstance(text, int):
+        size = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+        if not m or m.group(2).upper() not in _SIZE_UNITS:
+            raise ConfigError(f"shard_size: cannot read {text!r} as a size (e.g. 2GB, 500MB, 1GiB)")
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+    if size <= 0:
+        raise ConfigError(f"shard_size: must be positive, got {text!r}")
+    return size
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def prepare_output(out_dir: Path, force: bool) -> None:
+    """Refuse to overwrite unless asked, before any expensive work starts."""
+    if out_dir.exists() and not force:
+        raise CheckpointError(f"{out_dir}: output already exists; pass --force to replace it")
+    if not out_dir.parent.exists():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+class AtomicDirectory:
+    """A directory that appears under its final name only when the `with` block succeeds."""
+
+    def __init__(self, out_dir: str | Path, force: bool = False):
+        self.out_dir = Path(out_dir)
+        self.force = force
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> Path:
+        prepare_output(self.out_dir, self.force)
+        self.tmp_dir.mkdir()
+        return self.tmp_dir
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            return
+        try:
+            self.publish()
+        except BaseException:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            raise
+
+    def publish(self) -> None:
+        for item in self.tmp_dir.rglob("*"):
+            if item.is_file():
+                _fsync_path(item)
+        _fsync_path(self.tmp_dir)
+        if self.out_dir.exists():  # only reachable with force=True
+            trash = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            self.out_dir.rename(trash)
+            self.tmp_dir.rename(self.out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            self.tmp_dir.rename(self.out_dir)
+        _fsync_path(self.out_dir.parent)
+
+
+class ShardedWriter:
+    """Collect tensors into shards of at most `max_shard_bytes` (a tensor larger than that gets a
+    shard of its own) and publish them atomically with an index, as `save_pretrained` would."""
+
+    def __init__(self, out_dir: str | Path, max_shard_bytes: int, force: bool = False,
+                 metadata: dict[str, str] | None = None):
+        self.out_dir = Path(out_dir)
+        self.max_shard_bytes = max_shard_bytes
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self._dir = AtomicDirectory(out_dir, force)
+        self.tmp_dir = self._dir.tmp_dir
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_bytes = 0
+        self._shards: list[tuple[Path, list[str]]] = []
+        self._total_bytes = 0
+
+    def __enter__(self) -> "ShardedWriter":
+        self._dir.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self._finish_shards()
+            except BaseException as error:
+                self._dir.__exit__(type(error), error, None)
+                raise
+        self._dir.__exit__(exc_type, exc, tb)
+
+    # -- content -------------------------------------------------------------------------------
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self._pending or any(name in keys for _, keys in self._shards):
+            raise CheckpointError(f"{self.out_dir}: tensor {name} written twice")
+        size = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + size > self.max_shard_bytes:
+            self._flush()
+        self._pending[name] = tensor.detach().to("cpu").contiguous()
+        self._pending_bytes += size
+        self._total_bytes += size
+
+    def copy_aux_files(self, source_dir: Path, names: tuple[str, ...] = AUX_FILES) -> list[str]:
+        copied = []
+        for name in names:
+            src = Path(source_dir) / name
+            if src.is_file():
+                shutil.copy2(src, self.tmp_dir / name)
+                copied.append(name)
+        return copied
+
+    def write_json(self, name: str, obj) -> None:
+        (self.tmp_dir / name).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.tmp_dir / name
+        path.write_text(text)
+        return path
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where side files (tables, plots) go so that they appear with the weights, atomically."""
+        return self.tmp_dir
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        path = self.tmp_dir / f"shard-{len(self._shards):05d}.safetensors"
+        save_file(self._pending, str(path), metadata=self.metadata)
+        self._shards.append((path, list(self._pending)))
+        self._pending = {}
+        self._pending_bytes = 0
+
+    def _finish_shards(self) -> None:
+        self._flush()
+        n = len(self._shards)
+        if n == 0:
+            raise CheckpointError(f"{self.out_dir}: no tensors were written")
+        if n == 1:
+            self._shards[0][0].rename(self.tmp_dir / SAFETENSORS_SINGLE)
+        else:
+            weight_map = {}
+            for i, (path, keys) in enumerate(self._shards, start=1):
+                final = f"model-{i:05d}-of-{n:05d}.safetensors"
+                path.rename(self.tmp_dir / final)
+                weight_map.update({k: final for k in keys})
+            self.write_json(SAFETENSORS_INDEX, {"metadata": {"total_size": self._total_bytes},
+                                                "weight_map": weight_map})
+        log.info("writing %s (%d shard%s, %.1f MB)", self.out_dir, n, "" if n == 1 else "s",
+                 self._total_bytes / 1e6)

@@ -1,0 +1,21 @@
+"""Error types. Each message names the file, tensor or config key at fault, so a user can act on it."""
+
+
+class ResmError(Exception):
+    """Base class: the CLI prints these as one-line errors (exit code 2) instead of tracebacks."""
+
+
+class ConfigError(ResmError):
+    """A recipe, flag or parameter is missing, unknown or out of range."""
+
+
+class CheckpointError(ResmError):
+    """A model, adapter or task-vector directory cannot be read or written."""
+
+
+class CompatibilityError(ResmError):
+    """Base and experts do not match (architecture, keys, shapes, vocabulary, tokenizer)."""
+
+
+class NumericError(ResmError):
+    """A tensor holds NaN or Inf."""

@@ -1,0 +1,55 @@
+"""Dense averaging methods: weighted model average, task arithmetic, Model Stock."""
+
+from __future__ import annotations
+
+import torch
+
+from resm_core.errors import ConfigError
+from resm_core.merge.registry import register, scale_param, weights_column
+from resm_core.merge.ties_family import sum_combine
+
+
+def _nonzero_weight_sum(params, n_tasks):
+    if abs(sum(params["weights"])) < 1e-12:
+        raise ConfigError("linear: weights sum to zero, so the weighted average is undefined")
+
+
+@register("linear", summary="weighted average of the models (model soup)",
+          reference="Wortsman et al., Model Soups, ICML 2022", validate=_nonzero_weight_sum)
+def linear(base, deltas, params, ctx):
+    w = weights_column(params, deltas)
+    return (w * deltas).sum(0) / w.sum()
+
+
+@register("task_arithmetic", params=(scale_param(0.3),),
+          summary="lambda * sum of task vectors",
+          reference="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023 "
+                    "(lambda tuned on validation; 0.3 is typical)")
+def task_arithmetic(base, deltas, params, ctx):
+    return sum_combine(deltas, params)
+
+
+def model_stock_ratio(deltas: torch.Tensor) -> torch.Tensor:
+    """t = N cos(theta) / (1 + (N-1) cos(theta)), theta the mean pairwise angle between the
+    task vectors of this tensor. cos is clamped to [0, 1] so t stays an interpolation weight."""
+    n = deltas.shape[0]
+    if n == 1:
+        return torch.tensor(1.0, device=deltas.device)
+    flat = deltas.reshape(n, -1)
+    norms = flat.norm(dim=1)
+    if bool((norms == 0).any()):
+        cos = torch.tensor(0.0, device=deltas.device)
+    else:
+        unit = flat / norms[:, None]
+        gram = unit @ unit.T
+        cos = (gram.sum() - gram.diagonal().sum()) / (n * (n - 1))
+    cos = cos.clamp(0.0, 1.0)
+    return n * cos / (1 + (n - 1) * cos)
+
+
+@register("model_stock", summary="interpolate the expert average towards the base by the angle between experts",
+          reference="Jang et al., Model Stock, ECCV 2024", uses_weights=False)
+def model_stock(base, deltas, params, ctx):
+    t = model_stock_ratio(deltas)
+    ctx.record("model_stock_t", float(t))
+    return t * deltas.mean(0)

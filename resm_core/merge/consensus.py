@@ -1,0 +1,34 @@
+"""Consensus merging with TALL masks (Wang et al., ICML 2024).
+
+Each task's TALL mask marks the entries where that task's vector matters relative to the others:
+m_t = |tau_t| >= lambda * |tau_MTL - tau_t|, with tau_MTL the multi-task (summed) vector. Entries
+that fewer than k tasks claim are 'selfish' (one task only) or 'catastrophic' (none) and are
+removed from the task-arithmetic vector.
+"""
+
+from __future__ import annotations
+
+from resm_core.errors import ConfigError
+from resm_core.merge.registry import Param, register, scale_param, weights_column
+
+MASK_LAMBDA = Param("mask_lambda", 0.4, "TALL-mask threshold lambda (the paper tunes it in [0.2, 0.6])",
+                    low=0.0, low_open=True)
+MIN_AGREE = Param("min_agree", 2, "k: an entry survives when at least k task masks keep it", kind="int", low=1)
+
+
+def _check(params, n_tasks):
+    if params["min_agree"] > n_tasks:
+        raise ConfigError(f"consensus: min_agree = {params['min_agree']} exceeds the {n_tasks} experts")
+
+
+@register("consensus", params=(MASK_LAMBDA, MIN_AGREE, scale_param(0.3)),
+          summary="task arithmetic restricted to entries that at least k TALL masks keep",
+          reference="Wang et al., Localizing Task Information for Improved Model Merging and "
+                    "Compression (TALL masks, Consensus Merging), ICML 2024",
+          validate=_check)
+def consensus(base, deltas, params, ctx):
+    mtl = (weights_column(params, deltas) * deltas).sum(0)
+    masks = deltas.abs() >= params["mask_lambda"] * (mtl - deltas).abs()
+    keep = masks.sum(0) >= params["min_agree"]
+    ctx.record("consensus_kept_fraction", float(keep.float().mean()))
+    return params["scale"] * mtl * keep

@@ -1,0 +1,256 @@
+"""The merge engine: streams tensors through a registered method; owns devices, dtypes and I/O.
+
+Memory stays near (T + 2) x the largest tensor plus one output shard: for each tensor the base
+and the T deltas are loaded (fp32, on the compute device), merged, cast, and handed to the
+sharded writer, which flushes every `shard_size` bytes. Checks that can fail run before any
+tensor arithmetic; the output appears atomically, with a manifest, or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
+from resm_core.checkpoint.names import is_vocab_tensor
+from resm_core.checkpoint.reader import CheckpointReader
+from resm_core.checkpoint.writer import ShardedWriter, parse_size, prepare_output
+from resm_core.errors import ConfigError, NumericError
+from resm_core.merge.registry import MergeMethod, TensorContext, get_method, weights_column
+from resm_core.taskvec.sources import DeltaSource, open_expert
+
+log = logging.getLogger(__name__)
+
+VOCAB_RULES = ("method", "task_arithmetic", "mean", "base")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DIAGNOSTICS_NAME = "merge_diagnostics.csv"
+
+
+@dataclass
+class MergeRequest:
+    """Everything a merge needs; a recipe file and the CLI flags both become one of these."""
+
+    base: Path
+    experts: list[Path]
+    method: str
+    out: Path
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: list[float] | None = None
+    device: str = "auto"
+    out_dtype: str | None = None
+    seed: int = 0
+    shard_size: str | int = "2GB"
+    vocab_rule: str | None = None
+    allow_pickle: bool = False
+    force: bool = False
+    progress: bool = True
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device} requested but CUDA is not available (use --device auto or cpu)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N")
+    return torch.device(device)
+
+
+def resolve_dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise ConfigError(f"out_dtype: {name!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+class MergeJob:
+    """A validated merge, ready to run: inputs opened and checked, parameters resolved."""
+
+    def __init__(self, request: MergeRequest):
+        self.request = request
+        if not request.experts:
+            raise ConfigError("experts: at least one expert is required")
+        self.method: MergeMethod = get_method(request.method)
+        self.params = self.method.resolve(request.params, len(request.experts), request.weights)
+        self.vocab_rule = request.vocab_rule or self.method.default_vocab_rule
+        if self.vocab_rule not in VOCAB_RULES:
+            raise ConfigError(f"vocab_rule: {self.vocab_rule!r} is not one of {', '.join(VOCAB_RULES)}")
+        self.device = resolve_device(request.device)
+        self.out_dtype = resolve_dtype(request.out_dtype)
+        self.shard_bytes = parse_size(request.shard_size)
+        prepare_output(Path(request.out), request.force)
+        self.base = CheckpointReader(request.base, allow_pickle=request.allow_pickle)
+        self.experts: list[DeltaSource] = [open_expert(p, request.allow_pickle) for p in request.experts]
+        for expert in self.experts:
+            expert.check_against(self.base)
+        config = self.base.config or {}
+        self.vocab_size = config.get("vocab_size")
+        self.keys = self._output_keys(config)
+
+    def _output_keys(self, config: dict) -> list[str]:
+        keys = list(self.base.keys)
+        if config.get("tie_word_embeddings") and "lm_head.weight" in keys and any(
+                k.endswith("embed_tokens.weight") for k in keys):
+            log.info("tied embeddings: lm_head.weight is not written (transformers re-ties it on load)")
+            keys.remove("lm_head.weight")
+        return keys
+
+    # -- streaming -------------------------------------------------------------------------------
+
+    def _is_float(self, name: str) -> bool:
+        return self.base.dtype(name).is_floating_point
+
+    def _rule_for(self, name: str) -> str:
+        return tensor_rule(name, self.base.shape(name), self.vocab_rule, self.vocab_size)
+
+    def load(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base tensor and the stacked task deltas, fp32 on the compute device, checked finite."""
+        base = self.base.get(name).to(device=self.device, dtype=torch.float32)
+        if not torch.isfinite(base).all():
+            raise NumericError(f"{self.base.file_of(name)}: tensor {name} of the base holds NaN or Inf")
+        deltas = torch.stack([e.delta(name, base) for e in self.experts])
+        bad = (~torch.isfinite(deltas.reshape(len(self.experts), -1))).any(dim=1)
+        if bool(bad.any()):
+            expert = self.experts[int(bad.nonzero()[0])]
+            raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
+        return base, deltas
+
+    def method_stream(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The tensors the method itself merges (not those routed by the vocab rule)."""
+        for name in self.keys:
+            if self._is_float(name) and self._rule_for(name) == "method":
+                base, deltas = self.load(name)
+                yield name, base, deltas
+
+    def merge_tensor(self, name: str, base: torch.Tensor, deltas: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
+        return base + merged_delta(self.method, self.params, self._rule_for(name), base, deltas, ctx)
+
+    def run(self) -> dict:
+        req = self.request
+        recorder = ManifestRecorder({"base": Path(req.base), "experts": [Path(p) for p in req.experts]})
+        try:
+            stats: dict = {}
+            if self.method.needs_prepare(self.params):
+                log.info("%s: statistics pass over %d tensors", self.method.name, len(self.keys))
+                stats = self.method.prepare(
+                    lambda: tqdm(self.method_stream(), total=len(self.keys), desc="statistics",
+                                 unit="tensor", disable=not req.progress, leave=False),
+                    self.params, len(self.experts))
+            diagnostics: list[dict[str, Any]] = []
+            with ShardedWriter(req.out, self.shard_bytes, force=req.force,
+                               metadata={"resm_method": self.method.name}) as writer:
+                for name in tqdm(self.keys, desc=f"merge {self.method.name}", unit="tensor",
+                                 disable=not req.progress):
+                    out_dtype = self.out_dtype or self.base.dtype(name)
+                    if not self._is_float(name):
+                        writer.add(name, self.base.get(name))
+                        continue
+                    base, deltas = self.load(name)
+                    ctx = TensorContext(name=name, seed=req.seed, stats=stats)
+                    merged = self.merge_tensor(name, base, deltas, ctx)
+                    writer.add(name, merged.to(dtype=out_dtype).cpu())
+                    diagnostics.append({"tensor": name, **ctx.diagnostics})
+                    del base, deltas, merged
+                writer.copy_aux_files(self.base.directory)
+                writer.write_text(DIAGNOSTICS_NAME, _diagnostics_csv(diagnostics))
+                if "layer_rank_fraction" in stats:
+                    writer.write_json("resm_layer_stats.json", {k: stats[k] for k in
+                                                                ("layer_outlier_ratio", "layer_rank_fraction")})
+                manifest = recorder.build(
+                    action="merge", device=str(self.device), method=self.method.name,
+                    params=_jsonable(self.params), seed=req.seed, vocab_rule=self.vocab_rule,
+                    out_dtype=str(self.out_dtype or "base"), shard_size=self.shard_bytes,
+                    n_tensors=len(self.keys))
+                writer.write_json(MANIFEST_NAME, manifest)
+            return manifest
+        except BaseException:
+            recorder.cancel()
+            raise
+        finally:
+            self.base.close()
+
+
+def tensor_rule(name: str, shape: tuple[int, ...], vocab_rule: str, vocab_size: int | None) -> str:
+    """'method' for tensors the method merges; the vocab rule for embedding/LM-head matrices."""
+    if vocab_rule != "method" and is_vocab_tensor(name, tuple(shape), vocab_size):
+        return vocab_rule
+    return "method"
+
+
+def merged_delta(method: MergeMethod, params: dict[str, Any], rule: str, base: torch.Tensor,
+                 deltas: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
+    """The merged delta of one tensor under its routing rule."""
+    if rule == "method":
+        delta = method.fn(base, deltas, params, ctx)
+    elif rule == "task_arithmetic":
+        delta = params.get("scale", 1.0) * (weights_column(params, deltas) * deltas).sum(0)
+    elif rule == "mean":
+        delta = deltas.mean(0)
+    else:  # base
+        delta = torch.zeros_like(base)
+    if delta.shape != base.shape:
+        raise RuntimeError(f"{method.name} returned shape {tuple(delta.shape)} for tensor {ctx.name} "
+                           f"of shape {tuple(base.shape)}")
+    ctx.record("rule", rule)
+    return delta
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in params.items()}
+
+
+def _diagnostics_csv(rows: list[dict[str, Any]]) -> str:
+    columns = ["tensor", "rule"] + sorted({k for r in rows for k in r} - {"tensor", "rule"})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def merge(request: MergeRequest) -> dict:
+    """Validate, then run; returns the manifest."""
+    return MergeJob(request).run()
+
+
+def merge_state_dicts(base: dict[str, torch.Tensor], experts: list[dict[str, torch.Tensor]], method: str,
+                      params: dict[str, Any] | None = None, weights: list[float] | None = None,
+                      seed: int = 0, vocab_size: int | None = None, vocab_rule: str | None = None,
+                      stats: dict | None = None) -> dict[str, torch.Tensor]:
+    """In-memory reference merge of whole state dicts (tests, notebooks). Same method functions and
+    routing as the engine; model-wide statistics are computed from the given tensors."""
+    m = get_method(method)
+    resolved = m.resolve(params, len(experts), weights)
+    rule = vocab_rule or m.default_vocab_rule
+    names = [n for n, t in base.items() if t.is_floating_point()]
+
+    def stream():
+        for n in names:
+            if tensor_rule(n, tuple(base[n].shape), rule, vocab_size) == "method":
+                b = base[n].float()
+                yield n, b, torch.stack([e[n].float() - b for e in experts])
+
+    if stats is None:
+        stats = m.prepare(stream, resolved, len(experts)) if m.needs_prepare(resolved) else {}
+    out = {}
+    for n, t in base.items():
+        if not t.is_floating_point():
+            out[n] = t
+            continue
+        b = t.float()
+        deltas = torch.stack([e[n].float() - b for e in experts])
+        ctx = TensorContext(name=n, seed=seed, stats=stats)
+        d = merged_delta(m, resolved, tensor_rule(n, tuple(t.shape), rule, vocab_size), b, deltas, ctx)
+        out[n] = (b + d).to(t.dtype)
+    return out

@@ -1,0 +1,99 @@
+"""Primitives shared by the SVD family (TSV-M, Iso-C, RESM): per-task truncated SVD, rank rules,
+concatenation, orthogonalisation by the polar factor, reconstruction.
+
+Exact SVD (LAPACK gesdd / cuSOLVER) is the default. `method='lowrank'` uses the randomized range
+finder (`torch.svd_lowrank`, Halko, Martinsson & Tropp 2011) with q = k + oversample columns and
+`niter` power iterations; its error in the rank-k approximation is, with high probability, at most
+(1 + 9 sqrt(q min(m, n)))^(1/(2 niter + 1)) times sigma_{k+1} in spectral norm (HMT 2011, Cor. 10.10),
+i.e. close to the best rank-k error when the spectrum decays. benchmarks/merge_bench.py measures it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from resm_core.merge.registry import Param
+
+SVD_METHOD = Param("svd", "exact", "per-task SVD: exact, or lowrank (randomized, much faster on big matrices)",
+                   kind="choice", choices=("exact", "lowrank"))
+SVD_OVERSAMPLE = Param("svd_oversample", 16, "extra columns for the lowrank SVD", kind="int", low=0)
+SVD_NITER = Param("svd_niter", 2, "power iterations for the lowrank SVD", kind="int", low=0)
+SVD_PARAMS = (SVD_METHOD, SVD_OVERSAMPLE, SVD_NITER)
+
+
+@dataclass
+class Components:
+    """Leading singular triplets of one matrix: u [m, k], s [k], vh [k, n]."""
+
+    u: torch.Tensor
+    s: torch.Tensor
+    vh: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        return self.s.shape[0]
+
+    def truncate(self, k: int) -> "Components":
+        return Components(self.u[:, :k], self.s[:k], self.vh[:k])
+
+
+def leading_components(matrix: torch.Tensor, k: int, method: str = "exact",
+                       oversample: int = 16, niter: int = 2) -> Components:
+    """The top-k singular triplets (k <= min(m, n))."""
+    r = min(matrix.shape)
+    k = max(0, min(k, r))
+    if method == "lowrank" and k + oversample < r:
+        u, s, v = torch.svd_lowrank(matrix, q=k + oversample, niter=niter)
+        return Components(u[:, :k], s[:k], v[:, :k].T)
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    return Components(u[:, :k], s[:k], vh[:k])
+
+
+def energy_rank(s: torch.Tensor, eta: float, total_energy: float | None = None) -> int:
+    """Smallest k whose leading singular values hold a fraction `eta` of the energy sum(s^2)
+    (or of `total_energy`, e.g. the squared Frobenius norm when only the top of s is known)."""
+    energy = s.double() ** 2
+    total = float(energy.sum()) if total_energy is None else float(total_energy)
+    if total <= 0:
+        return 1
+    cum = energy.cumsum(0)
+    k = int(torch.searchsorted(cum, torch.tensor(eta * total, dtype=cum.dtype))) + 1
+    return max(1, min(k, s.shape[0]))
+
+
+def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
+    """The orthonormal polar factor P Q^T of matrix = P S Q^T: the closest matrix with
+    orthonormal columns (or rows, for a wide matrix) in Frobenius norm."""
+    p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
+    return p @ qh
+
+
+def concatenate(parts: list[Components]) -> Components:
+    """Stack the tasks' components side by side: U = [U_1 ... U_T], s = [s_1 ... s_T], V^T likewise.
+    This is TSV-M's zero-padded r-column layout without the zero columns, which contribute
+    nothing after multiplication by their zero singular values."""
+    return Components(torch.cat([p.u for p in parts], dim=1), torch.cat([p.s for p in parts]),
+                      torch.cat([p.vh for p in parts], dim=0))
+
+
+def orthogonalised_sum(parts: list[Components]) -> torch.Tensor:
+    """TSV-M's reconstruction: replace the concatenated U and V^T by their polar factors (removing
+    the interference between tasks' singular vectors), then U diag(s) V^T."""
+    cat = concatenate(parts)
+    if cat.rank == 0:
+        return torch.zeros(parts[0].u.shape[0], parts[0].vh.shape[1], device=parts[0].u.device)
+    return reconstruct(Components(polar_factor(cat.u), cat.s, polar_factor(cat.vh)))
+
+
+def reconstruct(c: Components) -> torch.Tensor:
+    return (c.u * c.s) @ c.vh
+
+
+def per_task_rank(r: int, n_tasks: int, fraction: float | None) -> int:
+    """Components kept per task: floor(r/T) by default (TSV-M), else floor(fraction * r), capped at
+    floor(r/T) so the concatenated rank never exceeds r, and at least 1."""
+    cap = r // n_tasks
+    k = cap if fraction is None else int(fraction * r + 1e-9)
+    return max(1, min(k, cap)) if cap >= 1 else 1

@@ -1,0 +1,48 @@
+"""TSV-M (Gargiulo et al., CVPR 2025) and Iso-C (Marczak et al., ICML 2025).
+
+Both act on 2-D matrices; 1-D tensors (norms, biases) take the mean of the deltas, as in the TSV
+code. Vocabulary-sized matrices are routed by the engine's vocab rule (task arithmetic by default).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from resm_core.merge.registry import Param, register, weights_column
+from resm_core.merge.svd import SVD_PARAMS, leading_components, orthogonalised_sum, per_task_rank
+
+ALPHA = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
+RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "
+                      "null = 1/T (floor(r/T) each)", low=0.0, high=1.0, low_open=True, nullable=True)
+
+
+def mean_delta(deltas: torch.Tensor, params) -> torch.Tensor:
+    """The SVD family's rule for tensors that are not matrices."""
+    return params["scale"] * deltas.mean(0)
+
+
+@register("tsv_m", params=(ALPHA, RANK_FRACTION, *SVD_PARAMS), family="svd",
+          summary="per-task truncated SVD, concatenate, orthogonalise U and V (polar), reconstruct",
+          reference="Gargiulo et al., Task Singular Vectors: Reducing Task Interference in Model Merging, CVPR 2025")
+def tsv_m(base, deltas, params, ctx):
+    if deltas.dim() != 3:
+        return mean_delta(deltas, params)
+    T, m, n = deltas.shape
+    k = per_task_rank(min(m, n), T, params["rank_fraction"])
+    weighted = weights_column(params, deltas) * deltas
+    parts = [leading_components(weighted[t], k, params["svd"], params["svd_oversample"], params["svd_niter"])
+             for t in range(T)]
+    ctx.record("rank_per_task", k)
+    return params["scale"] * orthogonalised_sum(parts)
+
+
+@register("iso_c", params=(ALPHA,), family="svd",
+          summary="task-arithmetic sum with its spectrum flattened to the mean singular value",
+          reference="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
+                    "Task-Specific Subspaces, ICML 2025")
+def iso_c(base, deltas, params, ctx):
+    if deltas.dim() != 3:
+        return mean_delta(deltas, params)
+    summed = (weights_column(params, deltas) * deltas).sum(0)
+    u, s, vh = torch.linalg.svd(summed, full_matrices=False)
+    return params["scale"] * s.mean() * (u @ vh)

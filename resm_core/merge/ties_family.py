@@ -1,0 +1,148 @@
+"""TIES, DARE, Model Breadcrumbs and DELLA as one pattern: sparsify each task vector, then combine
+by a plain weighted sum (the '+TA' variants) or by TIES sign election with a disjoint mean.
+
+Defaults follow the papers: TIES keeps the top 20% with lambda = 1 (Yadav et al., 2023); DARE
+drops 90% (Yu et al., 2024); Breadcrumbs keeps 90% after removing the top 1% (Davari & Belilovsky,
+2023, as popularised by mergekit); DELLA keeps 30% with a spread of 0.1 (Deep et al., 2024). Methods
+that sum task vectors default to lambda = 0.3, those that average them (disjoint mean) to 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from resm_core.errors import ConfigError
+from resm_core.merge.registry import (GRANULARITY, Param, TensorContext, density_param, register,
+                                      scale_param, weights_column)
+from resm_core.merge.sparsify import band_mask, dare, magprune, model_wide_thresholds, topk_mask
+
+GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as outliers",
+              low=0.0, high=1.0, high_open=True)
+EPSILON = Param("epsilon", 0.1, "spread of keep probabilities around density (DELLA)", low=0.0)
+DELLA_GRANULARITY = Param("granularity", "row", "where magnitudes are ranked: per row (DELLA) or per tensor",
+                          kind="choice", choices=("row", "tensor"))
+
+
+def sum_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
+    """Task arithmetic: lambda * sum_t w_t tau_t."""
+    return params["scale"] * (weights_column(params, sparse) * sparse).sum(0)
+
+
+def ties_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
+    """TIES 'elect' and 'disjoint merge': the sign of the total (weighted) mass wins per entry,
+    and the entry is the weighted mean of the tasks that agree with it (zeros do not vote)."""
+    weighted = weights_column(params, sparse) * sparse
+    elected = torch.sign(weighted.sum(0))
+    agree = (torch.sign(sparse) == elected) & (sparse != 0)
+    w = weights_column(params, sparse).expand_as(sparse)
+    num = (weighted * agree).sum(0)
+    den = (w * agree).sum(0)
+    merged = torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
+    return params["scale"] * merged
+
+
+def _model_thresholds(fractions_of: callable):
+    """A `prepare` pass computing model-wide magnitude thresholds for the given fractions."""
+
+    def prepare(stream, params: Mapping[str, Any], n_tasks: int) -> dict:
+        mags = lambda: (d.abs() for _, _, d in stream())  # noqa: E731
+        return {"thresholds": model_wide_thresholds(mags(), fractions_of(params), mags())}
+
+    return prepare
+
+
+def _is_model_wide(params: Mapping[str, Any]) -> bool:
+    return params.get("granularity") == "model"
+
+
+def _trim(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
+    thr = ctx.stats["thresholds"][:, 0] if _is_model_wide(params) else None
+    return deltas * topk_mask(deltas, params["density"], thr)
+
+
+def _crumbs(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
+    thr = None
+    if _is_model_wide(params):
+        thr = (ctx.stats["thresholds"][:, 0], ctx.stats["thresholds"][:, 1])
+    return deltas * band_mask(deltas, params["density"], params["gamma"], thr)
+
+
+def _check_band(params: Mapping[str, Any], n_tasks: int) -> None:
+    if params["density"] + params["gamma"] > 1.0 + 1e-9:
+        raise ConfigError(f"breadcrumbs: density + gamma = {params['density'] + params['gamma']:g} exceeds 1")
+
+
+def _check_della(params: Mapping[str, Any], n_tasks: int) -> None:
+    lo, hi = params["density"] - params["epsilon"] / 2, params["density"] + params["epsilon"] / 2
+    if lo <= 0 or hi > 1:
+        raise ConfigError(f"della: density +- epsilon/2 must stay in (0, 1], got [{lo:g}, {hi:g}]")
+
+
+_TIES_REF = "Yadav et al., TIES-Merging, NeurIPS 2023"
+_DARE_REF = "Yu et al., Language Models are Super Mario (DARE), ICML 2024"
+_CRUMBS_REF = "Davari & Belilovsky, Model Breadcrumbs, ECCV 2024"
+_DELLA_REF = "Deep et al., DELLA-Merging, 2024"
+
+
+@register("ties", params=(density_param(0.2), scale_param(1.0), GRANULARITY),
+          summary="trim to top-k magnitudes, elect signs, disjoint mean",
+          reference=_TIES_REF, prepare=_model_thresholds(lambda p: [p["density"]]),
+          needs_prepare=_is_model_wide)
+def ties(base, deltas, params, ctx):
+    return ties_combine(_trim(deltas, params, ctx), params)
+
+
+@register("dare_linear", params=(density_param(0.1), scale_param(0.3)),
+          summary="DARE random drop and rescale, then task arithmetic", reference=_DARE_REF, random=True)
+def dare_linear(base, deltas, params, ctx):
+    return sum_combine(dare(deltas, params["density"], ctx.generator()), params)
+
+
+@register("dare_ties", params=(density_param(0.1), scale_param(1.0)),
+          summary="DARE random drop and rescale, then TIES sign election and disjoint mean",
+          reference=_DARE_REF, random=True)
+def dare_ties(base, deltas, params, ctx):
+    return ties_combine(dare(deltas, params["density"], ctx.generator()), params)
+
+
+_CRUMB_PARAMS = (density_param(0.9, "fraction of entries kept per task, below the removed outliers"),
+                 GAMMA, GRANULARITY)
+
+
+@register("breadcrumbs", params=(*_CRUMB_PARAMS, scale_param(0.3)),
+          summary="drop both magnitude tails (outliers and small entries), then task arithmetic",
+          reference=_CRUMBS_REF, validate=_check_band,
+          prepare=_model_thresholds(lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]),
+          needs_prepare=_is_model_wide)
+def breadcrumbs(base, deltas, params, ctx):
+    return sum_combine(_crumbs(deltas, params, ctx), params)
+
+
+@register("breadcrumbs_ties", params=(*_CRUMB_PARAMS, scale_param(1.0)),
+          summary="drop both magnitude tails, then TIES sign election and disjoint mean",
+          reference=_CRUMBS_REF, validate=_check_band,
+          prepare=_model_thresholds(lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]),
+          needs_prepare=_is_model_wide)
+def breadcrumbs_ties(base, deltas, params, ctx):
+    return ties_combine(_crumbs(deltas, params, ctx), params)
+
+
+_DELLA_PARAMS = (density_param(0.3, "mean keep probability per task"), EPSILON, DELLA_GRANULARITY)
+
+
+@register("della", params=(*_DELLA_PARAMS, scale_param(0.3)),
+          summary="MagPrune (magnitude-ranked keep probabilities, rescaled), then task arithmetic",
+          reference=_DELLA_REF, random=True, validate=_check_della)
+def della(base, deltas, params, ctx):
+    pruned = magprune(deltas, params["density"], params["epsilon"], ctx.generator(), params["granularity"])
+    return sum_combine(pruned, params)
+
+
+@register("della_ties", params=(*_DELLA_PARAMS, scale_param(1.0)),
+          summary="MagPrune, then sign election and disjoint mean (the DELLA paper's drop-elect-fuse)",
+          reference=_DELLA_REF, random=True, validate=_check_della)
+def della_ties(base, deltas, params, ctx):
+    pruned = magprune(deltas, params["density"], params["epsilon"], ctx.generator(), params["granularity"])
+    return ties_combine(pruned, params)

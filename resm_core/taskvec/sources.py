@@ -1,0 +1,167 @@
+"""Where a task vector comes from: a fine-tuned model, a saved task vector, or a PEFT LoRA adapter.
+
+All three give the same thing to the engine: `delta(name, base_tensor)`, the dense fp32 change of
+one base tensor, computed only when asked for, so experts are streamed like the base.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+
+from resm_core.checkpoint.compat import check_config, check_tensors, check_tokenizer
+from resm_core.checkpoint.reader import CheckpointReader
+from resm_core.errors import CheckpointError, CompatibilityError
+
+TASKVEC_MARKER = "resm_taskvec.json"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class DeltaSource:
+    """A full fine-tuned model: delta = expert - base."""
+
+    kind = "model"
+    covers_all_keys = True
+
+    def __init__(self, path: Path, allow_pickle: bool = False):
+        self.path = Path(path)
+        self.reader = CheckpointReader(self.path, allow_pickle=allow_pickle)
+        self.directory = self.reader.directory
+
+    @property
+    def config(self) -> dict | None:
+        return self.reader.config
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: self.reader.shape(k) for k in self.reader.keys}
+
+    def provides(self, name: str) -> bool:
+        return name in self.reader
+
+    def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        return self.reader.get(name).to(device=base.device, dtype=torch.float32) - base
+
+    def check_against(self, base: CheckpointReader) -> None:
+        check_config(base.directory, base.config, self.directory, self.config)
+        check_tokenizer(base.directory, self.directory)
+        check_tensors({k: base.shape(k) for k in base.keys}, self.shapes(), self.path,
+                      require_all=self.covers_all_keys)
+
+
+class TaskVectorSource(DeltaSource):
+    """A directory written by `resm extract`: the stored tensors are the deltas."""
+
+    kind = "task_vector"
+
+    def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        return self.reader.get(name).to(device=base.device, dtype=torch.float32)
+
+
+class LoraSource(DeltaSource):
+    """A PEFT LoRA adapter made dense: delta = scale * B @ A per target module (scale = alpha/r,
+    or alpha/sqrt(r) with rsLoRA); tensors the adapter does not touch have a zero delta, and
+    `modules_to_save` copies count as full replacements."""
+
+    kind = "lora"
+    covers_all_keys = False
+    _KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$")
+
+    def __init__(self, path: Path, allow_pickle: bool = False):
+        super().__init__(path, allow_pickle)
+        cfg_path = self.directory / ADAPTER_CONFIG
+        self.adapter_config = json.loads(cfg_path.read_text())
+        peft_type = self.adapter_config.get("peft_type", "LORA")
+        if peft_type != "LORA":
+            raise CheckpointError(f"{cfg_path}: peft_type {peft_type} is not supported (only LORA)")
+        self.lora_alpha = float(self.adapter_config.get("lora_alpha", 8))
+        self.rslora = bool(self.adapter_config.get("use_rslora", False))
+        self.fan_in_fan_out = bool(self.adapter_config.get("fan_in_fan_out", False))
+        self.alpha_pattern = self.adapter_config.get("alpha_pattern") or {}
+        self.base_dir = self.adapter_config.get("base_model_name_or_path")
+        self._pairs: dict[str, dict[str, str]] = {}
+        self._full: dict[str, str] = {}
+        for key in self.reader.keys:
+            if "lora_magnitude_vector" in key:
+                raise CheckpointError(f"{self.path}: tensor {key} belongs to DoRA, which is not supported")
+            m = self._KEY_RE.match(key)
+            if m:
+                self._pairs.setdefault(m.group("module") + ".weight", {})[m.group("part")] = key
+            else:
+                self._full[key.removeprefix("base_model.model.")] = key
+        for target, parts in self._pairs.items():
+            if not ({"lora_A", "lora_B"} <= parts.keys() or {"lora_embedding_A", "lora_embedding_B"} <= parts.keys()):
+                raise CheckpointError(f"{self.path}: module {target} lacks its A or B matrix ({sorted(parts)})")
+
+    @property
+    def config(self) -> dict | None:
+        return None  # an adapter carries no model config; shapes are checked per tensor
+
+    def _alpha(self, target: str) -> float:
+        module = target.removesuffix(".weight")
+        for pattern, alpha in self.alpha_pattern.items():
+            if re.fullmatch(rf"(.*\.)?{pattern}", module):
+                return float(alpha)
+        return self.lora_alpha
+
+    def _dense(self, target: str, device: torch.device) -> torch.Tensor:
+        parts = self._pairs[target]
+        if "lora_A" in parts:
+            a = self.reader.get(parts["lora_A"]).to(device, torch.float32)
+            b = self.reader.get(parts["lora_B"]).to(device, torch.float32)
+            rank = a.shape[0]
+            dense = b @ a
+            if self.fan_in_fan_out:
+                dense = dense.T
+        else:  # embedding LoRA: A is (r, num_embeddings), B is (dim, r)
+            a = self.reader.get(parts["lora_embedding_A"]).to(device, torch.float32)
+            b = self.reader.get(parts["lora_embedding_B"]).to(device, torch.float32)
+            rank = a.shape[0]
+            dense = (b @ a).T
+        alpha = self._alpha(target)
+        return dense * (alpha / math.sqrt(rank) if self.rslora else alpha / rank)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {}
+        for target, parts in self._pairs.items():
+            if "lora_A" in parts:
+                a, b = self.reader.shape(parts["lora_A"]), self.reader.shape(parts["lora_B"])
+                shapes[target] = (a[1], b[0]) if self.fan_in_fan_out else (b[0], a[1])
+            else:
+                a, b = self.reader.shape(parts["lora_embedding_A"]), self.reader.shape(parts["lora_embedding_B"])
+                shapes[target] = (a[1], b[0])
+        shapes.update({name: self.reader.shape(key) for name, key in self._full.items()})
+        return shapes
+
+    def provides(self, name: str) -> bool:
+        return name in self._pairs or name in self._full
+
+    def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        if name in self._pairs:
+            return self._dense(name, base.device)
+        if name in self._full:
+            return self.reader.get(self._full[name]).to(base.device, torch.float32) - base
+        return torch.zeros_like(base, dtype=torch.float32)
+
+    def check_against(self, base: CheckpointReader) -> None:
+        try:
+            super().check_against(base)
+        except CompatibilityError as exc:
+            raise CompatibilityError(f"{exc} (LoRA adapter targets are mapped to base tensor names by "
+                                     "stripping 'base_model.model.' and the lora_A/lora_B suffix)") from None
+
+
+def open_expert(path: str | Path, allow_pickle: bool = False) -> DeltaSource:
+    """Pick the source type from what the directory holds."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such expert directory")
+    directory = path if path.is_dir() else path.parent
+    if (directory / TASKVEC_MARKER).exists():
+        return TaskVectorSource(path, allow_pickle)
+    if (directory / ADAPTER_CONFIG).exists():
+        return LoraSource(path, allow_pickle)
+    return DeltaSource(path, allow_pickle)
