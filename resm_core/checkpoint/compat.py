@@ -43,8 +43,9 @@ def check_tokenizer(base_dir: Path, other_dir: Path) -> None:
 
 
 def check_tensors(base_shapes: dict[str, tuple[int, ...]], other_shapes: dict[str, tuple[int, ...]],
-                  other_path: Path, require_all: bool = True) -> None:
-    """Same keys (when `require_all`) and the same shape for every shared key."""
+                  other_path: Path, require_all: bool = True, required: set[str] | None = None) -> None:
+    """No keys the base lacks, every `required` base key present (all of them by default, none
+    when not `require_all`), and the same shape for every shared key."""
     extra = sorted(set(other_shapes) - set(base_shapes))
     if extra:
         raise CompatibilityError(
@@ -52,7 +53,7 @@ def check_tensors(base_shapes: dict[str, tuple[int, ...]], other_shapes: dict[st
             + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
         )
     if require_all:
-        missing = sorted(set(base_shapes) - set(other_shapes))
+        missing = sorted((set(base_shapes) if required is None else required) - set(other_shapes))
         if missing:
             raise CompatibilityError(
                 f"{other_path}: tensor {missing[0]} of the base is missing"

@@ -91,11 +91,11 @@ class MergeJob:
         prepare_output(Path(request.out), request.force)
         self.base = CheckpointReader(request.base, allow_pickle=request.allow_pickle)
         self.experts: list[DeltaSource] = [open_expert(p, request.allow_pickle) for p in request.experts]
-        for expert in self.experts:
-            expert.check_against(self.base)
         config = self.base.config or {}
         self.vocab_size = config.get("vocab_size")
         self.keys = self._output_keys(config)
+        for expert in self.experts:
+            expert.check_against(self.base, required=set(self.keys))
 
     def _output_keys(self, config: dict) -> list[str]:
         keys = list(self.base.keys)

@@ -65,6 +65,8 @@ class Param:
     def _number(self, value: Any, where: str, kind: type) -> float | int:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, str) and value.strip().lower() in (".inf", "+.inf", "-.inf"):
+            value = value.strip().replace(".", "")  # YAML's spelling of infinity
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -103,11 +105,15 @@ class TensorContext:
     stats: Mapping[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
-    def generator(self) -> torch.Generator:
-        """A CPU generator seeded from (seed, tensor name): random methods give the same result
-        whatever the tensor order, the device, or whether the merge streams or runs in memory."""
+    def tensor_seed(self) -> int:
+        """A seed derived from (run seed, tensor name): random steps give the same result whatever
+        the tensor order, the device, or whether the merge streams or runs in memory."""
         digest = hashlib.sha256(f"{self.seed}:{self.name}".encode()).digest()
-        return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+    def generator(self) -> torch.Generator:
+        """A CPU generator (same stream on every device) seeded with `tensor_seed`."""
+        return torch.Generator(device="cpu").manual_seed(self.tensor_seed())
 
     def record(self, key: str, value: Any) -> None:
         self.diagnostics[key] = value

@@ -151,7 +151,8 @@ def resm(base, deltas, params, ctx):
     # No rule keeps more than floor(r/T) per task, and the energy rule takes its total energy from
     # the Frobenius norm, so the spectrum is never needed beyond that.
     k_max = per_task_rank(r, T, params["rank_fraction"] if params["rank_rule"] == "fixed" else None)
-    parts = [leading_components(weighted[t], k_max, params["svd"], params["svd_oversample"], params["svd_niter"])
+    parts = [leading_components(weighted[t], k_max, params["svd"], params["svd_oversample"],
+                                  params["svd_niter"], seed=ctx.tensor_seed() + t)
              for t in range(T)]
     norms_sq = [float(weighted[t].pow(2).sum()) for t in range(T)]
     ranks = _ranks(params, ctx, parts, norms_sq, r, T)

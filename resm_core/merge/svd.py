@@ -40,12 +40,16 @@ class Components:
 
 
 def leading_components(matrix: torch.Tensor, k: int, method: str = "exact",
-                       oversample: int = 16, niter: int = 2) -> Components:
-    """The top-k singular triplets (k <= min(m, n))."""
+                       oversample: int = 16, niter: int = 2, seed: int = 0) -> Components:
+    """The top-k singular triplets (k <= min(m, n)). The lowrank path draws its random test
+    matrix from a generator seeded with `seed`, leaving the global RNG untouched."""
     r = min(matrix.shape)
     k = max(0, min(k, r))
     if method == "lowrank" and k + oversample < r:
-        u, s, v = torch.svd_lowrank(matrix, q=k + oversample, niter=niter)
+        devices = [matrix.device] if matrix.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            u, s, v = torch.svd_lowrank(matrix, q=k + oversample, niter=niter)
         return Components(u[:, :k], s[:k], v[:, :k].T)
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     return Components(u[:, :k], s[:k], vh[:k])

@@ -30,7 +30,8 @@ def tsv_m(base, deltas, params, ctx):
     T, m, n = deltas.shape
     k = per_task_rank(min(m, n), T, params["rank_fraction"])
     weighted = weights_column(params, deltas) * deltas
-    parts = [leading_components(weighted[t], k, params["svd"], params["svd_oversample"], params["svd_niter"])
+    parts = [leading_components(weighted[t], k, params["svd"], params["svd_oversample"],
+                                  params["svd_niter"], seed=ctx.tensor_seed() + t)
              for t in range(T)]
     ctx.record("rank_per_task", k)
     return params["scale"] * orthogonalised_sum(parts)

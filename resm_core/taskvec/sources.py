@@ -45,11 +45,13 @@ class DeltaSource:
     def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
         return self.reader.get(name).to(device=base.device, dtype=torch.float32) - base
 
-    def check_against(self, base: CheckpointReader) -> None:
+    def check_against(self, base: CheckpointReader, required: set[str] | None = None) -> None:
+        """Config, tokenizer, keys and shapes agree with the base; `required` names the base
+        tensors this source must provide (default: all of them)."""
         check_config(base.directory, base.config, self.directory, self.config)
         check_tokenizer(base.directory, self.directory)
         check_tensors({k: base.shape(k) for k in base.keys}, self.shapes(), self.path,
-                      require_all=self.covers_all_keys)
+                      require_all=self.covers_all_keys, required=required)
 
 
 class TaskVectorSource(DeltaSource):
@@ -146,9 +148,9 @@ class LoraSource(DeltaSource):
             return self.reader.get(self._full[name]).to(base.device, torch.float32) - base
         return torch.zeros_like(base, dtype=torch.float32)
 
-    def check_against(self, base: CheckpointReader) -> None:
+    def check_against(self, base: CheckpointReader, required: set[str] | None = None) -> None:
         try:
-            super().check_against(base)
+            super().check_against(base, required)
         except CompatibilityError as exc:
             raise CompatibilityError(f"{exc} (LoRA adapter targets are mapped to base tensor names by "
                                      "stripping 'base_model.model.' and the lora_A/lora_B suffix)") from None

@@ -1,0 +1,82 @@
+"""The `resm` command line: recipes, flags, and one-line errors that name the problem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import load_dir
+from resm_core.cli import main
+
+
+def test_merge_from_flags(tiny, tmp_path, capsys):
+    code = main(["-q", "merge", "--method", "ties", "--base", str(tiny["base"]), "--experts",
+                 *map(str, tiny["experts"]), "--param", "density=0.5", "--param", "granularity=model",
+                 "--out", str(tmp_path / "m")])
+    assert code == 0
+    manifest = json.loads((tmp_path / "m" / "resm_manifest.json").read_text())
+    assert manifest["params"]["density"] == 0.5 and manifest["params"]["granularity"] == "model"
+    assert "merged 3 experts with ties" in capsys.readouterr().out
+
+
+def test_merge_from_recipe_with_flag_overrides(tiny, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "base": str(tiny["base"]), "method": "resm", "out": str(tmp_path / "from_recipe"),
+        "experts": [{"path": str(tiny["experts"][0]), "weight": 2.0}, str(tiny["experts"][1])],
+        "params": {"rank_rule": "energy", "outlier_m": float("inf")}, "seed": 4, "out_dtype": "bfloat16"}))
+    assert main(["-q", "merge", str(recipe), "--param", "energy_eta=0.5"]) == 0
+    manifest = json.loads((tmp_path / "from_recipe" / "resm_manifest.json").read_text())
+    assert manifest["params"]["weights"] == [2.0, 1.0]
+    assert manifest["params"]["energy_eta"] == 0.5 and manifest["params"]["rank_rule"] == "energy"
+    assert manifest["seed"] == 4 and manifest["out_dtype"] == "torch.bfloat16"
+
+
+@pytest.mark.parametrize("recipe,message", [
+    ({"method": "ties", "experts": ["x"]}, "'base' is a required property"),
+    ({"base": "b", "method": "ties", "experts": ["x"], "sed": 1}, "'sed' was unexpected"),
+    ({"base": "b", "method": "ties", "experts": [], "out": "o"}, "experts: \\[\\] should be non-empty"),
+    ({"base": "b", "method": "ties", "experts": ["x"], "device": "gpu"}, "device: 'gpu' does not match"),
+])
+def test_bad_recipes_name_the_key(tmp_path, capsys, recipe, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["merge", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "resm merge: error:" in err and "bad.yaml" in err
+    assert __import__("re").search(message, err), err
+
+
+def test_unknown_method_and_parameter_errors(tiny, tmp_path, capsys):
+    args = ["merge", "--base", str(tiny["base"]), "--experts", str(tiny["experts"][0]), "--out", str(tmp_path / "o")]
+    assert main([*args, "--method", "tiez"]) == 2
+    assert "unknown merge method 'tiez'" in capsys.readouterr().err
+    assert main([*args, "--method", "ties", "--param", "density=2"]) == 2
+    assert "ties: parameter density: 2.0 is outside (0, 1]" in capsys.readouterr().err
+    assert main([*args[:-2], "--method", "ties"]) == 2
+    assert "out is required" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_extract_conflicts_and_methods_commands(tiny, tmp_path, capsys):
+    for i, e in enumerate(tiny["experts"][:2]):
+        assert main(["-q", "extract", "--base", str(tiny["base"]), "--expert", str(e), "--out",
+                     str(tmp_path / f"tv{i}"), "--dtype", "bf16"]) == 0
+    assert main(["-q", "conflicts", str(tmp_path / "tv0"), str(tmp_path / "tv1"), "--out", str(tmp_path / "c"),
+                 "--names", "help", "honest"]) == 0
+    out = capsys.readouterr().out
+    assert "help" in out and "sign_conflict_rate" in out
+    assert main(["methods"]) == 0 and "tsv_m" in capsys.readouterr().out
+    assert main(["methods", "resm"]) == 0
+    assert "rank_rule = 'owl'" in capsys.readouterr().out
+    tv = load_dir(tmp_path / "tv0")
+    assert next(iter(tv.values())).dtype.__str__() == "torch.bfloat16"
+
+
+def test_demo_runs_every_method(tmp_path, capsys):
+    assert main(["-q", "demo", "--out", str(tmp_path), "--shape", "tiny"]) == 0
+    out = capsys.readouterr().out
+    for method in ("tsv_m", "resm", "model_stock", "della_ties"):
+        assert method in out

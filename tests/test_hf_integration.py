@@ -1,0 +1,76 @@
+"""Real Hugging Face checkpoints: transformers-saved models, PEFT LoRA adapters, loading the merge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import load_dir
+from resm_core.merge.engine import MergeRequest, merge
+from resm_core.taskvec.extract import extract
+from resm_core.taskvec.sources import LoraSource, open_expert
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+
+def tiny_llama(seed: int):
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=128, tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    base = tiny_llama(0)
+    base.save_pretrained(root / "base")
+    experts = []
+    for i in range(2):
+        model = tiny_llama(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        model.save_pretrained(root / f"expert{i}")
+        experts.append(root / f"expert{i}")
+    lora_cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                               init_lora_weights=False)
+    peft_model = peft.get_peft_model(tiny_llama(0), lora_cfg)
+    peft_model.save_pretrained(root / "lora")
+    merged = peft_model.merge_and_unload().state_dict()
+    return {"root": root, "base": root / "base", "experts": experts, "lora": root / "lora", "peft_merged": merged}
+
+
+def test_lora_adapter_dense_delta_matches_peft_merge(hf):
+    source = open_expert(hf["lora"])
+    assert isinstance(source, LoraSource)
+    base = load_dir(hf["base"])
+    targets = [k for k in base if source.provides(k)]
+    assert len(targets) == 2 * 3  # q, v, down in each of 2 layers
+    for name in base:
+        delta = source.delta(name, base[name].float())
+        expected = hf["peft_merged"][name].float() - base[name].float()
+        assert torch.allclose(delta, expected, atol=1e-6), name
+        assert (name in targets) == bool(delta.abs().sum() > 0)
+
+
+def test_lora_adapter_is_accepted_as_an_expert_and_extracted(hf, tmp_path):
+    merge(MergeRequest(base=hf["base"], experts=[hf["experts"][0], hf["lora"]], method="ties", out=tmp_path / "m",
+                       progress=False))
+    table = extract(hf["base"], hf["lora"], tmp_path / "tv", progress=False)
+    assert (table["frobenius_norm"] > 0).sum() == 6
+
+
+def test_merged_model_loads_with_transformers(hf, tmp_path):
+    out = tmp_path / "merged"
+    merge(MergeRequest(base=hf["base"], experts=hf["experts"], method="resm", out=out, out_dtype="bfloat16",
+                       progress=False))
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.tie_word_embeddings
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    logits = model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.shape == (1, 3, 128) and torch.isfinite(logits).all()
+    # merged weights are what the engine wrote
+    written = load_dir(out)
+    assert torch.equal(model.model.norm.weight.data, written["model.norm.weight"].to(model.dtype))

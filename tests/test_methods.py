@@ -1,0 +1,307 @@
+"""Each merge method against its paper's equations, on hand-made tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from resm_core.errors import ConfigError
+from resm_core.merge.averaging import model_stock_ratio
+from resm_core.merge.registry import TensorContext, all_methods, get_method
+from resm_core.merge.resm import downweight_outliers, owl_fractions, robust_scale, task_weights
+from resm_core.merge.sparsify import kth_largest, magprune, model_wide_thresholds
+from resm_core.merge.svd import energy_rank, polar_factor
+
+
+def run(method: str, deltas: torch.Tensor, base: torch.Tensor | None = None, stats=None, name="w",
+        seed=0, weights=None, **params):
+    m = get_method(method)
+    resolved = m.resolve(params, deltas.shape[0], weights)
+    ctx = TensorContext(name=name, seed=seed, stats=stats or {})
+    base = torch.zeros(deltas.shape[1:]) if base is None else base
+    return m.fn(base, deltas, resolved, ctx), ctx
+
+
+def test_registry_has_the_paper_benchmark_and_resm():
+    assert set(all_methods()) == {
+        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
+        "della", "della_ties", "consensus", "model_stock", "tsv_m", "iso_c", "resm"}
+
+
+def test_linear_is_weighted_average():
+    d = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    out, _ = run("linear", d, weights=[1.0, 3.0])
+    assert torch.allclose(out, (1 * d[0] + 3 * d[1]) / 4)
+
+
+def test_task_arithmetic_scales_the_weighted_sum():
+    d = torch.tensor([[1.0, -2.0], [3.0, 1.0]])
+    out, _ = run("task_arithmetic", d, scale=0.5, weights=[1.0, 2.0])
+    assert torch.allclose(out, 0.5 * (d[0] + 2 * d[1]))
+
+
+def test_ties_sign_election_and_disjoint_mean():
+    d = torch.tensor([[1.0, -2.0, 3.0, 0.1],
+                      [-1.0, -1.0, 2.0, 0.2],
+                      [2.0, 0.5, -4.0, 0.0]])
+    out, _ = run("ties", d, density=1.0, scale=1.0)
+    # col0: mass +2 -> mean(1, 2); col1: mass -2.5 -> mean(-2, -1); col2: mass +1 -> mean(3, 2);
+    # col3: zeros do not vote -> mean(0.1, 0.2)
+    assert torch.allclose(out, torch.tensor([1.5, -1.5, 2.5, 0.15]))
+
+
+def test_ties_trims_each_task_to_its_top_k():
+    d = torch.tensor([[4.0, -3.0, 2.0, 1.0], [1.0, 2.0, -3.0, 4.0]])
+    out, _ = run("ties", d, density=0.5, scale=1.0)
+    # task0 keeps 4, -3; task1 keeps -3, 4 -> no overlap, each entry is its single survivor
+    assert torch.allclose(out, torch.tensor([4.0, -3.0, -3.0, 4.0]))
+
+
+def test_dare_rescales_survivors_and_keeps_the_expectation():
+    d = torch.full((1, 20000), 0.7)
+    out, _ = run("dare_linear", d, density=0.25, scale=1.0)
+    kept = out != 0
+    assert torch.allclose(out[kept], torch.tensor(0.7 / 0.25))
+    assert abs(kept.float().mean().item() - 0.25) < 0.02
+    assert abs(out.mean().item() - 0.7) < 0.03
+
+
+def test_random_methods_are_reproducible_per_seed():
+    d = torch.randn(3, 64, 32, generator=torch.Generator().manual_seed(0))
+    for method in ("dare_linear", "dare_ties", "della", "della_ties"):
+        a, _ = run(method, d, seed=5)
+        b, _ = run(method, d, seed=5)
+        c, _ = run(method, d, seed=6)
+        assert torch.equal(a, b), method
+        assert not torch.equal(a, c), method
+
+
+def test_breadcrumbs_drops_both_tails():
+    d = torch.arange(1.0, 11.0).unsqueeze(0)  # magnitudes 1..10
+    out, _ = run("breadcrumbs", d, density=0.5, gamma=0.2, scale=1.0)
+    # top 20% (10, 9) removed as outliers, next 50% (8..4) kept, small tail (3, 2, 1) removed
+    assert out.tolist() == [0, 0, 0, 4, 5, 6, 7, 8, 0, 0]
+
+
+def test_della_keep_probability_grows_with_magnitude_and_expectation_holds():
+    row = torch.linspace(0.01, 1.0, 200).repeat(1, 1, 1)  # [T=1, 1 row, 200]
+    kept = torch.zeros(200)
+    mean = torch.zeros(200)
+    trials = 400
+    for s in range(trials):
+        out = magprune(row, density=0.5, epsilon=0.4, generator=torch.Generator().manual_seed(s))
+        kept += (out[0, 0] != 0).float()
+        mean += out[0, 0]
+    kept /= trials
+    mean /= trials
+    assert kept[:50].mean() < 0.4 < 0.6 < kept[-50:].mean()  # from 0.3 up to 0.7
+    assert torch.allclose(mean, row[0, 0], rtol=0.25)
+
+
+def test_model_stock_ratio_from_the_angle_between_experts():
+    theta = math.radians(60)
+    d = torch.tensor([[1.0, 0.0], [math.cos(theta), math.sin(theta)]])
+    cos = math.cos(theta)
+    assert model_stock_ratio(d).item() == pytest.approx(2 * cos / (1 + cos))
+    out, ctx = run("model_stock", d)
+    assert torch.allclose(out, (2 * cos / (1 + cos)) * d.mean(0))
+    assert ctx.diagnostics["model_stock_t"] == pytest.approx(2 / 3)
+    with pytest.raises(ConfigError, match="takes no per-model weights"):
+        run("model_stock", d, weights=[1.0, 2.0])
+
+
+def test_consensus_keeps_entries_claimed_by_at_least_k_tall_masks():
+    d = torch.tensor([[1.0, 1.0, 0.0],
+                      [1.0, 0.0, 0.0],
+                      [1.0, 0.0, 5.0]])
+    # mtl = [3, 1, 5]. masks (lambda=0.5): |tau_t| >= 0.5 |mtl - tau_t|
+    # col0: 1 >= 1 for all -> 3 tasks; col1: task0 1 >= 0 yes, task1 0 >= 0.5 no, task2 no -> 1;
+    # col2: only task2 (5 >= 0) -> 1 ("selfish").
+    out, ctx = run("consensus", d, mask_lambda=0.5, min_agree=2, scale=1.0)
+    assert out.tolist() == [3.0, 0.0, 0.0]
+    assert ctx.diagnostics["consensus_kept_fraction"] == pytest.approx(1 / 3)
+
+
+def test_iso_c_flattens_the_spectrum_of_the_sum():
+    d = torch.randn(2, 12, 8, generator=torch.Generator().manual_seed(1))
+    out, _ = run("iso_c", d, scale=1.0)
+    s_sum = torch.linalg.svdvals(d.sum(0))
+    s_out = torch.linalg.svdvals(out)
+    assert torch.allclose(s_out, torch.full_like(s_out, s_sum.mean().item()), atol=1e-4)
+    # same singular subspaces as the sum
+    u, _, vh = torch.linalg.svd(d.sum(0), full_matrices=False)
+    assert torch.allclose(out, s_sum.mean() * u @ vh, atol=1e-5)
+
+
+def test_polar_factor_is_orthonormal_and_closest():
+    a = torch.randn(30, 9, generator=torch.Generator().manual_seed(2))
+    p = polar_factor(a)
+    assert torch.allclose(p.T @ p, torch.eye(9), atol=1e-5)
+    q = polar_factor(torch.linalg.qr(a).Q)
+    assert torch.allclose(q, torch.linalg.qr(a).Q, atol=1e-5)  # already orthonormal: unchanged
+
+
+def test_tsv_m_single_task_full_rank_returns_the_delta():
+    d = torch.randn(1, 10, 7, generator=torch.Generator().manual_seed(3))
+    out, ctx = run("tsv_m", d, scale=1.0)
+    assert ctx.diagnostics["rank_per_task"] == 7
+    assert torch.allclose(out, d[0], atol=1e-5)
+
+
+def test_tsv_m_keeps_floor_r_over_t_per_task_and_sums_orthogonal_tasks():
+    g = torch.Generator().manual_seed(4)
+    q_left = torch.linalg.qr(torch.randn(12, 12, generator=g)).Q
+    q_right = torch.linalg.qr(torch.randn(9, 9, generator=g)).Q
+    # three tasks in mutually orthogonal rank-3 subspaces (r = 9, floor(9/3) = 3 each)
+    deltas = torch.stack([
+        q_left[:, 3 * t:3 * t + 3] @ torch.diag(torch.tensor([3.0, 2.0, 1.0]) * (t + 1)) @ q_right[:, 3 * t:3 * t + 3].T
+        for t in range(3)])
+    out, ctx = run("tsv_m", deltas, scale=1.0)
+    assert ctx.diagnostics["rank_per_task"] == 3
+    assert torch.allclose(out, deltas.sum(0), atol=1e-5)
+    # with interfering tasks, the merged singular vectors are orthonormal: rank <= r and U^T U = I
+    noisy = torch.randn(3, 12, 9, generator=g)
+    merged, _ = run("tsv_m", noisy, scale=1.0)
+    assert torch.linalg.matrix_rank(merged) <= 9
+
+
+def test_tsv_m_one_dimensional_tensors_take_the_mean():
+    d = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    out, _ = run("tsv_m", d, scale=1.0)
+    assert torch.allclose(out, d.mean(0))
+
+
+# -- RESM ----------------------------------------------------------------------------------------
+
+def _resm_inputs(seed=5):
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(3, 48, 32, generator=g) * 0.01
+    d[0, 0, 0] = 1.0  # outliers, more of them in task 0
+    d[0, 5, 7] = -0.8
+    d[1, 3, 3] = 0.5
+    return d
+
+
+def test_resm_equals_tsv_m_without_its_components():
+    d = _resm_inputs()
+    ref, _ = run("tsv_m", d)
+    for m in (math.inf, 5.0):
+        out, _ = run("resm", d, outlier_m=m, outlier_weighting=(m == math.inf), task_reweighting=False,
+                     rank_rule="fixed")
+        assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_resm_outlier_weighting_with_gamma_one_bounds_entries():
+    d = _resm_inputs()[0]
+    for kind in ("mean", "mad"):
+        bound = 3.0 * robust_scale(d, kind)
+        w = downweight_outliers(d, 3.0, kind, 1.0)
+        assert w.abs().max() <= bound * (1 + 1e-6)
+        untouched = d.abs() <= bound
+        assert torch.equal(w[untouched], d[untouched])
+
+
+def test_resm_total_rank_never_exceeds_r():
+    d = _resm_inputs()
+    stats = {"layer_rank_fraction": {"other": 0.9}}
+    for rule, extra in (("fixed", {"rank_fraction": 0.9}), ("owl", {"rank_fraction": 0.9}),
+                        ("energy", {"energy_eta": 0.999})):
+        _, ctx = run("resm", d, rank_rule=rule, stats=stats, **extra)
+        assert sum(ctx.diagnostics["rank_per_task"]) <= 32, rule
+
+
+def test_resm_each_switch_changes_the_output():
+    d = _resm_inputs()
+    stats = {"layer_rank_fraction": {"other": 0.2}}
+    default, _ = run("resm", d, rank_rule="fixed")
+    for change in ({"outlier_weighting": False}, {"task_reweighting": False}, {"rank_rule": "energy", "energy_eta": 0.3},
+                   {"outlier_scale": "mad"}, {"outlier_gamma": 0.5}):
+        out, _ = run("resm", d, **{"rank_rule": "fixed", **change}, stats=stats)
+        assert not torch.allclose(out, default, atol=1e-6), change
+    owl, _ = run("resm", d, rank_rule="owl", stats=stats)
+    assert not torch.allclose(owl, default, atol=1e-6)
+
+
+def test_resm_task_weights_down_weight_outlier_heavy_tasks():
+    w = task_weights([0.02, 0.01, 0.01], power=1.0)
+    assert sum(w) / 3 == pytest.approx(1.0)
+    assert w[0] < w[1]
+    assert w[1] == pytest.approx(w[2])
+    assert task_weights([0.0, 0.0], 1.0) == [1.0, 1.0]
+
+
+def test_owl_fractions_follow_outlier_zscores_within_lambda():
+    fr = owl_fractions({"a": 0.01, "b": 0.02, "c": 0.03}, center=0.25, lam=0.05)
+    assert fr["a"] < fr["b"] < fr["c"]
+    assert fr["b"] == pytest.approx(0.25)
+    assert all(0.2 - 1e-12 <= v <= 0.3 + 1e-12 for v in fr.values())
+
+
+def test_energy_rank():
+    s = torch.tensor([3.0, 2.0, 1.0])  # energies 9, 4, 1 of 14
+    assert energy_rank(s, 9 / 14) == 1
+    assert energy_rank(s, 0.9) == 2
+    assert energy_rank(s, 1.0) == 3
+
+
+# -- model-wide thresholds -----------------------------------------------------------------------
+
+def test_model_wide_thresholds_match_kthvalue_on_the_concatenation():
+    g = torch.Generator().manual_seed(7)
+    chunks = [torch.randn(2, 100, generator=g) ** 3, torch.zeros(2, 50), torch.randn(2, 7, 3, generator=g)]
+    chunks[1][:, :10] = 0.5  # ties
+    mags = [c.abs() for c in chunks]
+    fractions = [0.0, 0.01, 0.2, 0.5, 0.9, 1.0]
+    got = model_wide_thresholds(iter(mags), fractions, iter(mags))
+    flat = torch.cat([m.reshape(2, -1) for m in mags], dim=1)
+    for j, f in enumerate(fractions):
+        assert torch.equal(got[:, j], kth_largest(flat, f)), f
+
+
+def test_ties_model_granularity_ranks_over_all_tensors():
+    g = torch.Generator().manual_seed(8)
+    a, b = torch.randn(2, 20, generator=g), 10 * torch.randn(2, 5, generator=g)
+    m = get_method("ties")
+    params = m.resolve({"density": 0.2, "granularity": "model"}, 2)
+    stream = lambda: iter([("a", None, a), ("b", None, b)])  # noqa: E731
+    stats = m.prepare(stream, params, 2)
+    out_a = m.fn(torch.zeros(20), a, params, TensorContext("a", stats=stats))
+    flat = torch.cat([a, b], dim=1)
+    keep = flat.abs() >= kth_largest(flat.abs(), 0.2)[:, None]
+    # the large tensor b takes most of the model-wide budget: few or none of a survive
+    assert (out_a != 0).sum() == (keep[:, :20].any(0)).sum()
+
+
+# -- parameter validation ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method,params,n,message", [
+    ("ties", {"density": 0.0}, 3, "density: 0.0 is outside"),
+    ("ties", {"density": 1.5}, 3, "density: 1.5 is outside"),
+    ("ties", {"densty": 0.5}, 3, "unknown parameter 'densty'"),
+    ("ties", {"granularity": "row"}, 3, "not one of tensor, model"),
+    ("breadcrumbs", {"density": 0.9, "gamma": 0.2}, 3, "density \\+ gamma"),
+    ("della", {"density": 0.05, "epsilon": 0.2}, 3, "must stay in"),
+    ("consensus", {"min_agree": 4}, 3, "min_agree = 4 exceeds"),
+    ("resm", {"rank_rule": "magic"}, 3, "not one of fixed, owl, energy"),
+    ("resm", {"outlier_m": "lots"}, 3, "expected a number"),
+    ("tsv_m", {"rank_fraction": 0}, 3, "rank_fraction: 0.0 is outside"),
+])
+def test_bad_parameters_name_the_key(method, params, n, message):
+    with pytest.raises(ConfigError, match=message):
+        get_method(method).resolve(params, n)
+
+
+def test_unknown_method_and_bad_weights():
+    with pytest.raises(ConfigError, match="unknown merge method 'tiez'"):
+        get_method("tiez")
+    with pytest.raises(ConfigError, match="weights has 2 entries for 3 experts"):
+        get_method("ties").resolve({}, 3, [1.0, 2.0])
+    with pytest.raises(ConfigError, match="weights sum to zero"):
+        get_method("linear").resolve({}, 2, [1.0, -1.0])
+
+
+def test_inf_is_accepted_for_outlier_m():
+    for text in ("inf", ".inf", float("inf")):
+        assert get_method("resm").resolve({"outlier_m": text}, 3)["outlier_m"] == math.inf
