@@ -305,3 +305,15 @@ def test_unknown_method_and_bad_weights():
 def test_inf_is_accepted_for_outlier_m():
     for text in ("inf", ".inf", float("inf")):
         assert get_method("resm").resolve({"outlier_m": text}, 3)["outlier_m"] == math.inf
+
+
+def test_radix_threshold_equals_kthvalue_on_large_tensors():
+    from resm_core.merge import sparsify
+
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(2, sparsify.RADIX_MIN_NUMEL + 17, generator=g) ** 3).abs()
+    x[:, :1000] = 0.25  # ties
+    n = x.shape[1]
+    for f in (0.001, 0.2, 0.5, 0.97):
+        k = int(round(f * n))
+        assert torch.equal(sparsify.kth_largest(x, f), torch.kthvalue(x, n - k + 1, dim=1).values), f

@@ -167,10 +167,14 @@ class CheckpointReader:
         return _ST_DTYPES[code]
 
     def get(self, name: str) -> torch.Tensor:
+        """The tensor, read through a short-lived handle: a long-lived memory map would keep every
+        page it ever touched resident (and charged to the job's memory limit) until the end of
+        the run, so a merge of 8B models would show T x 16 GB of RSS. About 0.5 ms per call."""
         file = self.file_of(name)
         if file in self._pickled:
             return self._pickled[file][name]
-        return self._handles[file].get_tensor(name)
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            return handle.get_tensor(name)
 
     def numel(self, name: str) -> int:
         n = 1

@@ -24,7 +24,8 @@ from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter, parse_size, prepare_output
 from resm_core.errors import ConfigError, NumericError
-from resm_core.merge.registry import MergeMethod, TensorContext, get_method, weights_column
+from resm_core.merge.registry import MergeMethod, TensorContext, get_method
+from resm_core.merge.ties_family import task_sum
 from resm_core.taskvec.sources import DeltaSource, open_expert
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,13 @@ class MergeJob:
     def load(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The base tensor and the stacked task deltas, fp32 on the compute device, checked finite."""
         base = self.base.get(name).to(device=self.device, dtype=torch.float32)
-        if not torch.isfinite(base).all():
+        if not all_finite(base):
             raise NumericError(f"{self.base.file_of(name)}: tensor {name} of the base holds NaN or Inf")
-        deltas = torch.stack([e.delta(name, base) for e in self.experts])
-        bad = (~torch.isfinite(deltas.reshape(len(self.experts), -1))).any(dim=1)
-        if bool(bad.any()):
-            expert = self.experts[int(bad.nonzero()[0])]
-            raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
+        deltas = torch.empty((len(self.experts), *base.shape), dtype=torch.float32, device=self.device)
+        for expert, row in zip(self.experts, deltas):
+            expert.delta_into(name, base, row)
+            if not all_finite(row):
+                raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
         return base, deltas
 
     def method_stream(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -180,6 +181,14 @@ class MergeJob:
             self.base.close()
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN or Inf. A sum is non-finite whenever an entry is (inf + x = inf, inf - inf = nan,
+    nan + x = nan), so one reduction without a mask usually decides; an overflowing sum of
+    finite values falls back to the elementwise test."""
+    total = t.sum()
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
+
+
 def tensor_rule(name: str, shape: tuple[int, ...], vocab_rule: str, vocab_size: int | None) -> str:
     """'method' for tensors the method merges; the vocab rule for embedding/LM-head matrices."""
     if vocab_rule != "method" and is_vocab_tensor(name, tuple(shape), vocab_size):
@@ -193,7 +202,7 @@ def merged_delta(method: MergeMethod, params: dict[str, Any], rule: str, base: t
     if rule == "method":
         delta = method.fn(base, deltas, params, ctx)
     elif rule == "task_arithmetic":
-        delta = params.get("scale", 1.0) * (weights_column(params, deltas) * deltas).sum(0)
+        delta = task_sum(deltas, params["weights"], params.get("scale", 1.0))
     elif rule == "mean":
         delta = deltas.mean(0)
     else:  # base

@@ -15,7 +15,7 @@ import torch
 
 from resm_core.errors import ConfigError
 from resm_core.merge.registry import (GRANULARITY, Param, TensorContext, density_param, register,
-                                      scale_param, weights_column)
+                                      scale_param)
 from resm_core.merge.sparsify import band_mask, dare, magprune, model_wide_thresholds, topk_mask
 
 GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as outliers",
@@ -25,22 +25,33 @@ DELLA_GRANULARITY = Param("granularity", "row", "where magnitudes are ranked: pe
                           kind="choice", choices=("row", "tensor"))
 
 
+def task_sum(deltas: torch.Tensor, weights: list[float], scale: float) -> torch.Tensor:
+    """lambda * sum_t w_t tau_t, contracted without a [T, ...] weighted temporary."""
+    w = torch.tensor(weights, dtype=deltas.dtype, device=deltas.device)
+    return torch.tensordot(w * scale, deltas, dims=1)
+
+
 def sum_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
     """Task arithmetic: lambda * sum_t w_t tau_t."""
-    return params["scale"] * (weights_column(params, sparse) * sparse).sum(0)
+    return task_sum(sparse, params["weights"], params["scale"])
 
 
 def ties_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
     """TIES 'elect' and 'disjoint merge': the sign of the total (weighted) mass wins per entry,
-    and the entry is the weighted mean of the tasks that agree with it (zeros do not vote)."""
-    weighted = weights_column(params, sparse) * sparse
-    elected = torch.sign(weighted.sum(0))
-    agree = (torch.sign(sparse) == elected) & (sparse != 0)
-    w = weights_column(params, sparse).expand_as(sparse)
-    num = (weighted * agree).sum(0)
-    den = (w * agree).sum(0)
-    merged = torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
-    return params["scale"] * merged
+    and the entry is the weighted mean of the tasks that agree with it (zeros do not vote).
+
+    `sparse` must be the sparsifier's own temporary: it is overwritten, which keeps the
+    peak memory of a [T, ...] tensor at about two copies instead of five."""
+    weights = params["weights"]
+    elected = task_sum(sparse, weights, 1.0).sign_()
+    den = torch.zeros_like(elected)
+    for t, w in enumerate(weights):
+        agree = sparse[t] * elected > 0  # same sign as the elected one, and non-zero
+        sparse[t].mul_(agree)
+        den.add_(agree.to(den.dtype), alpha=w)
+    del elected
+    num = task_sum(sparse, weights, params["scale"])
+    return num.div_(den.masked_fill_(den == 0, 1.0))  # entries no task agrees on are 0 / 1
 
 
 def _model_thresholds(fractions_of: callable):

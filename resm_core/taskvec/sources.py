@@ -43,7 +43,14 @@ class DeltaSource:
         return name in self.reader
 
     def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
-        return self.reader.get(name).to(device=base.device, dtype=torch.float32) - base
+        out = torch.empty_like(base, dtype=torch.float32)
+        self.delta_into(name, base, out)
+        return out
+
+    def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
+        """Write the delta into a preallocated fp32 buffer (no temporaries: copy_ converts dtype)."""
+        out.copy_(self.reader.get(name))
+        out.sub_(base)
 
     def check_against(self, base: CheckpointReader, required: set[str] | None = None) -> None:
         """Config, tokenizer, keys and shapes agree with the base; `required` names the base
@@ -60,7 +67,11 @@ class TaskVectorSource(DeltaSource):
     kind = "task_vector"
 
     def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        """The stored delta; `base` only gives the device (a task vector needs no base)."""
         return self.reader.get(name).to(device=base.device, dtype=torch.float32)
+
+    def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
+        out.copy_(self.reader.get(name))
 
 
 class LoraSource(DeltaSource):
@@ -141,12 +152,14 @@ class LoraSource(DeltaSource):
     def provides(self, name: str) -> bool:
         return name in self._pairs or name in self._full
 
-    def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
+    def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
         if name in self._pairs:
-            return self._dense(name, base.device)
-        if name in self._full:
-            return self.reader.get(self._full[name]).to(base.device, torch.float32) - base
-        return torch.zeros_like(base, dtype=torch.float32)
+            out.copy_(self._dense(name, out.device))
+        elif name in self._full:
+            out.copy_(self.reader.get(self._full[name]))
+            out.sub_(base)
+        else:
+            out.zero_()
 
     def check_against(self, base: CheckpointReader, required: set[str] | None = None) -> None:
         try:

@@ -1,0 +1,188 @@
+"""Merge engine benchmark: wall time, peak RSS and throughput per method, next to the I/O floor,
+and against mergekit on the methods both implement.
+
+    python benchmarks/merge_bench.py                                   # both sizes, every method
+    python benchmarks/merge_bench.py --sizes smollm2-135m --methods ties tsv_m
+    python benchmarks/merge_bench.py --mergekit /path/to/venv/bin/mergekit-yaml
+
+Checkpoints (a base and 3 experts, bf16, random weights with structured deltas) are generated once
+under benchmarks/out/. Every measurement runs in a fresh child process, so peak RSS is per method.
+Throughput = GB of input weights (base + experts) read per second of wall time.
+Not a test: figures depend on the machine, and are reported in the README and closing notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from resm_core.merge.registry import all_methods  # noqa: E402
+from resm_core.synthetic import SHAPES, write_base, write_experts  # noqa: E402
+
+TASKS = ("helpfulness", "honesty", "harmlessness")
+# our method -> (mergekit method, parameters that make both compute the same merge)
+MERGEKIT = {
+    "task_arithmetic": ("task_arithmetic", {"weight": 0.3}, {"normalize": False}),
+    "ties": ("ties", {"weight": 1.0, "density": 0.2}, {"normalize": True}),
+    "dare_ties": ("dare_ties", {"weight": 1.0, "density": 0.1}, {"normalize": True}),
+    "breadcrumbs": ("breadcrumbs", {"weight": 0.3, "density": 0.9, "gamma": 0.01}, {"normalize": False}),
+    "della": ("della_linear", {"weight": 0.3, "density": 0.3, "epsilon": 0.1}, {"normalize": False}),
+}
+
+
+def measured(cmd: list[str], env: dict | None = None) -> dict:
+    """Run `cmd` in a child and report its wall time and peak RSS (the child's own maximum)."""
+    probe = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+             "r = subprocess.run(sys.argv[1:]); w = time.perf_counter() - t; "
+             "print(json.dumps({'rc': r.returncode, 'wall_s': w, "
+             "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return result
+
+
+def prepare(size: str, out: Path) -> tuple[Path, list[Path]]:
+    base, experts = out / size / "base", [out / size / t for t in TASKS]
+    if not base.exists():
+        t = time.perf_counter()
+        write_base(base, SHAPES[size], seed=0, dtype=torch.bfloat16)
+        print(f"[{size}] base written in {time.perf_counter() - t:.0f} s", flush=True)
+    if not all(e.exists() for e in experts):
+        for e in experts:
+            shutil.rmtree(e, ignore_errors=True)
+        t = time.perf_counter()
+        write_experts(base, experts, seed=0)
+        print(f"[{size}] experts written in {time.perf_counter() - t:.0f} s", flush=True)
+    return base, experts
+
+
+def input_gb(base: Path, experts: list[Path]) -> float:
+    return sum(f.stat().st_size for d in [base, *experts] for f in d.glob("*.safetensors")) / 1e9
+
+
+IO_FLOOR = """
+import sys
+from resm_core.checkpoint.reader import CheckpointReader
+from resm_core.checkpoint.writer import ShardedWriter
+base, *experts, out = sys.argv[1:]
+readers = [CheckpointReader(p) for p in [base, *experts]]
+with ShardedWriter(out, 2 * 10**9, force=True) as w:
+    for k in readers[0].keys:
+        tensors = [r.get(k) for r in readers]
+        w.add(k, tensors[0])
+"""
+
+
+def relative_error(a_dir: Path, b_dir: Path, base_dir: Path) -> float:
+    """||(a - base) - (b - base)|| / ||b - base|| over all tensors (merged-delta error)."""
+    from resm_core.checkpoint.reader import CheckpointReader
+
+    a, b, base = CheckpointReader(a_dir), CheckpointReader(b_dir), CheckpointReader(base_dir)
+    num = den = 0.0
+    for k in b.keys:
+        ref = b.get(k).float() - base.get(k).float()
+        num += float((a.get(k).float() - base.get(k).float() - ref).pow(2).sum())
+        den += float(ref.pow(2).sum())
+    return (num / den) ** 0.5 if den else 0.0
+
+
+def run_size(size: str, methods: list[str], args) -> list[dict]:
+    base, experts = prepare(size, args.out)
+    gb = input_gb(base, experts)
+    merges = args.out / size / "merges"
+    rows = []
+    floor = measured([sys.executable, "-c", IO_FLOOR, str(base), *map(str, experts), str(merges / "_io_floor")])
+    rows.append({"size": size, "method": "(I/O floor)", "tool": "read+write", **_fmt(floor, gb)})
+    print(_line(rows[-1]), flush=True)
+    for method in methods:
+        params = []
+        if method in ("tsv_m", "resm") and size in args.lowrank_sizes:
+            params = ["--param", "svd=lowrank"]
+        cmd = [sys.executable, "-m", "resm_core.cli", "-q", "merge", "--method", method, "--base", str(base),
+               "--experts", *map(str, experts), "--out", str(merges / method), "--force", "--device", "cpu", *params]
+        res = measured(cmd)
+        label = method + (" (lowrank)" if params else "")
+        rows.append({"size": size, "method": label, "tool": "resm", **_fmt(res, gb)})
+        print(_line(rows[-1]), flush=True)
+        if args.mergekit and method in MERGEKIT:
+            rows.append({"size": size, "method": method, "tool": "mergekit",
+                         **_fmt(run_mergekit(method, base, experts, merges / f"mergekit_{method}", args.mergekit), gb)})
+            rows[-1]["speedup_vs_mergekit"] = round(rows[-1]["wall_s"] / rows[-2]["wall_s"], 2)
+            print(_line(rows[-1]), flush=True)
+    if args.lowrank_error and "tsv_m" in methods and size not in args.lowrank_sizes:
+        cmd = [sys.executable, "-m", "resm_core.cli", "-q", "merge", "--method", "tsv_m", "--base", str(base),
+               "--experts", *map(str, experts), "--out", str(merges / "tsv_m_lowrank"), "--force",
+               "--device", "cpu", "--param", "svd=lowrank"]
+        res = measured(cmd)
+        err = relative_error(merges / "tsv_m_lowrank", merges / "tsv_m", base)
+        rows.append({"size": size, "method": "tsv_m (lowrank)", "tool": "resm", **_fmt(res, gb),
+                     "lowrank_rel_error": round(err, 4)})
+        print(_line(rows[-1]), flush=True)
+    return rows
+
+
+def run_mergekit(method: str, base: Path, experts: list[Path], out: Path, mergekit_yaml: str) -> dict:
+    name, model_params, global_params = MERGEKIT[method]
+    config = {"merge_method": name, "base_model": str(base), "dtype": "bfloat16", "parameters": global_params,
+              "models": [{"model": str(e), "parameters": model_params} for e in experts]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = out.parent / f"{out.name}.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(config))
+    shutil.rmtree(out, ignore_errors=True)
+    return measured([mergekit_yaml, str(cfg), str(out), "--lazy-unpickle", "--out-shard-size", "2B"],
+                    env={"CUDA_VISIBLE_DEVICES": ""})
+
+
+def _fmt(res: dict, gb: float) -> dict:
+    return {"wall_s": round(res["wall_s"], 2), "peak_rss_mb": round(res["peak_rss_mb"]),
+            "throughput_gb_s": round(gb / res["wall_s"], 3), "input_gb": round(gb, 2)}
+
+
+def _line(row: dict) -> str:
+    extra = "".join(f"  {k}={row[k]}" for k in ("speedup_vs_mergekit", "lowrank_rel_error") if k in row)
+    return (f"{row['size']:14s} {row['method']:24s} {row['tool']:10s} {row['wall_s']:8.2f} s "
+            f"{row['peak_rss_mb']:7d} MB {row['throughput_gb_s']:7.3f} GB/s{extra}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["smollm2-135m", "llama-1.1b"], choices=list(SHAPES))
+    parser.add_argument("--methods", nargs="+", default=sorted(all_methods()))
+    parser.add_argument("--lowrank-sizes", nargs="*", default=["llama-1.1b"],
+                        help="sizes where tsv_m and resm use svd=lowrank (exact SVD elsewhere)")
+    parser.add_argument("--lowrank-error", action="store_true",
+                        help="also time tsv_m with svd=lowrank where it ran exact, and report the error")
+    parser.add_argument("--mergekit", help="path to mergekit-yaml (installed in a separate venv)")
+    parser.add_argument("--out", type=Path, default=ROOT / "out")
+    parser.add_argument("--json", type=Path, help="write the rows here too")
+    args = parser.parse_args()
+    if args.mergekit is None and (ROOT / ".mergekit-venv" / "bin" / "mergekit-yaml").exists():
+        args.mergekit = str(ROOT / ".mergekit-venv" / "bin" / "mergekit-yaml")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+          f"mergekit: {args.mergekit or 'not found (skipped)'}")
+    print(f"{'size':14s} {'method':24s} {'tool':10s} {'wall':>10s} {'peak RSS':>10s} {'throughput':>12s}")
+    rows = []
+    for size in args.sizes:
+        rows += run_size(size, args.methods, args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
