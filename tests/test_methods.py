@@ -11,7 +11,8 @@ from resm_core.errors import ConfigError
 from resm_core.merge.averaging import model_stock_ratio
 from resm_core.merge.registry import TensorContext, all_methods, get_method
 from resm_core.merge.resm import downweight_outliers, owl_fractions, robust_scale, task_weights
-from resm_core.merge.sparsify import kth_largest, magprune, model_wide_thresholds
+from resm_core.merge.sparsify import (exact_top_k, magprune, model_wide_thresholds, ties_for,
+                                      top_mask)
 from resm_core.merge.svd import energy_rank, polar_factor
 
 
@@ -248,16 +249,40 @@ def test_energy_rank():
 
 # -- model-wide thresholds -----------------------------------------------------------------------
 
-def test_model_wide_thresholds_match_kthvalue_on_the_concatenation():
+def _reference_top(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Exactly k largest per row, ties to the lower index (a stable descending sort)."""
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    for t in range(flat.shape[0]):
+        order = torch.sort(-flat[t], stable=True).indices[:k]
+        mask[t, order] = True
+    return mask
+
+
+def test_model_wide_top_k_is_exact_with_ties_in_stream_order():
     g = torch.Generator().manual_seed(7)
-    chunks = [torch.randn(2, 100, generator=g) ** 3, torch.zeros(2, 50), torch.randn(2, 7, 3, generator=g)]
-    chunks[1][:, :10] = 0.5  # ties
-    mags = [c.abs() for c in chunks]
+    chunks = [("a", torch.randn(2, 100, generator=g) ** 3), ("b", torch.zeros(2, 50)),
+              ("c", torch.randn(2, 7, 3, generator=g))]
+    chunks[1][1][:, :30] = 0.5  # 30 tied entries in one tensor ...
+    chunks[2][1][:, 0, :] = 0.5  # ... and 3 more in the next
+    mags = [(n, c.abs()) for n, c in chunks]
+    flat = torch.cat([m.reshape(2, -1) for _, m in mags], dim=1)
     fractions = [0.0, 0.01, 0.2, 0.5, 0.9, 1.0]
-    got = model_wide_thresholds(iter(mags), fractions, iter(mags))
-    flat = torch.cat([m.reshape(2, -1) for m in mags], dim=1)
+    stats = model_wide_thresholds(iter(mags), fractions, iter(mags), iter(mags))
     for j, f in enumerate(fractions):
-        assert torch.equal(got[:, j], kth_largest(flat, f)), f
+        k = int(round(f * flat.shape[1]))
+        got = torch.cat([torch.stack([top_mask(m[t], stats["thresholds"][t, j], ties_for(stats, n, t, j))
+                                      for t in range(2)]).reshape(2, -1) for n, m in mags], dim=1)
+        assert (got.sum(1) == k).all(), f
+        assert torch.equal(got, _reference_top(flat, k)), f
+
+
+def test_per_tensor_top_k_keeps_exactly_k_among_bf16_like_ties():
+    x = torch.tensor([[0.5, 0.25, 0.5, 0.25, 0.25, 0.0, 0.25, 0.5, 0.25, 0.25]])
+    for f in (0.1, 0.3, 0.4, 0.5, 0.7, 1.0):
+        k = int(round(f * 10))
+        mask = exact_top_k(x[0], f)
+        assert int(mask.sum()) == k
+        assert torch.equal(mask, _reference_top(x, k)[0]), f
 
 
 def test_ties_model_granularity_ranks_over_all_tensors():
@@ -268,10 +293,11 @@ def test_ties_model_granularity_ranks_over_all_tensors():
     stream = lambda: iter([("a", None, a), ("b", None, b)])  # noqa: E731
     stats = m.prepare(stream, params, 2)
     out_a = m.fn(torch.zeros(20), a, params, TensorContext("a", stats=stats))
-    flat = torch.cat([a, b], dim=1)
-    keep = flat.abs() >= kth_largest(flat.abs(), 0.2)[:, None]
-    # the large tensor b takes most of the model-wide budget: few or none of a survive
-    assert (out_a != 0).sum() == (keep[:, :20].any(0)).sum()
+    flat = torch.cat([a, b], dim=1).abs()
+    keep = _reference_top(flat, 5)
+    # the large tensor b takes most of the model-wide budget of 5 entries per task
+    trimmed = a * keep[:, :20]
+    assert torch.equal(out_a != 0, (trimmed != 0).any(0))
 
 
 # -- parameter validation ------------------------------------------------------------------------
@@ -314,6 +340,7 @@ def test_radix_threshold_equals_kthvalue_on_large_tensors():
     x = (torch.randn(2, sparsify.RADIX_MIN_NUMEL + 17, generator=g) ** 3).abs()
     x[:, :1000] = 0.25  # ties
     n = x.shape[1]
-    for f in (0.001, 0.2, 0.5, 0.97):
-        k = int(round(f * n))
+    for f in (0.001, 0.2, 0.5, 0.97, 1.0):
+        k = sparsify.n_kept(f, n)
         assert torch.equal(sparsify.kth_largest(x, f), torch.kthvalue(x, n - k + 1, dim=1).values), f
+        assert int(sparsify.exact_top_k(x[0], f).sum()) == k

@@ -16,48 +16,74 @@ import torch
 RADIX_MIN_NUMEL = 1 << 16
 
 
+def n_kept(fraction: float, n: int) -> int:
+    """How many of n entries a fraction keeps (the one rounding rule for every top-k)."""
+    return min(n, max(0, int(round(fraction * n))))
+
+
 def kth_largest(abs_values: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Per task, the magnitude of the round(fraction*n)-th largest entry: keeping `|x| >= it`
-    keeps that many entries (plus exact ties). fraction 0 keeps nothing (+inf). Large fp32
-    tensors use the radix select below (same exact answer, about 2.5x faster than kthvalue)."""
+    """Per task, the magnitude of the n_kept(fraction, n)-th largest entry (+inf when none is
+    kept). Large fp32 tensors use the radix select below: the same exact answer, about 2.5x
+    faster than kthvalue."""
     flat = abs_values.reshape(abs_values.shape[0], -1)
     n = flat.shape[1]
-    k = int(round(fraction * n))
+    k = n_kept(fraction, n)
     if k <= 0:
         return torch.full((flat.shape[0],), math.inf, device=flat.device)
-    if k >= n:
-        return torch.zeros(flat.shape[0], device=flat.device)
     if n >= RADIX_MIN_NUMEL and flat.dtype == torch.float32:
-        return model_wide_thresholds([flat], [fraction], [flat])[:, 0].to(flat.device)
+        return model_wide_thresholds([("", flat)], [fraction], [("", flat)])["thresholds"][:, 0].to(flat.device)
     return torch.kthvalue(flat, n - k + 1, dim=1).values
 
 
-def _per_task(threshold: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return threshold.view(-1, *([1] * (like.dim() - 1))).to(like.device)
+def top_mask(mag: torch.Tensor, threshold: torch.Tensor | float, ties_kept: int) -> torch.Tensor:
+    """Entries above `threshold`, plus the first `ties_kept` entries equal to it (flat order).
+    With a deterministic tie-break, 'the top k' keeps exactly k entries even in bf16 deltas,
+    where many magnitudes are equal, and the sets for growing k are nested."""
+    thr = torch.as_tensor(threshold, dtype=mag.dtype, device=mag.device)
+    keep = mag > thr
+    if ties_kept > 0:
+        tied = (mag == thr).reshape(-1)
+        tied &= tied.cumsum(0) <= ties_kept
+        keep |= tied.reshape(mag.shape)
+    return keep
 
 
-def topk_mask(deltas: torch.Tensor, density: float, threshold: torch.Tensor | None = None) -> torch.Tensor:
-    """Keep the `density` fraction of largest-magnitude entries of each task (TIES 'trim').
-    Row by row, so the temporaries are one task's size, not T times it."""
+def exact_top_k(mag: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The mask of exactly n_kept(fraction, n) largest entries of one task's magnitudes."""
+    k = n_kept(fraction, mag.numel())
+    if k == 0:
+        return torch.zeros_like(mag, dtype=torch.bool)
+    thr = kth_largest(mag.reshape(1, -1), fraction)[0]
+    return top_mask(mag, thr, k - int((mag > thr).sum()))
+
+
+def _per_task_top(deltas: torch.Tensor, fraction: float, model_wide: dict | None, column: int,
+                  name: str) -> torch.Tensor:
+    """Row by row top-k masks (temporaries of one task's size, not T times it)."""
     mask = torch.empty(deltas.shape, dtype=torch.bool, device=deltas.device)
     for t in range(deltas.shape[0]):
         mag = deltas[t].abs()
-        thr = kth_largest(mag.unsqueeze(0), density)[0] if threshold is None else threshold[t]
-        torch.ge(mag, thr.to(mag.device), out=mask[t])
+        if model_wide is None:
+            mask[t] = exact_top_k(mag, fraction)
+        else:
+            thr = model_wide["thresholds"][t, column]
+            mask[t] = top_mask(mag, thr, ties_for(model_wide, name, t, column))
     return mask
 
 
-def band_mask(deltas: torch.Tensor, density: float, gamma: float,
-              thresholds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def topk_mask(deltas: torch.Tensor, density: float, model_wide: dict | None = None, name: str = "") -> torch.Tensor:
+    """Keep the `density` fraction of largest-magnitude entries of each task (TIES 'trim'),
+    per tensor, or against model-wide thresholds (column 0 of `model_wide`)."""
+    return _per_task_top(deltas, density, model_wide, 0, name)
+
+
+def band_mask(deltas: torch.Tensor, density: float, gamma: float, model_wide: dict | None = None,
+              name: str = "") -> torch.Tensor:
     """Model Breadcrumbs: drop the largest `gamma` fraction (outliers) and the small tail, keeping
-    the `density` fraction ranked just below them."""
-    mag = deltas.abs()
-    if thresholds is None:
-        thresholds = (kth_largest(mag, gamma), kth_largest(mag, min(1.0, gamma + density)))
-    upper, lower = thresholds
-    keep = mag >= _per_task(lower, mag)
+    the `density` fraction ranked just below them (model-wide: columns 0 and 1)."""
+    keep = _per_task_top(deltas, min(1.0, gamma + density), model_wide, 1, name)
     if gamma > 0:
-        keep &= mag < _per_task(upper, mag)
+        keep &= ~_per_task_top(deltas, gamma, model_wide, 0, name)
     return keep
 
 
@@ -99,18 +125,28 @@ _HI_BINS = 1 << 15  # non-negative float32: sign bit 0, so the top 16 bits take 
 _LO_BINS = 1 << 16
 
 
-def model_wide_thresholds(stream: Iterable[torch.Tensor], fractions: list[float],
-                          restream: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Exact per-task magnitude thresholds over all tensors of the model, without holding them.
+def ties_for(model_wide: dict, name: str, task: int, column: int) -> int:
+    """How many entries equal to the threshold tensor `name` keeps (see model_wide_thresholds)."""
+    per_tensor = model_wide["ties"].get(name)
+    return int(per_tensor[task, column]) if per_tensor is not None else int(model_wide["ties_default"][task, column])
+
+
+def model_wide_thresholds(stream: Iterable[tuple[str, torch.Tensor]], fractions: list[float],
+                          restream: Iterable[tuple[str, torch.Tensor]],
+                          tie_stream: Iterable[tuple[str, torch.Tensor]] | None = None) -> dict:
+    """Exact per-task top-k over all tensors of the model, without holding them.
 
     For non-negative float32 values the int32 bit pattern orders like the value, so the k-th
     largest can be found by a radix select: pass 1 histograms the top 16 bits, pass 2 the low 16
     bits inside the bucket that holds the k-th value. Memory: a few histograms, whatever the model.
-    `stream` and `restream` yield the same sequence of |delta| tensors shaped [T, ...].
-    Returns thresholds [T, len(fractions)], with the semantics of `kth_largest`.
+    Entries equal to the threshold are kept in stream order until exactly k are kept; when that
+    splits the tied entries, a third pass (`tie_stream`, when given) counts them per tensor.
+    The streams yield the same (name, |delta| [T, ...]) sequence.
+    Returns {"thresholds": [T, Q], "ties": {name: [T, Q]}, "ties_default": [T, Q]}; a tensor
+    keeps `ties[name]` tied entries (or `ties_default` when it is not listed).
     """
     hist_hi = None
-    for mag in stream:
+    for _, mag in stream:
         bits = mag.reshape(mag.shape[0], -1).contiguous().view(torch.int32)
         counts = torch.stack([torch.bincount(row >> 16, minlength=_HI_BINS) for row in bits]).cpu()
         hist_hi = counts if hist_hi is None else hist_hi + counts
@@ -118,37 +154,51 @@ def model_wide_thresholds(stream: Iterable[torch.Tensor], fractions: list[float]
         raise ValueError("no tensors to threshold")
     T, Q = hist_hi.shape[0], len(fractions)
     total = int(hist_hi[0].sum())
-    ks = [[int(round(q * total)) for q in fractions] for _ in range(T)]
+    ks = [n_kept(q, total) for q in fractions]
     bucket = torch.zeros(T, Q, dtype=torch.long)
     remaining = torch.zeros(T, Q, dtype=torch.long)
     for t in range(T):
         from_top = hist_hi[t].flip(0).cumsum(0)
-        for j, k in enumerate(ks[t]):
-            if 0 < k < total:
+        for j, k in enumerate(ks):
+            if 0 < k:
                 idx = int(torch.searchsorted(from_top, torch.tensor(k)))
                 bucket[t, j] = _HI_BINS - 1 - idx
-                above = int(from_top[idx] - hist_hi[t, bucket[t, j]])
-                remaining[t, j] = k - above
+                remaining[t, j] = k - int(from_top[idx] - hist_hi[t, bucket[t, j]])
     hist_lo = torch.zeros(T, Q, _LO_BINS, dtype=torch.long)
-    for mag in restream:
+    for _, mag in restream:
         bits = mag.reshape(mag.shape[0], -1).contiguous().view(torch.int32)
         for t in range(T):
             hi = bits[t] >> 16
-            for j in range(Q):
-                if 0 < ks[t][j] < total:
+            for j, k in enumerate(ks):
+                if 0 < k:
                     lo = bits[t][hi == bucket[t, j]] & 0xFFFF
                     if lo.numel():
                         hist_lo[t, j] += torch.bincount(lo, minlength=_LO_BINS).cpu()
-    out = torch.zeros(T, Q)
+    thresholds = torch.full((T, Q), math.inf)
+    ties_default = torch.zeros(T, Q, dtype=torch.long)
+    split = []  # (t, j, tied entries to keep) where only some of the tied entries are kept
     for t in range(T):
-        for j, k in enumerate(ks[t]):
+        for j, k in enumerate(ks):
             if k <= 0:
-                out[t, j] = math.inf
-            elif k >= total:
-                out[t, j] = 0.0
-            else:
-                from_top = hist_lo[t, j].flip(0).cumsum(0)
-                idx = int(torch.searchsorted(from_top, remaining[t, j]))
-                pattern = (int(bucket[t, j]) << 16) | (_LO_BINS - 1 - idx)
-                out[t, j] = torch.tensor([pattern], dtype=torch.int32).view(torch.float32)[0]
-    return out
+                continue
+            from_top = hist_lo[t, j].flip(0).cumsum(0)
+            idx = int(torch.searchsorted(from_top, remaining[t, j]))
+            c = _LO_BINS - 1 - idx
+            pattern = (int(bucket[t, j]) << 16) | c
+            thresholds[t, j] = torch.tensor([pattern], dtype=torch.int32).view(torch.float32)[0]
+            tied_total = int(hist_lo[t, j, c])
+            keep_tied = int(remaining[t, j]) - (int(from_top[idx]) - tied_total)
+            ties_default[t, j] = keep_tied
+            if keep_tied < tied_total:
+                split.append((t, j, keep_tied))
+    ties: dict[str, torch.Tensor] = {}
+    if split and tie_stream is not None:
+        left = {(t, j): quota for t, j, quota in split}
+        for name, mag in tie_stream:
+            row = ties_default.clone()
+            for (t, j) in left:
+                here = int((mag[t] == thresholds[t, j].to(mag.device)).sum())
+                row[t, j] = min(here, left[(t, j)])
+                left[(t, j)] -= row[t, j]
+            ties[name] = row
+    return {"thresholds": thresholds, "ties": ties, "ties_default": ties_default}

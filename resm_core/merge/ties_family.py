@@ -55,11 +55,11 @@ def ties_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tenso
 
 
 def _model_thresholds(fractions_of: callable):
-    """A `prepare` pass computing model-wide magnitude thresholds for the given fractions."""
+    """A `prepare` pass computing exact model-wide top-k thresholds for the given fractions."""
 
     def prepare(stream, params: Mapping[str, Any], n_tasks: int) -> dict:
-        mags = lambda: (d.abs() for _, _, d in stream())  # noqa: E731
-        return {"thresholds": model_wide_thresholds(mags(), fractions_of(params), mags())}
+        mags = lambda: ((name, d.abs()) for name, _, d in stream())  # noqa: E731
+        return model_wide_thresholds(mags(), fractions_of(params), mags(), mags())
 
     return prepare
 
@@ -69,15 +69,13 @@ def _is_model_wide(params: Mapping[str, Any]) -> bool:
 
 
 def _trim(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
-    thr = ctx.stats["thresholds"][:, 0] if _is_model_wide(params) else None
-    return deltas * topk_mask(deltas, params["density"], thr)
+    model_wide = ctx.stats if _is_model_wide(params) else None
+    return deltas * topk_mask(deltas, params["density"], model_wide, ctx.name)
 
 
 def _crumbs(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
-    thr = None
-    if _is_model_wide(params):
-        thr = (ctx.stats["thresholds"][:, 0], ctx.stats["thresholds"][:, 1])
-    return deltas * band_mask(deltas, params["density"], params["gamma"], thr)
+    model_wide = ctx.stats if _is_model_wide(params) else None
+    return deltas * band_mask(deltas, params["density"], params["gamma"], model_wide, ctx.name)
 
 
 def _check_band(params: Mapping[str, Any], n_tasks: int) -> None:
@@ -105,55 +103,30 @@ def ties(base, deltas, params, ctx):
     return ties_combine(_trim(deltas, params, ctx), params)
 
 
-@register("dare_linear", params=(density_param(0.1), scale_param(0.3)),
-          summary="DARE random drop and rescale, then task arithmetic", reference=_DARE_REF, random=True)
-def dare_linear(base, deltas, params, ctx):
-    return sum_combine(dare(deltas, params["density"], ctx.generator()), params)
+def register_pair(linear: str, ties_name: str, sparsify, params: tuple[Param, ...], what: str, reference: str,
+                  random: bool = False, **extra) -> None:
+    """Register a sparsifier twice: summed (task arithmetic, scale 0.3) and TIES-combined (scale 1)."""
+    register(linear, params=(*params, scale_param(0.3)), summary=f"{what}, then task arithmetic",
+             reference=reference, random=random, **extra)(
+        lambda base, deltas, p, ctx: sum_combine(sparsify(deltas, p, ctx), p))
+    register(ties_name, params=(*params, scale_param(1.0)),
+             summary=f"{what}, then TIES sign election and disjoint mean",
+             reference=reference, random=random, **extra)(
+        lambda base, deltas, p, ctx: ties_combine(sparsify(deltas, p, ctx), p))
 
 
-@register("dare_ties", params=(density_param(0.1), scale_param(1.0)),
-          summary="DARE random drop and rescale, then TIES sign election and disjoint mean",
-          reference=_DARE_REF, random=True)
-def dare_ties(base, deltas, params, ctx):
-    return ties_combine(dare(deltas, params["density"], ctx.generator()), params)
+register_pair("dare_linear", "dare_ties", lambda d, p, ctx: dare(d, p["density"], ctx.generator()),
+              (density_param(0.1),), "DARE random drop and rescale", _DARE_REF, random=True)
 
+_band_fractions = lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]  # noqa: E731
+register_pair("breadcrumbs", "breadcrumbs_ties", _crumbs,
+              (density_param(0.9, "fraction of entries kept per task, below the removed outliers"), GAMMA,
+               GRANULARITY),
+              "drop both magnitude tails (outliers and small entries)", _CRUMBS_REF, validate=_check_band,
+              prepare=_model_thresholds(_band_fractions), needs_prepare=_is_model_wide)
 
-_CRUMB_PARAMS = (density_param(0.9, "fraction of entries kept per task, below the removed outliers"),
-                 GAMMA, GRANULARITY)
-
-
-@register("breadcrumbs", params=(*_CRUMB_PARAMS, scale_param(0.3)),
-          summary="drop both magnitude tails (outliers and small entries), then task arithmetic",
-          reference=_CRUMBS_REF, validate=_check_band,
-          prepare=_model_thresholds(lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]),
-          needs_prepare=_is_model_wide)
-def breadcrumbs(base, deltas, params, ctx):
-    return sum_combine(_crumbs(deltas, params, ctx), params)
-
-
-@register("breadcrumbs_ties", params=(*_CRUMB_PARAMS, scale_param(1.0)),
-          summary="drop both magnitude tails, then TIES sign election and disjoint mean",
-          reference=_CRUMBS_REF, validate=_check_band,
-          prepare=_model_thresholds(lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]),
-          needs_prepare=_is_model_wide)
-def breadcrumbs_ties(base, deltas, params, ctx):
-    return ties_combine(_crumbs(deltas, params, ctx), params)
-
-
-_DELLA_PARAMS = (density_param(0.3, "mean keep probability per task"), EPSILON, DELLA_GRANULARITY)
-
-
-@register("della", params=(*_DELLA_PARAMS, scale_param(0.3)),
-          summary="MagPrune (magnitude-ranked keep probabilities, rescaled), then task arithmetic",
-          reference=_DELLA_REF, random=True, validate=_check_della)
-def della(base, deltas, params, ctx):
-    pruned = magprune(deltas, params["density"], params["epsilon"], ctx.generator(), params["granularity"])
-    return sum_combine(pruned, params)
-
-
-@register("della_ties", params=(*_DELLA_PARAMS, scale_param(1.0)),
-          summary="MagPrune, then sign election and disjoint mean (the DELLA paper's drop-elect-fuse)",
-          reference=_DELLA_REF, random=True, validate=_check_della)
-def della_ties(base, deltas, params, ctx):
-    pruned = magprune(deltas, params["density"], params["epsilon"], ctx.generator(), params["granularity"])
-    return ties_combine(pruned, params)
+register_pair("della", "della_ties",
+              lambda d, p, ctx: magprune(d, p["density"], p["epsilon"], ctx.generator(), p["granularity"]),
+              (density_param(0.3, "mean keep probability per task"), EPSILON, DELLA_GRANULARITY),
+              "MagPrune (magnitude-ranked keep probabilities, rescaled)", _DELLA_REF, random=True,
+              validate=_check_della)

@@ -1,0 +1,87 @@
+"""Checkpoint reading and writing: layouts, sizes, and the errors a user sees."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from resm_core.checkpoint.reader import CheckpointReader
+from resm_core.checkpoint.writer import AtomicDirectory, ShardedWriter, parse_size
+from resm_core.errors import CheckpointError, ConfigError
+
+
+def test_parse_size():
+    assert parse_size("2GB") == 2 * 10**9
+    assert parse_size("500MB") == 500 * 10**6
+    assert parse_size("1GiB") == 2**30
+    assert parse_size(1234) == 1234
+    for bad in ("lots", "0", "-1GB", "5XB"):
+        with pytest.raises(ConfigError, match="shard_size"):
+            parse_size(bad)
+
+
+def test_writer_shards_and_index_round_trip(tmp_path):
+    tensors = {f"t{i}": torch.full((100,), float(i)) for i in range(5)}  # 400 bytes each
+    with ShardedWriter(tmp_path / "out", max_shard_bytes=900) as w:
+        for k, v in tensors.items():
+            w.add(k, v)
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert index["metadata"]["total_size"] == 2000
+    reader = CheckpointReader(tmp_path / "out")
+    assert reader.keys == list(tensors) and all(torch.equal(reader.get(k), v) for k, v in tensors.items())
+    assert reader.shape("t1") == (100,) and reader.dtype("t1") == torch.float32
+
+
+def test_writer_refuses_duplicates_and_empty_output(tmp_path):
+    with pytest.raises(CheckpointError, match="written twice"):
+        with ShardedWriter(tmp_path / "a", 10**6) as w:
+            w.add("x", torch.ones(1))
+            w.add("x", torch.ones(1))
+    with pytest.raises(CheckpointError, match="no tensors were written"):
+        with ShardedWriter(tmp_path / "b", 10**6):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_publishes_only_on_success(tmp_path):
+    with AtomicDirectory(tmp_path / "ok") as tmp:
+        (tmp / "f.txt").write_text("x")
+        assert not (tmp_path / "ok").exists()
+    assert (tmp_path / "ok" / "f.txt").read_text() == "x"
+    with pytest.raises(KeyboardInterrupt):
+        with AtomicDirectory(tmp_path / "interrupted") as tmp:
+            (tmp / "f.txt").write_text("x")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+
+
+def test_reader_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file or directory"):
+        CheckpointReader(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no model weights found"):
+        CheckpointReader(tmp_path / "empty")
+    two = tmp_path / "two"
+    two.mkdir()
+    save_file({"a": torch.ones(1)}, str(two / "x.safetensors"))
+    save_file({"b": torch.ones(1)}, str(two / "y.safetensors"))
+    with pytest.raises(CheckpointError, match="2 .safetensors files but no model.safetensors.index.json"):
+        CheckpointReader(two)
+    (two / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "x.safetensors",
+                                                                                "b": "gone.safetensors"}}))
+    with pytest.raises(CheckpointError, match="names shard gone.safetensors, which is missing"):
+        CheckpointReader(two)
+    (two / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="index.json: not valid JSON"):
+        CheckpointReader(two)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot be read as safetensors"):
+        CheckpointReader(junk)
+    with pytest.raises(CheckpointError, match="has no tensor nope"):
+        CheckpointReader(tmp_path / "two" / "x.safetensors").get("nope")
