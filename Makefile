@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/resm demo --out results/demo
+	$(BIN)/resm demo --out results/demo --shape smollm2-135m
 
 test: setup
 	$(BIN)/python -m pytest -q

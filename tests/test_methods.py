@@ -144,6 +144,17 @@ def test_polar_factor_is_orthonormal_and_closest():
     assert torch.allclose(q, torch.linalg.qr(a).Q, atol=1e-5)  # already orthonormal: unchanged
 
 
+def test_gram_polar_factor_equals_the_svd_one_and_falls_back_when_singular():
+    g = torch.Generator().manual_seed(12)
+    for shape in ((40, 12), (12, 40)):
+        a = torch.randn(*shape, generator=g)
+        assert torch.allclose(polar_factor(a, "gram"), polar_factor(a, "svd"), atol=1e-5)
+    singular = torch.randn(30, 4, generator=g)
+    singular[:, 3] = singular[:, 2]  # rank 3: the Gram route would divide by ~0
+    p = polar_factor(singular, "gram")
+    assert torch.isfinite(p).all() and torch.allclose(p, polar_factor(singular, "svd"), atol=1e-5)
+
+
 def test_tsv_m_single_task_full_rank_returns_the_delta():
     d = torch.randn(1, 10, 7, generator=torch.Generator().manual_seed(3))
     out, ctx = run("tsv_m", d, scale=1.0)

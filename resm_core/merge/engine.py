@@ -126,12 +126,14 @@ class MergeJob:
                 raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
         return base, deltas
 
-    def method_stream(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    def method_keys(self) -> list[str]:
         """The tensors the method itself merges (not those routed by the vocab rule)."""
-        for name in self.keys:
-            if self._is_float(name) and self._rule_for(name) == "method":
-                base, deltas = self.load(name)
-                yield name, base, deltas
+        return [n for n in self.keys if self._is_float(n) and self._rule_for(n) == "method"]
+
+    def method_stream(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        for name in self.method_keys():
+            base, deltas = self.load(name)
+            yield name, base, deltas
 
     def merge_tensor(self, name: str, base: torch.Tensor, deltas: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
         return base + merged_delta(self.method, self.params, self._rule_for(name), base, deltas, ctx)
@@ -142,9 +144,10 @@ class MergeJob:
         try:
             stats: dict = {}
             if self.method.needs_prepare(self.params):
-                log.info("%s: statistics pass over %d tensors", self.method.name, len(self.keys))
+                n_method = len(self.method_keys())
+                log.info("%s: statistics pass over %d tensors", self.method.name, n_method)
                 stats = self.method.prepare(
-                    lambda: tqdm(self.method_stream(), total=len(self.keys), desc="statistics",
+                    lambda: tqdm(self.method_stream(), total=n_method, desc="statistics",
                                  unit="tensor", disable=not req.progress, leave=False),
                     self.params, len(self.experts))
             diagnostics: list[dict[str, Any]] = []

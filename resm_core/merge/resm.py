@@ -30,7 +30,7 @@ import torch
 from resm_core.checkpoint.names import layer_group
 from resm_core.merge.registry import Param, TensorContext, register, weights_column
 from resm_core.merge.svd import (SVD_PARAMS, Components, energy_rank, leading_components,
-                                 orthogonalised_sum, per_task_rank)
+                                 orthogonalised_sum, per_task_rank, polar_method)
 from resm_core.merge.svd_methods import ALPHA, RANK_FRACTION, mean_delta
 
 RESM_PARAMS = (
@@ -163,4 +163,4 @@ def resm(base, deltas, params, ctx):
         ctx.record("task_weights", [round(w, 6) for w in weights])
     ctx.record("rank_per_task", ranks)
     ctx.record("outlier_ratio", [round(d, 6) for d in ratios])
-    return params["scale"] * orthogonalised_sum(parts)
+    return params["scale"] * orthogonalised_sum(parts, polar_method(params))

@@ -67,9 +67,23 @@ def energy_rank(s: torch.Tensor, eta: float, total_energy: float | None = None) 
     return max(1, min(k, s.shape[0]))
 
 
-def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
+GRAM_MAX_CONDITION = 1e4  # of A^T A, i.e. 100 for A: beyond it the Gram route loses fp32 digits
+
+
+def polar_factor(matrix: torch.Tensor, method: str = "svd") -> torch.Tensor:
     """The orthonormal polar factor P Q^T of matrix = P S Q^T: the closest matrix with
-    orthonormal columns (or rows, for a wide matrix) in Frobenius norm."""
+    orthonormal columns (or rows, for a wide matrix) in Frobenius norm.
+
+    `method='gram'` computes the same factor as A (A^T A)^(-1/2) from an eigendecomposition of the
+    small Gram matrix (about 3x faster than an SVD on 2 cores at 5632 x 2048); it falls back to the
+    SVD when the Gram matrix is ill-conditioned or singular, where the two would differ."""
+    if method == "gram":
+        wide = matrix.shape[0] < matrix.shape[1]
+        a = matrix.T if wide else matrix
+        evals, evecs = torch.linalg.eigh(a.T @ a)
+        if evals[0] > 0 and evals[-1] / evals[0] < GRAM_MAX_CONDITION:
+            p = a @ ((evecs * evals.rsqrt()) @ evecs.T)
+            return p.T if wide else p
     p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
     return p @ qh
 
@@ -82,13 +96,18 @@ def concatenate(parts: list[Components]) -> Components:
                       torch.cat([p.vh for p in parts], dim=0))
 
 
-def orthogonalised_sum(parts: list[Components]) -> torch.Tensor:
+def orthogonalised_sum(parts: list[Components], polar: str = "svd") -> torch.Tensor:
     """TSV-M's reconstruction: replace the concatenated U and V^T by their polar factors (removing
     the interference between tasks' singular vectors), then U diag(s) V^T."""
     cat = concatenate(parts)
     if cat.rank == 0:
         return torch.zeros(parts[0].u.shape[0], parts[0].vh.shape[1], device=parts[0].u.device)
-    return reconstruct(Components(polar_factor(cat.u), cat.s, polar_factor(cat.vh)))
+    return reconstruct(Components(polar_factor(cat.u, polar), cat.s, polar_factor(cat.vh, polar)))
+
+
+def polar_method(params) -> str:
+    """Exact merges use SVD polar factors; the lowrank option also takes the Gram route."""
+    return "gram" if params.get("svd") == "lowrank" else "svd"
 
 
 def reconstruct(c: Components) -> torch.Tensor:

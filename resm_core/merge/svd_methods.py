@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from resm_core.merge.registry import Param, register, weights_column
-from resm_core.merge.svd import SVD_PARAMS, leading_components, orthogonalised_sum, per_task_rank
+from resm_core.merge.svd import (SVD_PARAMS, leading_components, orthogonalised_sum, per_task_rank,
+                                 polar_method)
 
 ALPHA = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
 RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "
@@ -34,7 +35,7 @@ def tsv_m(base, deltas, params, ctx):
                                   params["svd_niter"], seed=ctx.tensor_seed() + t)
              for t in range(T)]
     ctx.record("rank_per_task", k)
-    return params["scale"] * orthogonalised_sum(parts)
+    return params["scale"] * orthogonalised_sum(parts, polar_method(params))
 
 
 @register("iso_c", params=(ALPHA,), family="svd",
