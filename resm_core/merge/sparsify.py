@@ -14,6 +14,7 @@ import torch
 
 
 RADIX_MIN_NUMEL = 1 << 16
+_TIE_CHUNK = 1 << 22
 
 
 def n_kept(fraction: float, n: int) -> int:
@@ -41,11 +42,22 @@ def top_mask(mag: torch.Tensor, threshold: torch.Tensor | float, ties_kept: int)
     where many magnitudes are equal, and the sets for growing k are nested."""
     thr = torch.as_tensor(threshold, dtype=mag.dtype, device=mag.device)
     keep = mag > thr
-    if ties_kept > 0:
-        tied = (mag == thr).reshape(-1)
-        tied &= tied.cumsum(0) <= ties_kept
-        keep |= tied.reshape(mag.shape)
+    _add_ties(keep, mag, thr, ties_kept)
     return keep
+
+
+def _add_ties(keep: torch.Tensor, mag: torch.Tensor, thr: torch.Tensor, left: int) -> None:
+    flat_mag, flat_keep = mag.reshape(-1), keep.view(-1)
+    for start in range(0, flat_mag.numel(), _TIE_CHUNK):  # bounded memory, stops at the quota
+        if left <= 0:
+            break
+        tied = flat_mag[start:start + _TIE_CHUNK] == thr
+        count = int(tied.sum())
+        if count <= left:
+            flat_keep[start:start + _TIE_CHUNK] |= tied
+        else:
+            flat_keep[start + tied.nonzero().squeeze(1)[:left]] = True
+        left -= count
 
 
 def exact_top_k(mag: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -53,38 +65,45 @@ def exact_top_k(mag: torch.Tensor, fraction: float) -> torch.Tensor:
     k = n_kept(fraction, mag.numel())
     if k == 0:
         return torch.zeros_like(mag, dtype=torch.bool)
-    thr = kth_largest(mag.reshape(1, -1), fraction)[0]
-    return top_mask(mag, thr, k - int((mag > thr).sum()))
+    thr = kth_largest(mag.reshape(1, -1), fraction)[0].to(mag.dtype)
+    keep = mag > thr
+    _add_ties(keep, mag, thr, k - int(keep.sum()))
+    return keep
 
 
-def _per_task_top(deltas: torch.Tensor, fraction: float, model_wide: dict | None, column: int,
-                  name: str) -> torch.Tensor:
-    """Row by row top-k masks (temporaries of one task's size, not T times it)."""
-    mask = torch.empty(deltas.shape, dtype=torch.bool, device=deltas.device)
+def _row_top(mag: torch.Tensor, fraction: float, model_wide: dict | None, column: int, name: str,
+             task: int) -> torch.Tensor:
+    if model_wide is None:
+        return exact_top_k(mag, fraction)
+    return top_mask(mag, model_wide["thresholds"][task, column], ties_for(model_wide, name, task, column))
+
+
+def _masked_rows(deltas: torch.Tensor, row_mask) -> torch.Tensor:
+    """deltas * mask, one task at a time: only one task's magnitudes and mask exist at once."""
+    out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):
-        mag = deltas[t].abs()
-        if model_wide is None:
-            mask[t] = exact_top_k(mag, fraction)
-        else:
-            thr = model_wide["thresholds"][t, column]
-            mask[t] = top_mask(mag, thr, ties_for(model_wide, name, t, column))
-    return mask
+        torch.mul(deltas[t], row_mask(t, deltas[t].abs()), out=out[t])
+    return out
 
 
-def topk_mask(deltas: torch.Tensor, density: float, model_wide: dict | None = None, name: str = "") -> torch.Tensor:
-    """Keep the `density` fraction of largest-magnitude entries of each task (TIES 'trim'),
-    per tensor, or against model-wide thresholds (column 0 of `model_wide`)."""
-    return _per_task_top(deltas, density, model_wide, 0, name)
+def trim(deltas: torch.Tensor, density: float, model_wide: dict | None = None, name: str = "") -> torch.Tensor:
+    """TIES 'trim': each task keeps its `density` fraction of largest-magnitude entries, ranked in
+    this tensor, or against model-wide thresholds (column 0 of `model_wide`)."""
+    return _masked_rows(deltas, lambda t, mag: _row_top(mag, density, model_wide, 0, name, t))
 
 
-def band_mask(deltas: torch.Tensor, density: float, gamma: float, model_wide: dict | None = None,
-              name: str = "") -> torch.Tensor:
+def crumbs(deltas: torch.Tensor, density: float, gamma: float, model_wide: dict | None = None,
+           name: str = "") -> torch.Tensor:
     """Model Breadcrumbs: drop the largest `gamma` fraction (outliers) and the small tail, keeping
     the `density` fraction ranked just below them (model-wide: columns 0 and 1)."""
-    keep = _per_task_top(deltas, min(1.0, gamma + density), model_wide, 1, name)
-    if gamma > 0:
-        keep &= ~_per_task_top(deltas, gamma, model_wide, 0, name)
-    return keep
+
+    def row_mask(t: int, mag: torch.Tensor) -> torch.Tensor:
+        keep = _row_top(mag, min(1.0, gamma + density), model_wide, 1, name, t)
+        if gamma > 0:
+            keep &= ~_row_top(mag, gamma, model_wide, 0, name, t)
+        return keep
+
+    return _masked_rows(deltas, row_mask)
 
 
 def dare(deltas: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:

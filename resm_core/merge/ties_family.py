@@ -16,7 +16,7 @@ import torch
 from resm_core.errors import ConfigError
 from resm_core.merge.registry import (GRANULARITY, Param, TensorContext, density_param, register,
                                       scale_param)
-from resm_core.merge.sparsify import band_mask, dare, magprune, model_wide_thresholds, topk_mask
+from resm_core.merge.sparsify import crumbs, dare, magprune, model_wide_thresholds, trim
 
 GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as outliers",
               low=0.0, high=1.0, high_open=True)
@@ -69,13 +69,12 @@ def _is_model_wide(params: Mapping[str, Any]) -> bool:
 
 
 def _trim(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
-    model_wide = ctx.stats if _is_model_wide(params) else None
-    return deltas * topk_mask(deltas, params["density"], model_wide, ctx.name)
+    return trim(deltas, params["density"], ctx.stats if _is_model_wide(params) else None, ctx.name)
 
 
 def _crumbs(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
-    model_wide = ctx.stats if _is_model_wide(params) else None
-    return deltas * band_mask(deltas, params["density"], params["gamma"], model_wide, ctx.name)
+    return crumbs(deltas, params["density"], params["gamma"], ctx.stats if _is_model_wide(params) else None,
+                  ctx.name)
 
 
 def _check_band(params: Mapping[str, Any], n_tasks: int) -> None:
