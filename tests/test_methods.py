@@ -316,7 +316,8 @@ def test_ties_model_granularity_ranks_over_all_tensors():
 @pytest.mark.parametrize("method,params,n,message", [
     ("ties", {"density": 0.0}, 3, "density: 0.0 is outside"),
     ("ties", {"density": 1.5}, 3, "density: 1.5 is outside"),
-    ("ties", {"densty": 0.5}, 3, "unknown parameter 'densty'"),
+    ("ties", {"densty": 0.5}, 3, "unknown parameter 'densty'; known: density, granularity, scale"),
+    ("linear", {"density": 0.3}, 2, "linear takes no parameters"),
     ("ties", {"granularity": "row"}, 3, "not one of tensor, model"),
     ("breadcrumbs", {"density": 0.9, "gamma": 0.2}, 3, "density \\+ gamma"),
     ("della", {"density": 0.05, "epsilon": 0.2}, 3, "must stay in"),

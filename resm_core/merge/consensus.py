@@ -9,7 +9,10 @@ removed from the task-arithmetic vector.
 from __future__ import annotations
 
 from resm_core.errors import ConfigError
-from resm_core.merge.registry import Param, register, scale_param, weights_column
+import torch
+
+from resm_core.merge.registry import Param, register, scale_param
+from resm_core.merge.ties_family import task_sum
 
 MASK_LAMBDA = Param("mask_lambda", 0.4, "TALL-mask threshold lambda (the paper tunes it in [0.2, 0.6])",
                     low=0.0, low_open=True)
@@ -27,8 +30,10 @@ def _check(params, n_tasks):
                     "Compression (TALL masks, Consensus Merging), ICML 2024",
           validate=_check)
 def consensus(base, deltas, params, ctx):
-    mtl = (weights_column(params, deltas) * deltas).sum(0)
-    masks = deltas.abs() >= params["mask_lambda"] * (mtl - deltas).abs()
-    keep = masks.sum(0) >= params["min_agree"]
+    mtl = task_sum(deltas, params["weights"], 1.0)
+    votes = torch.zeros(mtl.shape, dtype=torch.int16, device=mtl.device)
+    for t in range(deltas.shape[0]):  # TALL mask of one task at a time
+        votes += deltas[t].abs() >= (mtl - deltas[t]).abs_().mul_(params["mask_lambda"])
+    keep = votes >= params["min_agree"]
     ctx.record("consensus_kept_fraction", float(keep.float().mean()))
-    return params["scale"] * mtl * keep
+    return mtl.mul_(keep).mul_(params["scale"])

@@ -154,9 +154,8 @@ class MergeMethod:
         known = {p.name for p in self.params}
         unknown = sorted(set(user) - known)
         if unknown:
-            raise ConfigError(
-                f"{self.name}: unknown parameter {unknown[0]!r}; known: {', '.join(sorted(known)) or 'none'}"
-            )
+            accepted = f"known: {', '.join(sorted(known))}" if known else f"{self.name} takes no parameters"
+            raise ConfigError(f"{self.name}: unknown parameter {unknown[0]!r}; {accepted}")
         resolved = {p.name: p.coerce(user.get(p.name, p.default), self.name) for p in self.params}
         if weights is not None:
             if not self.uses_weights and any(w != 1.0 for w in weights):

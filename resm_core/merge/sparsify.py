@@ -109,8 +109,11 @@ def crumbs(deltas: torch.Tensor, density: float, gamma: float, model_wide: dict 
 def dare(deltas: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
     """DARE: drop each entry with probability 1-density and rescale survivors by 1/density, so
     the expectation of every entry is unchanged."""
-    keep = torch.rand(deltas.shape, generator=generator) < density
-    return deltas * keep.to(deltas.device) / density
+    out = torch.empty_like(deltas)
+    for t in range(deltas.shape[0]):  # one task at a time: temporaries of one task's size
+        keep = torch.rand(deltas.shape[1:], generator=generator) < density
+        torch.mul(deltas[t], keep.to(deltas.device), out=out[t]).div_(density)
+    return out
 
 
 def magprune(deltas: torch.Tensor, density: float, epsilon: float, generator: torch.Generator,
