@@ -8,9 +8,9 @@ removed from the task-arithmetic vector.
 
 from __future__ import annotations
 
-from resm_core.errors import ConfigError
 import torch
 
+from resm_core.errors import ConfigError
 from resm_core.merge.registry import Param, register, scale_param
 from resm_core.merge.ties_family import task_sum
 
