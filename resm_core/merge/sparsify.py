@@ -111,8 +111,8 @@ def dare(deltas: torch.Tensor, density: float, generator: torch.Generator) -> to
     the expectation of every entry is unchanged."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):  # one task at a time: temporaries of one task's size
-        keep = torch.rand(deltas.shape[1:], generator=generator) < density
-        torch.mul(deltas[t], keep.to(deltas.device), out=out[t]).div_(density)
+        scaled_keep = torch.rand(deltas.shape[1:], generator=generator).lt_(density).mul_(1.0 / density)
+        torch.mul(deltas[t], scaled_keep.to(deltas.device), out=out[t])
     return out
 
 

@@ -46,9 +46,9 @@ def ties_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tenso
     elected = task_sum(sparse, weights, 1.0).sign_()
     den = torch.zeros_like(elected)
     for t, w in enumerate(weights):
-        agree = sparse[t] * elected > 0  # same sign as the elected one, and non-zero
-        sparse[t].mul_(agree)
-        den.add_(agree.to(den.dtype), alpha=w)
+        agreeing = torch.mul(sparse[t], elected).clamp_min_(0)  # |x| where x has the elected sign, else 0
+        torch.mul(agreeing, elected, out=sparse[t])  # x where it agrees, else 0
+        den.add_(agreeing.sign_(), alpha=w)  # the weights of the agreeing tasks
     del elected
     num = task_sum(sparse, weights, params["scale"])
     return num.div_(den.masked_fill_(den == 0, 1.0))  # entries no task agrees on are 0 / 1
