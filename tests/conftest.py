@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.synthetic import SHAPES, write_base, write_experts
 
 TASKS = ("helpfulness", "honesty", "harmlessness")
+os.environ["RESM_HASH_CACHE"] = tempfile.mkdtemp(prefix="resm-test-hashes-")  # keep ~/.cache clean
 
 
 def load_dir(path: Path) -> dict[str, torch.Tensor]:

@@ -85,3 +85,22 @@ def test_reader_errors_name_the_problem(tmp_path):
         CheckpointReader(junk)
     with pytest.raises(CheckpointError, match="has no tensor nope"):
         CheckpointReader(tmp_path / "two" / "x.safetensors").get("nope")
+
+
+def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from resm_core.checkpoint import manifest
+
+    monkeypatch.setenv("RESM_HASH_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc")
+    assert manifest.sha256_file(f) == hashlib.sha256(b"abc").hexdigest()
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    f.write_bytes(b"abcd")  # new content, new size: a new key, never the stale digest
+    os.utime(f, ns=(1, 1))
+    assert manifest.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
+    for entry in (tmp_path / "cache").iterdir():
+        entry.write_text("garbage")  # damaged entries are recomputed
+    assert manifest.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
