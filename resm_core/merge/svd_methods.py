@@ -11,6 +11,7 @@ import torch
 from resm_core.merge.registry import Param, register, weights_column
 from resm_core.merge.svd import (SVD_PARAMS, leading_components, orthogonalised_sum, per_task_rank,
                                  polar_method)
+from resm_core.merge.ties_family import task_sum
 
 ALPHA = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
 RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "
@@ -45,6 +46,6 @@ def tsv_m(base, deltas, params, ctx):
 def iso_c(base, deltas, params, ctx):
     if deltas.dim() != 3:
         return mean_delta(deltas, params)
-    summed = (weights_column(params, deltas) * deltas).sum(0)
+    summed = task_sum(deltas, params["weights"], 1.0)
     u, s, vh = torch.linalg.svd(summed, full_matrices=False)
     return params["scale"] * s.mean() * (u @ vh)
