@@ -176,25 +176,10 @@ class CheckpointReader:
         with safe_open(str(file), framework="pt", device="cpu") as handle:
             return handle.get_tensor(name)
 
-    def numel(self, name: str) -> int:
-        n = 1
-        for d in self.shape(name):
-            n *= d
-        return n
-
-    def nbytes(self, name: str) -> int:
-        return self.numel(name) * self.dtype(name).itemsize
-
     @property
     def config(self) -> dict | None:
         cfg = self.directory / "config.json"
         return _read_json(cfg) if cfg.exists() else None
-
-    def metadata(self) -> dict[str, str]:
-        """The `__metadata__` of the first safetensors file (empty for pickle)."""
-        for handle in self._handles.values():
-            return dict(handle.metadata() or {})
-        return {}
 
     def close(self) -> None:
         self._handles.clear()
