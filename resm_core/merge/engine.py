@@ -24,8 +24,7 @@ from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter, parse_size, prepare_output
 from resm_core.errors import ConfigError, NumericError
-from resm_core.merge.registry import MergeMethod, TensorContext, get_method
-from resm_core.merge.ties_family import task_sum
+from resm_core.merge.registry import MergeMethod, TensorContext, get_method, task_sum
 from resm_core.taskvec.sources import DeltaSource, open_expert
 
 log = logging.getLogger(__name__)

@@ -229,3 +229,9 @@ def weights_column(params: Mapping[str, Any], deltas: torch.Tensor) -> torch.Ten
     """Per-task weights shaped to broadcast against the stacked deltas."""
     w = torch.tensor(params["weights"], dtype=deltas.dtype, device=deltas.device)
     return w.view(-1, *([1] * (deltas.dim() - 1)))
+
+
+def task_sum(deltas: torch.Tensor, weights: list[float], scale: float) -> torch.Tensor:
+    """lambda * sum_t w_t tau_t, contracted without a [T, ...] weighted temporary."""
+    w = torch.tensor(weights, dtype=deltas.dtype, device=deltas.device)
+    return torch.tensordot(w * scale, deltas, dims=1)

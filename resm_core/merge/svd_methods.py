@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from resm_core.merge.registry import Param, register, weights_column
+from resm_core.merge.registry import Param, register, task_sum, weights_column
 from resm_core.merge.svd import (SVD_PARAMS, leading_components, orthogonalised_sum, per_task_rank,
                                  polar_method)
-from resm_core.merge.ties_family import task_sum
 
 ALPHA = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
 RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "

@@ -15,7 +15,7 @@ import torch
 
 from resm_core.errors import ConfigError
 from resm_core.merge.registry import (GRANULARITY, Param, TensorContext, density_param, register,
-                                      scale_param)
+                                      scale_param, task_sum)
 from resm_core.merge.sparsify import crumbs, dare, magprune, model_wide_thresholds, trim
 
 GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as outliers",
@@ -23,12 +23,6 @@ GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as o
 EPSILON = Param("epsilon", 0.1, "spread of keep probabilities around density (DELLA)", low=0.0)
 DELLA_GRANULARITY = Param("granularity", "row", "where magnitudes are ranked: per row (DELLA) or per tensor",
                           kind="choice", choices=("row", "tensor"))
-
-
-def task_sum(deltas: torch.Tensor, weights: list[float], scale: float) -> torch.Tensor:
-    """lambda * sum_t w_t tau_t, contracted without a [T, ...] weighted temporary."""
-    w = torch.tensor(weights, dtype=deltas.dtype, device=deltas.device)
-    return torch.tensordot(w * scale, deltas, dims=1)
 
 
 def sum_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
