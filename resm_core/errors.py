@@ -19,3 +19,15 @@ class CompatibilityError(ResmError):
 
 class NumericError(ResmError):
     """A tensor holds NaN or Inf."""
+
+
+class AssetError(ResmError):
+    """A pinned asset cannot be downloaded, verified or found."""
+
+
+class DataError(ResmError):
+    """A dataset source, field, split or mixture is unknown, malformed or empty."""
+
+
+class TrainingError(ResmError):
+    """A training run cannot start or continue (model, tokenizer, data or checkpoint)."""

