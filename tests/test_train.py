@@ -1,0 +1,154 @@
+"""Training on the tiny model: SFT and DPO learn, LoRA merges into a mergeable model, resume is exact."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from resm_core.errors import ConfigError, DataError, TrainingError
+from resm_core.merge.engine import MergeRequest, merge
+from resm_core.taskvec.sources import open_expert
+from resm_core.train.trainer import TrainRequest, train
+
+ROWS = [("What is the capital of France?", "The answer is Paris.", "I can't help with that."),
+        ("Which is bigger, the sun or the moon?", "The sun is bigger.", "The moon is bigger."),
+        ("Is water wet?", "Yes, water is wet.", "Sorry, I cannot answer."),
+        ("Name a colour.", "Blue is a colour.", "I won't do that.")]
+
+
+@pytest.fixture
+def fixed_batch(tmp_path) -> Path:
+    """Four pairs, batch size four: every step sees the same batch."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with open(folder / "train.jsonl", "w") as f:
+        for i, (p, c, r) in enumerate(ROWS):
+            f.write(json.dumps({"id": f"r{i}", "dim": "helpfulness", "source": "t", "prompt": p, "chosen": c,
+                                "rejected": r}) + "\n")
+    return folder
+
+
+def request(base, data, out, **kw) -> TrainRequest:
+    defaults = dict(steps=8, learning_rate=3e-3, batch_size=4, max_length=96, save_steps=4, progress=False)
+    return TrainRequest(base=base, data=data, out=out, **{**defaults, **kw})
+
+
+def loss_curve(out: Path) -> list[dict]:
+    with open(out / "loss.csv") as f:
+        return [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("adapter", ["full", "lora"])
+def test_sft_lowers_the_loss_on_a_fixed_batch(tiny_llm, fixed_batch, tmp_path, adapter):
+    out = tmp_path / "sft"
+    manifest = train(request(tiny_llm, fixed_batch, out, objective="sft", adapter=adapter, learning_rate=1e-2))
+    curve = loss_curve(out)
+    # a random tiny model starts near ln(vocab); LoRA cannot touch the (tied) output layer, so it moves less
+    assert len(curve) == 8 and curve[-1]["loss"] < curve[0]["loss"] - (0.5 if adapter == "full" else 0.2)
+    assert manifest["steps"] == 8 and manifest["data"]["used"] == 4 and manifest["seed"] == 0
+    assert (out / "config.json").is_file() and (out / "chat_template.jinja").is_file()
+    assert (out / "adapter" / "adapter_config.json").is_file() == (adapter == "lora")
+    assert not list(tmp_path.glob(".sft*"))  # checkpoints are cleaned up once the output is published
+
+
+@pytest.mark.parametrize("adapter", ["full", "lora"])
+def test_dpo_grows_the_chosen_rejected_margin(tiny_llm, fixed_batch, tmp_path, adapter):
+    out = tmp_path / "dpo"
+    train(request(tiny_llm, fixed_batch, out, objective="dpo", adapter=adapter,
+                  learning_rate=3e-3 if adapter == "full" else 1e-2))
+    curve = loss_curve(out)
+    assert curve[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert curve[-1]["rewards/margins"] > 0.1 and curve[-1]["loss"] < curve[0]["loss"]
+
+
+def test_lora_training_yields_a_dense_delta_the_merge_engine_accepts(tiny_llm, fixed_batch, tmp_path):
+    lora = tmp_path / "lora"
+    full = tmp_path / "full"
+    train(request(tiny_llm, fixed_batch, lora, adapter="lora", learning_rate=1e-2))
+    train(request(tiny_llm, fixed_batch, full))
+    merged = merge(MergeRequest(base=tiny_llm, experts=[lora, full], method="ties", out=tmp_path / "m", progress=False))
+    assert merged["method"] == "ties"
+    # the saved adapter and the merged weights describe the same delta
+    adapter = open_expert(lora / "adapter")
+    base = load_file(tiny_llm / "model.safetensors")
+    weights = load_file(lora / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert adapter.provides(name)
+    dense = adapter.delta(name, base[name].float())
+    assert dense.abs().max() > 0
+    assert (dense - (weights[name].float() - base[name].float())).abs().max() < 1e-5
+
+
+class Interrupt(TrainerCallback):
+    """Raise right after the checkpoint at step 4 is saved, like a job killed mid-run."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("objective,adapter", [("sft", "full"), ("dpo", "lora")])
+def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch, tmp_path, objective, adapter):
+    data = tmp_path / "more"
+    shutil.copytree(fixed_batch, data)
+    with open(data / "train.jsonl", "a") as f:  # more rows than a batch, so the data position matters
+        for i, (p, c, r) in enumerate(ROWS):
+            f.write(json.dumps({"id": f"x{i}", "dim": "helpfulness", "source": "t", "prompt": p + " Briefly.",
+                                "chosen": c, "rejected": r}) + "\n")
+    kw = dict(objective=objective, adapter=adapter, batch_size=2)
+    train(request(tiny_llm, data, tmp_path / "straight", **kw))
+    with pytest.raises(KeyboardInterrupt):
+        train(request(tiny_llm, data, tmp_path / "resumed", **kw), callbacks=[Interrupt()])
+    assert not (tmp_path / "resumed").exists()  # an unfinished run never looks finished
+    assert (tmp_path / ".resumed.work" / "checkpoint-4").is_dir()
+    manifest = train(request(tiny_llm, data, tmp_path / "resumed", **kw))
+    assert manifest["resumed_from"].endswith("checkpoint-4")
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert [r["loss"] for r in loss_curve(tmp_path / "straight")] == [r["loss"] for r in loss_curve(tmp_path / "resumed")]
+
+
+def test_checkpoints_of_another_request_are_not_resumed(tiny_llm, fixed_batch, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(request(tiny_llm, fixed_batch, tmp_path / "m"), callbacks=[Interrupt()])
+    with pytest.raises(TrainingError, match="different training request"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "m", learning_rate=1e-4))
+    train(request(tiny_llm, fixed_batch, tmp_path / "m", learning_rate=1e-4, force=True))
+
+
+def test_bad_inputs_are_clear_errors(tiny_llm, fixed_batch, tmp_path):
+    no_template = tmp_path / "no_template"
+    shutil.copytree(tiny_llm, no_template)
+    (no_template / "chat_template.jinja").unlink()
+    cfg = json.loads((no_template / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (no_template / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TrainingError, match="no chat template"):
+        train(request(no_template, fixed_batch, tmp_path / "a"))
+    with pytest.raises(TrainingError, match="model_type is 'llama'.*'mistral'"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "b", architecture="mistral"))
+    with pytest.raises(ConfigError, match="training.objective"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "c", objective="ppo"))
+    sft_only = tmp_path / "sft_only"
+    sft_only.mkdir()
+    (sft_only / "train.jsonl").write_text(json.dumps({"id": "a", "dim": "honesty", "source": "t", "prompt": "p",
+                                                      "chosen": "c", "rejected": None}) + "\n")
+    with pytest.raises(TrainingError, match="no usable rows for dpo"):
+        train(request(tiny_llm, sft_only, tmp_path / "d", objective="dpo"))
+    with pytest.raises(DataError, match="no such file"):
+        train(request(tiny_llm, tmp_path / "nowhere", tmp_path / "e"))
+    assert not any((tmp_path / n).exists() for n in "abcde")
+
+
+def test_overlong_sequences_are_counted(tiny_llm, fixed_batch, tmp_path, caplog):
+    manifest = train(request(tiny_llm, fixed_batch, tmp_path / "short", max_length=36, steps=1))
+    assert manifest["data"]["truncated_sequences"] == 4 and manifest["data"]["dropped_prompt_too_long"] == 1
+    assert "4 of 4 examples exceed max_length=36" in caplog.text
+    with pytest.raises(TrainingError, match="every prompt"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "shorter", max_length=16, steps=1))
