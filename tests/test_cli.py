@@ -80,3 +80,40 @@ def test_demo_runs_every_method(tmp_path, capsys):
     out = capsys.readouterr().out
     for method in ("tsv_m", "resm", "model_stock", "della_ties"):
         assert method in out
+
+
+def test_data_and_train_commands_end_to_end(assets_root, tiny_llm, tmp_path, capsys):
+    """The CLI chain a workflow rule runs: build two dims, mix them, train on the mixture."""
+    for dim in ("helpfulness", "honesty"):
+        assert main(["-q", "data", "build", "--dim", dim, "--out", str(tmp_path / dim), "--max-train", "12",
+                     "--max-val", "4"]) == 0
+    assert main(["-q", "data", "mix", "--strategy", "ratio", "--ratios", "helpfulness=2,honesty=1", "--inputs",
+                 f"helpfulness={tmp_path / 'helpfulness'}", f"honesty={tmp_path / 'honesty'}",
+                 "--out", str(tmp_path / "mix")]) == 0
+    assert "{'helpfulness': 16, 'honesty': 8}" in capsys.readouterr().out
+    assert main(["-q", "train", "--base", str(tiny_llm), "--data", str(tmp_path / "mix"), "--out",
+                 str(tmp_path / "model"), "--steps", "2", "--batch-size", "2", "--max-length", "64",
+                 "--adapter", "lora", "--lora-targets", "q_proj,v_proj"]) == 0
+    manifest = json.loads((tmp_path / "model" / "resm_manifest.json").read_text())
+    assert manifest["request"]["lora_targets"] == ["q_proj", "v_proj"] and manifest["steps"] == 2
+    assert "sft/lora: 2 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["data", "build", "--dim", "honesty", "--source", "hh_rlhf", "--out", "x"], "unknown source 'hh_rlhf'"),
+    (["data", "build", "--dim", "kindness", "--out", "x"], "dim: 'kindness' is not one of"),
+    (["data", "build", "--dim", "honesty", "--source", "advbench", "--out", "x"], "advbench holds harmlessness"),
+    (["data", "mix", "--strategy", "best", "--inputs", "honesty=a", "helpfulness=b", "--out", "x"],
+     "strategy 'best' is not one of"),
+    (["data", "mix", "--strategy", "uniform", "--inputs", "honesty=a", "helpfulness=b", "--judge", "oracle",
+      "--out", "x"], "judge: cannot read 'oracle'"),
+    (["base", "prepare", "llama-7b", "--out", "x"], "unknown packaged base 'llama-7b'"),
+    (["train", "--base", "nowhere", "--data", "d", "--out", "x"], "nowhere: not a Hugging Face model directory"),
+    (["assets", "fetch", "weights"], "unknown asset 'weights'"),
+])
+def test_data_train_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch, assets_root):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RESM_CACHE", str(assets_root.resolve()))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "x").exists()
