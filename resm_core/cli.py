@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--model-dtype", default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
     t.add_argument("--save-dtype", default="auto", help="auto: the training dtype")
+    t.add_argument("--trainer-arg", action="append", type=_param, default=[], metavar="KEY=VALUE",
+                   help="any other transformers TrainingArguments field, repeatable (e.g. gradient_checkpointing=true)")
     t.add_argument("--force", action="store_true", help="replace the output and discard foreign checkpoints")
 
     d = sub.add_parser("demo", help="merge generated Llama-shaped checkpoints with every method")
@@ -353,7 +355,7 @@ def cmd_train(args) -> None:
                        warmup_ratio=args.warmup, scheduler=args.scheduler, save_steps=args.save_steps,
                        max_examples=args.max_examples, architecture=args.arch, device=args.device,
                        model_dtype=args.model_dtype, save_dtype=args.save_dtype, force=args.force,
-                       progress=not args.quiet)
+                       progress=not args.quiet, extra=dict(args.trainer_arg))
     m = train(req)
     print(f"{args.objective}/{args.adapter}: {m['steps']} steps in {m['wall_time_s']:.0f} s, final loss "
           f"{m['final_loss']:.4g}, into {args.out}")

@@ -93,9 +93,10 @@ def test_data_and_train_commands_end_to_end(assets_root, tiny_llm, tmp_path, cap
     assert "{'helpfulness': 16, 'honesty': 8}" in capsys.readouterr().out
     assert main(["-q", "train", "--base", str(tiny_llm), "--data", str(tmp_path / "mix"), "--out",
                  str(tmp_path / "model"), "--steps", "2", "--batch-size", "2", "--max-length", "64",
-                 "--adapter", "lora", "--lora-targets", "q_proj,v_proj"]) == 0
+                 "--adapter", "lora", "--lora-targets", "q_proj,v_proj", "--trainer-arg", "max_grad_norm=0.5"]) == 0
     manifest = json.loads((tmp_path / "model" / "resm_manifest.json").read_text())
     assert manifest["request"]["lora_targets"] == ["q_proj", "v_proj"] and manifest["steps"] == 2
+    assert manifest["request"]["extra"] == {"max_grad_norm": 0.5}
     assert "sft/lora: 2 steps" in capsys.readouterr().out
 
 

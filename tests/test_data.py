@@ -156,7 +156,7 @@ def test_build_is_deterministic(built, assets_root, tmp_path):
         assert a == b, split
 
 
-def test_no_evaluation_item_or_near_duplicate_reaches_training(built, assets_root):
+def test_no_evaluation_item_or_near_duplicate_reaches_training(built, assets_root, tmp_path):
     held_out = set()
     for dim in DIMS:
         held_out |= {normalise(r["prompt"]) for r in read_jsonl(built[dim] / "test.jsonl")}
@@ -167,6 +167,10 @@ def test_no_evaluation_item_or_near_duplicate_reaches_training(built, assets_roo
             assert rows and not ({normalise(r["prompt"]) for r in rows} & held_out), (dim, split)
     comp = json.loads((built["harmlessness"] / "composition.json").read_text())
     assert comp["sources"]["harmbench"] == {"test": 200}
+    mixed = tmp_path / "mix"
+    mix("uniform", built, mixed, budget=300)  # mixtures draw from training splits only
+    for split in ("train", "val"):
+        assert not ({normalise(r["prompt"]) for r in read_rows(mixed / f"{split}.jsonl")} & held_out)
 
 
 def test_harmlessness_pairs_hold_the_base_models_own_answers(built):

@@ -135,6 +135,8 @@ def test_bad_inputs_are_clear_errors(tiny_llm, fixed_batch, tmp_path):
         train(request(tiny_llm, fixed_batch, tmp_path / "b", architecture="mistral"))
     with pytest.raises(ConfigError, match="training.objective"):
         train(request(tiny_llm, fixed_batch, tmp_path / "c", objective="ppo"))
+    with pytest.raises(ConfigError, match="learning_rate are set by their own options"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "c", extra={"learning_rate": 1.0}))
     sft_only = tmp_path / "sft_only"
     sft_only.mkdir()
     (sft_only / "train.jsonl").write_text(json.dumps({"id": "a", "dim": "honesty", "source": "t", "prompt": "p",

@@ -229,6 +229,15 @@ def _hh_rlhf(dim: str) -> Mapper:
     return mapper
 
 
+def _best_vs_worst(rated: list[tuple[float, str]]) -> tuple[str, str, float] | None:
+    """The highest- and lowest-rated responses, or None when there is no strict preference."""
+    if len(rated) < 2:
+        return None
+    rated = sorted(rated, key=lambda x: x[0])
+    (low, worst), (high, best) = rated[0], rated[-1]
+    return (best, worst, high - low) if high > low else None
+
+
 def _ultrafeedback(aspect: str, dim: str) -> Mapper:
     """Best vs worst completion by one aspect's rating; ties and unrated completions are skipped."""
     def mapper(records, source):
@@ -242,12 +251,9 @@ def _ultrafeedback(aspect: str, dim: str) -> Mapper:
                     rated.append((float(rating), c["response"]))
                 except (TypeError, ValueError):
                     continue
-            if len(rated) < 2:
-                continue
-            rated.sort(key=lambda x: x[0])
-            (low, worst), (high, best) = rated[0], rated[-1]
-            if high > low:
-                rows.append(make_row(source, dim, _field(r, "instruction", where), best, worst, margin=high - low))
+            pair = _best_vs_worst(rated)
+            if pair:
+                rows.append(make_row(source, dim, _field(r, "instruction", where), pair[0], pair[1], margin=pair[2]))
         return rows
     return mapper
 
@@ -271,12 +277,8 @@ def _helpsteer2(records, source):
         where = f"{source}[{i}]"
         by_prompt.setdefault(_field(r, "prompt", where), []).append(
             (float(_field(r, "helpfulness", where)), _field(r, "response", where)))
-    rows = []
-    for prompt, rated in by_prompt.items():
-        rated.sort(key=lambda x: x[0])
-        if len(rated) >= 2 and rated[-1][0] > rated[0][0]:
-            rows.append(make_row(source, "helpfulness", prompt, rated[-1][1], rated[0][1]))
-    return rows
+    pairs = ((prompt, _best_vs_worst(rated)) for prompt, rated in by_prompt.items())
+    return [make_row(source, "helpfulness", prompt, p[0], p[1], margin=p[2]) for prompt, p in pairs if p]
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class TrainRequest:
     save_dtype: str = "auto"         # weights on disk: the training dtype (float32 keeps small deltas exact)
     force: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # further TrainingArguments fields (--trainer-arg)
 
     def validate(self) -> None:
         checks = [
@@ -233,6 +233,11 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     if req.adapter == "lora":
         peft_config = LoraConfig(r=req.lora_r, lora_alpha=req.lora_alpha, lora_dropout=req.lora_dropout,
                                  target_modules=req.lora_targets, task_type="CAUSAL_LM")
+    reserved = {"output_dir", "max_steps", "learning_rate", "per_device_train_batch_size", "seed", "max_length",
+                "save_steps", "use_cpu", "bf16"}
+    clash = sorted(reserved & set(req.extra))
+    if clash:
+        raise ConfigError(f"training.extra: {', '.join(clash)} are set by their own options, not as trainer args")
     common = dict(output_dir=str(work), max_steps=req.steps, learning_rate=req.learning_rate,
                   per_device_train_batch_size=req.batch_size, gradient_accumulation_steps=req.grad_accum,
                   lr_scheduler_type=req.scheduler, warmup_steps=req.warmup_ratio, logging_steps=1,
