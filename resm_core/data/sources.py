@@ -101,8 +101,10 @@ def _pyrit_refusal_rows(root) -> list[dict]:
     rows = []
     for name in ("refusal.csv", "refusal_extra.csv"):
         path = asset_path("pyrit", f"pyrit/datasets/scorer_evals/refusal_scorer/{name}", root)
-        with open(path, encoding="utf-8") as f:
-            lines = [line for line in f if not line.startswith("#")]
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = f.readlines()
+        while lines and lines[0].startswith("#"):  # a comment block heads the file; '#' later is data (markdown)
+            lines.pop(0)
         for rec in csv.DictReader(lines):
             rec["file"] = name
             rows.append(rec)

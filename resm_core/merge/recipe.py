@@ -3,30 +3,14 @@ both turned into one `MergeRequest`."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from resm_core.errors import ConfigError
 from resm_core.merge.engine import MergeRequest
-
-
-def load_schema(name: str) -> dict:
-    text = resources.files("resm_core.schemas").joinpath(name).read_text()
-    return yaml.safe_load(text)
-
-
-def validate(data: Any, schema_name: str, source: str) -> None:
-    """JSON Schema (draft 2020-12) validation; the error names the offending key path."""
-    validator = jsonschema.Draft202012Validator(load_schema(schema_name))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {err.message}")
+from resm_core.validation import validate
 
 
 def read_recipe(path: Path) -> dict:

@@ -1,0 +1,203 @@
+"""Evaluate one arm on a set of benchmarks: one JSON per benchmark, the raw answers with their judgements
+as JSONL (so a person can read what the model said), and `summary.json` with the dimension scores, the
+3H mean and the balance, each with a bootstrap interval. All appear at once, atomically.
+
+Answers are generated once per prompt and reused across benchmarks that share prompts (the harmful
+prompts serve both `harmful_refusal` and `non_offensive`); the time spent generating and the time spent
+scoring (log-probs, judges) are reported separately.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.data.splits import take
+from resm_core.errors import ConfigError, DataError
+from resm_core.evaluate.backends import make_backend
+from resm_core.evaluate.benchmarks import EMBEDDED, get_benchmark
+from resm_core.evaluate.scores import CI_LEVEL, bootstrap, interval, summarise
+from resm_core.validation import validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalRequest:
+    model: Path
+    out: Path
+    arm: str
+    data_root: Path
+    judges: Path | None = None
+    benchmarks: dict[str, dict] = field(default_factory=lambda: {name: {} for name in EMBEDDED})
+    backend: str = "transformers"
+    max_new_tokens: int = 48
+    batch_size: int = 8
+    temperature: float = 0.0
+    n_bootstrap: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    asset_root: Path | None = None
+    force: bool = False
+    progress: bool = True
+
+
+class EvalContext:
+    """What benchmarks share: the backend, a memo of answers and log-probs, the judges, the clocks."""
+
+    def __init__(self, req: EvalRequest, backend):
+        self.req, self.backend = req, backend
+        self.data_root, self.asset_root = req.data_root, req.asset_root
+        self.generation_s = 0.0
+        self.scoring_s = 0.0
+        self._answers: dict[str, dict] = {}
+        self._logprobs: dict[tuple[str, str], tuple[float, int]] = {}
+        self._judges: dict[str, object] = {}
+        self.new_generations: list[str] = []
+
+    def generate(self, prompts: list[str]) -> list[dict]:
+        todo = list(dict.fromkeys(p for p in prompts if p not in self._answers))
+        if todo:
+            start = time.perf_counter()
+            for p, ans in zip(todo, self.backend.generate(todo, self.req.max_new_tokens)):
+                self._answers[p] = ans
+            self.generation_s += time.perf_counter() - start
+            self.new_generations += todo
+        return [dict(self._answers[p]) for p in prompts]
+
+    def logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        keys = list(zip(prompts, continuations))
+        todo = list(dict.fromkeys(k for k in keys if k not in self._logprobs))
+        if todo:
+            start = time.perf_counter()
+            for k, v in zip(todo, self.backend.logprobs([p for p, _ in todo], [c for _, c in todo])):
+                self._logprobs[k] = v
+            self.scoring_s += time.perf_counter() - start
+        return [self._logprobs[k] for k in keys]
+
+    def judge(self, spec: str):
+        if spec not in self._judges:
+            from resm_core.judges import make_judge
+
+            self._judges[spec] = make_judge(spec)
+        return self._judges[spec]
+
+    def _fitted(self, kind: str):
+        if self.req.judges is None:
+            raise ConfigError(f"the {kind} judge is needed: pass --judges DIR (fitted by `resm judge fit --out DIR`)")
+        key = f"{kind}:{self.req.judges}"
+        if key not in self._judges:
+            if kind == "refusal":
+                from resm_core.judges.refusal import RefusalJudge
+                self._judges[key] = RefusalJudge(self.req.judges, self.asset_root)
+            else:
+                from resm_core.judges.similarity import SimilarityJudge
+                self._judges[key] = SimilarityJudge(self.req.judges, self.asset_root)
+        return self._judges[key]
+
+    def refusal_probability(self, prompts, responses) -> np.ndarray:
+        start = time.perf_counter()
+        p = self._fitted("refusal").refusal_probability(prompts, responses)
+        self.scoring_s += time.perf_counter() - start
+        return p
+
+    @property
+    def similarity(self):
+        return _Timed(self, self._fitted("similarity"))
+
+
+class _Timed:
+    def __init__(self, ctx: EvalContext, judge):
+        self.ctx, self.judge = ctx, judge
+
+    def truthful(self, *args):
+        start = time.perf_counter()
+        out = self.judge.truthful(*args)
+        self.ctx.scoring_s += time.perf_counter() - start
+        return out
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
+
+
+def evaluate(req: EvalRequest) -> dict:
+    if not req.benchmarks:
+        raise ConfigError("evaluation.benchmarks: no benchmarks given")
+    benches = {name: (get_benchmark(name), dict(opts or {})) for name, opts in req.benchmarks.items()}
+    started = time.perf_counter()
+    with AtomicDirectory(req.out, force=req.force) as staging:
+        # items first: a missing split or an empty benchmark fails before the model loads
+        chosen = {}
+        for name, (bench, opts) in benches.items():
+            items = bench.items(_ItemsContext(req), opts)
+            n = int(opts.pop("n", bench.default_n))
+            if n < 1:
+                raise ConfigError(f"evaluation.benchmarks.{name}.n: must be at least 1, got {n}")
+            items = take(items, n, f"eval/{bench.items.__name__}")  # same pool, same sample: answers are shared
+            if not items:
+                raise DataError(f"benchmark {name}: no items (is the {bench.dim} test split empty?)")
+            chosen[name] = items
+        load_start = time.perf_counter()
+        backend = make_backend(req.backend, req.model, device=req.device, batch_size=req.batch_size,
+                               temperature=req.temperature, seed=req.seed, progress=req.progress)
+        ctx = EvalContext(req, backend)
+        load_s = time.perf_counter() - load_start
+        point: dict[str, dict[str, float]] = {}
+        reps: dict[str, dict[str, np.ndarray]] = {}
+        results = {}
+        for k, (name, (bench, opts)) in enumerate(benches.items()):
+            t0 = time.perf_counter()
+            before = len(ctx.new_generations)
+            log.info("%s: %s on %d items", req.arm, name, len(chosen[name]))
+            records = bench.score(ctx, chosen[name], opts)
+            scores = np.array([r["score"] for r in records], dtype=float)
+            boot = bootstrap(scores, req.n_bootstrap, seed=req.seed + k)
+            lo, hi = interval(boot)
+            generated = [r for r in records if "response" in r]
+            result = {"schema_version": 1, "arm": req.arm, "benchmark": name, "dim": bench.dim, "metric": bench.metric,
+                      "n": len(records), "score": float(scores.mean()), "ci_low": lo, "ci_high": hi,
+                      "ci_level": CI_LEVEL, "n_bootstrap": req.n_bootstrap,
+                      "generations": len(ctx.new_generations) - before,
+                      "truncated": sum(bool(r.get("truncated")) for r in generated), "model": str(req.model),
+                      "backend": req.backend, "seed": req.seed, "wall_time_s": round(time.perf_counter() - t0, 3),
+                      "options": {k2: str(v) for k2, v in opts.items()}}
+            if name in ("benign_compliance", "harmful_refusal"):
+                result["judge"] = {k2: v for k2, v in ctx._fitted("refusal").report.items() if k2 != "coef"}
+            if name == "truthfulqa_sim":
+                result["judge"] = ctx._fitted("similarity").report
+            validate(result, "eval_result.schema.yaml", f"{name}.json")
+            (staging / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+            _write_jsonl(staging / f"{name}.jsonl", records)
+            point.setdefault(bench.dim, {})[name] = result["score"]
+            reps.setdefault(bench.dim, {})[name] = boot
+            results[name] = result
+        total = time.perf_counter() - started
+        summary = {"schema_version": 1, "arm": req.arm, "model": str(req.model),
+                   "benchmarks": {n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+                                  for n, r in results.items()},
+                   **summarise(point, reps),
+                   "truncated": len({p for p in ctx.new_generations if ctx._answers[p]["truncated"]}),
+                   "generations": len(ctx.new_generations),
+                   "timing": {"total_s": round(total, 2), "load_s": round(load_s, 2),
+                              "generation_s": round(ctx.generation_s, 2), "scoring_s": round(ctx.scoring_s, 2)}}
+        summary.setdefault("mean_3h", {"score": 0.0, "ci_low": 0.0, "ci_high": 0.0})
+        validate(summary, "eval_summary.schema.yaml", "summary.json")
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if summary["truncated"]:
+        log.warning("%s: %d of %d answers hit the %d-token limit", req.arm, summary["truncated"],
+                    summary["generations"], req.max_new_tokens)
+    return summary
+
+
+class _ItemsContext:
+    def __init__(self, req: EvalRequest):
+        self.data_root, self.asset_root = req.data_root, req.asset_root
