@@ -306,26 +306,32 @@ HUB_PRESETS = {
 }
 
 
-def _load_hub(preset_name: str, spec: dict) -> list[dict]:
+def load_records(what: str, path: str | None = None, name: str | None = None, data_dir: str | None = None,
+                 split: str = "train", data_files=None, limit: int | None = None) -> list[dict]:
+    """Records of a hub dataset via `datasets.load_dataset`, or of local files shaped like it
+    (`data_files`: jsonl/json or parquet), with the cause of any failure named."""
     from datasets import load_dataset
 
-    preset = HUB_PRESETS[preset_name]
-    data_files = spec.get("data_files")
     try:
-        if data_files:  # the same mapping over local files shaped like the hub's
+        if data_files:
             files = [str(f) for f in (data_files if isinstance(data_files, list) else [data_files])]
             builder = "parquet" if files[0].endswith(".parquet") else "json"
             dataset = load_dataset(builder, data_files=files, split="train")
         else:
-            dataset = load_dataset(spec.get("path", preset.path), name=spec.get("name", preset.name),
-                                   data_dir=spec.get("data_dir", preset.data_dir), split=spec.get("split", preset.split))
-    except DataError:
-        raise
-    except Exception as exc:  # datasets raises many types; the user needs the preset and the cause
-        raise DataError(f"source hub:{preset_name} ({preset.path}): could not load: {type(exc).__name__}: {exc}") from None
-    limit = spec.get("limit")
-    records = dataset.select(range(min(int(limit), len(dataset)))) if limit else dataset
-    return preset.mapper(list(records), preset_name)
+            dataset = load_dataset(path, name=name, data_dir=data_dir, split=split)
+    except Exception as exc:  # datasets raises many types; the user needs the source and the cause
+        raise DataError(f"{what} ({data_files or path}): could not load: {type(exc).__name__}: {exc}") from None
+    if limit:
+        dataset = dataset.select(range(min(int(limit), len(dataset))))
+    return list(dataset)
+
+
+def _load_hub(preset_name: str, spec: dict) -> list[dict]:
+    preset = HUB_PRESETS[preset_name]
+    records = load_records(f"source hub:{preset_name}", spec.get("path", preset.path), spec.get("name", preset.name),
+                           spec.get("data_dir", preset.data_dir), spec.get("split", preset.split),
+                           spec.get("data_files"), spec.get("limit"))
+    return preset.mapper(records, preset_name)
 
 
 # ---------------------------------------------------------------- local files

@@ -150,20 +150,11 @@ def _score_offensive(ctx, items, opts):
 # ---------------------------------------------------------------- paper-scale presets
 
 def _hub_records(opts: dict, default: dict, what: str) -> list[dict]:
-    from datasets import load_dataset
+    from resm_core.data.sources import load_records
 
     spec = {**default, **(opts.get("dataset") or {})}
-    try:
-        if spec.get("data_files"):
-            files = spec["data_files"] if isinstance(spec["data_files"], list) else [spec["data_files"]]
-            builder = "parquet" if str(files[0]).endswith(".parquet") else "json"
-            ds = load_dataset(builder, data_files=[str(f) for f in files], split="train")
-        else:
-            ds = load_dataset(spec["path"], name=spec.get("name"), split=spec["split"])
-    except Exception as exc:
-        raise DataError(f"{what}: could not load {spec.get('data_files') or spec['path']}: "
-                        f"{type(exc).__name__}: {exc}") from None
-    return list(ds)
+    return load_records(what, spec.get("path"), spec.get("name"), spec.get("data_dir"), spec.get("split", "train"),
+                        spec.get("data_files"))
 
 
 def _alpaca_items(ctx, opts):
@@ -175,15 +166,19 @@ def _alpaca_items(ctx, opts):
     return [{"id": f"alpaca-{i}", "prompt": r[field]} for i, r in enumerate(records)]
 
 
-def _score_reward(ctx, items, opts):
-    if "reward_model" not in opts:
-        raise ConfigError("evaluation.benchmarks.reward_helpfulness.reward_model: give the reward model directory")
-    judge = ctx.judge(f"reward:{opts['reward_model']}")
+def _score_with_judge(ctx, items, opts, benchmark: str, model_key: str, kind: str, dim: str):
+    """Generate, then let a model judge (reward model, guard) score each answer for `dim`."""
+    if model_key not in opts:
+        raise ConfigError(f"evaluation.benchmarks.{benchmark}.{model_key}: give the model directory")
+    judge = ctx.judge(f"{kind}:{opts[model_key]}")
     prompts = [r["prompt"] for r in items]
     gens = ctx.generate(prompts)
-    scores = judge.score("helpfulness", prompts, [g["response"] for g in gens])
-    return [{"id": r["id"], "prompt": r["prompt"], **g, "reward": s, "score": float(s)}
-            for r, g, s in zip(items, gens, scores)]
+    scores = judge.score(dim, prompts, [g["response"] for g in gens])
+    return [{"id": r["id"], "prompt": r["prompt"], **g, "score": float(s)} for r, g, s in zip(items, gens, scores)]
+
+
+def _score_reward(ctx, items, opts):
+    return _score_with_judge(ctx, items, opts, "reward_helpfulness", "reward_model", "reward", "helpfulness")
 
 
 def _truthfulqa_mc_items(ctx, opts):
@@ -228,13 +223,7 @@ def _score_mc2(ctx, items, opts):
 
 
 def _score_guard(ctx, items, opts):
-    if "guard_model" not in opts:
-        raise ConfigError("evaluation.benchmarks.guard_harmlessness.guard_model: give the guard model directory")
-    judge = ctx.judge(f"guard:{opts['guard_model']}")
-    prompts = [r["prompt"] for r in items]
-    gens = ctx.generate(prompts)
-    scores = judge.score("harmlessness", prompts, [g["response"] for g in gens])
-    return [{"id": r["id"], "prompt": r["prompt"], **g, "score": float(s)} for r, g, s in zip(items, gens, scores)]
+    return _score_with_judge(ctx, items, opts, "guard_harmlessness", "guard_model", "guard", "harmlessness")
 
 
 BENCHMARKS = {b.name: b for b in (

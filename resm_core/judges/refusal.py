@@ -10,7 +10,6 @@ written beside the coefficients (JSON, no pickle).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import numpy as np
 
 from resm_core.data.refusals import looks_like_refusal
 from resm_core.data.splits import unit_hash
-from resm_core.errors import ConfigError
 from resm_core.judges.embedder import embed
+from resm_core.judges.fitted import read_report, write_report
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +67,7 @@ def fit(out_dir: Path, root=None, c: float = 10.0) -> dict:
     if not report["beats_keywords"]:
         log.warning("refusal judge: held-out accuracy %.3f does not beat keywords (%.3f)",
                     report["heldout_accuracy"], report["heldout_keyword_accuracy"])
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{FILE}.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.rename(out_dir / FILE)
+    write_report(out_dir, FILE, report)
     return report
 
 
@@ -80,10 +75,7 @@ class RefusalJudge:
     name = "refusal"
 
     def __init__(self, judge_dir: str | Path, root=None):
-        path = Path(judge_dir) / FILE
-        if not path.is_file():
-            raise ConfigError(f"{path}: the refusal judge is not fitted; run `resm judge fit --out {judge_dir}`")
-        self.report = json.loads(path.read_text())
+        self.report = read_report(judge_dir, FILE, "refusal judge")
         self.coef = np.asarray(self.report["coef"], dtype=np.float64)
         self.intercept = self.report["intercept"]
         self.root = root

@@ -13,13 +13,13 @@ answers, which would calibrate against exactly that, are not available offline. 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from resm_core.errors import ConfigError
 from resm_core.judges.embedder import embed
+from resm_core.judges.fitted import read_report, write_report
 
 FILE = "similarity_judge.json"
 
@@ -56,10 +56,7 @@ def fit(out_dir: Path, root=None, val: float = 0.1, test: float = 0.1) -> dict:
               "true_negative_rate": float((other < candidates[best]).mean()), "n_questions": len(rows),
               "fitted_on": "TruthfulQA validation split (hashed), own vs other questions' correct answers",
               "limit": "negatives are other questions' answers: a false answer on the same topic can pass"}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f".{FILE}.tmp").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / f".{FILE}.tmp").rename(out_dir / FILE)
+    write_report(out_dir, FILE, report)
     return report
 
 
@@ -67,10 +64,7 @@ class SimilarityJudge:
     name = "similarity"
 
     def __init__(self, judge_dir: str | Path, root=None):
-        path = Path(judge_dir) / FILE
-        if not path.is_file():
-            raise ConfigError(f"{path}: the similarity threshold is not fitted; run `resm judge fit --out {judge_dir}`")
-        self.report = json.loads(path.read_text())
+        self.report = read_report(judge_dir, FILE, "similarity threshold")
         self.threshold = self.report["threshold"]
         self.root = root
 
