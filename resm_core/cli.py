@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -119,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
     bp.add_argument("--dtype", default="bfloat16", help="bfloat16 (default), float32 or float16")
     bp.add_argument("--force", action="store_true")
+    bd = b_sub.add_parser("download", help="a Hugging Face hub model into a local directory")
+    bd.add_argument("repo_id", help="e.g. meta-llama/Meta-Llama-3-8B-Instruct (gated models need HF_TOKEN)")
+    bd.add_argument("--out", required=True, type=Path)
+    bd.add_argument("--revision")
+    bd.add_argument("--force", action="store_true")
     bt = b_sub.add_parser("tiny", help="a tiny random Llama with a locally trained tokenizer (tests, CI)")
     bt.add_argument("--out", required=True, type=Path)
     bt.add_argument("--seed", type=int, default=0)
@@ -142,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the embedded sources of the dimension)")
     db.add_argument("--out", required=True, type=Path)
     db.add_argument("--base", type=Path, help="base model whose own answers become `rejected` for harmful prompts")
+    db.add_argument("--no-base-answers", action="store_true",
+                    help="keep harmful prompts SFT-only (no `rejected`): no base model needed, DPO skips them")
     db.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
     db.add_argument("--val", type=float, default=0.1, help="validation fraction (default 0.1)")
     db.add_argument("--test", type=float, default=0.1, help="test fraction, the held-out benchmark (default 0.1)")
@@ -213,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "max_new_tokens, batch_size, n_bootstrap, seed")
     ev.add_argument("--benchmarks", nargs="+", help="benchmark names (default: every embedded benchmark)")
     ev.add_argument("--n", action="append", type=_param, default=[], metavar="BENCH=N", help="items per benchmark")
+    ev.add_argument("--options", type=json.loads, help='JSON: benchmark -> options, e.g. '
+                    '\'{"qa_mc": {"n": 40}, "reward_helpfulness": {"reward_model": "rm/"}}\' (replaces the defaults)')
     ev.add_argument("--backend", help="transformers (default) or vllm")
     ev.add_argument("--max-new-tokens", type=int)
     ev.add_argument("--batch-size", type=int)
@@ -221,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
     ev.add_argument("--force", action="store_true")
+
+    rp = sub.add_parser("report", help="grid table, merge vs mix, method ranking and plots from evaluated arms")
+    rp.add_argument("--config", required=True, type=Path, help="the workflow config that defined the grid")
+    rp.add_argument("--results", type=Path, help="results directory (default: the config's `results`)")
+    rp.add_argument("--out", type=Path, help="default: RESULTS/report")
 
     d = sub.add_parser("demo", help="merge generated Llama-shaped checkpoints with every method")
     d.add_argument("--out", type=Path, default=Path("results/demo"))
@@ -329,6 +344,8 @@ def cmd_base(args) -> None:
 
     if args.base_command == "prepare":
         base_models.prepare_gguf_base(args.name, args.out, root=args.cache, dtype=args.dtype, force=args.force)
+    elif args.base_command == "download":
+        base_models.download_base(args.repo_id, args.out, revision=args.revision, force=args.force)
     else:
         base_models.tiny_base(args.out, _corpus(args), seed=args.seed, vocab_size=args.vocab_size, hidden=args.hidden,
                               layers=args.layers, heads=args.heads, intermediate=args.intermediate, dtype=args.dtype,
@@ -353,7 +370,7 @@ def cmd_data(args) -> None:
                          base=args.base, val=args.val, test=args.test, max_train=args.max_train,
                          max_val=args.max_val, max_test=args.max_test, salt=args.salt,
                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
-                         force=args.force, progress=not args.quiet)
+                         base_answers=not args.no_base_answers, force=args.force, progress=not args.quiet)
         print(f"{args.dim}: {comp['sizes']} written to {args.out}" +
               (f" (dropped: {comp['dropped']})" if comp["dropped"] else ""))
         return
@@ -415,6 +432,10 @@ def cmd_evaluate(args) -> None:
     benchmarks = config.get("benchmarks") or {name: {} for name in EMBEDDED}
     if isinstance(benchmarks, list):
         benchmarks = {name: {} for name in benchmarks}
+    if args.options is not None:
+        if not isinstance(args.options, dict):
+            raise ConfigError("--options: expected a JSON object of benchmark -> options")
+        benchmarks = {name: dict(opts or {}) for name, opts in args.options.items()}
     if args.benchmarks:
         benchmarks = {name: benchmarks.get(name, {}) for name in args.benchmarks}
     for name, n in args.n:
@@ -434,9 +455,23 @@ def cmd_evaluate(args) -> None:
           f"({s['timing']['total_s']:.0f} s, {s['truncated']} of {s['generations']} answers at the token limit)")
 
 
+def cmd_report(args) -> None:
+    from resm_core.grid import load_config
+    from resm_core.report.build import build_report
+
+    config = load_config(args.config)
+    results = args.results or Path(config["results"])
+    summary = build_report(results, config, args.out or results / "report")
+    for row in summary["merge_vs_mix"]:
+        print(f"{row['combo']:40s} best merge {row['best_merge']} ({row['merge_balance']:.3f}) vs best mixture "
+              f"{row['best_mixture']} ({row['mixture_balance']:.3f}): {row['winner']}")
+    print(f"report of {summary['arms']} arms written to {args.out or results / 'report'}")
+
+
 COMMANDS = {"merge": cmd_merge, "extract": cmd_extract, "conflicts": cmd_conflicts,
             "methods": cmd_methods, "demo": cmd_demo, "assets": cmd_assets, "base": cmd_base, "data": cmd_data,
-            "train": cmd_train, "judge": cmd_judge, "evaluate": cmd_evaluate}
+            "train": cmd_train, "judge": cmd_judge, "evaluate": cmd_evaluate,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,8 +36,8 @@ def holdout_keys(root, dims_sources: list) -> set[str]:
 def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path | None = None,
               val: float = 0.1, test: float = 0.1, max_train: int | None = None, max_val: int | None = None,
               max_test: int | None = None, salt: str = DEFAULT_SALT, max_new_tokens: int = 96,
-              batch_size: int = 8, device: str = "auto", holdout: list | None = None, force: bool = False,
-              progress: bool = True) -> dict:
+              batch_size: int = 8, device: str = "auto", holdout: list | None = None, base_answers: bool = True,
+              force: bool = False, progress: bool = True) -> dict:
     if dim not in DIMS:
         raise DataError(f"dim: {dim!r} is not one of {', '.join(DIMS)}")
     if not source_specs:
@@ -73,7 +73,8 @@ def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path 
         splits[split] = take(splits[split], cap, salt)
         counts[f"{split}_over_cap"] = before - len(splits[split])
 
-    answer_sources = {s.name for s in sources if s.needs_base_responses}
+    # without base answers, those rows stay SFT-only (`rejected` null): enough for SFT, skipped by DPO
+    answer_sources = {s.name for s in sources if s.needs_base_responses and base_answers}
     needing = [r for split in ("train", "val") for r in splits[split]
                if r["rejected"] is None and r["source"] in answer_sources]
     if needing:

@@ -1,0 +1,39 @@
+"""`resm report`: the grid table, merge vs mix per combo, the method ranking and the plots, in one directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.grid import arms
+from resm_core.report import plots
+from resm_core.report.tables import grid, merge_vs_mix, ranking
+
+
+def build_report(results: Path, config: dict, out: Path, force: bool = True) -> dict:
+    results = Path(results)
+    table = grid(results, arms(config))
+    mvm = merge_vs_mix(table)
+    rank = ranking(table)
+    with AtomicDirectory(out, force=force) as staging:
+        table.to_csv(staging / "grid.csv", index=False)
+        mvm.to_csv(staging / "merge_vs_mix.csv", index=False)
+        rank.to_csv(staging / "ranking.csv", index=False)
+        plots.profile(table, staging / "profile.png")
+        plots.pareto(table, staging / "pareto.png")
+        layers = [pd.read_csv(p) for p in sorted((results / "conflicts").glob("*/conflicts_layer.csv"))]
+        if layers:
+            plots.conflict_heatmap(pd.concat(layers).drop_duplicates(["task_a", "task_b", "layer"]),
+                                   staging / "conflicts.png")
+        diags = {p.parent.relative_to(results / "models" / "merge").as_posix(): pd.read_csv(p)
+                 for p in sorted((results / "models" / "merge").glob("resm/*/*/merge_diagnostics.csv"))}
+        plots.resm_ranks(diags, staging / "resm_ranks.png")
+        judge = results / "judges" / "refusal_judge.json"
+        if judge.is_file():
+            j = json.loads(judge.read_text())
+            (staging / "judges.json").write_text(json.dumps(
+                {k: v for k, v in j.items() if k != "coef"}, indent=2) + "\n")
+    return {"arms": len(table), "merge_vs_mix": mvm.to_dict("records"), "ranking": rank.to_dict("records")}

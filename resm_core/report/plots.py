@@ -1,0 +1,95 @@
+"""The report's figures: the 3H profile per combo, the helpfulness-harmlessness Pareto front, the task-vector
+conflict heatmap per layer, and RESM's kept rank per layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from resm_core.data.schema import DIMS  # noqa: E402
+
+COLORS = {"base": "#777777", "expert": "#1f77b4", "mixture": "#2ca02c", "merge": "#d62728"}
+
+
+def profile(table: pd.DataFrame, out: Path) -> None:
+    combos = sorted(c for c in table["combo"].unique() if "+" in c)
+    fig, axes = plt.subplots(1, max(len(combos), 1), figsize=(4.2 * max(len(combos), 1), 3.6), squeeze=False)
+    for ax, combo in zip(axes[0], combos):
+        sub = table[(table["combo"] == combo) | (table["kind"].isin(["base", "expert"]))]
+        for _, row in sub.iterrows():
+            ax.plot(range(3), [row[d] for d in DIMS], marker="o", alpha=0.8, color=COLORS[row["kind"]],
+                    lw=2 if row["kind"] in ("merge", "mixture") else 1)
+        ax.set_xticks(range(3), [d[:5] for d in DIMS])
+        ax.set_ylim(0, 1)
+        ax.set_title(combo, fontsize=9)
+    handles = [plt.Line2D([], [], color=c, marker="o", label=k) for k, c in COLORS.items()]
+    axes[0][0].legend(handles=handles, fontsize=7, loc="lower left")
+    axes[0][0].set_ylabel("score")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def pareto(table: pd.DataFrame, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    pts = table.dropna(subset=["helpfulness", "harmlessness"])
+    for kind, sub in pts.groupby("kind"):
+        ax.scatter(sub["helpfulness"], sub["harmlessness"], label=kind, color=COLORS[kind], alpha=0.8)
+    order = pts.sort_values("helpfulness", ascending=False)
+    front, best = [], -np.inf
+    for _, row in order.iterrows():
+        if row["harmlessness"] > best:
+            front.append(row)
+            best = row["harmlessness"]
+    if front:
+        f = pd.DataFrame(front).sort_values("helpfulness")
+        ax.step(f["helpfulness"], f["harmlessness"], where="post", color="black", lw=1, label="Pareto front")
+        for _, row in f.iterrows():
+            ax.annotate(row["arm"], (row["helpfulness"], row["harmlessness"]), fontsize=6)
+    ax.set_xlabel("helpfulness")
+    ax.set_ylabel("harmlessness")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def conflict_heatmap(layers: pd.DataFrame, out: Path) -> None:
+    """Rows: task pairs; columns: layers; colour: sign-conflict rate."""
+    layers = layers[layers["layer"].str.startswith("layer.")]
+    layers = layers.assign(pair=layers["task_a"] + " / " + layers["task_b"])
+    pivot = layers.pivot_table(index="pair", columns="layer", values="sign_conflict_rate")
+    fig, ax = plt.subplots(figsize=(max(5, 0.25 * pivot.shape[1] + 2), 0.5 * pivot.shape[0] + 1.5))
+    im = ax.imshow(pivot.values, aspect="auto", cmap="magma", vmin=0, vmax=max(0.5, float(np.nanmax(pivot.values))))
+    ax.set_yticks(range(pivot.shape[0]), pivot.index, fontsize=7)
+    ax.set_xticks(range(pivot.shape[1]), [c.split(".")[1] for c in pivot.columns], fontsize=6)
+    ax.set_xlabel("layer")
+    fig.colorbar(im, ax=ax, label="sign-conflict rate")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def resm_ranks(diagnostics: dict[str, pd.DataFrame], out: Path) -> None:
+    """Total rank RESM kept per layer (summed over the layer's matrices and tasks), one line per merge."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, diag in diagnostics.items():
+        d = diag.dropna(subset=["rank_per_task"])
+        if d.empty:
+            continue
+        layer = d["tensor"].str.extract(r"layers\.(\d+)\.")[0].astype(float)
+        total = d["rank_per_task"].astype(str).map(lambda s: sum(int(x) for x in s.split(";")))
+        per_layer = pd.DataFrame({"layer": layer, "rank": total}).dropna().groupby("layer")["rank"].sum()
+        ax.plot(per_layer.index, per_layer.values, marker=".", label=name)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("kept rank (all matrices, all tasks)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

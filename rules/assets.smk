@@ -1,0 +1,40 @@
+rule fetch_assets:
+    output:
+        [asset_marker(name) for name in needed_assets()],
+    log:
+        f"{RESULTS}/logs/assets.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/assets.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        names=" ".join(needed_assets()),
+        cache=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
+        code=code("assets"),
+    shell:
+        "resm -q assets fetch {params.names} --cache {params.cache} > {log} 2>&1"
+
+
+rule prepare_base:
+    input:
+        [asset_marker(name) for name in needed_assets()],
+    output:
+        directory(f"{RESULTS}/base"),
+    log:
+        f"{RESULTS}/logs/base.log",
+    cache: True
+    conda:
+        "../envs/resm.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        command=base_command(),
+        code=code("base"),
+    shell:
+        "{params.command} --out {output} > {log} 2>&1"

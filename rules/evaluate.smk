@@ -1,0 +1,73 @@
+rule fit_judges:
+    input:
+        [asset_marker(name) for name in needed_assets()],
+    output:
+        f"{RESULTS}/judges/refusal_judge.json",
+        f"{RESULTS}/judges/similarity_judge.json",
+    log:
+        f"{RESULTS}/logs/judges.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/judges.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: res("default", "threads", 2)
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        out=lambda wc, output: os.path.dirname(output[0]),
+        cache=lambda wc, input: os.path.dirname(os.path.dirname(input[0])),
+        code=code("judges"),
+    shell:
+        "resm -q judge fit --cache {params.cache} --out {params.out} > {log} 2>&1"
+
+
+rule download_judge_model:
+    output:
+        directory(f"{RESULTS}/hub/{{name}}"),
+    log:
+        f"{RESULTS}/logs/hub/{{name}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/hub/{{name}}.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        repo=lambda wc: EVAL["models"][wc.name],
+        code=code("base"),
+    shell:
+        "resm -q base download {params.repo} --out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        models=eval_models(),
+        model=lambda wc: model_dir(wc.arm),
+        judges=f"{RESULTS}/judges/refusal_judge.json",
+        data=[f"{RESULTS}/data/{d}/test.jsonl" for d in DIMS],
+    output:
+        f"{RESULTS}/eval/{{arm}}/summary.json",
+    log:
+        f"{RESULTS}/logs/eval/{{arm}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval/{{arm}}.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: res("evaluate", "threads", 2)
+    resources:
+        mem_mb=res("evaluate", "mem_mb", 4000),
+        runtime=res("evaluate", "runtime", 60),
+        gpu=res("evaluate", "gpu", 0),
+    params:
+        out=lambda wc, output: os.path.dirname(output[0]),
+        args=eval_args(),
+        data=lambda wc, input: os.path.dirname(os.path.dirname(input.data[0])),
+        judges=lambda wc, input: os.path.dirname(input.judges),
+        cache=CACHE,
+        code=code("evaluate"),
+    shell:
+        "resm -q evaluate --model {input.model} --arm {wildcards.arm} --data {params.data} "
+        "--judges {params.judges} {params.args} --cache {params.cache} --out {params.out} --force > {log} 2>&1"

@@ -1,0 +1,28 @@
+rule merge:
+    input:
+        base=base_dir(),
+        experts=lambda wc: [f"{RESULTS}/taskvec/{d}" for d in combo_dims(wc.combo)],
+    output:
+        directory(f"{RESULTS}/models/merge/{{method}}/{{combo}}/{{hp}}"),
+    log:
+        f"{RESULTS}/logs/merge/{{method}}/{{combo}}/{{hp}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/merge/{{method}}/{{combo}}/{{hp}}.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: res("merge", "threads", 2)
+    resources:
+        mem_mb=res("merge", "mem_mb", 4000),
+        runtime=res("merge", "runtime", 60),
+        gpu=res("merge", "gpu", 0),
+    params:
+        hp=lambda wc: merge_params(config, wc.method, wc.hp),
+        args=lambda wc: " ".join(
+            f"--param {k}={v}"
+            for k, v in merge_params(config, wc.method, wc.hp).items()
+        ),
+        seed=TRAIN.get("seed", 0),
+        code=code("merge"),
+    shell:
+        "resm -q merge --method {wildcards.method} --base {input.base} --experts {input.experts} "
+        "{params.args} --seed {params.seed} --out {output} > {log} 2>&1"

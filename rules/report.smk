@@ -1,0 +1,59 @@
+rule report:
+    input:
+        summaries=[f"{RESULTS}/eval/{arm}/summary.json" for arm in ARMS],
+        conflicts=[f"{RESULTS}/conflicts/{combo}" for combo in config["combos"]],
+    output:
+        grid=report(
+            f"{RESULTS}/report/grid.csv",
+            caption="../captions/grid.rst",
+            category="Grid",
+        ),
+        merge_vs_mix=report(
+            f"{RESULTS}/report/merge_vs_mix.csv",
+            caption="../captions/merge_vs_mix.rst",
+            category="Grid",
+        ),
+        ranking=report(
+            f"{RESULTS}/report/ranking.csv",
+            caption="../captions/ranking.rst",
+            category="Grid",
+        ),
+        profile=report(
+            f"{RESULTS}/report/profile.png",
+            caption="../captions/profile.rst",
+            category="Plots",
+        ),
+        pareto=report(
+            f"{RESULTS}/report/pareto.png",
+            caption="../captions/pareto.rst",
+            category="Plots",
+        ),
+        conflicts=report(
+            f"{RESULTS}/report/conflicts.png",
+            caption="../captions/conflicts.rst",
+            category="Plots",
+        ),
+        ranks=report(
+            f"{RESULTS}/report/resm_ranks.png",
+            caption="../captions/resm_ranks.rst",
+            category="Plots",
+        ),
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        config=workflow.configfiles[-1] if workflow.configfiles else "config.yaml",
+        results=lambda wc, input: os.path.dirname(
+            os.path.dirname(os.path.dirname(input.summaries[0]))
+        ),
+        code=code("report"),
+    shell:
+        "resm -q report --config {params.config} --results {params.results} "
+        "--out {params.results}/report > {log} 2>&1"

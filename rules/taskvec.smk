@@ -1,0 +1,42 @@
+rule extract_taskvec:
+    input:
+        base=base_dir(),
+        expert=f"{RESULTS}/models/expert/{{dim}}",
+    output:
+        directory(f"{RESULTS}/taskvec/{{dim}}"),
+    log:
+        f"{RESULTS}/logs/taskvec/{{dim}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/taskvec/{{dim}}.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: res("merge", "threads", 2)
+    resources:
+        mem_mb=res("merge", "mem_mb", 4000),
+        runtime=res("merge", "runtime", 60),
+    params:
+        code=code("taskvec"),
+    shell:
+        "resm -q extract --base {input.base} --expert {input.expert} --out {output} > {log} 2>&1"
+
+
+rule conflicts:
+    input:
+        lambda wc: [f"{RESULTS}/taskvec/{d}" for d in combo_dims(wc.combo)],
+    output:
+        directory(f"{RESULTS}/conflicts/{{combo}}"),
+    log:
+        f"{RESULTS}/logs/conflicts/{{combo}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/conflicts/{{combo}}.tsv"
+    conda:
+        "../envs/resm.yaml"
+    threads: res("merge", "threads", 2)
+    resources:
+        mem_mb=res("merge", "mem_mb", 4000),
+        runtime=res("merge", "runtime", 60),
+    params:
+        names=lambda wc: " ".join(combo_dims(wc.combo)),
+        code=code("taskvec"),
+    shell:
+        "resm -q conflicts {input} --names {params.names} --out {output} > {log} 2>&1"

@@ -1,0 +1,46 @@
+rule train_expert:
+    input:
+        base=base_dir(),
+        data=f"{RESULTS}/data/{{dim}}/train.jsonl",
+    output:
+        protected(directory(f"{RESULTS}/models/expert/{{dim}}")),
+    log:
+        f"{RESULTS}/logs/train/expert/{{dim}}.log",
+    cache: True
+    conda:
+        "../envs/resm.yaml"
+    threads: res("train", "threads", 2)
+    resources:
+        mem_mb=res("train", "mem_mb", 6000),
+        runtime=res("train", "runtime", 120),
+        gpu=res("train", "gpu", 0),
+    params:
+        args=train_args(TRAIN["steps"]),
+        data=lambda wc, input: os.path.dirname(input.data),
+        code=code("train"),
+    shell:
+        "resm -q train --base {input.base} --data {params.data} {params.args} --out {output} > {log} 2>&1"
+
+
+rule train_mixture:
+    input:
+        base=base_dir(),
+        data=f"{RESULTS}/data/mix/{{strategy}}/{{combo}}/train.jsonl",
+    output:
+        protected(directory(f"{RESULTS}/models/mix/{{strategy}}/{{combo}}")),
+    log:
+        f"{RESULTS}/logs/train/mix/{{strategy}}/{{combo}}.log",
+    cache: True
+    conda:
+        "../envs/resm.yaml"
+    threads: res("train", "threads", 2)
+    resources:
+        mem_mb=res("train", "mem_mb", 6000),
+        runtime=res("train", "runtime", 120),
+        gpu=res("train", "gpu", 0),
+    params:
+        args=lambda wc: train_args(TRAIN["steps"] * len(combo_dims(wc.combo))),
+        data=lambda wc, input: os.path.dirname(input.data),
+        code=code("train"),
+    shell:
+        "resm -q train --base {input.base} --data {params.data} {params.args} --out {output} > {log} 2>&1"
