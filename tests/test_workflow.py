@@ -158,3 +158,39 @@ def test_changing_merge_code_reruns_merges_not_training(tiny_run):
     finally:
         target.write_text(original)
     assert counts == {"merge": 20, "evaluate": 20, "report": 1, "all": 1}
+
+
+@pytest.mark.workflow
+def test_a_killed_run_leaves_nothing_finished_and_resumes(tiny_run):
+    import json
+    import os
+    import signal
+    import time
+
+    work, configfile, _ = tiny_run
+    target = work / "results" / "tiny" / "eval" / "base"
+    shutil.rmtree(target)
+    cmd = SNAKEMAKE + ["--configfile", str(configfile), "--cores", "1", str(target / "summary.json")]
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(target.parent.glob(".base.tmp-*")):
+        time.sleep(0.2)  # wait until the evaluation is writing its staging directory
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (target / "summary.json").exists()  # nothing that looks finished
+    run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--rerun-incomplete", "--quiet",
+                     str(target / "summary.json")], cwd=work)
+    summary = json.loads((target / "summary.json").read_text())
+    assert summary["arm"] == "base" and summary["complete"]
+    run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"], cwd=work)  # the report catches up
+    assert job_counts(work, configfile) == {}
+
+
+@pytest.mark.workflow
+def test_snakemake_report_shows_the_tables_and_plots(tiny_run):
+    work, configfile, _ = tiny_run
+    html = work / "report.html"
+    run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "1", "--report", str(html)], cwd=work)
+    text = html.read_text(errors="replace")
+    assert "Pareto front" in text and "merge_vs_mix.csv" in text and "resm_ranks.png" in text
