@@ -46,6 +46,12 @@ def load_config(path: str | Path) -> dict:
 def check_config(config: dict, source: str = "config") -> None:
     """Schema first (names the key), then what a schema cannot say: combos made of known dims."""
     validate(config, "config.schema.yaml", source)
+    models = config["evaluation"].get("models", {})
+    for name, opts in (config["evaluation"].get("benchmarks") or {}).items():
+        for key in ("reward_model", "guard_model"):
+            if opts and key in opts and opts[key] not in models:
+                raise ConfigError(f"{source}: evaluation.benchmarks.{name}.{key}: {opts[key]!r} is not a name in "
+                                  f"evaluation.models ({', '.join(models) or 'none defined'})")
     for combo in config["combos"]:
         dims = combo.split("+")
         if sorted(dims) != dims or len(set(dims)) != len(dims) or set(dims) - set(DIMS):

@@ -59,6 +59,8 @@ def test_every_config_validates_and_the_default_grid_has_every_arm():
     (lambda c: c.update(combos=["honesty+helpfulness"]), "must be 2 or 3 distinct dims, sorted"),
     (lambda c: c["mixtures"].update(strategies=["best"]), r"mixtures\.strategies\.0: 'best' is not one of"),
     (lambda c: c.update(trainer={}), "Additional properties are not allowed \\('trainer' was unexpected\\)"),
+    (lambda c: c["evaluation"]["benchmarks"].update(reward_helpfulness={"reward_model": "rm"}),
+     r"evaluation\.benchmarks\.reward_helpfulness\.reward_model: 'rm' is not a name in evaluation\.models"),
 ])
 def test_config_errors_name_the_key(edit, message):
     config = copy.deepcopy(load_config(REPO / "configs" / "tiny.yaml"))
