@@ -181,8 +181,8 @@ def test_a_killed_run_leaves_nothing_finished_and_resumes(tiny_run):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (target / "summary.json").exists()  # nothing that looks finished
-    run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--rerun-incomplete", "--quiet",
-                     str(target / "summary.json")], cwd=work)
+    run(SNAKEMAKE + [str(target / "summary.json"), "--configfile", str(configfile), "--cores", "2",
+                     "--rerun-incomplete"], cwd=work)
     summary = json.loads((target / "summary.json").read_text())
     assert summary["arm"] == "base" and summary["complete"]
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"], cwd=work)  # the report catches up
