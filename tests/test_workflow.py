@@ -171,18 +171,21 @@ def test_a_killed_run_leaves_nothing_finished_and_resumes(tiny_run):
 
     work, configfile, _ = tiny_run
     target = work / "results" / "tiny" / "eval" / "base"
+    wanted = "results/tiny/eval/base/summary.json"  # relative, as the rules' output patterns are
     shutil.rmtree(target)
-    cmd = SNAKEMAKE + ["--configfile", str(configfile), "--cores", "1", str(target / "summary.json")]
+    cmd = SNAKEMAKE + [wanted, "--configfile", str(configfile), "--cores", "1"]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(target.parent.glob(".base.tmp-*")):
+        assert proc.poll() is None, "snakemake stopped before the evaluation started"
         time.sleep(0.2)  # wait until the evaluation is writing its staging directory
+    assert list(target.parent.glob(".base.tmp-*")), "the evaluation never started writing"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (target / "summary.json").exists()  # nothing that looks finished
-    run(SNAKEMAKE + [str(target / "summary.json"), "--configfile", str(configfile), "--cores", "2",
-                     "--rerun-incomplete"], cwd=work)
+    run(SNAKEMAKE + ["--unlock", "--configfile", str(configfile)], cwd=work)  # a killed Snakemake leaves its lock
+    run(SNAKEMAKE + [wanted, "--configfile", str(configfile), "--cores", "2", "--rerun-incomplete"], cwd=work)
     summary = json.loads((target / "summary.json").read_text())
     assert summary["arm"] == "base" and summary["complete"]
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"], cwd=work)  # the report catches up
