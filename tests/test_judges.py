@@ -54,3 +54,33 @@ def test_reward_model_judge_scores_with_the_head_of_each_dimension(tiny_llm, tmp
         make_judge(f"reward:{tmp_path / 'rm'}:honesty=5")
     with pytest.raises(ConfigError, match="not a model directory"):
         make_judge(f"reward:{tmp_path}")
+
+
+def test_minilm_embedder_is_unit_norm_and_semantic(assets_root):
+    import numpy as np
+
+    from resm_core.judges.embedder import embed
+
+    texts = ["How do I bake bread at home?", "What is a simple recipe for homemade bread?",
+             "The stock market fell sharply today.", "", "word " * 400]  # empty, and past the 256-token limit
+    vectors = embed(texts, root=assets_root)
+    assert vectors.shape == (5, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > 0.6 > sims[0, 2]  # a paraphrase is near, another topic is far
+    assert np.allclose(embed(texts[:2], root=assets_root, batch_size=1), vectors[:2], atol=1e-5)  # padding-free
+    assert embed([], root=assets_root).shape == (0, 384)
+
+
+def test_embedder_refuses_a_model_that_is_not_mean_pooled(assets_root, tmp_path):
+    import shutil
+
+    from resm_core.assets import asset_path
+    from resm_core.errors import ResmError
+    from resm_core.judges.embedder import MINILM_MEMBER, _max_length
+
+    model = tmp_path / "model"
+    shutil.copytree(asset_path("minilm", MINILM_MEMBER, assets_root), model)
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    with pytest.raises(ResmError, match="expected a mean-pooled, normalised"):
+        _max_length(model)

