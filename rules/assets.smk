@@ -29,7 +29,7 @@ rule prepare_base:
     cache: True
     conda:
         "../envs/resm.yaml"
-    threads: 2
+    threads: res("default", "threads", 1)
     resources:
         mem_mb=4000,
         runtime=30,

@@ -12,7 +12,7 @@ rule build_data:
         f"{RESULTS}/benchmarks/data/{{dim}}.tsv"
     conda:
         "../envs/resm.yaml"
-    threads: res("default", "threads", 2)
+    threads: res("default", "threads", 1)
     resources:
         mem_mb=4000,
         runtime=60,

@@ -10,7 +10,7 @@ rule fit_judges:
         f"{RESULTS}/benchmarks/judges.tsv"
     conda:
         "../envs/resm.yaml"
-    threads: res("default", "threads", 2)
+    threads: res("default", "threads", 1)
     resources:
         mem_mb=3000,
         runtime=30,
@@ -56,7 +56,7 @@ rule evaluate:
         f"{RESULTS}/benchmarks/eval/{{arm}}.tsv"
     conda:
         "../envs/resm.yaml"
-    threads: res("evaluate", "threads", 2)
+    threads: res("evaluate", "threads", 1)
     resources:
         mem_mb=res("evaluate", "mem_mb", 4000),
         runtime=res("evaluate", "runtime", 60),

@@ -10,7 +10,7 @@ rule merge:
         f"{RESULTS}/benchmarks/merge/{{method}}/{{combo}}/{{hp}}.tsv"
     conda:
         "../envs/resm.yaml"
-    threads: res("merge", "threads", 2)
+    threads: res("merge", "threads", 1)
     resources:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),

@@ -10,7 +10,7 @@ rule extract_taskvec:
         f"{RESULTS}/benchmarks/taskvec/{{dim}}.tsv"
     conda:
         "../envs/resm.yaml"
-    threads: res("merge", "threads", 2)
+    threads: res("merge", "threads", 1)
     resources:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),
@@ -31,7 +31,7 @@ rule conflicts:
         f"{RESULTS}/benchmarks/conflicts/{{combo}}.tsv"
     conda:
         "../envs/resm.yaml"
-    threads: res("merge", "threads", 2)
+    threads: res("merge", "threads", 1)
     resources:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),

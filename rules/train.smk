@@ -9,7 +9,7 @@ rule train_expert:
     cache: True
     conda:
         "../envs/resm.yaml"
-    threads: res("train", "threads", 2)
+    threads: res("train", "threads", 1)
     resources:
         mem_mb=res("train", "mem_mb", 6000),
         runtime=res("train", "runtime", 120),
@@ -33,7 +33,7 @@ rule train_mixture:
     cache: True
     conda:
         "../envs/resm.yaml"
-    threads: res("train", "threads", 2)
+    threads: res("train", "threads", 1)
     resources:
         mem_mb=res("train", "mem_mb", 6000),
         runtime=res("train", "runtime", 120),
