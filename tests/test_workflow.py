@@ -4,37 +4,16 @@ and incremental reruns (dry-run job counts after a complete run)."""
 from __future__ import annotations
 
 import copy
-import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from resm_core.errors import ConfigError
 from resm_core.grid import arms, check_config, code_fingerprint, hp_name, load_config
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def run(cmd, cwd=REPO, timeout=900):
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout + done.stderr
-
-
-def job_counts(workdir: Path, configfile: Path) -> dict[str, int]:
-    """Jobs a dry run would execute, by rule."""
-    out = run(SNAKEMAKE + ["-n", "--quiet", "rules", "--configfile", str(configfile), "--cores", "2"], cwd=workdir)
-    counts = {}
-    for line in out.splitlines():
-        m = re.fullmatch(r"\s*([a-z_]+)\s+(\d+)\s*", line)
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
+from workflow_helpers import REPO, SNAKEMAKE, copy_workflow, job_counts, run
 
 
 def test_lint_and_format():
@@ -94,15 +73,7 @@ def test_code_fingerprint_follows_the_stage_code(tmp_path):
 def tiny_run(tmp_path_factory, assets_root):
     """The tiny grid, run once in a copy of the workflow (so its code can be edited without touching the repo)."""
     work = tmp_path_factory.mktemp("workflow")
-    for item in ("Snakefile", "rules", "captions", "envs", "profiles", "config.yaml"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
-    shutil.copytree(REPO / "resm_core", work / "resm_core", ignore=shutil.ignore_patterns("__pycache__"))
-    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    config["results"] = "results/tiny"
-    config["assets"] = str(assets_root.resolve())
-    configfile = work / "tiny.yaml"
-    configfile.write_text(yaml.safe_dump(config))
+    configfile, config = copy_workflow(work, assets_root)
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"], cwd=work, timeout=1500)
     return work, configfile, config
 
