@@ -155,6 +155,29 @@ def test_gram_polar_factor_equals_the_svd_one_and_falls_back_when_singular():
     assert torch.isfinite(p).all() and torch.allclose(p, polar_factor(singular, "svd"), atol=1e-5)
 
 
+@pytest.mark.parametrize("failing", [("float32",), ("float32", "float64")])
+def test_svd_that_does_not_converge_is_retried_in_float64_then_with_gesvd(monkeypatch, failing):
+    """LAPACK gesdd can fail on matrices with many repeated or zero singular values (seen on RESM's
+    concatenated V^T of LoRA experts); the factors must still come back, in the input's dtype."""
+    from resm_core.merge import svd as svd_module
+
+    real_svd = torch.linalg.svd
+
+    def flaky(matrix, full_matrices=True):
+        if str(matrix.dtype).removeprefix("torch.") in failing:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real_svd(matrix, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    g = torch.Generator().manual_seed(5)
+    a = torch.cat([torch.linalg.qr(torch.randn(12, 6, generator=g)).Q.T] * 2)  # 12 x 12: every row twice
+    u, s, vh = svd_module.robust_svd(a)
+    assert u.dtype == s.dtype == vh.dtype == torch.float32
+    assert torch.allclose((u * s) @ vh, a, atol=1e-5)
+    p = polar_factor(a)
+    assert torch.allclose(p, svd_module.robust_svd(a)[0] @ svd_module.robust_svd(a)[2], atol=1e-5)
+
+
 def test_tsv_m_single_task_full_rank_returns_the_delta():
     d = torch.randn(1, 10, 7, generator=torch.Generator().manual_seed(3))
     out, ctx = run("tsv_m", d, scale=1.0)

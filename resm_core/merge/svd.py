@@ -10,17 +10,41 @@ i.e. close to the best rank-k error when the spectrum decays. benchmarks/merge_b
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from resm_core.merge.registry import Param
 
+log = logging.getLogger(__name__)
+
 SVD_METHOD = Param("svd", "exact", "per-task SVD: exact, or lowrank (randomized, much faster on big matrices)",
                    kind="choice", choices=("exact", "lowrank"))
 SVD_OVERSAMPLE = Param("svd_oversample", 16, "extra columns for the lowrank SVD", kind="int", low=0)
 SVD_NITER = Param("svd_niter", 2, "power iterations for the lowrank SVD", kind="int", low=0)
 SVD_PARAMS = (SVD_METHOD, SVD_OVERSAMPLE, SVD_NITER)
+
+
+def robust_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD (U, S, V^T) that survives LAPACK's divide-and-conquer failing to converge.
+
+    gesdd gives up on matrices with many repeated or zero singular values: seen on 2 CPU threads on
+    RESM's concatenated V^T of two LoRA experts (518 x 576, singular values 0 and sqrt 2 many
+    times over). Retried in float64, then with LAPACK's slower, sturdier gesvd (SciPy)."""
+    try:
+        return torch.linalg.svd(matrix, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        log.debug("SVD of a %s %s matrix did not converge; retrying in float64", tuple(matrix.shape), matrix.dtype)
+    try:
+        u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    except torch.linalg.LinAlgError:
+        import scipy.linalg
+
+        log.debug("float64 SVD did not converge either; using LAPACK gesvd")
+        u, s, vh = (torch.from_numpy(x) for x in scipy.linalg.svd(matrix.detach().double().cpu().numpy(),
+                                                                 full_matrices=False, lapack_driver="gesvd"))
+    return tuple(x.to(device=matrix.device, dtype=matrix.dtype) for x in (u, s, vh))
 
 
 @dataclass
@@ -51,7 +75,7 @@ def leading_components(matrix: torch.Tensor, k: int, method: str = "exact",
             torch.manual_seed(seed)
             u, s, v = torch.svd_lowrank(matrix, q=k + oversample, niter=niter)
         return Components(u[:, :k], s[:k], v[:, :k].T)
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    u, s, vh = robust_svd(matrix)
     return Components(u[:, :k], s[:k], vh[:k])
 
 
@@ -84,7 +108,7 @@ def polar_factor(matrix: torch.Tensor, method: str = "svd") -> torch.Tensor:
         if evals[0] > 0 and evals[-1] / evals[0] < GRAM_MAX_CONDITION:
             p = a @ ((evecs * evals.rsqrt()) @ evecs.T)
             return p.T if wide else p
-    p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
+    p, _, qh = robust_svd(matrix)
     return p @ qh
 
 

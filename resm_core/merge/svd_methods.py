@@ -10,7 +10,7 @@ import torch
 
 from resm_core.merge.registry import Param, register, task_sum, weights_column
 from resm_core.merge.svd import (SVD_PARAMS, leading_components, orthogonalised_sum, per_task_rank,
-                                 polar_method)
+                                 polar_method, robust_svd)
 
 ALPHA = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
 RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "
@@ -46,5 +46,5 @@ def iso_c(base, deltas, params, ctx):
     if deltas.dim() != 3:
         return mean_delta(deltas, params)
     summed = task_sum(deltas, params["weights"], 1.0)
-    u, s, vh = torch.linalg.svd(summed, full_matrices=False)
+    u, s, vh = robust_svd(summed)
     return params["scale"] * s.mean() * (u @ vh)
