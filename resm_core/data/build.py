@@ -23,13 +23,14 @@ from resm_core.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def holdout_keys(root, dims_sources: list) -> set[str]:
+def holdout_keys(root, dims_sources: list, load=None) -> set[str]:
     """Normalised prompts of every eval-only source: the benchmarks no training row may repeat."""
+    load = load or (lambda source: src.load(source, root))
     keys: set[str] = set()
     for spec in dims_sources:
         source = src.resolve(spec)
         if source.eval_only:
-            keys |= {text_key(r["prompt"]) for r in src.load(source, root)}
+            keys |= {text_key(r["prompt"]) for r in load(source)}
     return keys
 
 
@@ -51,13 +52,20 @@ def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path 
         if s.dim != dim:
             raise DataError(f"source {s.name} holds {s.dim} data; it cannot build the {dim} dataset")
 
+    loaded: dict[str, list[dict]] = {}
+
+    def load(source):  # an eval-only source is read for the holdout and again as the test split: once
+        if source.name not in loaded:
+            loaded[source.name] = src.load(source, root)
+        return loaded[source.name]
+
     held_out = holdout_keys(root, list(holdout if holdout is not None else
-                                       [n for n, s in src.PACKAGED.items() if s.eval_only and s.dim == dim]))
+                                       [n for n, s in src.PACKAGED.items() if s.eval_only and s.dim == dim]), load)
     seen: set[str] = set()
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for s in sources:
         tally = per_source.setdefault(s.name, Counter())
-        for row in src.load(s, root):
+        for row in load(s):
             key = text_key(row["prompt"])
             if key in seen:
                 tally["dropped_duplicate"] += 1

@@ -71,6 +71,10 @@ class EvalContext:
             self.new_generations += todo
         return [dict(self._answers[p]) for p in prompts]
 
+    def truncated_generations(self) -> int:
+        """Distinct prompts whose answer hit the token limit."""
+        return sum(bool(self._answers[p]["truncated"]) for p in set(self.new_generations))
+
     def logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
         keys = list(zip(prompts, continuations))
         todo = list(dict.fromkeys(k for k in keys if k not in self._logprobs))
@@ -88,7 +92,8 @@ class EvalContext:
             self._judges[spec] = make_judge(spec)
         return self._judges[spec]
 
-    def _fitted(self, kind: str):
+    def fitted(self, kind: str):
+        """The refusal or similarity judge fitted by `resm judge fit`, loaded once."""
         if self.req.judges is None:
             raise ConfigError(f"the {kind} judge is needed: pass --judges DIR (fitted by `resm judge fit --out DIR`)")
         key = f"{kind}:{self.req.judges}"
@@ -103,13 +108,13 @@ class EvalContext:
 
     def refusal_probability(self, prompts, responses) -> np.ndarray:
         start = time.perf_counter()
-        p = self._fitted("refusal").refusal_probability(prompts, responses)
+        p = self.fitted("refusal").refusal_probability(prompts, responses)
         self.scoring_s += time.perf_counter() - start
         return p
 
     @property
     def similarity(self):
-        return _Timed(self, self._fitted("similarity"))
+        return _Timed(self, self.fitted("similarity"))
 
 
 class _Timed:
@@ -171,9 +176,9 @@ def evaluate(req: EvalRequest) -> dict:
                       "backend": req.backend, "seed": req.seed, "wall_time_s": round(time.perf_counter() - t0, 3),
                       "options": {k2: str(v) for k2, v in opts.items()}}
             if name in ("benign_compliance", "harmful_refusal"):
-                result["judge"] = {k2: v for k2, v in ctx._fitted("refusal").report.items() if k2 != "coef"}
+                result["judge"] = {k2: v for k2, v in ctx.fitted("refusal").report.items() if k2 != "coef"}
             if name == "truthfulqa_sim":
-                result["judge"] = ctx._fitted("similarity").report
+                result["judge"] = ctx.fitted("similarity").report
             validate(result, "eval_result.schema.yaml", f"{name}.json")
             (staging / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
             _write_jsonl(staging / f"{name}.jsonl", records)
@@ -185,11 +190,10 @@ def evaluate(req: EvalRequest) -> dict:
                    "benchmarks": {n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
                                   for n, r in results.items()},
                    **summarise(point, reps),
-                   "truncated": len({p for p in ctx.new_generations if ctx._answers[p]["truncated"]}),
+                   "truncated": ctx.truncated_generations(),
                    "generations": len(ctx.new_generations),
                    "timing": {"total_s": round(total, 2), "load_s": round(load_s, 2),
                               "generation_s": round(ctx.generation_s, 2), "scoring_s": round(ctx.scoring_s, 2)}}
-        summary.setdefault("mean_3h", {"score": 0.0, "ci_low": 0.0, "ci_high": 0.0})
         validate(summary, "eval_summary.schema.yaml", "summary.json")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if summary["truncated"]:

@@ -17,6 +17,12 @@ from resm_core.data.schema import DIMS  # noqa: E402
 COLORS = {"base": "#777777", "expert": "#1f77b4", "mixture": "#2ca02c", "merge": "#d62728"}
 
 
+def _save(fig, out: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def profile(table: pd.DataFrame, out: Path) -> None:
     combos = sorted(c for c in table["combo"].unique() if "+" in c)
     fig, axes = plt.subplots(1, max(len(combos), 1), figsize=(4.2 * max(len(combos), 1), 3.6), squeeze=False)
@@ -31,9 +37,7 @@ def profile(table: pd.DataFrame, out: Path) -> None:
     handles = [plt.Line2D([], [], color=c, marker="o", label=k) for k, c in COLORS.items()]
     axes[0][0].legend(handles=handles, fontsize=7, loc="lower left")
     axes[0][0].set_ylabel("score")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def pareto(table: pd.DataFrame, out: Path) -> None:
@@ -55,9 +59,7 @@ def pareto(table: pd.DataFrame, out: Path) -> None:
     ax.set_xlabel("helpfulness")
     ax.set_ylabel("harmlessness")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def conflict_heatmap(layers: pd.DataFrame, out: Path) -> None:
@@ -71,9 +73,7 @@ def conflict_heatmap(layers: pd.DataFrame, out: Path) -> None:
     ax.set_xticks(range(pivot.shape[1]), [c.split(".")[1] for c in pivot.columns], fontsize=6)
     ax.set_xlabel("layer")
     fig.colorbar(im, ax=ax, label="sign-conflict rate")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def resm_ranks(diagnostics: dict[str, pd.DataFrame], out: Path) -> None:
@@ -90,6 +90,4 @@ def resm_ranks(diagnostics: dict[str, pd.DataFrame], out: Path) -> None:
     ax.set_xlabel("layer")
     ax.set_ylabel("kept rank (all matrices, all tasks)")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _save(fig, out)

@@ -111,20 +111,23 @@ def _ids(encoded) -> list[int]:
     return encoded["input_ids"] if hasattr(encoded, "keys") else encoded
 
 
-def count_over_length(tokenizer, rows: list[dict], objective: str, max_length: int) -> tuple[int, int]:
-    """(examples TRL will truncate, examples whose prompt alone fills max_length, which TRL drops).
-    TRL does both silently; they are counted here and logged."""
+def token_lengths(tokenizer, rows: list[dict], objective: str) -> list[tuple[int, list[int]]]:
+    """Per row: the templated prompt's length and each full conversation's (chosen, and rejected for DPO)."""
     fields = ("chosen",) if objective == "sft" else ("chosen", "rejected")
-    over = dropped = 0
+    out = []
     for r in rows:
         prompt = _chat("user", r["prompt"])
-        if len(_ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True))) >= max_length:
-            dropped += 1
-            over += 1
-            continue
-        if any(len(_ids(tokenizer.apply_chat_template(prompt + _chat("assistant", r[f]), tokenize=True))) > max_length
-               for f in fields):
-            over += 1
+        head = len(_ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)))
+        out.append((head, [len(_ids(tokenizer.apply_chat_template(prompt + _chat("assistant", r[f]), tokenize=True)))
+                           for f in fields]))
+    return out
+
+
+def count_over_length(lengths: list[tuple[int, list[int]]], max_length: int) -> tuple[int, int]:
+    """(examples TRL will truncate, examples whose prompt alone fills max_length, which TRL drops).
+    TRL does both silently; they are counted here and logged."""
+    dropped = sum(head >= max_length for head, _ in lengths)
+    over = sum(head >= max_length or max(full) > max_length for head, full in lengths)
     return over, dropped
 
 
@@ -161,19 +164,19 @@ def _write_loss_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _work_dir(req: TrainRequest) -> Path:
+def _work_dir(req: TrainRequest, fingerprint: str) -> Path:
     out = Path(req.out)
     work = out.parent / f".{out.name}.work"
     stamp = work / "request.json"
     if work.exists():
-        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == req.fingerprint()
+        same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
         if not same:
             if not req.force:
                 raise TrainingError(f"{work}: holds checkpoints of a different training request; "
                                     f"pass --force to discard them")
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": req.fingerprint(), "request": asdict(req)}, default=str, indent=2))
+    stamp.write_text(json.dumps({"fingerprint": fingerprint, "request": asdict(req)}, default=str, indent=2))
     return work
 
 
@@ -208,7 +211,8 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows, data_stats = _load_rows(req)
-    over, dropped = count_over_length(tokenizer, rows, req.objective, req.max_length)
+    lengths = token_lengths(tokenizer, rows, req.objective)
+    over, dropped = count_over_length(lengths, req.max_length)
     data_stats.update(truncated_sequences=over, dropped_prompt_too_long=dropped)
     if over:
         log.warning("%d of %d examples exceed max_length=%d tokens and will be truncated; %d of them have no room "
@@ -222,7 +226,8 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     model_dtype = DTYPES[req.model_dtype] if req.model_dtype != "auto" else (torch.bfloat16 if on_cuda else torch.float32)
     save_dtype = DTYPES[req.save_dtype] if req.save_dtype != "auto" else model_dtype
     recorder = ManifestRecorder({"base": base, "data": Path(req.data)})
-    work = _work_dir(req)
+    fingerprint = req.fingerprint()  # hashes the base and the data: once per run
+    work = _work_dir(req, fingerprint)
     resume = _last_checkpoint(work)
     if resume:
         log.info("resuming from %s", resume)
@@ -274,13 +279,11 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         trained.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _write_loss_csv(staging / "loss.csv", loss_rows)
-        sample = rows[:256]
-        tokens = sum(len(_ids(tokenizer.apply_chat_template(_chat("user", r["prompt"]) + _chat("assistant", r["chosen"]),
-                                                            tokenize=True))) for r in sample) / len(sample)
+        tokens = sum(full[0] for _, full in lengths) / len(lengths)  # prompt + chosen answer
         manifest = recorder.build(
             action="train", device=device, objective=req.objective, adapter=req.adapter, seed=req.seed,
             request={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()},
-            fingerprint=req.fingerprint(), data=data_stats, resumed_from=resume,
+            fingerprint=fingerprint, data=data_stats, resumed_from=resume,
             model_dtype=str(model_dtype), save_dtype=str(save_dtype), steps=trainer.state.global_step,
             train_runtime_s=result.metrics.get("train_runtime"),
             sequences_per_step=req.batch_size * req.grad_accum, mean_tokens_per_example=round(tokens, 1),
