@@ -464,7 +464,8 @@ def cmd_report(args) -> None:
     summary = build_report(results, config, args.out or results / "report")
     for row in summary["merge_vs_mix"]:
         print(f"{row['combo']:40s} best merge {row['best_merge']} ({row['merge_balance']:.3f}) vs best mixture "
-              f"{row['best_mixture']} ({row['mixture_balance']:.3f}): {row['winner']}")
+              f"{row['best_mixture']} ({row['mixture_balance']:.3f}): {row['leader']} leads; verdict "
+              f"{row['verdict']}")
     print(f"report of {summary['arms']} arms written to {args.out or results / 'report'}")
 
 

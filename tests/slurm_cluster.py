@@ -82,11 +82,11 @@ PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
 
 
-def host_memory_mb() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError("no MemTotal in /proc/meminfo")
+def detected_node() -> tuple[int, int]:
+    """(CPUs, RealMemory MB) as slurmd itself sees this host: a node configured with more is drained."""
+    done = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True)
+    fields = dict(item.split("=", 1) for item in done.stdout.split() if "=" in item)
+    return int(fields["CPUs"]), int(fields["RealMemory"])
 
 
 def _wait_for(check, what: str, timeout: float, procs: list[subprocess.Popen]) -> None:
@@ -111,7 +111,11 @@ def _node_ready() -> bool:
 def cluster(memory_fraction: float = 0.75):
     """Install, configure and start munged, slurmctld and slurmd; stop them by PID on the way out."""
     install()
-    write_config(os.cpu_count() or 1, int(host_memory_mb() * memory_fraction))
+    cpus, memory_mb = detected_node()
+    write_config(cpus, int(memory_mb * memory_fraction))
+    if not Path("/etc/munge/munge.key").exists():  # the Debian package makes one; a trimmed image may not
+        subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
+        shutil.chown("/etc/munge/munge.key", "munge", "munge")
     Path("/run/munge").mkdir(parents=True, exist_ok=True)
     shutil.chown("/run/munge", "munge", "munge")
     logs = STATE / "log"

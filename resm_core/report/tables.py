@@ -57,13 +57,15 @@ def merge_vs_mix(table: pd.DataFrame, by: str = "balance") -> pd.DataFrame:
             continue
         best_merge = merges.loc[merges[by].idxmax()]
         best_mix = mixes.loc[mixes[by].idxmax()]
+        overlap = not (best_merge[f"{by}_ci_low"] > best_mix[f"{by}_ci_high"]
+                       or best_mix[f"{by}_ci_low"] > best_merge[f"{by}_ci_high"])
+        leader = ("tie" if best_merge[by] == best_mix[by] else "merge" if best_merge[by] > best_mix[by]
+                  else "mixture")
         rows.append({"combo": combo, "best_merge": best_merge["arm"], f"merge_{by}": best_merge[by],
                      "best_mixture": best_mix["arm"], f"mixture_{by}": best_mix[by],
-                     "difference": best_merge[by] - best_mix[by],
-                     "intervals_overlap": not (best_merge[f"{by}_ci_low"] > best_mix[f"{by}_ci_high"]
-                                               or best_mix[f"{by}_ci_low"] > best_merge[f"{by}_ci_high"]),
-                     "winner": "tie" if best_merge[by] == best_mix[by]
-                     else "merge" if best_merge[by] > best_mix[by] else "mixture"})
+                     "difference": best_merge[by] - best_mix[by], "intervals_overlap": overlap,
+                     "leader": leader,  # by the point estimates
+                     "verdict": "inconclusive" if overlap else leader})  # only separated 95% intervals decide
     return pd.DataFrame(rows)
 
 
