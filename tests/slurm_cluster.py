@@ -141,3 +141,7 @@ def cluster(memory_fraction: float = 0.75):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # A config naming a stopped controller makes every later Snakemake run, local ones too, wait
+        # 9 s: the SLURM executor plugin asks `scontrol show config` at start-up. Leave none behind.
+        if CONF.exists() and MARKER in CONF.read_text(errors="replace"):
+            CONF.unlink()
