@@ -112,28 +112,31 @@ def cluster(memory_fraction: float = 0.75):
     """Install, configure and start munged, slurmctld and slurmd; stop them by PID on the way out."""
     install()
     cpus, memory_mb = detected_node()
-    write_config(cpus, int(memory_mb * memory_fraction))
-    if not Path("/etc/munge/munge.key").exists():  # the Debian package makes one; a trimmed image may not
-        subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
-        shutil.chown("/etc/munge/munge.key", "munge", "munge")
-    Path("/run/munge").mkdir(parents=True, exist_ok=True)
-    shutil.chown("/run/munge", "munge", "munge")
-    logs = STATE / "log"
     procs: list[subprocess.Popen] = []
+    logs = []
+
+    def start(*args: str) -> None:
+        logs.append(open(STATE / "log" / f"{args[0]}.err", "w"))
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logs[-1]))
+
     try:
-        # munged refuses to run as root without --force; -F keeps each daemon our child, so its PID is ours
-        procs.append(subprocess.Popen(["munged", "-F", "--force"], stdout=subprocess.DEVNULL,
-                                      stderr=open(logs / "munged.err", "w")))
+        write_config(cpus, int(memory_mb * memory_fraction))
+        if not Path("/etc/munge/munge.key").exists():  # the Debian package makes one; a trimmed image may not
+            subprocess.run(["mungekey", "--create"], check=True, capture_output=True)
+            shutil.chown("/etc/munge/munge.key", "munge", "munge")
+        Path("/run/munge").mkdir(parents=True, exist_ok=True)
+        shutil.chown("/run/munge", "munge", "munge")
+        # munged refuses to run as root without --force; -F and -D keep each daemon our child, its PID ours
+        start("munged", "-F", "--force")
         _wait_for(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0,
                   "munged", 30, procs)
-        procs.append(subprocess.Popen(["slurmctld", "-D", "-c", "-i"], stdout=subprocess.DEVNULL,
-                                      stderr=open(logs / "slurmctld.err", "w")))
-        procs.append(subprocess.Popen(["slurmd", "-D"], stdout=subprocess.DEVNULL,
-                                      stderr=open(logs / "slurmd.err", "w")))
+        start("slurmctld", "-D", "-c", "-i")
+        start("slurmd", "-D")
         _wait_for(_node_ready, f"partition {PARTITION} to be idle", 60, procs)
         yield PARTITION
     finally:
-        subprocess.run(["scancel", "--partition", PARTITION], capture_output=True)
+        if procs:
+            subprocess.run(["scancel", "--partition", PARTITION], capture_output=True)
         for proc in reversed(procs):
             proc.terminate()
             try:
@@ -141,6 +144,8 @@ def cluster(memory_fraction: float = 0.75):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for log in logs:
+            log.close()
         # A config naming a stopped controller makes every later Snakemake run, local ones too, wait
         # 9 s: the SLURM executor plugin asks `scontrol show config` at start-up. Leave none behind.
         if CONF.exists() and MARKER in CONF.read_text(errors="replace"):
