@@ -8,7 +8,6 @@ dims joined by `+`; a hyperparameter set is its sorted `key-value` pairs joined 
 from __future__ import annotations
 
 import hashlib
-import itertools
 from pathlib import Path
 
 import yaml
@@ -53,7 +52,7 @@ def check_config(config: dict, source: str = "config") -> None:
                 raise ConfigError(f"{source}: evaluation.benchmarks.{name}.{key}: {opts[key]!r} is not a name in "
                                   f"evaluation.models ({', '.join(models) or 'none defined'})")
     for combo in config["combos"]:
-        dims = combo.split("+")
+        dims = combo_dims(combo)
         if sorted(dims) != dims or len(set(dims)) != len(dims) or set(dims) - set(DIMS):
             raise ConfigError(f"{source}: combos: {combo!r} must be 2 or 3 distinct dims, sorted, joined by '+' "
                               f"(e.g. {'+'.join(sorted(dims)) if not set(dims) - set(DIMS) else 'harmlessness+helpfulness'})")
@@ -61,10 +60,6 @@ def check_config(config: dict, source: str = "config") -> None:
 
 def combo_dims(combo: str) -> list[str]:
     return combo.split("+")
-
-
-def all_combos(dims=DIMS) -> list[str]:
-    return ["+".join(sorted(c)) for k in (2, 3) for c in itertools.combinations(dims, k)]
 
 
 def hp_name(params: dict | None) -> str:

@@ -2,7 +2,8 @@
 import os
 from pathlib import Path
 
-from resm_core.assets import ASSETS, asset_dir
+from resm_core.assets import asset_dir
+from resm_core.data.schema import DIMS
 from resm_core.grid import (
     arms,
     check_config,
@@ -17,7 +18,6 @@ check_config(config, "config")  # before any job: errors name the key
 RESULTS = config["results"]
 CACHE = config.get("assets", "resources")
 CODE_DIR = Path(workflow.basedir) / "resm_core"
-DIMS = ["helpfulness", "honesty", "harmlessness"]
 ARMS = arms(config)
 TRAIN = config["training"]
 DATA = config.get("data", {})
