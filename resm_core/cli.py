@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--force", action="store_true")
 
     rp = sub.add_parser("report", help="grid table, merge vs mix, method ranking and plots from evaluated arms")
-    rp.add_argument("--config", required=True, type=Path, help="the workflow config that defined the grid")
+    rp_arms = rp.add_mutually_exclusive_group(required=True)
+    rp_arms.add_argument("--config", type=Path, help="the workflow config that defined the grid")
+    rp_arms.add_argument("--arms", nargs="+", help="the arms to report, e.g. base expert/honesty (needs --results)")
     rp.add_argument("--results", type=Path, help="results directory (default: the config's `results`)")
     rp.add_argument("--out", type=Path, help="default: RESULTS/report")
 
@@ -456,12 +458,20 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_report(args) -> None:
+    from resm_core.grid import arms as grid_arms
     from resm_core.grid import load_config
     from resm_core.report.build import build_report
 
-    config = load_config(args.config)
-    results = args.results or Path(config["results"])
-    summary = build_report(results, config, args.out or results / "report")
+    if args.arms:
+        if args.results is None:
+            raise ConfigError("report: --arms needs --results (the directory holding eval/ARM/summary.json)")
+        arms = args.arms
+        results = args.results
+    else:
+        config = load_config(args.config)
+        arms = grid_arms(config)
+        results = args.results or Path(config["results"])
+    summary = build_report(results, arms, args.out or results / "report")
     for row in summary["merge_vs_mix"]:
         print(f"{row['combo']:40s} best merge {row['best_merge']} ({row['merge_balance']:.3f}) vs best mixture "
               f"{row['best_mixture']} ({row['mixture_balance']:.3f}): {row['leader']} leads; verdict "

@@ -49,11 +49,11 @@ rule report:
         mem_mb=2000,
         runtime=15,
     params:
-        config=workflow.configfiles[-1] if workflow.configfiles else "config.yaml",
+        arms=" ".join(ARMS),  # the effective config's, whatever config files and overrides made it
         results=lambda wc, input: os.path.dirname(
             os.path.dirname(os.path.dirname(input.summaries[0]))
         ),
         code=code("report"),
     shell:
-        "resm -q report --config {params.config} --results {params.results} "
+        "resm -q report --arms {params.arms} --results {params.results} "
         "--out {params.results}/report > {log} 2>&1"

@@ -170,3 +170,19 @@ def test_snakemake_report_shows_the_tables_and_plots(tiny_run):
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "1", "--report", str(html)], cwd=work)
     text = html.read_text(errors="replace")
     assert "Pareto front" in text and "merge_vs_mix.csv" in text and "resm_ranks.png" in text
+
+
+@pytest.mark.workflow
+def test_the_report_follows_layered_config_files(tiny_run, tmp_path):
+    """With two --configfile, neither file alone is the config: the report gets the arms from the workflow."""
+    import pandas as pd
+
+    work, configfile, config = tiny_run
+    layer = work / "layer.yaml"
+    layer.write_text(yaml.safe_dump({"results": config["results"]}))  # valid only on top of the tiny config
+    run(SNAKEMAKE + ["--configfile", str(configfile), str(layer), "--cores", "1", "--forcerun", "report",
+                     "--quiet"], cwd=work)
+    assert len(pd.read_csv(work / config["results"] / "report" / "grid.csv")) == len(arms(config))
+    done = subprocess.run([sys.executable, "-m", "resm_core.cli", "report", "--arms", "base"], cwd=work,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "--arms needs --results" in done.stderr

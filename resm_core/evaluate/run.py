@@ -176,7 +176,7 @@ def evaluate(req: EvalRequest) -> dict:
                       "backend": req.backend, "seed": req.seed, "wall_time_s": round(time.perf_counter() - t0, 3),
                       "options": {k2: str(v) for k2, v in opts.items()}}
             if name in ("benign_compliance", "harmful_refusal"):
-                result["judge"] = {k2: v for k2, v in ctx.fitted("refusal").report.items() if k2 != "coef"}
+                result["judge"] = ctx.fitted("refusal").summary()
             if name == "truthfulqa_sim":
                 result["judge"] = ctx.fitted("similarity").report
             validate(result, "eval_result.schema.yaml", f"{name}.json")

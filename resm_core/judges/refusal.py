@@ -80,6 +80,10 @@ class RefusalJudge:
         self.intercept = self.report["intercept"]
         self.root = root
 
+    def summary(self) -> dict:
+        """The fit's description and held-out figures, without the 386 coefficients."""
+        return {k: v for k, v in self.report.items() if k != "coef"}
+
     def refusal_probability(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         if not responses:
             return np.zeros(0)

@@ -8,14 +8,16 @@ from pathlib import Path
 import pandas as pd
 
 from resm_core.checkpoint.writer import AtomicDirectory
-from resm_core.grid import arms
+from resm_core.judges import refusal
 from resm_core.report import plots
 from resm_core.report.tables import grid, merge_vs_mix, ranking
 
 
-def build_report(results: Path, config: dict, out: Path, force: bool = True) -> dict:
+def build_report(results: Path, arms: list[str], out: Path, force: bool = True) -> dict:
+    """`arms` comes from the workflow's effective config (layered config files, `--config` overrides),
+    which no single config file on disk need hold."""
     results = Path(results)
-    table = grid(results, arms(config))
+    table = grid(results, arms)
     mvm = merge_vs_mix(table)
     rank = ranking(table)
     with AtomicDirectory(out, force=force) as staging:
@@ -31,9 +33,7 @@ def build_report(results: Path, config: dict, out: Path, force: bool = True) -> 
         diags = {p.parent.relative_to(results / "models" / "merge").as_posix(): pd.read_csv(p)
                  for p in sorted((results / "models" / "merge").glob("resm/*/*/merge_diagnostics.csv"))}
         plots.resm_ranks(diags, staging / "resm_ranks.png")
-        judge = results / "judges" / "refusal_judge.json"
-        if judge.is_file():
-            j = json.loads(judge.read_text())
-            (staging / "judges.json").write_text(json.dumps(
-                {k: v for k, v in j.items() if k != "coef"}, indent=2) + "\n")
+        if (results / "judges" / refusal.FILE).is_file():
+            judge = refusal.RefusalJudge(results / "judges")
+            (staging / "judges.json").write_text(json.dumps(judge.summary(), indent=2) + "\n")
     return {"arms": len(table), "merge_vs_mix": mvm.to_dict("records"), "ranking": rank.to_dict("records")}
