@@ -37,7 +37,8 @@ MERGEKIT = {
     "ties": ("ties", {"weight": 1.0, "density": 0.2}, {"normalize": True}),
     "dare_ties": ("dare_ties", {"weight": 1.0, "density": 0.1}, {"normalize": True}),
     "breadcrumbs": ("breadcrumbs", {"weight": 0.3, "density": 0.9, "gamma": 0.01}, {"normalize": False}),
-    "della": ("della_linear", {"weight": 0.3, "density": 0.3, "epsilon": 0.1}, {"normalize": False}),
+    "della_linear": ("della_linear", {"weight": 0.3, "density": 0.3, "epsilon": 0.1}, {"normalize": False}),
+    "della": ("della", {"weight": 1.0, "density": 0.3, "epsilon": 0.1}, {"normalize": True}),
 }
 
 

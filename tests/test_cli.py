@@ -78,7 +78,7 @@ def test_extract_conflicts_and_methods_commands(tiny, tmp_path, capsys):
 def test_demo_runs_every_method(tmp_path, capsys):
     assert main(["-q", "demo", "--out", str(tmp_path), "--shape", "tiny"]) == 0
     out = capsys.readouterr().out
-    for method in ("tsv_m", "resm", "model_stock", "della_ties"):
+    for method in ("tsv_m", "resm", "model_stock", "della", "della_linear"):
         assert method in out
 
 

@@ -28,7 +28,9 @@ def run(method: str, deltas: torch.Tensor, base: torch.Tensor | None = None, sta
 def test_registry_has_the_paper_benchmark_and_resm():
     assert set(all_methods()) == {
         "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
-        "della", "della_ties", "consensus", "model_stock", "tsv_m", "iso_c", "resm"}
+        "della", "della_linear", "consensus", "model_stock", "tsv_m", "iso_c", "resm"}
+    with pytest.raises(ConfigError, match="della_ties' was renamed.*use della"):
+        get_method("della_ties")
 
 
 def test_linear_is_weighted_average():
@@ -44,13 +46,21 @@ def test_task_arithmetic_scales_the_weighted_sum():
 
 
 def test_ties_sign_election_and_disjoint_mean():
-    d = torch.tensor([[1.0, -2.0, 3.0, 0.1],
-                      [-1.0, -1.0, 2.0, 0.2],
-                      [2.0, 0.5, -4.0, 0.0]])
+    d = torch.tensor([[1.0, -2.0, 3.0, 0.1, 0.5, -0.25, 0.0],
+                      [-1.0, -1.0, 2.0, 0.2, -0.5, 0.25, 0.0],
+                      [2.0, 0.5, -4.0, 0.0, 0.0, 0.0, 0.0]])
     out, _ = run("ties", d, density=1.0, scale=1.0)
     # col0: mass +2 -> mean(1, 2); col1: mass -2.5 -> mean(-2, -1); col2: mass +1 -> mean(3, 2);
-    # col3: zeros do not vote -> mean(0.1, 0.2)
-    assert torch.allclose(out, torch.tensor([1.5, -1.5, 2.5, 0.15]))
+    # col3: zeros do not vote -> mean(0.1, 0.2); col4, col5: the mass is exactly 0, the sign is +1 (mergekit,
+    # PEFT) -> the positive task survives; col6: nobody voted -> 0
+    assert torch.allclose(out, torch.tensor([1.5, -1.5, 2.5, 0.15, 0.5, 0.25, 0.0]))
+
+
+def test_ties_zero_mass_with_weights_elects_plus_one():
+    d = torch.tensor([[1.0, -3.0], [-2.0, 1.0]])
+    out, _ = run("ties", d, density=1.0, scale=1.0, weights=[2.0, 1.0])
+    # weighted mass: col0 2 - 2 = 0 -> +1 -> task 0 alone: 2 * 1 / 2; col1 -6 + 1 < 0 -> task 0: -6 / 2
+    assert torch.allclose(out, torch.tensor([1.0, -3.0]))
 
 
 def test_ties_trims_each_task_to_its_top_k():
@@ -71,7 +81,7 @@ def test_dare_rescales_survivors_and_keeps_the_expectation():
 
 def test_random_methods_are_reproducible_per_seed():
     d = torch.randn(3, 64, 32, generator=torch.Generator().manual_seed(0))
-    for method in ("dare_linear", "dare_ties", "della", "della_ties"):
+    for method in ("dare_linear", "dare_ties", "della", "della_linear"):
         a, _ = run(method, d, seed=5)
         b, _ = run(method, d, seed=5)
         c, _ = run(method, d, seed=6)
@@ -86,19 +96,37 @@ def test_breadcrumbs_drops_both_tails():
     assert out.tolist() == [0, 0, 0, 4, 5, 6, 7, 8, 0, 0]
 
 
-def test_della_keep_probability_grows_with_magnitude_and_expectation_holds():
-    row = torch.linspace(0.01, 1.0, 200).repeat(1, 1, 1)  # [T=1, 1 row, 200]
-    kept = torch.zeros(200)
-    mean = torch.zeros(200)
-    trials = 400
+def test_della_keep_probability_spans_density_plus_minus_epsilon_and_expectation_holds():
+    row = torch.linspace(0.01, 1.0, 201).repeat(1, 1, 1)  # [T=1, 1 row, 201]
+    kept = torch.zeros(201)
+    mean = torch.zeros(201)
+    trials = 2000
     for s in range(trials):
-        out = magprune(row, density=0.5, epsilon=0.4, generator=torch.Generator().manual_seed(s))
+        out = magprune(row, density=0.5, epsilon=0.2, generator=torch.Generator().manual_seed(s))
         kept += (out[0, 0] != 0).float()
         mean += out[0, 0]
     kept /= trials
     mean /= trials
-    assert kept[:50].mean() < 0.4 < 0.6 < kept[-50:].mean()  # from 0.3 up to 0.7
+    # mergekit's spread: p runs linearly from density - epsilon (0.3) to density + epsilon (0.7)
+    expected = torch.linspace(0.3, 0.7, 201)
+    assert kept[:20].mean().item() == pytest.approx(expected[:20].mean().item(), abs=0.02)
+    assert kept[-20:].mean().item() == pytest.approx(expected[-20:].mean().item(), abs=0.02)
+    assert kept.mean().item() == pytest.approx(0.5, abs=0.01)
     assert torch.allclose(mean, row[0, 0], rtol=0.25)
+
+
+def test_della_elects_signs_and_della_linear_sums():
+    """The field's names: `della` is DELLA's drop-elect-fuse, `della_linear` the summing variant."""
+    from resm_core.merge.ties_family import ties_combine
+
+    d = torch.randn(3, 16, 24, generator=torch.Generator().manual_seed(9))
+    params = {"density": 0.4, "epsilon": 0.1}
+    elected, ctx = run("della", d, name="layer.w", seed=3, scale=1.0, **params)
+    pruned = magprune(d, 0.4, 0.1, TensorContext("layer.w", seed=3).generator())
+    assert torch.allclose(elected, ties_combine(pruned.clone(), {"weights": [1.0] * 3, "scale": 1.0}))
+    summed, _ = run("della_linear", d, name="layer.w", seed=3, scale=0.5, **params)
+    assert torch.allclose(summed, 0.5 * pruned.sum(0), atol=1e-6)
+    assert not torch.allclose(elected, 2 * summed, atol=1e-3)
 
 
 def test_model_stock_ratio_from_the_angle_between_experts():
@@ -113,6 +141,21 @@ def test_model_stock_ratio_from_the_angle_between_experts():
         run("model_stock", d, weights=[1.0, 2.0])
 
 
+def test_model_stock_counts_a_zero_expert_as_cosine_zero():
+    """A LoRA expert that does not touch a tensor has a zero delta there; as in mergekit its pairs
+    count as cos = 0, and the others still move the tensor (it used to stay at the base)."""
+    theta = math.radians(60)
+    d = torch.tensor([[1.0, 0.0], [math.cos(theta), math.sin(theta)], [0.0, 0.0]])
+    cos = (0.5 + 0.0 + 0.0) / 3  # mean over the three pairs
+    t = 3 * cos / (1 + 2 * cos)
+    out, ctx = run("model_stock", d)
+    assert ctx.diagnostics["model_stock_t"] == pytest.approx(t)
+    assert torch.allclose(out, t * d.mean(0))
+    tiny = d * 1e-5  # small deltas keep their cosine (mergekit floors |a||b| at 1e-6)
+    assert model_stock_ratio(tiny).item() == pytest.approx(t, rel=1e-5)
+    assert model_stock_ratio(torch.zeros(3, 4)).item() == 0.0
+
+
 def test_consensus_keeps_entries_claimed_by_at_least_k_tall_masks():
     d = torch.tensor([[1.0, 1.0, 0.0],
                       [1.0, 0.0, 0.0],
@@ -123,6 +166,21 @@ def test_consensus_keeps_entries_claimed_by_at_least_k_tall_masks():
     out, ctx = run("consensus", d, mask_lambda=0.5, min_agree=2, scale=1.0)
     assert out.tolist() == [3.0, 0.0, 0.0]
     assert ctx.diagnostics["consensus_kept_fraction"] == pytest.approx(1 / 3)
+
+
+def test_consensus_masks_the_weighted_task_vectors():
+    d = torch.tensor([[1.0], [1.0]])
+    # weights [1, 4]: mtl = 5. TALL masks of the weighted tasks with lambda 1: task0 1 >= |5 - 1| no,
+    # task1 4 >= |5 - 4| yes -> claimed once, kept with k = 1. (Comparing the unweighted task vectors
+    # with the weighted sum, task1 would have been 1 >= |5 - 1|, no, and the entry removed.)
+    out, _ = run("consensus", d, mask_lambda=1.0, min_agree=1, scale=1.0, weights=[1.0, 4.0])
+    assert out.tolist() == [5.0]
+    out, _ = run("consensus", d, mask_lambda=5.0, min_agree=1, scale=1.0, weights=[1.0, 4.0])
+    assert out.tolist() == [0.0]  # 4 >= 5 x 1 fails too
+    # weight 0 silences a task: its mask is |0| >= lambda |mtl| (false), so it claims nothing
+    out, _ = run("consensus", torch.tensor([[1.0], [1.0], [1.0]]), mask_lambda=0.5, min_agree=3, scale=1.0,
+                 weights=[1.0, 1.0, 0.0])
+    assert out.tolist() == [0.0]
 
 
 def test_iso_c_flattens_the_spectrum_of_the_sum():
@@ -136,12 +194,21 @@ def test_iso_c_flattens_the_spectrum_of_the_sum():
     assert torch.allclose(out, s_sum.mean() * u @ vh, atol=1e-5)
 
 
-def test_polar_factor_is_orthonormal_and_closest():
-    a = torch.randn(30, 9, generator=torch.Generator().manual_seed(2))
-    p = polar_factor(a)
-    assert torch.allclose(p.T @ p, torch.eye(9), atol=1e-5)
-    q = polar_factor(torch.linalg.qr(a).Q)
-    assert torch.allclose(q, torch.linalg.qr(a).Q, atol=1e-5)  # already orthonormal: unchanged
+def test_polar_factor_is_orthonormal_and_equals_scipy():
+    import scipy.linalg
+
+    g = torch.Generator().manual_seed(2)
+    for shape in ((30, 9), (9, 30), (12, 12)):
+        a = torch.randn(*shape, generator=g, dtype=torch.float64)
+        p = polar_factor(a)
+        small = min(shape)
+        gram = p.T @ p if shape[0] >= shape[1] else p @ p.T
+        assert torch.allclose(gram, torch.eye(small, dtype=torch.float64), atol=1e-10)
+        if shape[0] >= shape[1]:  # scipy's right polar decomposition a = u p, u with orthonormal columns
+            u, _ = scipy.linalg.polar(a.numpy(), side="right")
+        else:  # a wide matrix: the factor of a^T, transposed
+            u = scipy.linalg.polar(a.T.numpy(), side="right")[0].T
+        assert torch.allclose(p, torch.from_numpy(u), atol=1e-10), shape
 
 
 def test_gram_polar_factor_equals_the_svd_one_and_falls_back_when_singular():
@@ -174,14 +241,18 @@ def test_svd_that_does_not_converge_is_retried_in_float64_then_with_gesvd(monkey
     u, s, vh = svd_module.robust_svd(a)
     assert u.dtype == s.dtype == vh.dtype == torch.float32
     assert torch.allclose((u * s) @ vh, a, atol=1e-5)
-    p = polar_factor(a)
-    assert torch.allclose(p, svd_module.robust_svd(a)[0] @ svd_module.robust_svd(a)[2], atol=1e-5)
+    assert torch.allclose(u.T @ u, torch.eye(12), atol=1e-5) and torch.allclose(vh @ vh.T, torch.eye(12), atol=1e-5)
+    import scipy.linalg
+
+    full_rank = torch.randn(12, 8, generator=g)
+    expected = scipy.linalg.polar(full_rank.double().numpy())[0]
+    assert torch.allclose(polar_factor(full_rank).double(), torch.from_numpy(expected), atol=1e-5)
 
 
 def test_tsv_m_single_task_full_rank_returns_the_delta():
     d = torch.randn(1, 10, 7, generator=torch.Generator().manual_seed(3))
     out, ctx = run("tsv_m", d, scale=1.0)
-    assert ctx.diagnostics["rank_per_task"] == 7
+    assert ctx.diagnostics["rank_per_task"] == [7]
     assert torch.allclose(out, d[0], atol=1e-5)
 
 
@@ -194,18 +265,33 @@ def test_tsv_m_keeps_floor_r_over_t_per_task_and_sums_orthogonal_tasks():
         q_left[:, 3 * t:3 * t + 3] @ torch.diag(torch.tensor([3.0, 2.0, 1.0]) * (t + 1)) @ q_right[:, 3 * t:3 * t + 3].T
         for t in range(3)])
     out, ctx = run("tsv_m", deltas, scale=1.0)
-    assert ctx.diagnostics["rank_per_task"] == 3
+    assert ctx.diagnostics["rank_per_task"] == [3, 3, 3]
     assert torch.allclose(out, deltas.sum(0), atol=1e-5)
-    # with interfering tasks, the merged singular vectors are orthonormal: rank <= r and U^T U = I
-    noisy = torch.randn(3, 12, 9, generator=g)
+    # weights scale each task's block: sum_t w_t tau_t
+    out, _ = run("tsv_m", deltas, scale=1.0, weights=[0.5, 2.0, -1.0])
+    assert torch.allclose(out, 0.5 * deltas[0] + 2 * deltas[1] - deltas[2], atol=1e-5)
+
+
+def test_tsv_m_on_interfering_tasks_has_orthonormal_factors_and_keeps_the_singular_values():
+    """U and V^T of the merge are polar factors, so the merged matrix's singular values are
+    exactly the kept ones, the top floor(r/T) of each task."""
+    noisy = torch.randn(3, 12, 9, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
     merged, _ = run("tsv_m", noisy, scale=1.0)
-    assert torch.linalg.matrix_rank(merged) <= 9
+    kept = torch.cat([torch.linalg.svdvals(noisy[t])[:3] for t in range(3)])
+    assert torch.allclose(torch.linalg.svdvals(merged), kept.sort(descending=True).values, atol=1e-10)
+    # the reconstruction from the same factors without the polar step would not keep them
+    naive = sum((lambda u, s, vh: (u[:, :3] * s[:3]) @ vh[:3])(*torch.linalg.svd(noisy[t], full_matrices=False))
+                for t in range(3))
+    assert not torch.allclose(torch.linalg.svdvals(naive), kept.sort(descending=True).values, atol=1e-3)
 
 
-def test_tsv_m_one_dimensional_tensors_take_the_mean():
+@pytest.mark.parametrize("method", ["tsv_m", "iso_c", "resm"])
+def test_svd_family_one_dimensional_tensors_take_the_mean_of_weighted_deltas(method):
     d = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    out, _ = run("tsv_m", d, scale=1.0)
+    out, _ = run(method, d, scale=1.0)
     assert torch.allclose(out, d.mean(0))
+    out, _ = run(method, d, scale=1.0, weights=[1.0, 3.0])
+    assert torch.allclose(out, (d[0] + 3 * d[1]) / 2)
 
 
 # -- RESM ----------------------------------------------------------------------------------------
@@ -260,11 +346,43 @@ def test_resm_each_switch_changes_the_output():
 
 
 def test_resm_task_weights_down_weight_outlier_heavy_tasks():
-    w = task_weights([0.02, 0.01, 0.01], power=1.0)
+    w = task_weights([200, 100, 100], power=1.0)
     assert sum(w) / 3 == pytest.approx(1.0)
-    assert w[0] < w[1]
+    assert w[0] < 0.7 < 1.1 < w[1]
     assert w[1] == pytest.approx(w[2])
-    assert task_weights([0.0, 0.0], 1.0) == [1.0, 1.0]
+    # the pseudo-count: ((c + 25) / (mean + 25))^-1, then mean 1
+    raw = [(c + 25) / (400 / 3 + 25) for c in (200, 100, 100)]
+    inv = [1 / x for x in raw]
+    assert w == pytest.approx([v / (sum(inv) / 3) for v in inv])
+    assert task_weights([0, 0], 1.0) == [1.0, 1.0]
+    assert task_weights([5, 80, 3], 0.0) == [1.0, 1.0, 1.0]
+
+
+def test_resm_task_weights_are_bounded_and_never_vanish():
+    """The old rule gave a task with no outliers a weight near 1e9 before normalising; the others vanished."""
+    for counts in ([0, 40, 40], [0, 4000, 4000], [0, 0, 9], [0, 1, 1]):
+        for kwargs in ({}, {"prior": 0.0}, {"power": 3.0}, {"bound": 1.5}):
+            args = {"power": 1.0, **kwargs}
+            w = task_weights(counts, **args)
+            bound = kwargs.get("bound", 2.0)
+            assert all(1 / bound - 1e-12 <= x <= bound + 1e-12 for x in w), (counts, kwargs, w)
+            assert w[0] >= max(w[1:]), (counts, kwargs, w)  # fewest outliers, largest weight
+    assert task_weights([0, 1, 1], 1.0) == pytest.approx([1.0, 1.0, 1.0], abs=0.03)  # noise-level counts
+
+
+def test_resm_identical_experts_get_near_equal_weights():
+    """Three statistically identical experts on an MLP-sized matrix (576 x 1536, SmolLM2's shape): their
+    outlier counts differ only by counting noise, and the weights stay within [0.8, 1.25]."""
+    from resm_core.merge.resm import outlier_count
+
+    for seed in range(4):
+        d = torch.randn(3, 576, 1536, generator=torch.Generator().manual_seed(100 + seed))
+        counts = [outlier_count(d[t], 5.0, "mean") for t in range(3)]
+        w = task_weights(counts, 1.0)
+        assert all(0.8 <= x <= 1.25 for x in w), (counts, w)
+    _, ctx = run("resm", d, rank_rule="fixed", svd="lowrank")  # the merge records the weights it used
+    assert ctx.diagnostics["task_weights"] == pytest.approx(task_weights(counts, 1.0), abs=1e-6)
+    assert all(0.8 <= x <= 1.25 for x in ctx.diagnostics["task_weights"])
 
 
 def test_owl_fractions_follow_outlier_zscores_within_lambda():

@@ -30,19 +30,19 @@ def task_arithmetic(base, deltas, params, ctx):
 
 
 def model_stock_ratio(deltas: torch.Tensor) -> torch.Tensor:
-    """t = N cos(theta) / (1 + (N-1) cos(theta)), theta the mean pairwise angle between the
-    task vectors of this tensor. cos is clamped to [0, 1] so t stays an interpolation weight."""
+    """t = N cos(theta) / (1 + (N-1) cos(theta)), cos(theta) the mean pairwise cosine between the
+    task vectors of this tensor. As in mergekit, a pair with a zero task vector (a LoRA expert
+    that does not touch this tensor) counts as cos = 0 instead of discarding the tensor; unlike
+    mergekit, only exact zeros do (mergekit floors |a||b| at 1e-6, which shrinks the cosine of
+    small deltas), and the mean cosine is clamped to [0, 1] so t stays an interpolation weight."""
     n = deltas.shape[0]
     if n == 1:
         return torch.tensor(1.0, device=deltas.device)
     flat = deltas.reshape(n, -1)
     norms = flat.norm(dim=1)
-    if bool((norms == 0).any()):
-        cos = torch.tensor(0.0, device=deltas.device)
-    else:
-        unit = flat / norms[:, None]
-        gram = unit @ unit.T
-        cos = (gram.sum() - gram.diagonal().sum()) / (n * (n - 1))
+    unit = flat / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
+    gram = unit @ unit.T
+    cos = (gram.sum() - gram.diagonal().sum()) / (n * (n - 1))
     cos = cos.clamp(0.0, 1.0)
     return n * cos / (1 + (n - 1) * cos)
 

@@ -1,7 +1,8 @@
 """Consensus merging with TALL masks (Wang et al., ICML 2024).
 
 Each task's TALL mask marks the entries where that task's vector matters relative to the others:
-m_t = |tau_t| >= lambda * |tau_MTL - tau_t|, with tau_MTL the multi-task (summed) vector. Entries
+m_t = |w_t tau_t| >= lambda * |tau_MTL - w_t tau_t|, with tau_MTL = sum_t w_t tau_t the multi-task
+vector (each task enters the mask as it enters the sum; unit weights give the paper's rule). Entries
 that fewer than k tasks claim are 'selfish' (one task only) or 'catastrophic' (none) and are
 removed from the task-arithmetic vector.
 """
@@ -31,8 +32,9 @@ def _check(params, n_tasks):
 def consensus(base, deltas, params, ctx):
     mtl = task_sum(deltas, params["weights"], 1.0)
     votes = torch.zeros(mtl.shape, dtype=torch.int16, device=mtl.device)
-    for t in range(deltas.shape[0]):  # TALL mask of one task at a time
-        votes += deltas[t].abs() >= (mtl - deltas[t]).abs_().mul_(params["mask_lambda"])
+    for t, w in enumerate(params["weights"]):  # TALL mask of one (weighted) task at a time
+        task = deltas[t] * w
+        votes += task.abs() >= (mtl - task).abs_().mul_(params["mask_lambda"])
     keep = votes >= params["min_agree"]
     ctx.record("consensus_kept_fraction", float(keep.float().mean()))
     return mtl.mul_(keep).mul_(params["scale"])

@@ -206,7 +206,7 @@ def merged_delta(method: MergeMethod, params: dict[str, Any], rule: str, base: t
     elif rule == "task_arithmetic":
         delta = task_sum(deltas, params["weights"], params.get("scale", 1.0))
     elif rule == "mean":
-        delta = deltas.mean(0)
+        delta = task_sum(deltas, params["weights"], 1.0 / deltas.shape[0])
     else:  # base
         delta = torch.zeros_like(base)
     if delta.shape != base.shape:

@@ -171,6 +171,7 @@ class MergeMethod:
 
 
 METHODS: dict[str, MergeMethod] = {}
+RENAMED = {"della_ties": "della (DELLA's drop-elect-fuse; the summing variant is now della_linear)"}
 
 
 def register(name: str, *, params: tuple[Param, ...] = (), summary: str, reference: str,
@@ -193,6 +194,8 @@ def register(name: str, *, params: tuple[Param, ...] = (), summary: str, referen
 
 def get_method(name: str) -> MergeMethod:
     _load_methods()
+    if name in RENAMED:
+        raise ConfigError(f"method: {name!r} was renamed to follow mergekit: use {RENAMED[name]}")
     if name not in METHODS:
         raise ConfigError(f"method: unknown merge method {name!r}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name]

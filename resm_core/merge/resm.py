@@ -4,17 +4,23 @@ The paper describes RESM but does not publish its equations; this module impleme
 reconstruction specified in DESIGN.md, as TSV-M plus three switchable components:
 
 1. outlier weighting (against preference-noise accumulation): per task and matrix, entries with
-   |x| > M * scale (scale = mean |x|, or 1.4826 * MAD) are multiplied by (M * scale / |x|)^gamma
-   before the SVD (gamma = 1 clips them to M * scale). The outlier ratio D is recorded.
-2. task reweighting: each task's singular values are multiplied by w_t = (D_t / mean D)^(-power),
-   renormalised to mean 1, so the task whose update is dominated by outliers counts less.
+   |x| > M * scale (scale = mean |x|, or 1.4826 * MAD of the nonzero entries) are multiplied by
+   (M * scale / |x|)^gamma before the SVD (gamma = 1 clips them to M * scale). A low-rank task
+   (numerical rank below its kept rank: a LoRA expert) is down-weighted within its own column and
+   row spaces, so the clipping adds no direction the expert never used. The outlier ratio D is recorded.
+2. task reweighting: each task's singular values are multiplied by a bounded, smoothed function of
+   its outlier count c_t in the matrix: w_t = ((c_t + kappa) / (mean c + kappa))^(-power),
+   renormalised to mean 1 and clipped to [1/B, B]. The pseudo-count kappa absorbs the Poisson
+   noise that makes identical experts' counts differ; B keeps a task with no outliers from
+   taking the matrix over.
 3. sparsity-aware rank selection (against layer sparsity adaptation), per layer:
    fixed  - floor(rank_fraction * r) per task (1/T when null: TSV-M);
    owl    - OWL-style: rho_l = clip(rho + lambda * zscore(D_l), rho - lambda, rho + lambda), where D_l is
             the block's outlier ratio over all its matrices and tasks (a model-wide statistics pass);
             rho defaults to 1/T - lambda, so rho_l never exceeds TSV-M's 1/T;
    energy - the smallest k whose singular values hold a fraction eta of the task's energy.
-   Every rule is capped at floor(r/T) per task, so the concatenated rank never exceeds r.
+   Every rule is capped at floor(r/T) per task, so the concatenated rank never exceeds r, and at
+   the task's numerical rank (`rank_tol`), as in TSV-M.
 
 With M = inf (or outlier weighting off), task reweighting off and the fixed rule, RESM is TSV-M.
 """
@@ -30,18 +36,24 @@ import torch
 from resm_core.checkpoint.names import layer_group
 from resm_core.merge.registry import Param, TensorContext, register, weights_column
 from resm_core.merge.svd import (SVD_PARAMS, Components, energy_rank, leading_components,
-                                 orthogonalised_sum, per_task_rank, polar_method)
+                                 low_rank_components, orthogonalised_sum, per_task_rank, polar_method,
+                                 project)
 from resm_core.merge.svd_methods import ALPHA, RANK_FRACTION, mean_delta
 
 RESM_PARAMS = (
     ALPHA,
     Param("outlier_weighting", True, "down-weight outlier entries before the SVD", kind="bool"),
     Param("outlier_m", 5.0, "M: an entry is an outlier when |x| > M * scale (inf disables)", low=0.0, low_open=True),
-    Param("outlier_scale", "mean", "robust scale of a matrix: mean |x| (OWL) or 1.4826 * MAD",
-          kind="choice", choices=("mean", "mad")),
+    Param("outlier_scale", "mean", "robust scale of a matrix: mean |x| (OWL) or 1.4826 * MAD of its nonzero "
+          "entries", kind="choice", choices=("mean", "mad")),
     Param("outlier_gamma", 1.0, "down-weighting exponent; 1 clips outliers to M * scale", low=0.0, low_open=True),
-    Param("task_reweighting", True, "reweight each task's singular values by its outlier ratio", kind="bool"),
-    Param("reweight_power", 1.0, "strength of task reweighting: w_t = (D_t / mean D)^(-power)", low=0.0),
+    Param("task_reweighting", True, "reweight each task's singular values by its outlier count (smoothed, bounded)", kind="bool"),
+    Param("reweight_power", 1.0, "strength of task reweighting: "
+          "w_t = ((c_t + kappa) / (mean c + kappa))^(-power), c_t the task's outlier count", low=0.0),
+    Param("reweight_prior", 25.0, "kappa: outliers added to every task's count before comparing them "
+          "(absorbs counting noise between equivalent experts)", low=0.0),
+    Param("reweight_bound", 2.0, "B: task weights are clipped to [1/B, B] after normalising to mean 1",
+          low=1.0),
     Param("rank_rule", "owl", "per-layer rank selection: fixed, owl or energy",
           kind="choice", choices=("fixed", "owl", "energy")),
     RANK_FRACTION,
@@ -53,17 +65,29 @@ _EPS = 1e-12
 
 
 def robust_scale(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """mean |x|, or 1.4826 * MAD over the nonzero entries (exact zeros, common in bf16 deltas and
+    untouched rows, say nothing about the size of an update; with them the MAD of a mostly-zero
+    delta is 0 and every change would count as an outlier). Where the nonzero entries' MAD is
+    still 0 (they share one magnitude), sqrt(pi/2) * their mean |x|, Gaussian-consistent like
+    the MAD. Zero only for a zero matrix."""
     a = x.abs()
     if kind == "mean":
         return a.mean()
-    flat = x.reshape(-1)
-    return 1.4826 * (flat - flat.median()).abs().median()
+    nonzero = x.reshape(-1)[x.reshape(-1) != 0]
+    if nonzero.numel() == 0:
+        return a.new_zeros(())
+    mad = 1.4826 * (nonzero - nonzero.median()).abs().median()
+    return mad if mad > 0 else math.sqrt(math.pi / 2) * nonzero.abs().mean()
+
+
+def outlier_count(x: torch.Tensor, m: float, kind: str) -> int:
+    if math.isinf(m):
+        return 0
+    return int((x.abs() > m * robust_scale(x, kind)).sum())
 
 
 def outlier_ratio(x: torch.Tensor, m: float, kind: str) -> float:
-    if math.isinf(m):
-        return 0.0
-    return float((x.abs() > m * robust_scale(x, kind)).float().mean())
+    return outlier_count(x, m, kind) / max(1, x.numel())
 
 
 def downweight_outliers(x: torch.Tensor, m: float, kind: str, gamma: float) -> torch.Tensor:
@@ -77,14 +101,20 @@ def downweight_outliers(x: torch.Tensor, m: float, kind: str, gamma: float) -> t
     return x * factor
 
 
-def task_weights(ratios: list[float], power: float) -> list[float]:
-    """w_t = (D_t / mean D)^(-power), renormalised to mean 1 (all 1 when no task has outliers)."""
-    mean = sum(ratios) / len(ratios)
-    if mean <= 0 or power == 0:
-        return [1.0] * len(ratios)
-    raw = [((d + _EPS) / (mean + _EPS)) ** (-power) for d in ratios]
+def task_weights(counts: list[int], power: float, prior: float = 25.0, bound: float = 2.0) -> list[float]:
+    """w_t = ((c_t + kappa) / (mean c + kappa))^(-power), renormalised to mean 1, clipped to [1/B, B].
+
+    The raw ratio D_t / mean D is unstable: a task with no outliers in a matrix gets an unbounded
+    weight and the others vanish, and between statistically identical experts the counts differ
+    by Poisson noise (sd sqrt(c)), i.e. by 20% at the ~20 outliers of a 576 x 576 matrix.
+    kappa (a pseudo-count) shrinks such differences towards 1; B bounds what is left."""
+    mean = sum(counts) / len(counts)
+    if power == 0 or mean + prior <= 0:
+        return [1.0] * len(counts)
+    logs = [-power * math.log(max((c + prior) / (mean + prior), _EPS)) for c in counts]
+    raw = [math.exp(v - max(logs)) for v in logs]  # in log space: no overflow for any power
     norm = sum(raw) / len(raw)
-    return [w / norm for w in raw]
+    return [min(max(w / norm, 1.0 / bound), bound) for w in raw]
 
 
 def owl_center(params: Mapping[str, Any], n_tasks: int) -> float:
@@ -144,23 +174,39 @@ def resm(base, deltas, params, ctx):
     T, m, n = deltas.shape
     r = min(m, n)
     weighted = weights_column(params, deltas) * deltas
-    ratios = [outlier_ratio(weighted[t], params["outlier_m"], params["outlier_scale"]) for t in range(T)]
-    if params["outlier_weighting"]:
-        weighted = torch.stack([downweight_outliers(weighted[t], params["outlier_m"], params["outlier_scale"],
-                                                    params["outlier_gamma"]) for t in range(T)])
+    counts = [outlier_count(weighted[t], params["outlier_m"], params["outlier_scale"]) for t in range(T)]
     # No rule keeps more than floor(r/T) per task, and the energy rule takes its total energy from
     # the Frobenius norm, so the spectrum is never needed beyond that.
     k_max = per_task_rank(r, T, params["rank_fraction"] if params["rank_rule"] == "fixed" else None)
-    parts = [leading_components(weighted[t], k_max, params["svd"], params["svd_oversample"],
-                                  params["svd_niter"], seed=ctx.tensor_seed() + t)
-             for t in range(T)]
-    norms_sq = [float(weighted[t].pow(2).sum()) for t in range(T)]
-    ranks = _ranks(params, ctx, parts, norms_sq, r, T)
+    parts, norms_sq = [], []
+    for t in range(T):
+        x = weighted[t]
+        if params["outlier_weighting"] and counts[t] > 0:
+            part, x = _downweighted_components(x, k_max, params, ctx.tensor_seed() + t)
+        else:
+            part = leading_components(x, k_max, params["svd"], params["svd_oversample"], params["svd_niter"],
+                                      seed=ctx.tensor_seed() + t, rank_tol=params["rank_tol"])
+        parts.append(part)
+        norms_sq.append(float(x.pow(2).sum()))
+    ranks = [min(k, p.rank) for k, p in zip(_ranks(params, ctx, parts, norms_sq, r, T), parts)]
     parts = [p.truncate(k) for p, k in zip(parts, ranks)]
     if params["task_reweighting"]:
-        weights = task_weights(ratios, params["reweight_power"])
+        weights = task_weights(counts, params["reweight_power"], params["reweight_prior"], params["reweight_bound"])
         parts = [Components(p.u, p.s * w, p.vh) for p, w in zip(parts, weights)]
         ctx.record("task_weights", [round(w, 6) for w in weights])
     ctx.record("rank_per_task", ranks)
-    ctx.record("outlier_ratio", [round(d, 6) for d in ratios])
+    ctx.record("outlier_ratio", [round(c / (m * n), 6) for c in counts])
     return params["scale"] * orthogonalised_sum(parts, polar_method(params))
+
+
+def _downweighted_components(x: torch.Tensor, k_max: int, params, seed: int) -> tuple[Components, torch.Tensor]:
+    """The leading components of x with its outliers down-weighted, and the down-weighted matrix.
+    Clipping entries of a low-rank matrix makes it full rank; for a task whose numerical rank is
+    below k_max the clipped matrix is therefore taken within x's own column and row spaces."""
+    clipped = downweight_outliers(x, params["outlier_m"], params["outlier_scale"], params["outlier_gamma"])
+    own = low_rank_components(x, k_max, params["rank_tol"], seed)
+    if own is None:
+        return leading_components(clipped, k_max, params["svd"], params["svd_oversample"], params["svd_niter"],
+                                  seed=seed, rank_tol=params["rank_tol"]), clipped
+    part = project(clipped, own, params["rank_tol"])
+    return part, (part.u * part.s) @ part.vh

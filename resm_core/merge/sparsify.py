@@ -118,9 +118,10 @@ def dare(deltas: torch.Tensor, density: float, generator: torch.Generator) -> to
 
 def magprune(deltas: torch.Tensor, density: float, epsilon: float, generator: torch.Generator,
              granularity: str = "row") -> torch.Tensor:
-    """DELLA's MagPrune: keep probabilities grow linearly with magnitude rank, from density-eps/2
-    for the smallest entry to density+eps/2 for the largest (per row, or per tensor); each kept
-    entry is rescaled by 1/p_keep so its expectation is unchanged."""
+    """DELLA's MagPrune: keep probabilities grow linearly with magnitude rank, from density - eps
+    for the smallest entry to density + eps for the largest (per row, or per tensor; mergekit's
+    spread, whose DELLA code came from the paper's first author); each kept entry is rescaled by
+    1/p_keep so its expectation is unchanged."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):
         x = deltas[t]
@@ -131,7 +132,7 @@ def magprune(deltas: torch.Tensor, density: float, epsilon: float, generator: to
             ranks = torch.empty_like(order)
             ranks.scatter_(-1, order, torch.arange(n, device=rows.device).expand_as(order))
             del order
-            p_keep = ranks.to(torch.float32).mul_(epsilon / (n - 1)).add_(density - epsilon / 2)
+            p_keep = ranks.to(torch.float32).mul_(2 * epsilon / (n - 1)).add_(density - epsilon)
             del ranks
         else:
             p_keep = torch.full_like(rows, density)

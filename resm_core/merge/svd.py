@@ -23,7 +23,11 @@ SVD_METHOD = Param("svd", "exact", "per-task SVD: exact, or lowrank (randomized,
                    kind="choice", choices=("exact", "lowrank"))
 SVD_OVERSAMPLE = Param("svd_oversample", 16, "extra columns for the lowrank SVD", kind="int", low=0)
 SVD_NITER = Param("svd_niter", 2, "power iterations for the lowrank SVD", kind="int", low=0)
-SVD_PARAMS = (SVD_METHOD, SVD_OVERSAMPLE, SVD_NITER)
+RANK_TOL = Param("rank_tol", 1e-3,
+                 "a task keeps no singular value at or below rank_tol x its largest (its numerical rank: "
+                 "a LoRA delta's zero directions are arbitrary); 0 keeps the TSV reference's floor(r/T)",
+                 low=0.0, high=1.0, high_open=True)
+SVD_PARAMS = (SVD_METHOD, SVD_OVERSAMPLE, SVD_NITER, RANK_TOL)
 
 
 def robust_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,11 +66,26 @@ class Components:
     def truncate(self, k: int) -> "Components":
         return Components(self.u[:, :k], self.s[:k], self.vh[:k])
 
+    def within_rank(self, tol: float) -> "Components":
+        """Only the components above the numerical-rank tolerance (see `numerical_rank`)."""
+        return self.truncate(numerical_rank(self.s, tol))
+
+
+def numerical_rank(s: torch.Tensor, tol: float) -> int:
+    """How many of the descending singular values `s` exceed tol x the largest; tol = 0 counts
+    them all (the reference behaviour), and a zero matrix has rank 0 for any tol > 0."""
+    if tol <= 0:
+        return s.shape[0]
+    if s.shape[0] == 0 or float(s[0]) <= 0:
+        return 0
+    return int((s > tol * s[0]).sum())
+
 
 def leading_components(matrix: torch.Tensor, k: int, method: str = "exact",
-                       oversample: int = 16, niter: int = 2, seed: int = 0) -> Components:
-    """The top-k singular triplets (k <= min(m, n)). The lowrank path draws its random test
-    matrix from a generator seeded with `seed`, leaving the global RNG untouched."""
+                       oversample: int = 16, niter: int = 2, seed: int = 0, rank_tol: float = 0.0) -> Components:
+    """The top-k singular triplets (k <= min(m, n)), fewer where the matrix's numerical rank
+    (tolerance `rank_tol`) is lower. The lowrank path draws its random test matrix from a
+    generator seeded with `seed`, leaving the global RNG untouched."""
     r = min(matrix.shape)
     k = max(0, min(k, r))
     if method == "lowrank" and k + oversample < r:
@@ -74,9 +93,44 @@ def leading_components(matrix: torch.Tensor, k: int, method: str = "exact",
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             u, s, v = torch.svd_lowrank(matrix, q=k + oversample, niter=niter)
-        return Components(u[:, :k], s[:k], v[:, :k].T)
+        return Components(u[:, :k], s[:k], v[:, :k].T).within_rank(rank_tol)
     u, s, vh = robust_svd(matrix)
-    return Components(u[:, :k], s[:k], vh[:k])
+    return Components(u[:, :k], s[:k], vh[:k]).within_rank(rank_tol)
+
+
+SKETCH_OVERSAMPLE = 8
+
+
+def low_rank_components(matrix: torch.Tensor, k: int, rank_tol: float, seed: int) -> Components | None:
+    """The exact SVD of `matrix` when its numerical rank is below k (a LoRA delta), else None.
+
+    A Gaussian sketch Y = X Omega with k + 8 columns has the rank of X whenever that rank is below
+    k + 8 (with probability 1), at a cost of about k/min(m, n) of one SVD; X = Q (Q^T X) with Q an
+    orthonormal basis of Y's range then gives the SVD from a small rank x n matrix."""
+    m, n = matrix.shape
+    q = k + SKETCH_OVERSAMPLE
+    if rank_tol <= 0:
+        return None
+    if q >= min(m, n):
+        full = leading_components(matrix, min(m, n), rank_tol=rank_tol)
+        return full if full.rank < k else None
+    omega = torch.randn(n, q, generator=torch.Generator().manual_seed(seed)).to(matrix)
+    uy, sy, _ = robust_svd(matrix @ omega)
+    rank = numerical_rank(sy, rank_tol)
+    if rank >= k:
+        return None
+    basis = uy[:, :rank]
+    ub, sb, vhb = robust_svd(basis.T @ matrix)
+    return Components(basis @ ub, sb, vhb).within_rank(rank_tol)
+
+
+def project(matrix: torch.Tensor, onto: Components, rank_tol: float) -> Components:
+    """The SVD of U U^T X V V^T for the column and row bases U, V^T of `onto`: X restricted to
+    the subspaces `onto` spans, computed from the small rank x rank core U^T X V."""
+    if onto.rank == 0:
+        return onto
+    uc, sc, vhc = robust_svd(onto.u.T @ matrix @ onto.vh.T)
+    return Components(onto.u @ uc, sc, vhc @ onto.vh).within_rank(rank_tol)
 
 
 def energy_rank(s: torch.Tensor, eta: float, total_energy: float | None = None) -> int:
@@ -125,7 +179,7 @@ def orthogonalised_sum(parts: list[Components], polar: str = "svd") -> torch.Ten
     the interference between tasks' singular vectors), then U diag(s) V^T."""
     cat = concatenate(parts)
     if cat.rank == 0:
-        return torch.zeros(parts[0].u.shape[0], parts[0].vh.shape[1], device=parts[0].u.device)
+        return cat.u.new_zeros(cat.u.shape[0], cat.vh.shape[1])
     return reconstruct(Components(polar_factor(cat.u, polar), cat.s, polar_factor(cat.vh, polar)))
 
 

@@ -1,7 +1,10 @@
 """TSV-M (Gargiulo et al., CVPR 2025) and Iso-C (Marczak et al., ICML 2025).
 
-Both act on 2-D matrices; 1-D tensors (norms, biases) take the mean of the deltas, as in the TSV
-code. Vocabulary-sized matrices are routed by the engine's vocab rule (task arithmetic by default).
+Both act on 2-D matrices; 1-D tensors (norms, biases) take the mean of the (weighted) deltas, as in
+the TSV code. Vocabulary-sized matrices are routed by the engine's vocab rule (task arithmetic by
+default). No task contributes directions beyond its numerical rank (`rank_tol`): a LoRA expert's
+delta has rank r_lora, and the zero-singular-value directions an SVD returns beyond it are
+arbitrary; in the polar factor they would rotate the real ones out of the experts' column space.
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from resm_core.merge.registry import Param, register, task_sum, weights_column
-from resm_core.merge.svd import (SVD_PARAMS, leading_components, orthogonalised_sum, per_task_rank,
-                                 polar_method, robust_svd)
+from resm_core.merge.svd import (RANK_TOL, SVD_PARAMS, leading_components, numerical_rank,
+                                 orthogonalised_sum, per_task_rank, polar_method, robust_svd)
 
 ALPHA = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
 RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "
@@ -18,8 +21,9 @@ RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a frac
 
 
 def mean_delta(deltas: torch.Tensor, params) -> torch.Tensor:
-    """The SVD family's rule for tensors that are not matrices."""
-    return params["scale"] * deltas.mean(0)
+    """The SVD family's rule for tensors that are not matrices: the mean of the weighted deltas,
+    (1/T) sum_t w_t tau_t, so a weight scales a task's 1-D deltas as it scales its matrices."""
+    return task_sum(deltas, params["weights"], params["scale"] / deltas.shape[0])
 
 
 @register("tsv_m", params=(ALPHA, RANK_FRACTION, *SVD_PARAMS), family="svd",
@@ -32,14 +36,15 @@ def tsv_m(base, deltas, params, ctx):
     k = per_task_rank(min(m, n), T, params["rank_fraction"])
     weighted = weights_column(params, deltas) * deltas
     parts = [leading_components(weighted[t], k, params["svd"], params["svd_oversample"],
-                                  params["svd_niter"], seed=ctx.tensor_seed() + t)
+                                  params["svd_niter"], seed=ctx.tensor_seed() + t, rank_tol=params["rank_tol"])
              for t in range(T)]
-    ctx.record("rank_per_task", k)
+    ctx.record("rank_per_task", [p.rank for p in parts])
     return params["scale"] * orthogonalised_sum(parts, polar_method(params))
 
 
-@register("iso_c", params=(ALPHA,), family="svd",
-          summary="task-arithmetic sum with its spectrum flattened to the mean singular value",
+@register("iso_c", params=(ALPHA, RANK_TOL), family="svd",
+          summary="task-arithmetic sum with its spectrum flattened to the mean singular value "
+                  "(within the sum's numerical rank)",
           reference="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
                     "Task-Specific Subspaces, ICML 2025")
 def iso_c(base, deltas, params, ctx):
@@ -47,4 +52,8 @@ def iso_c(base, deltas, params, ctx):
         return mean_delta(deltas, params)
     summed = task_sum(deltas, params["weights"], 1.0)
     u, s, vh = robust_svd(summed)
-    return params["scale"] * s.mean() * (u @ vh)
+    k = numerical_rank(s, params["rank_tol"])
+    ctx.record("rank", k)
+    if k == 0:
+        return torch.zeros_like(summed)
+    return params["scale"] * s[:k].mean() * (u[:, :k] @ vh[:k])

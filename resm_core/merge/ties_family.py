@@ -5,6 +5,8 @@ Defaults follow the papers: TIES keeps the top 20% with lambda = 1 (Yadav et al.
 drops 90% (Yu et al., 2024); Breadcrumbs keeps 90% after removing the top 1% (Davari & Belilovsky,
 2023, as popularised by mergekit); DELLA keeps 30% with a spread of 0.1 (Deep et al., 2024). Methods
 that sum task vectors default to lambda = 0.3, those that average them (disjoint mean) to 1.
+Names follow mergekit: `X_ties` / `X` elect signs and `X_linear` / `X` sum, as each paper defines
+X (`della` is the paper's drop-elect-fuse, `della_linear` the variant without election).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from resm_core.merge.sparsify import crumbs, dare, magprune, model_wide_threshol
 
 GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as outliers",
               low=0.0, high=1.0, high_open=True)
-EPSILON = Param("epsilon", 0.1, "spread of keep probabilities around density (DELLA)", low=0.0)
+EPSILON = Param("epsilon", 0.1, "keep probabilities run from density - epsilon (smallest magnitude) to "
+                "density + epsilon (largest), as in mergekit's DELLA", low=0.0)
 DELLA_GRANULARITY = Param("granularity", "row", "where magnitudes are ranked: per row (DELLA) or per tensor",
                           kind="choice", choices=("row", "tensor"))
 
@@ -33,11 +36,14 @@ def sum_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor
 def ties_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
     """TIES 'elect' and 'disjoint merge': the sign of the total (weighted) mass wins per entry,
     and the entry is the weighted mean of the tasks that agree with it (zeros do not vote).
+    Where the mass is exactly zero (+a and -a, common in bf16 deltas) the sign is +1, as in
+    mergekit and PEFT (the TIES code takes the model-wide majority sign there): the entry is then
+    the mean of the positive tasks instead of being dropped.
 
     `sparse` must be the sparsifier's own temporary: it is overwritten, which keeps the
     peak memory of a [T, ...] tensor at about two copies instead of five."""
     weights = params["weights"]
-    elected = task_sum(sparse, weights, 1.0).sign_()
+    elected = task_sum(sparse, weights, 1.0).ge_(0).mul_(2).sub_(1)  # +1 where the mass is >= 0, else -1
     den = torch.zeros_like(elected)
     for t, w in enumerate(weights):
         agreeing = torch.mul(sparse[t], elected).clamp_min_(0)  # |x| where x has the elected sign, else 0
@@ -77,9 +83,9 @@ def _check_band(params: Mapping[str, Any], n_tasks: int) -> None:
 
 
 def _check_della(params: Mapping[str, Any], n_tasks: int) -> None:
-    lo, hi = params["density"] - params["epsilon"] / 2, params["density"] + params["epsilon"] / 2
+    lo, hi = params["density"] - params["epsilon"], params["density"] + params["epsilon"]
     if lo <= 0 or hi > 1:
-        raise ConfigError(f"della: density +- epsilon/2 must stay in (0, 1], got [{lo:g}, {hi:g}]")
+        raise ConfigError(f"della: density +- epsilon must stay in (0, 1], got [{lo:g}, {hi:g}]")
 
 
 _TIES_REF = "Yadav et al., TIES-Merging, NeurIPS 2023"
@@ -118,7 +124,7 @@ register_pair("breadcrumbs", "breadcrumbs_ties", _crumbs,
               "drop both magnitude tails (outliers and small entries)", _CRUMBS_REF, validate=_check_band,
               prepare=_model_thresholds(_band_fractions), needs_prepare=_is_model_wide)
 
-register_pair("della", "della_ties",
+register_pair("della_linear", "della",
               lambda d, p, ctx: magprune(d, p["density"], p["epsilon"], ctx.generator(), p["granularity"]),
               (density_param(0.3, "mean keep probability per task"), EPSILON, DELLA_GRANULARITY),
               "MagPrune (magnitude-ranked keep probabilities, rescaled)", _DELLA_REF, random=True,
