@@ -47,7 +47,8 @@ RESM_PARAMS = (
     Param("outlier_scale", "mean", "robust scale of a matrix: mean |x| (OWL) or 1.4826 * MAD of its nonzero "
           "entries", kind="choice", choices=("mean", "mad")),
     Param("outlier_gamma", 1.0, "down-weighting exponent; 1 clips outliers to M * scale", low=0.0, low_open=True),
-    Param("task_reweighting", True, "reweight each task's singular values by its outlier count (smoothed, bounded)", kind="bool"),
+    Param("task_reweighting", True, "reweight each task's singular values by its outlier count (smoothed, bounded)",
+          kind="bool"),
     Param("reweight_power", 1.0, "strength of task reweighting: "
           "w_t = ((c_t + kappa) / (mean c + kappa))^(-power), c_t the task's outlier count", low=0.0),
     Param("reweight_prior", 25.0, "kappa: outliers added to every task's count before comparing them "

@@ -115,11 +115,15 @@ def low_rank_components(matrix: torch.Tensor, k: int, rank_tol: float, seed: int
         full = leading_components(matrix, min(m, n), rank_tol=rank_tol)
         return full if full.rank < k else None
     omega = torch.randn(n, q, generator=torch.Generator().manual_seed(seed)).to(matrix)
-    uy, sy, _ = robust_svd(matrix @ omega)
-    rank = numerical_rank(sy, rank_tol)
-    if rank >= k:
+    sketch = matrix @ omega
+    try:  # the common, full-rank case needs the singular values only
+        values = torch.linalg.svdvals(sketch)
+    except torch.linalg.LinAlgError:
+        values = robust_svd(sketch)[1]
+    if numerical_rank(values, rank_tol) >= k:
         return None
-    basis = uy[:, :rank]
+    uy, sy, _ = robust_svd(sketch)
+    basis = uy[:, :numerical_rank(sy, rank_tol)]
     ub, sb, vhb = robust_svd(basis.T @ matrix)
     return Components(basis @ ub, sb, vhb).within_rank(rank_tol)
 
