@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method hyperparameter, repeatable (e.g. --param density=0.2)")
     m.add_argument("--weights", type=_weights, help="per-expert weights, comma-separated")
     m.add_argument("--out", help="output directory")
-    m.add_argument("--out-dtype", help="float32, bfloat16 or float16 (default: the base's dtype)")
+    m.add_argument("--out-dtype", help="float32, bfloat16 or float16 (default: the base's dtype, or the experts' when wider)")
     m.add_argument("--seed", type=int, help="seed for random methods (default 0)")
     m.add_argument("--shard-size", help="maximum output shard size (default 2GB)")
     m.add_argument("--vocab-rule", choices=("method", "task_arithmetic", "mean", "base"),

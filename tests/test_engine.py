@@ -197,6 +197,56 @@ def test_out_dtype_and_manifest(tiny, tmp_path):
     assert (out / "config.json").exists()
 
 
+def _experts_of_dtype(base_dir, out_root, dtype, n=2, size=1e-4):
+    """Experts = base + a small delta (the size of a LoRA update after a few steps), stored in `dtype`."""
+    reader = CheckpointReader(base_dir)
+    dirs = []
+    for t in range(n):
+        g = torch.Generator().manual_seed(40 + t)
+        with ShardedWriter(out_root / f"e{t}-{str(dtype)[6:]}", 10**9) as w:
+            for k in reader.keys:
+                b = reader.get(k).float()
+                w.add(k, (b + size * torch.randn(b.shape, generator=g)).to(dtype))
+            w.copy_aux_files(base_dir)
+        dirs.append(out_root / f"e{t}-{str(dtype)[6:]}")
+    return dirs
+
+
+def test_a_merge_is_never_stored_below_its_experts_precision(tmp_path):
+    """bf16 base, fp32 experts with 1e-4 deltas: a bf16 merge rounds most of the merged delta away
+    (weights near 0.02 have a bf16 spacing of 1.2e-4), so the default is the experts' fp32, and
+    config.json says so; bf16 experts give a bf16 merge; an explicit out_dtype wins."""
+    from resm_core.synthetic import SHAPES, write_base
+    from resm_core.taskvec.extract import extract
+
+    base = write_base(tmp_path / "base", SHAPES["tiny"], seed=2, dtype=torch.bfloat16)
+    fp32_experts = _experts_of_dtype(base, tmp_path, torch.float32)
+    merge(MergeRequest(base=base, experts=fp32_experts, method="task_arithmetic", params={"scale": 1.0},
+                       out=tmp_path / "m32", progress=False))
+    merged, b = CheckpointReader(tmp_path / "m32"), CheckpointReader(base)
+    assert json.loads((tmp_path / "m32" / "config.json").read_text())["dtype"] == "float32"
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert merged.dtype(name) == torch.float32
+    want = sum(CheckpointReader(e).get(name) - b.get(name).float() for e in fp32_experts)
+    assert torch.allclose(merged.get(name) - b.get(name).float(), want, atol=1e-6)
+    rounded = (b.get(name).float() + want).to(torch.bfloat16).float() - b.get(name).float()
+    assert float((rounded - want).norm() / want.norm()) > 0.15  # what the old bf16 default stored (23% lost)
+
+    bf16_experts = _experts_of_dtype(base, tmp_path, torch.bfloat16)
+    merge(MergeRequest(base=base, experts=bf16_experts, method="ties", out=tmp_path / "m16", progress=False))
+    assert CheckpointReader(tmp_path / "m16").dtype(name) == torch.bfloat16
+    assert json.loads((tmp_path / "m16" / "config.json").read_text())["dtype"] == "bfloat16"
+    # a task vector of a bf16 expert is stored in fp32, but remembers its expert's precision
+    tvs = [tmp_path / f"tv{i}" for i in range(2)]
+    for e, tv in zip(bf16_experts, tvs):
+        extract(base, e, tv, progress=False)
+    merge(MergeRequest(base=base, experts=tvs, method="tsv_m", out=tmp_path / "mtv", progress=False))
+    assert CheckpointReader(tmp_path / "mtv").dtype(name) == torch.bfloat16
+    merge(MergeRequest(base=base, experts=fp32_experts, method="linear", out=tmp_path / "mexp", out_dtype="bf16",
+                       progress=False))
+    assert CheckpointReader(tmp_path / "mexp").dtype(name) == torch.bfloat16
+
+
 def test_tied_lm_head_is_not_duplicated(tiny, tmp_path):
     tied = _copy_with(tmp_path, tiny["base"], "tied", edit_state=lambda s: s.update(
         {"lm_head.weight": s["model.embed_tokens.weight"].clone()}))

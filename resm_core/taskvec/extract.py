@@ -53,8 +53,12 @@ def extract(base: Path, expert: Path, out: Path, *, dtype: str = "fp32", tol: fl
         writer.copy_aux_files(base_reader.directory)
         writer.write_json(TASKVEC_MARKER, {"kind": "task_vector", "base": str(Path(base).resolve()),
                                            "expert": str(Path(expert).resolve()), "source_kind": source.kind,
-                                           "dtype": dtype})
+                                           "dtype": dtype, "expert_dtype": _dtype_name(source.weights_dtype())})
         writer.write_json(MANIFEST_NAME, recorder.build(
             action="extract", device=str(dev), dtype=dtype, tol=tol, outlier_m=outlier_m,
             energy_top=energy_top, spectrum=spectrum))
     return table
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str | None:
+    return str(dtype).removeprefix("torch.") if dtype is not None else None

@@ -42,6 +42,11 @@ class DeltaSource:
     def provides(self, name: str) -> bool:
         return name in self.reader
 
+    def weights_dtype(self) -> torch.dtype | None:
+        """The precision the expert's own weights were stored in: the widest floating dtype of its
+        tensors (the engine never stores a merge at a lower precision than its experts)."""
+        return widest_dtype(self.reader.dtype(k) for k in self.reader.keys)
+
     def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(base, dtype=torch.float32)
         self.delta_into(name, base, out)
@@ -65,6 +70,13 @@ class TaskVectorSource(DeltaSource):
     """A directory written by `resm extract`: the stored tensors are the deltas."""
 
     kind = "task_vector"
+
+    def weights_dtype(self) -> torch.dtype | None:
+        """The expert's own precision as `resm extract` recorded it (a task vector of a bf16 expert is
+        stored in fp32 by default, but the expert was bf16); the stored dtype for older task vectors."""
+        marker = json.loads((self.directory / TASKVEC_MARKER).read_text())
+        recorded = marker.get("expert_dtype")
+        return getattr(torch, recorded) if recorded else super().weights_dtype()
 
     def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
         """The stored delta; `base` only gives the device (a task vector needs no base)."""
@@ -167,6 +179,16 @@ class LoraSource(DeltaSource):
         except CompatibilityError as exc:
             raise CompatibilityError(f"{exc} (LoRA adapter targets are mapped to base tensor names by "
                                      "stripping 'base_model.model.' and the lora_A/lora_B suffix)") from None
+
+
+def widest_dtype(dtypes) -> torch.dtype | None:
+    """The floating dtype with the most bytes (the first of equals: bf16 and fp16 do not contain
+    each other), or None when there is no floating dtype."""
+    widest = None
+    for dtype in dtypes:
+        if dtype.is_floating_point and (widest is None or dtype.itemsize > widest.itemsize):
+            widest = dtype
+    return widest
 
 
 def open_expert(path: str | Path, allow_pickle: bool = False) -> DeltaSource:

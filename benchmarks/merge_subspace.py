@@ -1,0 +1,91 @@
+"""How much of each merge's delta lies outside the experts' own subspaces, on a finished grid.
+
+    python benchmarks/merge_subspace.py --results results/default [--methods tsv_m resm]
+
+For every merge arm {method}/{combo}/{hp} under RESULTS/models/merge, and every 2-D tensor that
+the method merged itself (vocabulary matrices follow the vocab rule and are skipped), the merged
+delta M - base is compared with the task vectors of the combo's experts (RESULTS/taskvec/{dim}):
+the share of its energy outside the span of their columns, and outside the span of their rows.
+LoRA experts have low-rank task vectors, so a merge that adds directions no expert used shows up
+here. Spans are found from a Gaussian sketch (numerical rank at 1e-4 of the largest singular value).
+Not a test: a measurement on real merges, reported in the README and closing notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from resm_core.checkpoint.names import is_vocab_tensor  # noqa: E402
+from resm_core.checkpoint.reader import CheckpointReader  # noqa: E402
+
+TOL = 1e-4
+
+
+def span(blocks: torch.Tensor, generator: torch.Generator, width: int = 128) -> torch.Tensor:
+    """An orthonormal basis of the column span of `blocks` (m x N), from a sketch of `width` columns."""
+    sketch = blocks @ torch.randn(blocks.shape[1], min(width, blocks.shape[1]), generator=generator, dtype=blocks.dtype)
+    u, s, _ = torch.linalg.svd(sketch, full_matrices=False)
+    rank = int((s > TOL * s[0]).sum()) if s.numel() and s[0] > 0 else 0
+    if rank == sketch.shape[1]:
+        raise ValueError(f"the experts' span has rank >= {width}: not low-rank experts, nothing to measure")
+    return u[:, :rank]
+
+
+def outside_shares(merged: torch.Tensor, deltas: list[torch.Tensor], generator) -> tuple[float, float, float]:
+    """(energy outside the column span, outside the row span, total energy) of the merged delta."""
+    cols = span(torch.cat(deltas, dim=1), generator)
+    rows = span(torch.cat([d.T for d in deltas], dim=1), generator)
+    total = float(merged.pow(2).sum())
+    out_col = float((merged - cols @ (cols.T @ merged)).pow(2).sum())
+    out_row = float((merged - (merged @ rows) @ rows.T).pow(2).sum())
+    return out_col, out_row, total
+
+
+def measure(results: Path, methods: list[str] | None) -> list[dict]:
+    base = CheckpointReader(results / "base")
+    vocab = (base.config or {}).get("vocab_size")
+    rows = []
+    for arm in sorted((results / "models" / "merge").glob("*/*/*")):
+        method, combo, hp = arm.parts[-3:]
+        if methods and method not in methods:
+            continue
+        merged = CheckpointReader(arm)
+        experts = [CheckpointReader(results / "taskvec" / dim) for dim in combo.split("+")]
+        g = torch.Generator().manual_seed(0)
+        out_col = out_row = total = 0.0
+        for name in merged.keys:
+            shape = tuple(base.shape(name))
+            if len(shape) != 2 or is_vocab_tensor(name, shape, vocab):
+                continue
+            b = base.get(name).double()
+            delta = merged.get(name).double() - b
+            deltas = [e.get(name).double() for e in experts]
+            c, r, t = outside_shares(delta, deltas, g)
+            out_col, out_row, total = out_col + c, out_row + r, total + t
+        rows.append({"arm": f"{method}/{combo}/{hp}", "outside_columns": out_col / total,
+                     "outside_rows": out_row / total})
+        print(f"{method}/{combo}/{hp}: {100 * out_col / total:.3f}% of the merged delta's energy outside the "
+              f"experts' column span, {100 * out_row / total:.3f}% outside their row span", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results/default"))
+    parser.add_argument("--methods", nargs="*", help="only these merge methods (default: all)")
+    parser.add_argument("--json", type=Path, help="write the rows here too")
+    args = parser.parse_args()
+    rows = measure(args.results, args.methods)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
