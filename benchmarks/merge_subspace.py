@@ -2,10 +2,12 @@
 
     python benchmarks/merge_subspace.py --results results/default [--methods tsv_m resm]
 
-For every merge arm {method}/{combo}/{hp} under RESULTS/models/merge, and every 2-D tensor that
-the method merged itself (vocabulary matrices follow the vocab rule and are skipped), the merged
-delta M - base is compared with the task vectors of the combo's experts (RESULTS/taskvec/{dim}):
-the share of its energy outside the span of their columns, and outside the span of their rows.
+For every merge arm {method}/{combo}/{hp} under RESULTS/models/merge, the merge is run again from
+its manifest (method, parameters, seed) with fp32 output, so that the stored dtype does not blur
+the comparison, and for every 2-D tensor that the method merged itself (vocabulary matrices
+follow the vocab rule and are skipped) the merged delta M - base is compared with the task
+vectors of the combo's experts (RESULTS/taskvec/{dim}): the share of its energy outside the span
+of their columns, and outside the span of their rows.
 LoRA experts have low-rank task vectors, so a merge that adds directions no expert used shows up
 here. Spans are found from a Gaussian sketch (numerical rank at 1e-4 of the largest singular value).
 Not a test: a measurement on real merges, reported in the README and closing notes.
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from resm_core.checkpoint.names import is_vocab_tensor  # noqa: E402
 from resm_core.checkpoint.reader import CheckpointReader  # noqa: E402
+from resm_core.merge.engine import MergeRequest, merge  # noqa: E402
 
 TOL = 1e-4
 
@@ -56,8 +61,14 @@ def measure(results: Path, methods: list[str] | None) -> list[dict]:
         method, combo, hp = arm.parts[-3:]
         if methods and method not in methods:
             continue
-        merged = CheckpointReader(arm)
-        experts = [CheckpointReader(results / "taskvec" / dim) for dim in combo.split("+")]
+        manifest = json.loads((arm / "resm_manifest.json").read_text())
+        params = {k: v for k, v in manifest["params"].items() if k != "weights"}
+        tvs = [results / "taskvec" / dim for dim in combo.split("+")]
+        tmp = Path(tempfile.mkdtemp(prefix="subspace-", dir=results))
+        merge(MergeRequest(base=results / "base", experts=tvs, method=method, params=params, out=tmp / "m",
+                           seed=manifest["seed"], out_dtype="float32", progress=False))
+        merged = CheckpointReader(tmp / "m")
+        experts = [CheckpointReader(tv) for tv in tvs]
         g = torch.Generator().manual_seed(0)
         out_col = out_row = total = 0.0
         for name in merged.keys:
@@ -69,6 +80,7 @@ def measure(results: Path, methods: list[str] | None) -> list[dict]:
             deltas = [e.get(name).double() for e in experts]
             c, r, t = outside_shares(delta, deltas, g)
             out_col, out_row, total = out_col + c, out_row + r, total + t
+        shutil.rmtree(tmp)
         rows.append({"arm": f"{method}/{combo}/{hp}", "outside_columns": out_col / total,
                      "outside_rows": out_row / total})
         print(f"{method}/{combo}/{hp}: {100 * out_col / total:.3f}% of the merged delta's energy outside the "
