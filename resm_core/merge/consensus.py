@@ -33,7 +33,7 @@ def consensus(base, deltas, params, ctx):
     mtl = task_sum(deltas, params["weights"], 1.0)
     votes = torch.zeros(mtl.shape, dtype=torch.int16, device=mtl.device)
     for t, w in enumerate(params["weights"]):  # TALL mask of one (weighted) task at a time
-        task = deltas[t] * w
+        task = deltas[t] if w == 1.0 else deltas[t] * w  # no copy for the usual unit weight
         votes += task.abs() >= (mtl - task).abs_().mul_(params["mask_lambda"])
     keep = votes >= params["min_agree"]
     ctx.record("consensus_kept_fraction", float(keep.float().mean()))
