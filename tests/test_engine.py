@@ -91,6 +91,22 @@ def test_an_exception_mid_write_leaves_no_output(tiny, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temp directory
 
 
+def test_a_method_that_returns_nan_is_stopped_before_anything_is_published(tiny, tmp_path, monkeypatch):
+    """The old RESM produced NaN in one matrix of a real LoRA merge (two threads, 260 arbitrary
+    components per task in a Gram-route polar factor) and wrote it: outputs are checked too."""
+    real = engine_module.merged_delta
+
+    def nan_in_one(method, params, rule, base, deltas, ctx):
+        out = real(method, params, rule, base, deltas, ctx)
+        return out * float("nan") if ctx.name == "model.layers.1.mlp.up_proj.weight" else out
+
+    monkeypatch.setattr(engine_module, "merged_delta", nan_in_one)
+    with pytest.raises(NumericError, match=r"ties: the merged tensor model\.layers\.1\.mlp\.up_proj\.weight holds NaN"):
+        merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method="ties", out=tmp_path / "out",
+                           progress=False))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_nan_in_an_expert_is_named_and_leaves_no_output(tiny, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny["experts"][1], bad)

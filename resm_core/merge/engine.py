@@ -181,6 +181,10 @@ class MergeJob:
                     base, deltas = self.load(name)
                     ctx = TensorContext(name=name, seed=req.seed, stats=stats)
                     merged = self.merge_tensor(name, base, deltas, ctx)
+                    if not all_finite(merged):  # finite inputs, non-finite result: a numerical failure
+                        raise NumericError(f"{self.method.name}: the merged tensor {name} holds NaN or Inf although "
+                                           f"its inputs are finite; nothing was written (diagnostics: "
+                                           f"{ctx.diagnostics})")
                     writer.add(name, merged.to(dtype=self.output_dtype(name)).cpu())
                     diagnostics.append({"tensor": name, **ctx.diagnostics})
                     del base, deltas, merged
