@@ -9,7 +9,8 @@ follow the vocab rule and are skipped) the merged delta M - base is compared wit
 vectors of the combo's experts (RESULTS/taskvec/{dim}): the share of its energy outside the span
 of their columns, and outside the span of their rows.
 LoRA experts have low-rank task vectors, so a merge that adds directions no expert used shows up
-here. Spans are found from a Gaussian sketch (numerical rank at 1e-4 of the largest singular value).
+here. Each expert's span comes from its exact SVD (numerical rank at 1e-4 of its largest singular
+value), then their union.
 Not a test: a measurement on real merges, reported in the README and closing notes.
 """
 
@@ -33,20 +34,23 @@ from resm_core.merge.engine import MergeRequest, merge  # noqa: E402
 TOL = 1e-4
 
 
-def span(blocks: torch.Tensor, generator: torch.Generator, width: int = 128) -> torch.Tensor:
-    """An orthonormal basis of the column span of `blocks` (m x N), from a sketch of `width` columns."""
-    sketch = blocks @ torch.randn(blocks.shape[1], min(width, blocks.shape[1]), generator=generator, dtype=blocks.dtype)
-    u, s, _ = torch.linalg.svd(sketch, full_matrices=False)
-    rank = int((s > TOL * s[0]).sum()) if s.numel() and s[0] > 0 else 0
-    if rank == sketch.shape[1]:
-        raise ValueError(f"the experts' span has rank >= {width}: not low-rank experts, nothing to measure")
-    return u[:, :rank]
+def span(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """An orthonormal basis of the union of the column spans of `blocks`: each block's numerical span
+    (exact SVD, singular values above TOL x its own largest), then the union. Per block, because the
+    experts' scales differ; exact, because a sketch's basis carries the blocks' fp32 noise into it."""
+    bases = []
+    for block in blocks:
+        u, s, _ = torch.linalg.svd(block.float(), full_matrices=False)
+        rank = int((s > TOL * s[0]).sum()) if s.numel() and s[0] > 0 else 0
+        bases.append(u[:, :rank].double())
+    u, s, _ = torch.linalg.svd(torch.cat(bases, dim=1), full_matrices=False)
+    return u[:, : int((s > 1e-6).sum())]
 
 
-def outside_shares(merged: torch.Tensor, deltas: list[torch.Tensor], generator) -> tuple[float, float, float]:
+def outside_shares(merged: torch.Tensor, deltas: list[torch.Tensor]) -> tuple[float, float, float]:
     """(energy outside the column span, outside the row span, total energy) of the merged delta."""
-    cols = span(torch.cat(deltas, dim=1), generator)
-    rows = span(torch.cat([d.T for d in deltas], dim=1), generator)
+    cols = span(deltas)
+    rows = span([d.T for d in deltas])
     total = float(merged.pow(2).sum())
     out_col = float((merged - cols @ (cols.T @ merged)).pow(2).sum())
     out_row = float((merged - (merged @ rows) @ rows.T).pow(2).sum())
@@ -69,7 +73,6 @@ def measure(results: Path, methods: list[str] | None) -> list[dict]:
                            seed=manifest["seed"], out_dtype="float32", progress=False))
         merged = CheckpointReader(tmp / "m")
         experts = [CheckpointReader(tv) for tv in tvs]
-        g = torch.Generator().manual_seed(0)
         out_col = out_row = total = 0.0
         for name in merged.keys:
             shape = tuple(base.shape(name))
@@ -78,7 +81,7 @@ def measure(results: Path, methods: list[str] | None) -> list[dict]:
             b = base.get(name).double()
             delta = merged.get(name).double() - b
             deltas = [e.get(name).double() for e in experts]
-            c, r, t = outside_shares(delta, deltas, g)
+            c, r, t = outside_shares(delta, deltas)
             out_col, out_row, total = out_col + c, out_row + r, total + t
         shutil.rmtree(tmp)
         rows.append({"arm": f"{method}/{combo}/{hp}", "outside_columns": out_col / total,
