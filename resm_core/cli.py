@@ -239,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--results", type=Path, help="results directory (default: the config's `results`)")
     rp.add_argument("--out", type=Path, help="default: RESULTS/report")
 
+    cp = sub.add_parser("compare", help="paired comparison of two evaluated arms on their shared items "
+                                        "(difference, 95%% paired-bootstrap interval, permutation p, mdd_80)")
+    cp.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
+    cp.add_argument("--a", required=True, help="arm A, e.g. merge/ties/harmlessness+helpfulness/density-0.2")
+    cp.add_argument("--b", required=True, help="arm B, e.g. mix/uniform/harmlessness+helpfulness")
+    cp.add_argument("--dims", nargs="+", help="dimensions of balance (default: every dim both arms have)")
+    cp.add_argument("--split", default="test", choices=["test", "val"])
+    cp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap and permutation draws")
+    cp.add_argument("--seed", type=int, default=0)
+
     d = sub.add_parser("demo", help="merge generated Llama-shaped checkpoints with every method")
     d.add_argument("--out", type=Path, default=Path("results/demo"))
     d.add_argument("--shape", default="small", help="tiny, small, smollm2-135m or llama-1.1b")
@@ -419,7 +429,7 @@ EVAL_KEYS = {"benchmarks", "backend", "max_new_tokens", "batch_size", "n_bootstr
 
 
 def cmd_evaluate(args) -> None:
-    from resm_core.evaluate.benchmarks import EMBEDDED
+    from resm_core.evaluate.benchmarks import DEFAULT
     from resm_core.evaluate.run import EvalRequest, evaluate
 
     config = {}
@@ -431,7 +441,7 @@ def cmd_evaluate(args) -> None:
         if unknown:
             raise ConfigError(f"{args.config}: unknown key(s) {', '.join(sorted(unknown))}; "
                               f"known: {', '.join(sorted(EVAL_KEYS))}")
-    benchmarks = config.get("benchmarks") or {name: {} for name in EMBEDDED}
+    benchmarks = config.get("benchmarks") or {name: {} for name in DEFAULT}
     if isinstance(benchmarks, list):
         benchmarks = {name: {} for name in benchmarks}
     if args.options is not None:
@@ -473,16 +483,37 @@ def cmd_report(args) -> None:
         results = args.results or Path(config["results"])
     summary = build_report(results, arms, args.out or results / "report")
     for row in summary["merge_vs_mix"]:
-        print(f"{row['combo']:40s} best merge {row['best_merge']} ({row['merge_balance']:.3f}) vs best mixture "
-              f"{row['best_mixture']} ({row['mixture_balance']:.3f}): {row['leader']} leads; verdict "
-              f"{row['verdict']}")
+        print(f"{row['combo']}: {row['merge']} - {row['mixture']} = {row['difference']:+.3f} "
+              f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], p_adj {row['p_adjusted']:.3f}, "
+              f"mdd_80 {row['mdd_80']:.3f}: {row['verdict']}")
+    for dim, ok in summary["moved"].items():
+        if not ok:
+            print(f"expert/{dim} did not move {dim} against the base on validation items")
+    print(summary["power"])
     print(f"report of {summary['arms']} arms written to {args.out or results / 'report'}")
+
+
+def cmd_compare(args) -> None:
+    from resm_core.report.paired import load_items, paired, verdict
+
+    if args.bootstrap < 100:
+        raise ConfigError(f"--bootstrap: at least 100 draws, got {args.bootstrap}")
+    a, b = load_items(args.results, args.a, args.split), load_items(args.results, args.b, args.split)
+    rows = paired(a, b, args.dims, n_boot=args.bootstrap, n_perm=args.bootstrap, seed=args.seed)
+    print(f"{args.a} - {args.b} on {args.split} items (95% paired bootstrap; p: paired permutation, unadjusted)")
+    print(f"{'metric':24s} {'a':>7s} {'b':>7s} {'a - b':>8s} {'95% interval':>19s} {'p':>6s} {'n':>5s} "
+          f"{'mdd_80':>7s}  verdict")
+    for r in rows:
+        print(f"{r['metric']:24s} {r['a_score']:7.3f} {r['b_score']:7.3f} {r['difference']:+8.3f} "
+              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] {r['p_value']:6.3f} {r['n_items']:5d} {r['mdd_80']:7.3f}  "
+              f"{verdict(r, args.a, args.b)}")
+    print(f"this comparison can detect differences of {rows[-1]['mdd_80']:.3f} on balance (80% power, paired)")
 
 
 COMMANDS = {"merge": cmd_merge, "extract": cmd_extract, "conflicts": cmd_conflicts,
             "methods": cmd_methods, "demo": cmd_demo, "assets": cmd_assets, "base": cmd_base, "data": cmd_data,
             "train": cmd_train, "judge": cmd_judge, "evaluate": cmd_evaluate,
-            "report": cmd_report}
+            "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,21 @@ rule report:
             caption="../captions/merge_vs_mix.rst",
             category="Grid",
         ),
+        selection=report(
+            f"{RESULTS}/report/selection.csv",
+            caption="../captions/selection.rst",
+            category="Grid",
+        ),
+        comparisons=report(
+            f"{RESULTS}/report/comparisons.csv",
+            caption="../captions/comparisons.rst",
+            category="Grid",
+        ),
+        forest=report(
+            f"{RESULTS}/report/forest.png",
+            caption="../captions/forest.rst",
+            category="Plots",
+        ),
         ranking=report(
             f"{RESULTS}/report/ranking.csv",
             caption="../captions/ranking.rst",

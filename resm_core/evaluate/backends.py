@@ -60,7 +60,10 @@ class TransformersBackend:
         for i, (h, _) in enumerate(pairs):
             groups.setdefault(tuple(h), []).append(i)
         shared = [idx for idx in groups.values() if len(idx) > 1]
-        for idx in tqdm(shared, desc="scoring options", disable=not self.progress or not shared):
+        last_token = [idx for idx in shared if _common_prefix([pairs[i][1] for i in idx]) is not None]
+        self._last_token(last_token, pairs, out, device)
+        rest = [idx for idx in shared if out[idx[0]] is None]
+        for idx in tqdm(rest, desc="scoring options", disable=not self.progress or not rest):
             for i, value in zip(idx, self._shared_prompt([pairs[i] for i in idx], device)):
                 out[i] = value
         order = sorted((i for i in range(len(pairs)) if out[i] is None),
@@ -85,6 +88,38 @@ class TransformersBackend:
             for row, (i, (h, t)) in enumerate(zip(idx, chunk)):
                 out[i] = (float(token_logp[row, keep - 1 - len(t):].sum()), len(t))
         return out
+
+    def _last_token(self, groups: list[list[int]], pairs, out: list, device) -> None:
+        """Options that differ only in their last token ("Yes"/"No", "The answer is A"/"... B"): one batched
+        forward over prompt + shared prefix per group gives every option's log-prob from the last position."""
+        if not groups:
+            return
+        tok = self.tokenizer
+        seqs = []
+        for idx in groups:
+            head = pairs[idx[0]][0]
+            common = _common_prefix([pairs[i][1] for i in idx])
+            seqs.append((idx, head + common, len(common)))
+        seqs.sort(key=lambda s: len(s[1]))
+        batch = max(1, self.batch_size * 2)
+        for start in tqdm(range(0, len(seqs), batch), desc="scoring options", disable=not self.progress):
+            chunk = seqs[start:start + batch]
+            width = max(len(ids) for _, ids, _ in chunk)
+            keep = max(n for _, _, n in chunk) + 1
+            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, (_, seq, _) in enumerate(chunk):
+                ids[row, width - len(seq):] = torch.tensor(seq)
+                mask[row, width - len(seq):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+            logp = torch.log_softmax(logits, dim=-1).cpu()  # position j predicts token width - keep + j + 1
+            for row, (idx, seq, n) in enumerate(chunk):
+                prefix = sum(float(logp[row, keep - 1 - n + j, seq[len(seq) - n + j]]) for j in range(n))
+                for i in idx:
+                    tail = pairs[i][1]
+                    out[i] = (prefix + float(logp[row, keep - 1, tail[-1]]), len(tail))
 
     def _shared_prompt(self, chunk: list[tuple[list[int], list[int]]], device) -> list[tuple[float, int]]:
         """Several continuations of one prompt (the options of a multiple-choice item): the prompt runs
@@ -113,6 +148,16 @@ class TransformersBackend:
                 total = total + logp[row, torch.arange(len(t) - 1), torch.tensor(t[1:])].sum()
             out.append((float(total), len(t)))
         return out
+
+
+def _common_prefix(tails: list[list[int]]) -> list[int] | None:
+    """The tokens all tails share when each is that prefix plus exactly one token, else None."""
+    first = tails[0]
+    if any(len(t) != len(first) for t in tails) or len({t[-1] for t in tails}) != len(tails):
+        return None
+    if any(t[:-1] != first[:-1] for t in tails):
+        return None
+    return first[:-1]
 
 
 class VLLMBackend:

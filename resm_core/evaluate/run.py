@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from resm_core.checkpoint.writer import AtomicDirectory
-from resm_core.data.splits import take
+from resm_core.data.schema import text_key
+from resm_core.data.splits import take, unit_hash
 from resm_core.errors import ConfigError, DataError
 from resm_core.evaluate.backends import make_backend
-from resm_core.evaluate.benchmarks import EMBEDDED, get_benchmark
+from resm_core.evaluate.benchmarks import DEFAULT, get_benchmark
 from resm_core.evaluate.scores import CI_LEVEL, bootstrap, interval, summarise
 from resm_core.validation import validate
 
@@ -35,7 +36,7 @@ class EvalRequest:
     arm: str
     data_root: Path
     judges: Path | None = None
-    benchmarks: dict[str, dict] = field(default_factory=lambda: {name: {} for name in EMBEDDED})
+    benchmarks: dict[str, dict] = field(default_factory=lambda: {name: {} for name in DEFAULT})
     backend: str = "transformers"
     max_new_tokens: int = 48
     batch_size: int = 8
@@ -62,7 +63,8 @@ class EvalContext:
         self.new_generations: list[str] = []
 
     def generate(self, prompts: list[str]) -> list[dict]:
-        todo = list(dict.fromkeys(p for p in prompts if p not in self._answers))
+        # similar lengths batch together: less left padding to run through every decoding step
+        todo = sorted(dict.fromkeys(p for p in prompts if p not in self._answers), key=lambda p: (len(p), p))
         if todo:
             start = time.perf_counter()
             for p, ans in zip(todo, self.backend.generate(todo, self.req.max_new_tokens)):
@@ -143,13 +145,12 @@ def evaluate(req: EvalRequest) -> dict:
         # items first: a missing split or an empty benchmark fails before the model loads
         chosen = {}
         for name, (bench, opts) in benches.items():
-            items = bench.items(_ItemsContext(req), opts)
-            n = int(opts.pop("n", bench.default_n))
-            if n < 1:
-                raise ConfigError(f"evaluation.benchmarks.{name}.n: must be at least 1, got {n}")
-            items = take(items, n, f"eval/{bench.items.__name__}")  # same pool, same sample: answers are shared
-            if not items:
-                raise DataError(f"benchmark {name}: no items (is the {bench.dim} test split empty?)")
+            pool = bench.items(_ItemsContext(req), opts)
+            n = _count(opts.pop("n", bench.default_n), f"evaluation.benchmarks.{name}.n", 1)
+            n_val = _count(opts.pop("n_val", (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
+            items = eval_items(pool, n, n_val, bench.keep_order, f"eval/{bench.items.__name__}")
+            if not any(r["split"] == "test" for r in items):
+                raise DataError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
             chosen[name] = items
         load_start = time.perf_counter()
         backend = make_backend(req.backend, req.model, device=req.device, batch_size=req.batch_size,
@@ -158,23 +159,32 @@ def evaluate(req: EvalRequest) -> dict:
         load_s = time.perf_counter() - load_start
         point: dict[str, dict[str, float]] = {}
         reps: dict[str, dict[str, np.ndarray]] = {}
+        val_point: dict[str, dict[str, float]] = {}
+        val_reps: dict[str, dict[str, np.ndarray]] = {}
         results = {}
         for k, (name, (bench, opts)) in enumerate(benches.items()):
             t0 = time.perf_counter()
             before = len(ctx.new_generations)
             log.info("%s: %s on %d items", req.arm, name, len(chosen[name]))
-            records = bench.score(ctx, chosen[name], opts)
-            scores = np.array([r["score"] for r in records], dtype=float)
-            boot = bootstrap(scores, req.n_bootstrap, seed=req.seed + k)
+            records = [{**rec, "split": item["split"]} for item, rec in
+                       zip(chosen[name], bench.score(ctx, [_plain(r) for r in chosen[name]], opts))]
+            test = np.array([r["score"] for r in records if r["split"] == "test"], dtype=float)
+            val = np.array([r["score"] for r in records if r["split"] == "val"], dtype=float)
+            boot = bootstrap(test, req.n_bootstrap, seed=req.seed + k)
             lo, hi = interval(boot)
             generated = [r for r in records if "response" in r]
             result = {"schema_version": 1, "arm": req.arm, "benchmark": name, "dim": bench.dim, "metric": bench.metric,
-                      "n": len(records), "score": float(scores.mean()), "ci_low": lo, "ci_high": hi,
+                      "n": int(test.size), "score": float(test.mean()), "ci_low": lo, "ci_high": hi,
                       "ci_level": CI_LEVEL, "n_bootstrap": req.n_bootstrap,
+                      "val": {"n": int(val.size), "score": float(val.mean()) if val.size else None},
                       "generations": len(ctx.new_generations) - before,
                       "truncated": sum(bool(r.get("truncated")) for r in generated), "model": str(req.model),
                       "backend": req.backend, "seed": req.seed, "wall_time_s": round(time.perf_counter() - t0, 3),
+                      "items_per_s": round(len(records) / max(time.perf_counter() - t0, 1e-9), 3),
                       "options": {k2: str(v) for k2, v in opts.items()}}
+            if val.size:
+                val_point.setdefault(bench.dim, {})[name] = float(val.mean())
+                val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
             if name in ("benign_compliance", "harmful_refusal"):
                 result["judge"] = ctx.fitted("refusal").summary()
             if name == "truthfulqa_sim":
@@ -190,6 +200,7 @@ def evaluate(req: EvalRequest) -> dict:
                    "benchmarks": {n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
                                   for n, r in results.items()},
                    **summarise(point, reps),
+                   "val": summarise(val_point, val_reps) if val_point else {},
                    "truncated": ctx.truncated_generations(),
                    "generations": len(ctx.new_generations),
                    "timing": {"total_s": round(total, 2), "load_s": round(load_s, 2),
@@ -200,6 +211,42 @@ def evaluate(req: EvalRequest) -> dict:
         log.warning("%s: %d of %d answers hit the %d-token limit", req.arm, summary["truncated"],
                     summary["generations"], req.max_new_tokens)
     return summary
+
+
+EVAL_SALT = "resm-3h-eval-split-v1"
+VAL_FRACTION = 0.3  # of each benchmark's pool: validation items, never test items, whatever n and n_val are
+
+
+def _count(value, key: str, minimum: int) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if n < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {n}")
+    return n
+
+
+def eval_split(prompt: str) -> str:
+    """Validation or test, from the prompt's text alone: an item keeps its split whatever the sample sizes."""
+    return "val" if unit_hash(text_key(prompt), EVAL_SALT) < VAL_FRACTION else "test"
+
+
+def eval_items(pool: list[dict], n: int, n_val: int, keep_order: bool, salt: str) -> list[dict]:
+    """The first n test items and n_val validation items of the pool, each tagged with its split. The pool's
+    own order is kept where a benchmark puts its items in priority order; otherwise a hash order (the same
+    sample for every arm, growing by adding items)."""
+    ordered = pool if keep_order else take(pool, None, salt)
+    out = {"test": [], "val": []}
+    for row in ordered:
+        part = out[eval_split(row["prompt"])]
+        if len(part) < (n if part is out["test"] else n_val):
+            part.append({**row, "split": eval_split(row["prompt"])})
+    return out["val"] + out["test"]
+
+
+def _plain(item: dict) -> dict:
+    return {k: v for k, v in item.items() if k != "split"}
 
 
 class _ItemsContext:

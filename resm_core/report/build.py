@@ -1,4 +1,6 @@
-"""`resm report`: the grid table, merge vs mix per combo, the method ranking and the plots, in one directory."""
+"""`resm report`: the grid table, the validation selection, the paired comparisons (merge vs mix per combo,
+each method vs the mixture, experts vs the base, every arm vs the base), the method ranking and the
+plots, in one directory."""
 
 from __future__ import annotations
 
@@ -8,22 +10,41 @@ from pathlib import Path
 import pandas as pd
 
 from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.errors import ConfigError
 from resm_core.judges import refusal
 from resm_core.report import plots
+from resm_core.report.comparisons import comparisons, power_line
+from resm_core.report.paired import load_items
+from resm_core.report.selection import selection
 from resm_core.report.tables import grid, merge_vs_mix, ranking
 
 
-def build_report(results: Path, arms: list[str], out: Path, force: bool = True) -> dict:
+def build_report(results: Path, arms: list[str], out: Path, force: bool = True, seed: int = 0) -> dict:
     """`arms` comes from the workflow's effective config (layered config files, `--config` overrides),
     which no single config file on disk need hold."""
     results = Path(results)
     table = grid(results, arms)
-    mvm = merge_vs_mix(table)
-    rank = ranking(table)
+    test = {arm: load_items(results, arm, "test") for arm in arms}
+    val = {}
+    for arm in arms:
+        try:
+            val[arm] = load_items(results, arm, "val")
+        except ConfigError:  # evaluated without validation items: selection names the arm if it needs it
+            continue
+    selected = selection(table, val, test)
+    compared, moved = comparisons(selected, val, test, seed=seed)
+    mvm = merge_vs_mix(compared, selected)
+    rank = ranking(selected)
+    power = power_line(compared)
     with AtomicDirectory(out, force=force) as staging:
         table.to_csv(staging / "grid.csv", index=False)
+        selected.to_csv(staging / "selection.csv", index=False)
+        compared.to_csv(staging / "comparisons.csv", index=False)
         mvm.to_csv(staging / "merge_vs_mix.csv", index=False)
         rank.to_csv(staging / "ranking.csv", index=False)
+        (staging / "power.txt").write_text(power + "\n")
+        (staging / "experts_moved.json").write_text(json.dumps(moved, indent=2) + "\n")
+        plots.forest(compared, staging / "forest.png")
         plots.profile(table, staging / "profile.png")
         plots.pareto(table, staging / "pareto.png")
         layers = [pd.read_csv(p) for p in sorted((results / "conflicts").glob("*/conflicts_layer.csv"))]
@@ -36,4 +57,5 @@ def build_report(results: Path, arms: list[str], out: Path, force: bool = True) 
         if (results / "judges" / refusal.FILE).is_file():
             judge = refusal.RefusalJudge(results / "judges")
             (staging / "judges.json").write_text(json.dumps(judge.summary(), indent=2) + "\n")
-    return {"arms": len(table), "merge_vs_mix": mvm.to_dict("records"), "ranking": rank.to_dict("records")}
+    return {"arms": len(table), "merge_vs_mix": mvm.to_dict("records"), "ranking": rank.to_dict("records"),
+            "power": power, "moved": moved}

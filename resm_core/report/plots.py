@@ -23,6 +23,25 @@ def _save(fig, out: Path) -> None:
     plt.close(fig)
 
 
+def forest(comparisons: pd.DataFrame, out: Path) -> None:
+    """Paired differences on balance with their 95% intervals: each combo's chosen merge vs its chosen
+    mixture (bold), and every merge method vs that mixture."""
+    rows = comparisons[comparisons["comparison"].isin(["merge_vs_mix", "method_vs_mix"])
+                       & (comparisons["metric"] == "balance")]
+    fig, ax = plt.subplots(figsize=(7, 0.32 * max(len(rows), 3) + 1.2))
+    labels = []
+    for y, (_, r) in enumerate(rows.iloc[::-1].iterrows()):
+        head = r["comparison"] == "merge_vs_mix"
+        ax.errorbar(r["difference"], y, xerr=[[r["difference"] - r["ci_low"]], [r["ci_high"] - r["difference"]]],
+                    fmt="o", color="#d62728" if head else "#555555", lw=2 if head else 1, capsize=2)
+        method = r["arm_a"].split("/")[1] if r["arm_a"].startswith("merge/") else r["arm_a"]
+        labels.append(f"{r['combo']}: {'chosen ' if head else ''}{method} - mix")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.set_xlabel("balance difference, merge - mixture (test items, paired 95% interval)")
+    _save(fig, out)
+
+
 def profile(table: pd.DataFrame, out: Path) -> None:
     combos = sorted(c for c in table["combo"].unique() if "+" in c)
     fig, axes = plt.subplots(1, max(len(combos), 1), figsize=(4.2 * max(len(combos), 1), 3.6), squeeze=False)

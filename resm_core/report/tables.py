@@ -1,4 +1,4 @@
-"""Collect every arm's `summary.json` into the grid, and derive merge vs mix per combo and the method ranking."""
+"""Collect every arm's `summary.json` into the grid; the headline merge-vs-mix rows and the method ranking."""
 
 from __future__ import annotations
 
@@ -47,34 +47,25 @@ def grid(results: Path, arms: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def merge_vs_mix(table: pd.DataFrame, by: str = "balance") -> pd.DataFrame:
-    """Per combo: the best merge and the best mixture by `by`, and their difference (merge - mix)."""
-    rows = []
-    for combo in sorted(c for c in table["combo"].unique() if "+" in c):
-        sub = table[table["combo"] == combo]
-        merges, mixes = sub[sub["kind"] == "merge"], sub[sub["kind"] == "mixture"]
-        if merges.empty or mixes.empty:
-            continue
-        best_merge = merges.loc[merges[by].idxmax()]
-        best_mix = mixes.loc[mixes[by].idxmax()]
-        overlap = not (best_merge[f"{by}_ci_low"] > best_mix[f"{by}_ci_high"]
-                       or best_mix[f"{by}_ci_low"] > best_merge[f"{by}_ci_high"])
-        leader = ("tie" if best_merge[by] == best_mix[by] else "merge" if best_merge[by] > best_mix[by]
-                  else "mixture")
-        rows.append({"combo": combo, "best_merge": best_merge["arm"], f"merge_{by}": best_merge[by],
-                     "best_mixture": best_mix["arm"], f"mixture_{by}": best_mix[by],
-                     "difference": best_merge[by] - best_mix[by], "intervals_overlap": overlap,
-                     "leader": leader,  # by the point estimates
-                     "verdict": "inconclusive" if overlap else leader})  # only separated 95% intervals decide
-    return pd.DataFrame(rows)
+def merge_vs_mix(table: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
+    """The headline rows (chosen merge vs chosen mixture on balance, test items), with the validation scores
+    that chose them."""
+    head = table[(table["comparison"] == "merge_vs_mix") & (table["metric"] == "balance")]
+    val = selected.set_index("arm")["val_balance"]
+    out = head.rename(columns={"arm_a": "merge", "arm_b": "mixture", "a_score": "merge_balance",
+                               "b_score": "mixture_balance"}).drop(columns=["comparison", "split", "metric"])
+    out.insert(3, "merge_val_balance", out["merge"].map(val).values)
+    out.insert(4, "mixture_val_balance", out["mixture"].map(val).values)
+    return out.reset_index(drop=True)
 
 
-def ranking(table: pd.DataFrame, by: str = "balance") -> pd.DataFrame:
-    """Merge methods and mixture strategies ranked by their mean over combos (best hyperparameters per combo)."""
-    cand = table[table["kind"].isin(["merge", "mixture"])]
-    best = cand.sort_values(by, ascending=False).groupby(["kind", "family", "combo"], as_index=False).first()
+def ranking(selected: pd.DataFrame) -> pd.DataFrame:
+    """Merge methods and mixture strategies ranked by their mean validation balance over combos (each at its
+    validation-best hyperparameters); the test balance beside it is for reading, not for ranking."""
+    best = selected[selected["method_choice"] | (selected["kind"] == "mixture")]
     out = best.groupby(["kind", "family"], as_index=False).agg(
-        **{f"mean_{by}": (by, "mean"), "mean_3h": ("mean_3h", "mean"), "combos": ("combo", "nunique")})
-    out = out.sort_values(f"mean_{by}", ascending=False).reset_index(drop=True)
+        mean_val_balance=("val_balance", "mean"), mean_test_balance=("test_balance", "mean"),
+        combos=("combo", "nunique"))
+    out = out.sort_values("mean_val_balance", ascending=False).reset_index(drop=True)
     out.insert(0, "rank", range(1, len(out) + 1))
     return out
