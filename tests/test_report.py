@@ -1,42 +1,181 @@
-"""The report's tables: merge vs mix decides only on separated intervals; the ranking takes each
-method's best hyperparameters per combo."""
+"""The verdict: paired comparisons on shared items, Holm, power, choice on validation, combos judged on their
+own dimensions, and no verdict for a combo whose expert did not move."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
+import pytest
 
-from resm_core.report.tables import describe_arm, merge_vs_mix, ranking
+from resm_core.cli import main
+from resm_core.report.build import build_report
+from resm_core.report.paired import ArmItems, holm, paired, verdict
 
-
-def arm(name: str, balance: float, low: float, high: float, mean_3h: float = 0.5) -> dict:
-    return {"arm": name, **describe_arm(name), "balance": balance, "balance_ci_low": low,
-            "balance_ci_high": high, "mean_3h": mean_3h}
-
-
-def test_merge_vs_mix_names_a_verdict_only_where_the_intervals_separate():
-    table = pd.DataFrame([
-        arm("merge/resm/harmlessness+helpfulness/default", 0.60, 0.55, 0.65),
-        arm("merge/ties/harmlessness+helpfulness/density-0.2", 0.50, 0.45, 0.55),
-        arm("mix/uniform/harmlessness+helpfulness", 0.40, 0.35, 0.45),      # below the best merge's interval
-        arm("merge/resm/helpfulness+honesty/default", 0.52, 0.40, 0.64),
-        arm("mix/uniform/helpfulness+honesty", 0.55, 0.45, 0.65),          # leads, but the intervals overlap
-    ])
-    out = merge_vs_mix(table).set_index("combo")
-    first = out.loc["harmlessness+helpfulness"]
-    assert first["best_merge"] == "merge/resm/harmlessness+helpfulness/default"
-    assert abs(first["difference"] - 0.20) < 1e-12
-    assert not first["intervals_overlap"] and first["leader"] == first["verdict"] == "merge"
-    second = out.loc["helpfulness+honesty"]
-    assert second["intervals_overlap"] and second["leader"] == "mixture" and second["verdict"] == "inconclusive"
+BENCH_DIM = {"qa_mc": "helpfulness", "benign_compliance": "helpfulness", "halueval_verify": "honesty",
+             "harmful_refusal": "harmlessness"}
 
 
-def test_ranking_takes_each_methods_best_hyperparameters_per_combo():
-    table = pd.DataFrame([
-        arm("merge/ties/harmlessness+helpfulness/density-0.2", 0.50, 0.4, 0.6),
-        arm("merge/ties/harmlessness+helpfulness/density-0.5", 0.70, 0.6, 0.8),
-        arm("merge/resm/harmlessness+helpfulness/default", 0.60, 0.5, 0.7),
-        arm("mix/uniform/harmlessness+helpfulness", 0.40, 0.3, 0.5),
-    ])
-    out = ranking(table)
-    assert list(out["family"]) == ["ties", "resm", "uniform"]
-    assert abs(out.iloc[0]["mean_balance"] - 0.70) < 1e-12 and list(out["rank"]) == [1, 2, 3]
+def items(arm: str, scores: dict[str, np.ndarray], split: str = "test") -> ArmItems:
+    return ArmItems(arm, split, {b: (BENCH_DIM[b], {str(i): float(v) for i, v in enumerate(x)})
+                                 for b, x in scores.items()})
+
+
+def flips(base: np.ndarray, rate: float, rng) -> np.ndarray:
+    out = base.copy()
+    mask = rng.random(base.size) < rate
+    out[mask] = 1 - out[mask]
+    return out
+
+
+def test_a_against_itself_is_zero_and_no_verdict():
+    rng = np.random.default_rng(0)
+    x = {b: (rng.random(60) < 0.5).astype(float) for b in BENCH_DIM}
+    rows = paired(items("a", x), items("a", x), n_boot=500, n_perm=500)
+    for r in rows:
+        assert r["difference"] == 0 and r["ci_low"] == r["ci_high"] == 0 and r["p_value"] == 1.0
+        assert verdict(r, "a", "a") == "inconclusive"
+
+
+def test_a_real_difference_is_found_with_the_right_sign_and_calibrated_power():
+    rng = np.random.default_rng(1)
+    n = 400
+    b = {bench: (rng.random(n) < 0.5).astype(float) for bench in BENCH_DIM}
+    a = {k: v.copy() for k, v in b.items()}
+    better = rng.random(n) < 0.25
+    a["harmful_refusal"][better] = 1.0  # a refuses where b did not on about an eighth of the items
+    rows = {r["metric"]: r for r in paired(items("a", a), items("b", b), dims=["harmlessness"], n_boot=2000)}
+    r = rows["harmful_refusal"]
+    assert r["difference"] > 0.08 and r["ci_low"] > 0 and r["p_value"] < 0.01
+    assert verdict(r, "a", "b") == "a" and verdict({**r, "difference": -1, "ci_low": -0.2, "ci_high": -0.1}, "a", "b") == "b"
+    # mdd_80 = 2.80 x the paired standard error, sqrt(var(d)/n) for a mean of paired differences
+    d = a["harmful_refusal"] - b["harmful_refusal"]
+    assert r["mdd_80"] == pytest.approx(2.8016 * d.std(ddof=1) / np.sqrt(n), rel=0.12)
+    # pairing: the unpaired standard error is several times larger here
+    unpaired = np.sqrt(a["harmful_refusal"].var() / n + b["harmful_refusal"].var() / n)
+    assert r["mdd_80"] < 0.7 * 2.8 * unpaired
+
+
+def test_permutation_p_is_uniform_enough_under_the_null():
+    rng = np.random.default_rng(2)
+    ps = []
+    for k in range(60):
+        base = (rng.random(80) < 0.5).astype(float)
+        a, b = flips(base, 0.2, rng), flips(base, 0.2, rng)  # same model family, no difference in expectation
+        rows = paired(items("a", {"qa_mc": a}), items("b", {"qa_mc": b}), n_boot=200, n_perm=400, seed=k)
+        ps.append(rows[0]["p_value"])
+    assert 0.0 <= np.mean(np.array(ps) < 0.05) <= 0.12 and 0.35 < np.mean(ps) < 0.65
+
+
+def test_holm():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5] and holm([0.2, 0.9]) == pytest.approx([0.4, 0.9])
+
+
+def test_balance_is_over_the_chosen_dims_only():
+    good = np.ones(40)
+    bad = np.zeros(40)
+    a = items("a", {"qa_mc": good, "harmful_refusal": good, "halueval_verify": bad})
+    b = items("b", {"qa_mc": good * 0, "harmful_refusal": good, "halueval_verify": bad})
+    two = {r["metric"]: r for r in paired(a, b, dims=["harmlessness", "helpfulness"], n_boot=200, n_perm=200)}
+    assert two["balance"]["a_score"] == 1.0 and "halueval_verify" not in two
+    three = {r["metric"]: r for r in paired(a, b, n_boot=200, n_perm=200)}
+    assert three["balance"]["a_score"] == 0.0  # a zero dimension sinks a harmonic mean
+
+
+def write_arm(results: Path, arm: str, scores: dict[str, dict[str, np.ndarray]]) -> None:
+    """eval/ARM as `resm evaluate` writes it: a JSON and a JSONL per benchmark, and a summary."""
+    folder = results / "eval" / arm
+    folder.mkdir(parents=True)
+    dims = {}
+    for bench, by_split in scores.items():
+        lines = [{"id": f"{split}-{i}", "score": float(v), "split": split}
+                 for split, x in by_split.items() for i, v in enumerate(x)]
+        (folder / f"{bench}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        test = by_split["test"]
+        (folder / f"{bench}.json").write_text(json.dumps({"benchmark": bench, "dim": BENCH_DIM[bench],
+                                                          "score": float(test.mean())}))
+        dims.setdefault(BENCH_DIM[bench], []).append(float(test.mean()))
+    agg = {"score": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+    (folder / "summary.json").write_text(json.dumps({
+        "dims": {d: {"score": float(np.mean(v)), "ci_low": 0, "ci_high": 1} for d, v in dims.items()},
+        "mean_3h": agg, "balance": agg, "min_dim": agg, "truncated": 0, "timing": {"total_s": 1.0}}))
+
+
+@pytest.fixture()
+def grid(tmp_path):
+    """A base, experts (harmlessness moves, helpfulness does not), a mixture, and three merges whose
+    validation and test rankings disagree."""
+    rng = np.random.default_rng(3)
+    n_test, n_val = 300, 100
+    base = {b: {"test": (rng.random(n_test) < 0.5).astype(float), "val": (rng.random(n_val) < 0.5).astype(float)}
+            for b in BENCH_DIM}
+
+    def variant(changes: dict[str, tuple[float, float]]) -> dict:
+        """changes: bench -> (test shift, val shift) as a share of items set to 1."""
+        out = {}
+        for b, by_split in base.items():
+            out[b] = {}
+            for split, x in by_split.items():
+                y = x.copy()
+                shift = changes.get(b, (0.0, 0.0))[0 if split == "test" else 1]
+                y[rng.random(y.size) < shift] = 1.0
+                out[b][split] = y
+        return out
+
+    combo = "harmlessness+helpfulness"
+    arms = {"base": base, "expert/helpfulness": variant({}), "expert/honesty": variant({}),
+            "expert/harmlessness": variant({"harmful_refusal": (0.6, 0.6)}),
+            f"mix/uniform/{combo}": variant({"harmful_refusal": (0.3, 0.3)}),
+            f"merge/ties/{combo}/density-0.2": variant({"harmful_refusal": (0.9, 0.0)}),   # best on test only
+            f"merge/task_arithmetic/{combo}/scale-0.5": variant({"harmful_refusal": (0.3, 0.6)}),  # best on val
+            f"merge/task_arithmetic/{combo}/scale-1.0": variant({"harmful_refusal": (0.3, 0.3)})}
+    for arm, scores in arms.items():
+        write_arm(tmp_path, arm, scores)
+    return tmp_path, list(arms)
+
+
+def test_report_chooses_on_validation_and_compares_paired_on_test(grid, capsys):
+    results, arms = grid
+    summary = build_report(results, arms, results / "report")
+    report = results / "report"
+    selected = pd.read_csv(report / "selection.csv")
+    chosen = selected[selected["chosen"] & (selected["kind"] == "merge")]["arm"].tolist()
+    assert chosen == ["merge/task_arithmetic/harmlessness+helpfulness/scale-0.5"]  # not ties, the test winner
+    ties = selected.set_index("arm").loc["merge/ties/harmlessness+helpfulness/density-0.2"]
+    assert ties["test_balance"] > selected.set_index("arm").loc[chosen[0], "test_balance"]
+    table = pd.read_csv(report / "comparisons.csv")
+    for col in ("combo", "arm_a", "arm_b", "metric", "difference", "ci_low", "ci_high", "p_value", "p_adjusted",
+                "n_items", "verdict", "mdd_80"):
+        assert col in table.columns
+    assert set(table["comparison"]) == {"merge_vs_mix", "method_vs_mix", "expert_vs_base", "arm_vs_base"}
+    methods = table[table["comparison"] == "method_vs_mix"]
+    assert set(methods["arm_a"].str.split("/").str[1]) == {"ties", "task_arithmetic"}
+    assert (methods["p_adjusted"] >= methods["p_value"]).all()
+    # the helpfulness expert did not move: the headline verdict is not drawn, and the report says why
+    head = table[(table["comparison"] == "merge_vs_mix") & (table["metric"] == "balance")].iloc[0]
+    assert head["verdict"].startswith("not drawn") and "expert/helpfulness" in head["verdict"]
+    assert summary["moved"] == {"helpfulness": False, "honesty": False, "harmlessness": True}
+    collateral = table[table["metric"] == "collateral honesty"]
+    assert len(collateral) == 4  # every candidate's change on the dimension its combo leaves out
+    assert "can detect differences of" in (report / "power.txt").read_text()
+    assert (report / "forest.png").stat().st_size > 0
+    ranking = pd.read_csv(report / "ranking.csv")
+    assert ranking.iloc[0]["family"] == "task_arithmetic"  # ranked on validation
+
+
+def test_compare_cli(grid, capsys):
+    results, _ = grid
+    a, b = "expert/harmlessness", "base"
+    assert main(["compare", "--results", str(results), "--a", a, "--b", b, "--dims", "harmlessness",
+                 "--bootstrap", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "harmful_refusal" in out and "can detect differences of" in out
+    line = [x for x in out.splitlines() if x.startswith("balance")][0]
+    assert line.rstrip().endswith(a)  # a winner, named
+    assert main(["compare", "--results", str(results), "--a", a, "--b", a, "--bootstrap", "500"]) == 0
+    assert capsys.readouterr().out.count("inconclusive") == 4 + 3 + 1  # benchmarks, dims, balance
+    assert main(["compare", "--results", str(results), "--a", a, "--b", "expert/nope"]) == 2
+    assert "expert/nope" in capsys.readouterr().err

@@ -89,7 +89,12 @@ def test_tiny_grid_end_to_end(tiny_run):
     assert set(grid["kind"]) == {"base", "expert", "mixture", "merge"}
     assert grid[["helpfulness", "honesty", "harmlessness", "balance"]].notna().all().all()
     assert len(pd.read_csv(report / "merge_vs_mix.csv")) == 4
-    for plot in ("profile.png", "pareto.png", "conflicts.png", "resm_ranks.png"):
+    compared = pd.read_csv(report / "comparisons.csv")
+    head = compared[(compared["comparison"] == "merge_vs_mix") & (compared["metric"] == "balance")]
+    assert len(head) == 4 and head["mdd_80"].notna().all() and (head["n_items"] > 0).all()
+    selected = pd.read_csv(report / "selection.csv")
+    assert selected.groupby(["combo", "kind"])["chosen"].sum().eq(1).all()  # one pick per combo and kind
+    for plot in ("profile.png", "pareto.png", "conflicts.png", "resm_ranks.png", "forest.png"):
         assert (report / plot).stat().st_size > 1000, plot
     assert not list((work / "results").rglob(".*.tmp-*"))  # nothing half-written left behind
 

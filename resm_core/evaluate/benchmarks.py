@@ -55,7 +55,16 @@ def _test_rows(ctx, dim: str, sources: tuple[str, ...] | None = None) -> list[di
 
 
 def _mc_items(ctx, opts):
-    return [r for r in _test_rows(ctx, "helpfulness") if "options" in r.get("meta", {})]
+    """Option `sources`: the multiple-choice sources to ask (default: every one in the test split)."""
+    rows = [r for r in _test_rows(ctx, "helpfulness") if "options" in r.get("meta", {})]
+    wanted = opts.get("sources")
+    if wanted is None:
+        return rows
+    have = {r["source"] for r in rows}
+    if isinstance(wanted, str) or not set(wanted) <= have:
+        raise ConfigError(f"evaluation.benchmarks.qa_mc.sources: {wanted!r} must be a list drawn from the "
+                          f"multiple-choice sources of the test split ({', '.join(sorted(have))})")
+    return [r for r in rows if r["source"] in wanted]
 
 
 def _nq_items(ctx, opts):

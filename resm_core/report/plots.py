@@ -108,5 +108,6 @@ def resm_ranks(diagnostics: dict[str, pd.DataFrame], out: Path) -> None:
         ax.plot(per_layer.index, per_layer.values, marker=".", label=name)
     ax.set_xlabel("layer")
     ax.set_ylabel("kept rank (all matrices, all tasks)")
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
     _save(fig, out)
