@@ -28,8 +28,8 @@ STAGE_CODE = {
     "taskvec": ["taskvec", "checkpoint"],
     "merge": ["merge", "taskvec", "checkpoint"],
     "judges": ["judges", "data/sources.py", "data/refusals.py"],
-    "evaluate": ["evaluate", "judges", "generation.py"],
-    "report": ["report", "grid.py"],
+    "evaluate": ["evaluate", "judges", "generation.py", "data/schema.py", "data/splits.py"],
+    "report": ["report", "grid.py", "evaluate/scores.py", "data/schema.py"],
 }
 
 
