@@ -60,9 +60,9 @@ class TransformersBackend:
         for i, (h, _) in enumerate(pairs):
             groups.setdefault(tuple(h), []).append(i)
         shared = [idx for idx in groups.values() if len(idx) > 1]
-        last_token = [idx for idx in shared if _common_prefix([pairs[i][1] for i in idx]) is not None]
-        self._last_token(last_token, pairs, out, device)
-        rest = [idx for idx in shared if out[idx[0]] is None]
+        prefixes = [(idx, _common_prefix([pairs[i][1] for i in idx])) for idx in shared]
+        self._last_token([(idx, common) for idx, common in prefixes if common is not None], pairs, out, device)
+        rest = [idx for idx, common in prefixes if common is None]
         for idx in tqdm(rest, desc="scoring options", disable=not self.progress or not rest):
             for i, value in zip(idx, self._shared_prompt([pairs[i] for i in idx], device)):
                 out[i] = value
@@ -72,49 +72,41 @@ class TransformersBackend:
         for start in tqdm(range(0, len(order), batch), desc="scoring choices", disable=not self.progress):
             idx = order[start:start + batch]
             chunk = [pairs[i] for i in idx]
-            width = max(len(h) + len(t) for h, t in chunk)
             keep = max(len(t) for _, t in chunk) + 1
-            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, (h, t) in enumerate(chunk):
-                ids[row, width - len(h) - len(t):] = torch.tensor(h + t)
-                mask[row, width - len(h) - len(t):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+            ids, logits = self._left_padded([h + t for h, t in chunk], keep, device)
             logp = torch.log_softmax(logits[:, :-1], dim=-1)      # predictions for the last keep-1 tokens
-            target = ids[:, width - keep + 1:].to(device)
+            target = ids[:, ids.shape[1] - keep + 1:].to(device)
             token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             for row, (i, (h, t)) in enumerate(zip(idx, chunk)):
                 out[i] = (float(token_logp[row, keep - 1 - len(t):].sum()), len(t))
         return out
 
-    def _last_token(self, groups: list[list[int]], pairs, out: list, device) -> None:
-        """Options that differ only in their last token ("Yes"/"No", "The answer is A"/"... B"): one batched
-        forward over prompt + shared prefix per group gives every option's log-prob from the last position."""
-        if not groups:
-            return
-        tok = self.tokenizer
-        seqs = []
-        for idx in groups:
-            head = pairs[idx[0]][0]
-            common = _common_prefix([pairs[i][1] for i in idx])
-            seqs.append((idx, head + common, len(common)))
-        seqs.sort(key=lambda s: len(s[1]))
+    def _left_padded(self, seqs: list[list[int]], keep: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids, left-padded with explicit position ids so every sequence ends at the last position, and
+        the float logits of the last `keep` positions."""
+        width = max(len(seq) for seq in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(seqs):
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                            position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+        return ids, logits
+
+    def _last_token(self, groups: list[tuple[list[int], list[int]]], pairs, out: list, device) -> None:
+        """Options that differ only in their last token ("Yes"/"No", "The answer is A"/"... B"), given as
+        (indices, shared prefix): one batched forward over prompt + prefix per group gives every option's
+        log-prob from the last position."""
+        seqs = sorted(((idx, pairs[idx[0]][0] + common, len(common)) for idx, common in groups),
+                      key=lambda s: len(s[1]))
         batch = max(1, self.batch_size * 2)
-        for start in tqdm(range(0, len(seqs), batch), desc="scoring options", disable=not self.progress):
+        for start in tqdm(range(0, len(seqs), batch), desc="scoring options", disable=not self.progress or not seqs):
             chunk = seqs[start:start + batch]
-            width = max(len(ids) for _, ids, _ in chunk)
             keep = max(n for _, _, n in chunk) + 1
-            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, (_, seq, _) in enumerate(chunk):
-                ids[row, width - len(seq):] = torch.tensor(seq)
-                mask[row, width - len(seq):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                position_ids=positions.to(device), logits_to_keep=keep).logits.float()
-            logp = torch.log_softmax(logits, dim=-1).cpu()  # position j predicts token width - keep + j + 1
+            _, logits = self._left_padded([seq for _, seq, _ in chunk], keep, device)
+            logp = torch.log_softmax(logits, dim=-1).cpu()  # the last position predicts the option's last token
             for row, (idx, seq, n) in enumerate(chunk):
                 prefix = sum(float(logp[row, keep - 1 - n + j, seq[len(seq) - n + j]]) for j in range(n))
                 for i in idx:

@@ -173,14 +173,15 @@ def evaluate(req: EvalRequest) -> dict:
             boot = bootstrap(test, req.n_bootstrap, seed=req.seed + k)
             lo, hi = interval(boot)
             generated = [r for r in records if "response" in r]
+            wall = time.perf_counter() - t0
             result = {"schema_version": 1, "arm": req.arm, "benchmark": name, "dim": bench.dim, "metric": bench.metric,
                       "n": int(test.size), "score": float(test.mean()), "ci_low": lo, "ci_high": hi,
                       "ci_level": CI_LEVEL, "n_bootstrap": req.n_bootstrap,
                       "val": {"n": int(val.size), "score": float(val.mean()) if val.size else None},
                       "generations": len(ctx.new_generations) - before,
                       "truncated": sum(bool(r.get("truncated")) for r in generated), "model": str(req.model),
-                      "backend": req.backend, "seed": req.seed, "wall_time_s": round(time.perf_counter() - t0, 3),
-                      "items_per_s": round(len(records) / max(time.perf_counter() - t0, 1e-9), 3),
+                      "backend": req.backend, "seed": req.seed, "wall_time_s": round(wall, 3),
+                      "items_per_s": round(len(records) / max(wall, 1e-9), 3),
                       "options": {k2: str(v) for k2, v in opts.items()}}
             if val.size:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
@@ -238,10 +239,11 @@ def eval_items(pool: list[dict], n: int, n_val: int, keep_order: bool, salt: str
     sample for every arm, growing by adding items)."""
     ordered = pool if keep_order else take(pool, None, salt)
     out = {"test": [], "val": []}
+    wanted = {"test": n, "val": n_val}
     for row in ordered:
-        part = out[eval_split(row["prompt"])]
-        if len(part) < (n if part is out["test"] else n_val):
-            part.append({**row, "split": eval_split(row["prompt"])})
+        split = eval_split(row["prompt"])
+        if len(out[split]) < wanted[split]:
+            out[split].append({**row, "split": split})
     return out["val"] + out["test"]
 
 

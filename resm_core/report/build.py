@@ -14,7 +14,7 @@ from resm_core.errors import ConfigError
 from resm_core.judges import refusal
 from resm_core.report import plots
 from resm_core.report.comparisons import comparisons, power_line
-from resm_core.report.paired import load_items
+from resm_core.report.paired import load_splits
 from resm_core.report.selection import selection
 from resm_core.report.tables import grid, merge_vs_mix, ranking
 
@@ -24,13 +24,12 @@ def build_report(results: Path, arms: list[str], out: Path, force: bool = True, 
     which no single config file on disk need hold."""
     results = Path(results)
     table = grid(results, arms)
-    test = {arm: load_items(results, arm, "test") for arm in arms}
-    val = {}
-    for arm in arms:
-        try:
-            val[arm] = load_items(results, arm, "val")
-        except ConfigError:  # evaluated without validation items: selection names the arm if it needs it
-            continue
+    splits = {arm: load_splits(results, arm) for arm in arms}
+    missing = [arm for arm, s in splits.items() if "test" not in s]
+    if missing:
+        raise ConfigError(f"report: no test items for {', '.join(missing)}")
+    test = {arm: s["test"] for arm, s in splits.items()}
+    val = {arm: s["val"] for arm, s in splits.items() if "val" in s}  # selection names an arm it needs
     selected = selection(table, val, test)
     compared, moved = comparisons(selected, val, test, seed=seed)
     mvm = merge_vs_mix(compared, selected)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from resm_core.data.schema import DIMS
 from resm_core.report.paired import ArmItems, holm, paired, verdict
-from resm_core.report.selection import combo_dims
+from resm_core.grid import combo_dims
 
 COLUMNS = ["comparison", "combo", "split", "arm_a", "arm_b", "metric", "a_score", "b_score", "difference",
            "ci_low", "ci_high", "p_value", "p_adjusted", "n_items", "mdd_80", "verdict"]
@@ -51,9 +51,7 @@ def comparisons(selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str
         for split, items in (("val", val), ("test", test)):
             fam = [r for dim in DIMS if f"expert/{dim}" in items and "base" in items
                    for r in _rows("expert_vs_base", dim, split, items[f"expert/{dim}"], items["base"], [dim],
-                                  metrics={"balance"}, seed=seed)]
-            for r in fam:
-                r["metric"] = r["combo"]  # one dim: its balance is the dim's score
+                                  metrics={dim}, seed=seed)]
             _adjust(fam)
             families.append(fam)
             if split == "val":
@@ -91,7 +89,7 @@ def comparisons(selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str
             for other in [d for d in DIMS if d not in dims]:
                 if any(dim == other for dim, _ in test[cand["arm"]].benchmarks.values()):
                     rows = _rows("arm_vs_base", cand["combo"], "test", test[cand["arm"]], test["base"], [other],
-                                 metrics={"balance"}, seed=seed)
+                                 metrics={other}, seed=seed)
                     for r in rows:
                         r["metric"] = f"collateral {other}"
                     collateral += rows

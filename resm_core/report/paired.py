@@ -40,12 +40,13 @@ class ArmItems:
     benchmarks: dict[str, tuple[str, dict[str, float]]]
 
 
-def load_items(results: Path, arm: str, split: str = "test") -> ArmItems:
-    """Per-item scores from eval/ARM/*.jsonl; records without a split (older runs) count as test."""
+def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
+    """Per-item scores from eval/ARM/*.jsonl, read once, by split; records without a split (older runs)
+    count as test. A split with no items is absent."""
     folder = Path(results) / "eval" / arm
     if not (folder / "summary.json").is_file():
         raise ConfigError(f"{folder}: no summary.json; evaluate arm {arm!r} first")
-    benches: dict[str, tuple[str, dict[str, float]]] = {}
+    benches: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
     for result in sorted(folder.glob("*.json")):
         if result.name == "summary.json":
             continue
@@ -53,17 +54,20 @@ def load_items(results: Path, arm: str, split: str = "test") -> ArmItems:
         records = folder / f"{meta['benchmark']}.jsonl"
         if not records.is_file():
             raise ConfigError(f"{records}: missing; the per-item answers are the input of a paired comparison")
-        scores = {}
         with open(records, encoding="utf-8") as f:
             for line in f:
                 rec = json.loads(line)
-                if rec.get("split", "test") == split:
-                    scores[str(rec["id"])] = float(rec["score"])
-        if scores:
-            benches[meta["benchmark"]] = (meta["dim"], scores)
-    if not benches:
-        raise ConfigError(f"{folder}: no {split} items in any benchmark")
-    return ArmItems(arm, split, benches)
+                split = benches.setdefault(rec.get("split", "test"), {})
+                split.setdefault(meta["benchmark"], (meta["dim"], {}))[1][str(rec["id"])] = float(rec["score"])
+    return {split: ArmItems(arm, split, b) for split, b in benches.items()}
+
+
+def load_items(results: Path, arm: str, split: str = "test") -> ArmItems:
+    """One split of `load_splits`; a named error when the arm has no items there."""
+    splits = load_splits(results, arm)
+    if split not in splits:
+        raise ConfigError(f"{Path(results) / 'eval' / arm}: no {split} items in any benchmark")
+    return splits[split]
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError
+from resm_core.grid import combo_dims
 from resm_core.report.paired import ArmItems, point_scores
-
-
-def combo_dims(combo: str) -> list[str]:
-    return [d for d in combo.split("+") if d in DIMS]
 
 
 def selection(arms: pd.DataFrame, val: dict[str, ArmItems], test: dict[str, ArmItems]) -> pd.DataFrame:
