@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError, ResmError
 
 log = logging.getLogger("resm")
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
     cp.add_argument("--a", required=True, help="arm A, e.g. merge/ties/harmlessness+helpfulness/density-0.2")
     cp.add_argument("--b", required=True, help="arm B, e.g. mix/uniform/harmlessness+helpfulness")
-    cp.add_argument("--dims", nargs="+", help="dimensions of balance (default: every dim both arms have)")
+    cp.add_argument("--dims", nargs="+", choices=DIMS, help="dimensions of balance (default: every dim both arms have)")
     cp.add_argument("--split", default="test", choices=["test", "val"])
     cp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap and permutation draws")
     cp.add_argument("--seed", type=int, default=0)
