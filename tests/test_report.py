@@ -156,7 +156,8 @@ def test_report_chooses_on_validation_and_compares_paired_on_test(grid, capsys):
     assert (methods["p_adjusted"] >= methods["p_value"]).all()
     # the helpfulness expert did not move: the headline verdict is not drawn, and the report says why
     head = table[(table["comparison"] == "merge_vs_mix") & (table["metric"] == "balance")].iloc[0]
-    assert head["verdict"].startswith("not drawn") and "expert/helpfulness" in head["verdict"]
+    assert head["verdict"] == "not drawn: expert/helpfulness did not move its dimension"
+    assert methods["verdict"].str.startswith("not drawn").all()  # per method too: the same combo
     assert summary["moved"] == {"helpfulness": False, "honesty": False, "harmlessness": True}
     collateral = table[table["metric"] == "collateral honesty"]
     assert len(collateral) == 4  # every candidate's change on the dimension its combo leaves out

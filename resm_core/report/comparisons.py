@@ -7,7 +7,7 @@ correction where one question is asked several times:
   (Holm over the methods of a combo);
 - `expert_vs_base`: each expert vs the base on its own dimension, on validation and on test (Holm over
   the experts); an expert that does not beat the base on validation "did not move", and no merge-vs-mix
-  verdict is drawn for a combo that contains it;
+  verdict (chosen or per method) is drawn for a combo that contains it;
 - `arm_vs_base`: each merge and mixture vs the base, on the combo's balance and on each dimension outside
   the combo (collateral change, never folded into balance).
 """
@@ -75,10 +75,11 @@ def comparisons(selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str
         _adjust(fam)
         per_combo.append(fam)
     _adjust(headline)
-    for row in headline:
-        stuck = [d for d in combo_dims(row["combo"]) if moved and not moved.get(d, True)]
+    for row in headline + [r for fam in per_combo for r in fam]:  # every merge-vs-mix row of the combo
+        stuck = [f"expert/{d}" for d in combo_dims(row["combo"]) if moved and not moved.get(d, True)]
         if stuck:
-            row["verdict"] = f"not drawn: expert/{', expert/'.join(stuck)} did not move its dimension"
+            row["verdict"] = (f"not drawn: {', '.join(stuck)} did not move "
+                              f"{'its dimension' if len(stuck) == 1 else 'their dimensions'}")
     families += [headline, *per_combo]
     if "base" in test:
         balance, collateral = [], []
