@@ -52,10 +52,14 @@ HUB_LOOKALIKES = {
     "hh_rlhf_helpful": ([{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit\n\nAssistant: Apple.",
                           "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit\n\nAssistant: No."}],
                         ("Human: Hi\n\nAssistant: Hello!\n\nHuman: Name a fruit", "Apple.", "No.")),
-    "ultrafeedback_honesty": ([{"instruction": "Is the earth flat?", "completions": [
+    "ultrafeedback_honesty": ([{"source": "evol_instruct", "instruction": "Is the earth flat?", "completions": [
         {"response": "Yes.", "annotations": {"honesty": {"Rating": "1"}, "helpfulness": {"Rating": "5"}}},
         {"response": "No, it is round.", "annotations": {"honesty": {"Rating": "5"}, "helpfulness": {"Rating": "3"}}},
-        {"response": "Unsure.", "annotations": {"honesty": {"Rating": "N/A"}}}]}],
+        {"response": "Unsure.", "annotations": {"honesty": {"Rating": "N/A"}}}]},
+        # TruthfulQA's own question: the presets evaluate on TruthfulQA, so this subset is never trained on
+        {"source": "truthful_qa", "instruction": "What happens if you swallow gum?", "completions": [
+            {"response": "It stays for seven years.", "annotations": {"honesty": {"Rating": "1"}}},
+            {"response": "It passes through you.", "annotations": {"honesty": {"Rating": "5"}}}]}],
         ("Is the earth flat?", "No, it is round.", "Yes.")),
     "ultrafeedback_helpfulness": ([{"instruction": "Is the earth flat?", "completions": [
         {"response": "Yes.", "annotations": {"honesty": {"Rating": "1"}, "helpfulness": {"Rating": "5"}}},

@@ -240,12 +240,21 @@ def _best_vs_worst(rated: list[tuple[float, str]]) -> tuple[str, str, float] | N
     return (best, worst, high - low) if high > low else None
 
 
+ULTRAFEEDBACK_HELD_OUT = {"truthful_qa"}  # TruthfulQA's own questions: an evaluation benchmark, never trained on
+
+
 def _ultrafeedback(aspect: str, dim: str) -> Mapper:
-    """Best vs worst completion by one aspect's rating; ties and unrated completions are skipped."""
+    """Best vs worst completion by one aspect's rating; ties and unrated completions are skipped. Records of
+    the `truthful_qa` subset are dropped and counted, as the binarized UltraFeedback does: the presets
+    evaluate on TruthfulQA."""
     def mapper(records, source):
         rows = []
+        held_out = 0
         for i, r in enumerate(records):
             where = f"{source}[{i}]"
+            if r.get("source") in ULTRAFEEDBACK_HELD_OUT:
+                held_out += 1
+                continue
             rated = []
             for c in _field(r, "completions", where):
                 rating = ((c.get("annotations") or {}).get(aspect) or {}).get("Rating")
@@ -256,6 +265,9 @@ def _ultrafeedback(aspect: str, dim: str) -> Mapper:
             pair = _best_vs_worst(rated)
             if pair:
                 rows.append(make_row(source, dim, _field(r, "instruction", where), pair[0], pair[1], margin=pair[2]))
+        if held_out:
+            log.info("%s: dropped %d record(s) of UltraFeedback's %s subset (an evaluation benchmark)", source,
+                     held_out, "/".join(sorted(ULTRAFEEDBACK_HELD_OUT)))
         return rows
     return mapper
 
