@@ -51,6 +51,15 @@ def check_config(config: dict, source: str = "config") -> None:
             if opts and key in opts and opts[key] not in models:
                 raise ConfigError(f"{source}: evaluation.benchmarks.{name}.{key}: {opts[key]!r} is not a name in "
                                   f"evaluation.models ({', '.join(models) or 'none defined'})")
+    judge = (config.get("mixtures") or {}).get("judge") or ""
+    if judge.startswith("reward:"):
+        scorers = {name: opts["reward_model"] for name, opts in (config["evaluation"].get("benchmarks") or {}).items()
+                   if opts and "reward_model" in opts}
+        clash = [name for name, model in scorers.items() if models.get(model, model) == models.get(judge[7:], judge[7:])]
+        if clash:
+            raise ConfigError(f"{source}: mixtures.judge: {judge!r} is the model that scores "
+                              f"evaluation.benchmarks.{clash[0]}; a mixture weighted by the evaluator's own reward "
+                              f"model would be judged by it too: name a different model in evaluation.models")
     for combo in config["combos"]:
         dims = combo_dims(combo)
         if sorted(dims) != dims or len(set(dims)) != len(dims) or set(dims) - set(DIMS):

@@ -42,6 +42,13 @@ def test_every_config_validates_and_the_default_grid_has_every_arm():
     (lambda c: c.update(trainer={}), "Additional properties are not allowed \\('trainer' was unexpected\\)"),
     (lambda c: c["evaluation"]["benchmarks"].update(reward_helpfulness={"reward_model": "rm"}),
      r"evaluation\.benchmarks\.reward_helpfulness\.reward_model: 'rm' is not a name in evaluation\.models"),
+    (lambda c: c.update(mixtures={"strategies": ["reward_weighted"], "judge": "reward:rm"},
+                        evaluation={"models": {"rm": "org/rm"}, "benchmarks": {"reward_helpfulness": {"reward_model": "rm"}}}),
+     r"mixtures\.judge: 'reward:rm' is the model that scores evaluation\.benchmarks\.reward_helpfulness"),
+    (lambda c: c.update(mixtures={"strategies": ["reward_weighted"], "judge": "reward:a"},  # one model, two names
+                        evaluation={"models": {"a": "org/rm", "b": "org/rm"},
+                                    "benchmarks": {"reward_helpfulness": {"reward_model": "b"}}}),
+     r"mixtures\.judge: 'reward:a' is the model that scores"),
 ])
 def test_config_errors_name_the_key(edit, message):
     config = copy.deepcopy(load_config(REPO / "configs" / "tiny.yaml"))
@@ -57,7 +64,7 @@ def test_paper_dags_build_from_the_dry_run():
         assert counts["evaluate"] == len(arms(config))
         assert counts["train_mixture"] == 4 * 4 and counts["mix_data"] == 16
         assert counts["merge"] == sum(len(v) for v in config["merges"].values()) * 4
-        assert counts["download_judge_model"] == 2
+        assert counts["download_judge_model"] == 3  # helpfulness reward model, guard, and the mixtures' own judge
 
 
 def test_code_fingerprint_follows_the_stage_code(tmp_path):
