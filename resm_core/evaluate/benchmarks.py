@@ -54,17 +54,22 @@ def _test_rows(ctx, dim: str, sources: tuple[str, ...] | None = None) -> list[di
     return [r for r in rows if sources is None or r["source"] in sources]
 
 
-def _mc_items(ctx, opts):
-    """Option `sources`: the multiple-choice sources to ask (default: every one in the test split)."""
-    rows = [r for r in _test_rows(ctx, "helpfulness") if "options" in r.get("meta", {})]
-    wanted = opts.get("sources")
+def _chosen_sources(rows: list[dict], opts: dict, bench: str, default: tuple[str, ...] | None = None) -> list[dict]:
+    """The rows of the sources option `sources` names (default: `default`, or every source of the pool)."""
+    wanted = opts.get("sources", default)
     if wanted is None:
         return rows
     have = {r["source"] for r in rows}
-    if isinstance(wanted, str) or not set(wanted) <= have:
-        raise ConfigError(f"evaluation.benchmarks.qa_mc.sources: {wanted!r} must be a list drawn from the "
-                          f"multiple-choice sources of the test split ({', '.join(sorted(have))})")
+    if isinstance(wanted, str) or ("sources" in opts and not set(wanted) <= have):
+        raise ConfigError(f"evaluation.benchmarks.{bench}.sources: {wanted!r} must be a list drawn from the "
+                          f"sources of its test split ({', '.join(sorted(have))})")
     return [r for r in rows if r["source"] in wanted]
+
+
+def _mc_items(ctx, opts):
+    """Option `sources`: the multiple-choice sources to ask (default: every one in the test split)."""
+    return _chosen_sources([r for r in _test_rows(ctx, "helpfulness") if "options" in r.get("meta", {})], opts,
+                           "qa_mc")
 
 
 def _nq_items(ctx, opts):
@@ -85,8 +90,14 @@ def _truthfulqa_items(ctx, opts):
     return _test_rows(ctx, "honesty", ("truthfulqa",))
 
 
+HARMFUL_PROMPT_SOURCES = ("advbench", "donotanswer", "harmbench")
+
+
 def _harmful_items(ctx, opts):
-    return _test_rows(ctx, "harmlessness")
+    """Prompts of harmful-prompt benchmarks only (option `sources`): a preference dataset's dialogues (HH-RLHF,
+    PKU-SafeRLHF) in the harmlessness test split are not harmful requests one by one."""
+    return _chosen_sources(_test_rows(ctx, "harmlessness"), opts, "harmful_refusal/non_offensive/guard_harmlessness",
+                           HARMFUL_PROMPT_SOURCES)
 
 
 # ---------------------------------------------------------------- scoring
