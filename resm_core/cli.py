@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--max-test", type=int)
     db.add_argument("--salt", default="resm-3h-split-v1", help="split salt; changing it reshuffles every split")
     db.add_argument("--max-new-tokens", type=int, default=96, help="length of the base model's answers")
+    db.add_argument("--near-duplicate-cosine", type=float, default=0.85,
+                    help="drop training and validation rows whose MiniLM cosine to any test prompt reaches this "
+                         "(default 0.85; 1 turns the check off)")
     db.add_argument("--batch-size", type=int, default=8)
     db.add_argument("--device", default="auto")
     db.add_argument("--force", action="store_true")
@@ -383,7 +386,8 @@ def cmd_data(args) -> None:
                          base=args.base, val=args.val, test=args.test, max_train=args.max_train,
                          max_val=args.max_val, max_test=args.max_test, salt=args.salt,
                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=args.device,
-                         base_answers=not args.no_base_answers, force=args.force, progress=not args.quiet)
+                         base_answers=not args.no_base_answers, near_duplicate_cosine=args.near_duplicate_cosine,
+                         force=args.force, progress=not args.quiet)
         print(f"{args.dim}: {comp['sizes']} written to {args.out}" +
               (f" (dropped: {comp['dropped']})" if comp["dropped"] else ""))
         return

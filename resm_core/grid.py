@@ -22,7 +22,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 STAGE_CODE = {
     "assets": ["assets.py"],
     "base": ["assets.py", "base_models.py", "checkpoint"],
-    "data": ["data", "generation.py", "assets.py"],
+    "data": ["data", "generation.py", "assets.py", "judges/embedder.py"],
     "mix": ["data", "judges"],
     "train": ["train", "data/schema.py", "checkpoint"],
     "taskvec": ["taskvec", "checkpoint"],

@@ -15,6 +15,7 @@ from resm_core.assets import cache_root
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.data import sources as src
+from resm_core.data.near_duplicates import DEFAULT_COSINE, cosine_range, examples, without_near_duplicates
 from resm_core.data.refusals import looks_like_refusal
 from resm_core.data.schema import DIMS, SPLITS, text_key, write_jsonl
 from resm_core.data.splits import DEFAULT_SALT, check_fractions, split_of, take
@@ -38,7 +39,7 @@ def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path 
               val: float = 0.1, test: float = 0.1, max_train: int | None = None, max_val: int | None = None,
               max_test: int | None = None, salt: str = DEFAULT_SALT, max_new_tokens: int = 96,
               batch_size: int = 8, device: str = "auto", holdout: list | None = None, base_answers: bool = True,
-              force: bool = False, progress: bool = True) -> dict:
+              near_duplicate_cosine: float | None = DEFAULT_COSINE, force: bool = False, progress: bool = True) -> dict:
     if dim not in DIMS:
         raise DataError(f"dim: {dim!r} is not one of {', '.join(DIMS)}")
     if not source_specs:
@@ -76,10 +77,16 @@ def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path 
                 tally["dropped_in_benchmark"] += 1
                 continue
             splits[split].append(row)
-    for split, cap in (("train", max_train), ("val", max_val), ("test", max_test)):
+    near: dict[str, list[dict]] = {}
+    for split, cap in (("train", max_train), ("val", max_val)):
         before = len(splits[split])
-        splits[split] = take(splits[split], cap, salt)
-        counts[f"{split}_over_cap"] = before - len(splits[split])
+        splits[split], near[split] = without_near_duplicates(splits[split], splits["test"], cap, salt,
+                                                             near_duplicate_cosine, root)
+        counts[f"{split}_dropped_near_test"] = len(near[split])
+        counts[f"{split}_over_cap"] = before - len(splits[split]) - len(near[split])
+    before = len(splits["test"])
+    splits["test"] = take(splits["test"], max_test, salt)
+    counts["test_over_cap"] = before - len(splits["test"])
 
     # without base answers, those rows stay SFT-only (`rejected` null): enough for SFT, skipped by DPO
     answer_sources = {s.name for s in sources if s.needs_base_responses and base_answers}
@@ -118,6 +125,10 @@ def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path 
                    "sizes": {s: len(splits[s]) for s in SPLITS},
                    "sft_only_rows": {s: sum(r["rejected"] is None for r in splits[s]) for s in SPLITS},
                    "sources": {k: dict(v) for k, v in per_source.items()},
+                   "near_duplicates": {"cosine": near_duplicate_cosine, "embedder": "all-MiniLM-L6-v2",
+                                       "dropped": {s: len(v) for s, v in near.items()},
+                                       "cosine_range": cosine_range(near["train"] + near["val"]),
+                                       "closest": examples(near["train"] + near["val"])},
                    "dropped": {k: v for k, v in counts.items() if v}}
     with AtomicDirectory(out, force=force) as staging:
         for split in SPLITS:

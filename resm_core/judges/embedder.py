@@ -48,20 +48,25 @@ def _model(root: str | None):
     return tokenizer, model, max_length
 
 
-def embed(texts: list[str], root=None, batch_size: int = 32) -> np.ndarray:
-    """Unit-norm 384-d embeddings, so a dot product is a cosine similarity."""
+def embed(texts: list[str], root=None, batch_size: int = 32, max_length: int | None = None) -> np.ndarray:
+    """Unit-norm 384-d embeddings, so a dot product is a cosine similarity. Texts are batched in length
+    order (padding a short question to a long one costs a forward pass over pad tokens) and returned in the
+    order given. `max_length` truncates below the model's own limit where the opening is enough."""
     import torch
 
     if not texts:
         return np.zeros((0, DIM), dtype=np.float32)
-    tokenizer, model, max_length = _model(None if root is None else str(root))
-    out = []
+    tokenizer, model, model_max = _model(None if root is None else str(root))
+    limit = model_max if max_length is None else min(max_length, model_max)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=limit,
+                              return_tensors="pt")
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(mean, p=2, dim=1).numpy())
-    return np.concatenate(out).astype(np.float32)
+            out[idx] = torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
+    return out
