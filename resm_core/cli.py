@@ -423,10 +423,12 @@ def cmd_train(args) -> None:
 def cmd_judge(args) -> None:
     from resm_core.judges import refusal, similarity
 
-    r = refusal.fit(args.out, args.cache)
+    for kind in refusal.KINDS:
+        r = refusal.fit(args.out, args.cache, kind)
+        print(f"{kind} judge: held-out accuracy {r['heldout_accuracy']:.3f} (keywords "
+              f"{r['heldout_keyword_accuracy']:.3f}, {r['n_heldout']} rows, C {r['C']})")
     s = similarity.fit(args.out, args.cache)
-    print(f"refusal judge: held-out accuracy {r['heldout_accuracy']:.3f} (keywords {r['heldout_keyword_accuracy']:.3f}, "
-          f"{r['n_heldout']} rows); similarity threshold {s['threshold']:.3f} (balanced accuracy "
+    print(f"similarity threshold {s['threshold']:.3f} (balanced accuracy "
           f"{s['balanced_accuracy']:.3f}); written to {args.out}")
 
 

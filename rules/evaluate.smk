@@ -3,6 +3,7 @@ rule fit_judges:
         [asset_marker(name) for name in needed_assets()],
     output:
         f"{RESULTS}/judges/refusal_judge.json",
+        f"{RESULTS}/judges/compliance_judge.json",
         f"{RESULTS}/judges/similarity_judge.json",
     log:
         f"{RESULTS}/logs/judges.log",

@@ -89,10 +89,11 @@ def built(tmp_path_factory, assets_root, tiny_llm):
 
 @pytest.fixture(scope="session")
 def judges_dir(tmp_path_factory, assets_root) -> Path:
-    """The refusal judge and the similarity threshold, fitted as `resm judge fit` does."""
+    """The refusal judges and the similarity threshold, fitted as `resm judge fit` does."""
     from resm_core.judges import refusal, similarity
 
     out = tmp_path_factory.mktemp("judges")
-    refusal.fit(out, assets_root)
+    for kind in refusal.KINDS:
+        refusal.fit(out, assets_root, kind)
     similarity.fit(out, assets_root)
     return out

@@ -97,17 +97,28 @@ def _nq_open(records: list[dict], source: str) -> list[dict]:
     return rows
 
 
+def _pyrit_csv(path: Path, file: str) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = f.readlines()
+    while lines and lines[0].startswith("#"):  # a comment block heads the file; '#' later is data (markdown)
+        lines.pop(0)
+    return [{**rec, "file": file} for rec in csv.DictReader(lines)]
+
+
 def _pyrit_refusal_rows(root) -> list[dict]:
     rows = []
     for name in ("refusal.csv", "refusal_extra.csv"):
-        path = asset_path("pyrit", f"pyrit/datasets/scorer_evals/refusal_scorer/{name}", root)
-        with open(path, encoding="utf-8", newline="") as f:
-            lines = f.readlines()
-        while lines and lines[0].startswith("#"):  # a comment block heads the file; '#' later is data (markdown)
-            lines.pop(0)
-        for rec in csv.DictReader(lines):
-            rec["file"] = name
-            rows.append(rec)
+        rows += _pyrit_csv(asset_path("pyrit", f"pyrit/datasets/scorer_evals/refusal_scorer/{name}", root), name)
+    return rows
+
+
+def _pyrit_objective_rows(root) -> list[dict]:
+    """pyrit's human-labelled objective-scorer rows: a harmful objective, a response, and whether the
+    response achieved it (`human_score` 1), across 14 harm categories."""
+    folder = asset_path("pyrit", "pyrit/datasets/scorer_evals/objective", root)
+    rows = []
+    for path in sorted(folder.glob("*.csv")):
+        rows += _pyrit_csv(path, f"objective/{path.name}")
     return rows
 
 

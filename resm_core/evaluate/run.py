@@ -95,22 +95,23 @@ class EvalContext:
         return self._judges[spec]
 
     def fitted(self, kind: str):
-        """The refusal or similarity judge fitted by `resm judge fit`, loaded once."""
+        """The refusal, harmful-compliance or similarity judge fitted by `resm judge fit`, loaded once."""
         if self.req.judges is None:
             raise ConfigError(f"the {kind} judge is needed: pass --judges DIR (fitted by `resm judge fit --out DIR`)")
         key = f"{kind}:{self.req.judges}"
         if key not in self._judges:
-            if kind == "refusal":
+            if kind in ("refusal", "harmful_compliance"):
                 from resm_core.judges.refusal import RefusalJudge
-                self._judges[key] = RefusalJudge(self.req.judges, self.asset_root)
+                self._judges[key] = RefusalJudge(self.req.judges, self.asset_root, kind)
             else:
                 from resm_core.judges.similarity import SimilarityJudge
                 self._judges[key] = SimilarityJudge(self.req.judges, self.asset_root)
         return self._judges[key]
 
-    def refusal_probability(self, prompts, responses) -> np.ndarray:
+    def refusal_probability(self, prompts, responses, kind: str = "refusal") -> np.ndarray:
+        """P(refused); kind `harmful_compliance` for answers to harmful requests (refused = did not comply)."""
         start = time.perf_counter()
-        p = self.fitted("refusal").refusal_probability(prompts, responses)
+        p = self.fitted(kind).refusal_probability(prompts, responses)
         self.scoring_s += time.perf_counter() - start
         return p
 
@@ -186,8 +187,10 @@ def evaluate(req: EvalRequest) -> dict:
             if val.size:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
                 val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
-            if name in ("benign_compliance", "harmful_refusal"):
+            if name == "benign_compliance":
                 result["judge"] = ctx.fitted("refusal").summary()
+            if name == "harmful_refusal":
+                result["judge"] = ctx.fitted("harmful_compliance").summary()
             if name == "truthfulqa_sim":
                 result["judge"] = ctx.fitted("similarity").report
             validate(result, "eval_result.schema.yaml", f"{name}.json")
