@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH)
 	touch $@
 
-# The embedded default grid (config.yaml): SmolLM2-135M-Instruct, 3 experts, 4 mixtures, 20 merges, 28 arms
+# The embedded default grid (config.yaml): SmolLM2-135M-Instruct, 3 experts, 2 mixtures, 6 merges, 12 arms
 # evaluated, then the report. Rules run the `resm` of this venv.
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2

@@ -37,7 +37,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     resm = [args.python, "-m", "resm_core.cli", "-q"]
     judges = OUT / "judges"
-    if not (judges / "refusal_judge.json").is_file():
+    if not all((judges / f).is_file() for f in ("refusal_judge.json", "compliance_judge.json")):
         start = time.perf_counter()
         subprocess.run(resm + ["judge", "fit", "--out", str(judges)], check=True)
         print(f"judge fit: {time.perf_counter() - start:.1f} s")
