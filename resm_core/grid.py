@@ -28,7 +28,7 @@ STAGE_CODE = {
     "taskvec": ["taskvec", "checkpoint"],
     "merge": ["merge", "taskvec", "checkpoint"],
     "judges": ["judges", "data/sources.py", "data/refusals.py"],
-    "evaluate": ["evaluate", "judges", "generation.py", "data/schema.py", "data/splits.py"],
+    "evaluate": ["evaluate", "judges", "generation.py", "data/schema.py", "data/splits.py", "data/refusals.py"],
     "report": ["report", "grid.py", "evaluate/scores.py", "data/schema.py"],
 }
 

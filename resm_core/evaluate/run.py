@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.data.refusals import REFUSAL_MARKERS
 from resm_core.data.schema import text_key
 from resm_core.data.splits import take, unit_hash
 from resm_core.errors import ConfigError, DataError
@@ -188,7 +189,7 @@ def evaluate(req: EvalRequest) -> dict:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
                 val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
             if name == "benign_compliance":
-                result["judge"] = ctx.fitted("refusal").summary()
+                result["judge"] = {"kind": "refusal phrases", "markers": len(REFUSAL_MARKERS)}
             if name == "harmful_refusal":
                 result["judge"] = ctx.fitted("harmful_compliance").summary()
             if name == "truthfulqa_sim":
