@@ -67,6 +67,25 @@ def test_paper_dags_build_from_the_dry_run():
         assert counts["download_judge_model"] == 3  # helpfulness reward model, guard, and the mixtures' own judge
 
 
+def test_decisive_preset_is_the_default_grid_with_more_evaluation_items(tmp_path):
+    def merged(a: dict, b: dict) -> dict:  # as Snakemake deep-merges layered config files
+        out = copy.deepcopy(a)
+        for k, v in b.items():
+            out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = merged(default, yaml.safe_load((REPO / "configs" / "decisive.yaml").read_text()))
+    check_config(config)
+    assert arms(config) == arms(default) and config["results"] != default["results"]
+    for name, bench in default["evaluation"]["benchmarks"].items():
+        bigger = config["evaluation"]["benchmarks"][name]
+        assert bigger["n"] >= bench["n"] and bigger["n_val"] >= bench["n_val"]
+    layered = tmp_path / "decisive.yaml"
+    layered.write_text(yaml.safe_dump(config))
+    assert job_counts(REPO, layered)["evaluate"] == len(arms(config))
+
+
 def test_code_fingerprint_follows_the_stage_code(tmp_path):
     code = tmp_path / "resm_core"
     shutil.copytree(REPO / "resm_core", code, ignore=shutil.ignore_patterns("__pycache__"))
