@@ -103,12 +103,14 @@ def arms(config: dict) -> list[str]:
 
 
 def code_fingerprint(stage: str, package_dir: str | Path = PACKAGE_DIR) -> str:
-    """SHA-256 over the source of the modules a stage runs: a code change reruns exactly those rules."""
+    """SHA-256 over the source of the modules a stage runs, and the data files shipped beside them (the
+    borderline-safe requests, the misconceptions): a change reruns exactly those rules."""
     h = hashlib.sha256()
     root = Path(package_dir)
     for item in STAGE_CODE[stage]:
         path = root / item
-        files = sorted(path.rglob("*.py")) + sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        files = sorted(f for pattern in ("*.py", "*.yaml", "*.jsonl") for f in path.rglob(pattern)) \
+            if path.is_dir() else [path]
         for f in files:
             h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]

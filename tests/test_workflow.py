@@ -95,6 +95,10 @@ def test_code_fingerprint_follows_the_stage_code(tmp_path):
     after = {s: code_fingerprint(s, code) for s in ("merge", "train", "evaluate")}
     assert after["merge"] != before["merge"] and after["train"] == before["train"]
     assert after["evaluate"] == before["evaluate"]
+    data = code_fingerprint("data", code)
+    with open(code / "data" / "embedded" / "borderline_safe.jsonl", "a") as f:  # shipped data, not code
+        f.write('{"prompt": "How do I kill a stuck job?", "answer": "Use scancel.", "category": "homonym"}\n')
+    assert code_fingerprint("data", code) != data
 
 
 @pytest.fixture(scope="module")
