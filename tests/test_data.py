@@ -281,8 +281,9 @@ def test_built_training_rows_are_no_paraphrase_of_a_test_prompt(built, assets_ro
         near = comp["near_duplicates"]
         assert near["cosine"] == 0.85 and set(near["dropped"]) == {"train", "val"}
         assert comp["dropped"].get("train_dropped_near_test", 0) == near["dropped"]["train"]
-        test = embed([r["prompt"] for r in read_rows(built[dim] / "test.jsonl")], assets_root, max_length=64)
-        for split in ("train", "val"):
-            rows = read_rows(built[dim] / f"{split}.jsonl")
-            sims = embed([r["prompt"] for r in rows], assets_root, max_length=64) @ test.T
-            assert sims.max() < 0.85, (dim, split)
+    # harmlessness is where the paraphrases are (AdvBench rewords its requests): checked row by row
+    test = embed([r["prompt"] for r in read_rows(built["harmlessness"] / "test.jsonl")], assets_root, max_length=64)
+    for split in ("train", "val"):
+        rows = read_rows(built["harmlessness"] / f"{split}.jsonl")
+        sims = embed([r["prompt"] for r in rows], assets_root, max_length=64) @ test.T
+        assert sims.max() < 0.85, split
