@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from resm_core.data.near_duplicates import DEFAULT_COSINE
 from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError, ResmError
 
@@ -159,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--max-test", type=int)
     db.add_argument("--salt", default="resm-3h-split-v1", help="split salt; changing it reshuffles every split")
     db.add_argument("--max-new-tokens", type=int, default=96, help="length of the base model's answers")
-    db.add_argument("--near-duplicate-cosine", type=float, default=0.85,
+    db.add_argument("--near-duplicate-cosine", type=float, default=DEFAULT_COSINE,
                     help="drop training and validation rows whose MiniLM cosine to any test prompt reaches this "
-                         "(default 0.85; 1 turns the check off)")
+                         f"(default {DEFAULT_COSINE}; 1 turns the check off)")
     db.add_argument("--batch-size", type=int, default=8)
     db.add_argument("--device", default="auto")
     db.add_argument("--force", action="store_true")
