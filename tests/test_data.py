@@ -17,7 +17,7 @@ from resm_core.data.splits import split_of
 from resm_core.errors import DataError
 
 EXPECTED_ROWS = {"nq_open": 3569, "mmlu": 2850, "commonsense_qa": 1220, "openbookqa": 500, "benign_requests": 60,
-                 "borderline_safe": 48, "halueval_qa": 10000, "truthfulqa": 817, "advbench": 520, "donotanswer": 939, "harmbench": 200}
+                 "borderline_safe": 48, "truthfulqa_misconceptions": 48, "halueval_qa": 10000, "truthfulqa": 817, "advbench": 520, "donotanswer": 939, "harmbench": 200}
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -153,6 +153,12 @@ def test_no_evaluation_item_or_near_duplicate_reaches_training(built, assets_roo
             assert rows and not ({normalise(r["prompt"]) for r in rows} & held_out), (dim, split)
     comp = json.loads((built["harmlessness"] / "composition.json").read_text())
     assert comp["sources"]["harmbench"] == {"test": 200}
+    # written eval-only items claim their prompts first, even where a training source repeats them
+    honesty = json.loads((built["honesty"] / "composition.json").read_text())
+    assert honesty["sources"]["truthfulqa_misconceptions"] == {"test": 48}
+    assert honesty["sources"]["truthfulqa"]["dropped_duplicate"] == 48
+    helpful = json.loads((built["helpfulness"] / "composition.json").read_text())
+    assert helpful["sources"]["borderline_safe"] == {"test": 48}
     mixed = tmp_path / "mix"
     mix("uniform", built, mixed, budget=300)  # mixtures draw from training splits only
     for split in ("train", "val"):

@@ -48,7 +48,9 @@ def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path 
     recorder = ManifestRecorder({"base": base} if base else {})
     counts: Counter = Counter()
     per_source: dict[str, Counter] = {}
-    sources = [src.resolve(s, dim) for s in source_specs]
+    # eval-only sources first: a benchmark's item claims its prompt before a training source that repeats
+    # it (the repeat is then a duplicate), whatever order the sources are listed in
+    sources = sorted((src.resolve(s, dim) for s in source_specs), key=lambda s: not s.eval_only)
     for s in sources:
         if s.dim != dim:
             raise DataError(f"source {s.name} holds {s.dim} data; it cannot build the {dim} dataset")
