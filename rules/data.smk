@@ -21,7 +21,14 @@ rule build_data:
         sources=lambda wc: source_args(wc.dim),
         caps=" ".join(
             f"--{k.replace('_', '-')} {DATA[k]}"
-            for k in ("max_train", "max_val", "val", "test", "max_new_tokens", "near_duplicate_cosine")
+            for k in (
+                "max_train",
+                "max_val",
+                "val",
+                "test",
+                "max_new_tokens",
+                "near_duplicate_cosine",
+            )
             if k in DATA
         ),
         answers="" if DATA.get("base_answers", False) else "--no-base-answers",

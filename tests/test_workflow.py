@@ -22,9 +22,24 @@ def test_lint_and_format():
     run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"])
 
 
+def merged(a: dict, b: dict) -> dict:
+    """Config b layered on a, as Snakemake deep-merges the config files it is given."""
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+LAYERS = {"decisive.yaml"}  # presets layered on config.yaml, not whole configs
+
+
 def test_every_config_validates_and_the_default_grid_has_every_arm():
     for path in [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
-        config = load_config(path)
+        if path.name in LAYERS:
+            config = merged(yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load(path.read_text()))
+            check_config(config)
+        else:
+            config = load_config(path)
         assert len(arms(config)) >= 12, path
     default = load_config(REPO / "config.yaml")
     assert len(arms(default)) == 1 + 3 + 2 * (1 + 3)  # base, experts; per combo a uniform mixture and 3 merges
@@ -68,12 +83,6 @@ def test_paper_dags_build_from_the_dry_run():
 
 
 def test_decisive_preset_is_the_default_grid_with_more_evaluation_items(tmp_path):
-    def merged(a: dict, b: dict) -> dict:  # as Snakemake deep-merges layered config files
-        out = copy.deepcopy(a)
-        for k, v in b.items():
-            out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
     default = yaml.safe_load((REPO / "config.yaml").read_text())
     config = merged(default, yaml.safe_load((REPO / "configs" / "decisive.yaml").read_text()))
     check_config(config)
