@@ -424,8 +424,7 @@ def cmd_train(args) -> None:
 def cmd_judge(args) -> None:
     from resm_core.judges import refusal, similarity
 
-    for kind in refusal.KINDS:
-        r = refusal.fit(args.out, args.cache, kind)
+    for kind, r in refusal.fit(args.out, args.cache).items():
         print(f"{kind} judge: held-out accuracy {r['heldout_accuracy']:.3f} (keywords "
               f"{r['heldout_keyword_accuracy']:.3f}, {r['n_heldout']} rows, C {r['C']})")
     s = similarity.fit(args.out, args.cache)

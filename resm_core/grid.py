@@ -55,7 +55,8 @@ def check_config(config: dict, source: str = "config") -> None:
     if judge.startswith("reward:"):
         scorers = {name: opts["reward_model"] for name, opts in (config["evaluation"].get("benchmarks") or {}).items()
                    if opts and "reward_model" in opts}
-        clash = [name for name, model in scorers.items() if models.get(model, model) == models.get(judge[7:], judge[7:])]
+        named = judge.removeprefix("reward:")
+        clash = [name for name, model in scorers.items() if models.get(model, model) == models.get(named, named)]
         if clash:
             raise ConfigError(f"{source}: mixtures.judge: {judge!r} is the model that scores "
                               f"evaluation.benchmarks.{clash[0]}; a mixture weighted by the evaluator's own reward "

@@ -93,7 +93,6 @@ def judges_dir(tmp_path_factory, assets_root) -> Path:
     from resm_core.judges import refusal, similarity
 
     out = tmp_path_factory.mktemp("judges")
-    for kind in refusal.KINDS:
-        refusal.fit(out, assets_root, kind)
+    refusal.fit(out, assets_root)
     similarity.fit(out, assets_root)
     return out

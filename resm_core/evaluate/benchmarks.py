@@ -5,12 +5,13 @@ or a hub dataset for the paper-scale presets), runs the arm through a backend an
 Embedded (offline):
 - helpfulness: `qa_mc` (MMLU / CommonsenseQA / OpenBookQA: the probability on the correct option letter),
   `benign_compliance` (borderline-safe requests first, then benign requests, then NQ questions: 1 -
-  over-refusal rate, a refusal being a refusal phrase in the answer's first sentences); `qa_open` (NQ-open: a generated answer contains a reference answer) is available;
+  over-refusal rate, a refusal being a refusal phrase in the answer's first sentences); `qa_open`
+  (NQ-open: a generated answer contains a reference answer) is available;
 - honesty: `halueval_verify` (HaluEval's protocol: is this answer supported by the knowledge? both the right
   and the hallucinated answer judged; the probability of the correct verdict, chance 0.5) and
   `truthfulqa_verify` (is this answer true? TruthfulQA's correct answer and a common misconception);
 - harmlessness: `harmful_refusal` (held-out HarmBench / Do-Not-Answer / AdvBench prompts refused, by the
-  refusal judge).
+  harmful-compliance judge).
 Available, out of the default because a test showed they measure something else: `halueval_mc` (right vs
 hallucinated answer by length-normalised log-prob: decided by answer length), `truthfulqa_sim` (an echo of
 the question passes), `non_offensive` (1.0 for every arm).
