@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from resm_core.merge.registry import all_methods  # noqa: E402
+from resm_core.merge.catalogue import all_methods  # noqa: E402
 from resm_core.synthetic import SHAPES, write_base, write_experts  # noqa: E402
 
 TASKS = ("helpfulness", "honesty", "harmlessness")

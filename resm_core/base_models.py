@@ -16,6 +16,7 @@ import torch
 from resm_core.assets import asset_path
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.devices import resolve_dtype
 from resm_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,6 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
-
-
-def _dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ConfigError(f"dtype: {name!r} is not one of {', '.join(DTYPES)}")
-    return DTYPES[name]
-
 
 def prepare_gguf_base(name: str, out: Path, root: str | Path | None = None, dtype: str = "bfloat16",
                       force: bool = False) -> Path:
@@ -61,7 +53,7 @@ def prepare_gguf_base(name: str, out: Path, root: str | Path | None = None, dtyp
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = dtype
-    model = AutoModelForCausalLM.from_config(config, dtype=_dtype(dtype))
+    model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype))
     missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
@@ -99,6 +91,25 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
+def tokenizer_corpus(paths: list[Path] | None, cache: str | None = None) -> list[str]:
+    """Texts to train the tiny tokenizer on: JSONL rows or text files, else the embedded 3H sources."""
+    from resm_core.data import sources as src
+    from resm_core.data.schema import read_jsonl
+
+    texts: list[str] = []
+    if paths:
+        for path in paths:
+            if path.suffix == ".jsonl":
+                texts += [" ".join(str(r.get(k) or "") for k in ("prompt", "chosen", "rejected", "response"))
+                          for r in read_jsonl(path)]
+            else:
+                texts += path.read_text(encoding="utf-8").splitlines()
+        return [t for t in texts if t.strip()]
+    for source in src.PACKAGED.values():
+        texts += [f"{r['prompt']} {r['chosen']}" for r in src.load(source, cache)]
+    return texts
+
+
 def tiny_base(out: Path, texts: list[str], seed: int = 0, vocab_size: int = 512, hidden: int = 64,
               layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
               dtype: str = "bfloat16", force: bool = False) -> Path:
@@ -114,7 +125,7 @@ def tiny_base(out: Path, texts: list[str], seed: int = 0, vocab_size: int = 512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, dtype=dtype)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(_dtype(dtype))
+    model = LlamaForCausalLM(config).to(resolve_dtype(dtype))
     model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
                                                pad_token_id=config.pad_token_id)
     with AtomicDirectory(out, force=force) as staging:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from resm_core.checkpoint.reader import CheckpointReader
+from resm_core.merge.catalogue import all_methods
 from resm_core.merge.engine import MergeRequest, merge
-from resm_core.merge.registry import all_methods
 from resm_core.synthetic import SHAPES, write_base, write_experts
 
 log = logging.getLogger(__name__)

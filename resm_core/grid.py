@@ -1,5 +1,4 @@
-"""The merge-vs-mix grid as data: which arms a config asks for, how their cells are named on disk, and a
-fingerprint of the library code each stage uses (Snakemake's rerun triggers cannot see imported Python).
+"""The merge-vs-mix grid as data: which arms a config asks for and how their cells are named on disk.
 
 Names that become paths are strings built one way only, so one cell has one name: a combo is its sorted
 dims joined by `+`; a hyperparameter set is its sorted `key-value` pairs joined by `_` ("default" when empty).
@@ -7,7 +6,7 @@ dims joined by `+`; a hyperparameter set is its sorted `key-value` pairs joined 
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -15,22 +14,6 @@ import yaml
 from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError
 from resm_core.validation import validate
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-# resm_core subpackages and modules each stage runs (its fingerprint changes when any of them does)
-STAGE_CODE = {
-    "assets": ["assets.py"],
-    "base": ["assets.py", "base_models.py", "checkpoint"],
-    "data": ["data", "generation.py", "assets.py", "judges/embedder.py"],
-    "mix": ["data", "judges"],
-    "train": ["train", "data/schema.py", "checkpoint"],
-    "taskvec": ["taskvec", "checkpoint"],
-    "merge": ["merge", "taskvec", "checkpoint"],
-    "judges": ["judges", "data/sources.py", "data/refusals.py"],
-    "evaluate": ["evaluate", "judges", "generation.py", "data/schema.py", "data/splits.py", "data/refusals.py"],
-    "report": ["report", "grid.py", "evaluate/scores.py", "data/schema.py"],
-}
 
 
 def load_config(path: str | Path) -> dict:
@@ -95,23 +78,58 @@ def merge_params(config: dict, method: str, hp: str) -> dict:
     raise ConfigError(f"merges.{method}: no hyperparameter set is named {hp!r}")
 
 
-def arms(config: dict) -> list[str]:
-    """Every model to evaluate, as its path under models/ and eval/."""
-    out = ["base"] + [f"expert/{d}" for d in DIMS]
-    out += [f"mix/{s}/{c}" for s in config["mixtures"]["strategies"] for c in config["combos"]]
-    out += [f"merge/{m}/{c}/{h}" for m, c, h, _ in merge_cells(config)]
+@dataclass(frozen=True)
+class Arm:
+    """One model of the grid. Its path (the directory under models/ and eval/, and the name reports print)
+    is built by `path` and read by `parse`, nowhere else."""
+
+    kind: str  # base | expert | mixture | merge
+    dim: str = ""  # expert: its dimension
+    family: str = ""  # mixture: the strategy; merge: the method
+    combo: str = ""  # mixture, merge
+    variant: str = ""  # merge: the hyperparameter set's name (hp_name)
+
+    @classmethod
+    def expert(cls, dim: str) -> Arm:
+        return cls("expert", dim=dim)
+
+    @property
+    def path(self) -> str:
+        if self.kind == "base":
+            return "base"
+        if self.kind == "expert":
+            return f"expert/{self.dim}"
+        if self.kind == "mixture":
+            return f"mix/{self.family}/{self.combo}"
+        return f"merge/{self.family}/{self.combo}/{self.variant}"
+
+    @classmethod
+    def parse(cls, path: str) -> Arm:
+        parts = path.split("/")
+        shapes = {("base", 1): lambda: cls("base"), ("expert", 2): lambda: cls("expert", dim=parts[1]),
+                  ("mix", 3): lambda: cls("mixture", family=parts[1], combo=parts[2]),
+                  ("merge", 4): lambda: cls("merge", family=parts[1], combo=parts[2], variant=parts[3])}
+        make = shapes.get((parts[0], len(parts)))
+        if make is None:
+            raise ConfigError(f"arm {path!r}: expected base, expert/DIM, mix/STRATEGY/COMBO or "
+                              f"merge/METHOD/COMBO/HP")
+        return make()
+
+    def describe(self) -> dict[str, str]:
+        """The grid table's columns: an expert's combo is its dimension, its family `expert`."""
+        if self.kind in ("base", "expert"):
+            return {"kind": self.kind, "combo": self.dim, "family": self.kind, "variant": ""}
+        return {"kind": self.kind, "combo": self.combo, "family": self.family, "variant": self.variant}
+
+
+def grid_arms(config: dict) -> list[Arm]:
+    """Every model the config asks to evaluate."""
+    out = [Arm("base")] + [Arm.expert(d) for d in DIMS]
+    out += [Arm("mixture", family=s, combo=c) for s in config["mixtures"]["strategies"] for c in config["combos"]]
+    out += [Arm("merge", family=m, combo=c, variant=h) for m, c, h, _ in merge_cells(config)]
     return out
 
 
-def code_fingerprint(stage: str, package_dir: str | Path = PACKAGE_DIR) -> str:
-    """SHA-256 over the source of the modules a stage runs, and the data files shipped beside them (the
-    borderline-safe requests, the misconceptions): a change reruns exactly those rules."""
-    h = hashlib.sha256()
-    root = Path(package_dir)
-    for item in STAGE_CODE[stage]:
-        path = root / item
-        files = sorted(f for pattern in ("*.py", "*.yaml", "*.jsonl") for f in path.rglob(pattern)) \
-            if path.is_dir() else [path]
-        for f in files:
-            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
+def arms(config: dict) -> list[str]:
+    """Every model to evaluate, as its path under models/ and eval/."""
+    return [arm.path for arm in grid_arms(config)]

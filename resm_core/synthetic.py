@@ -7,10 +7,9 @@ task (plus a shared one, so tasks partly agree), sparse large outliers, and smal
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import zlib
 
 import torch
 

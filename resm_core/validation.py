@@ -1,8 +1,15 @@
-"""JSON Schema (draft 2020-12) validation against the schemas shipped in resm_core/schemas: merge recipes,
-evaluation outputs, and (next) the workflow config. Errors name the offending key path."""
+"""JSON Schema (draft 2020-12) validation against the schemas shipped in resm_core/schemas: the workflow
+config, merge recipes and evaluation outputs. Errors name the offending key path.
+
+A schema node with `x-options: module:Class` gets its properties from that stage's request dataclass (the one
+declaration of each option, resm_core/options.py); properties written beside it add what a dataclass cannot
+say (nested structure) and win.
+"""
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -10,11 +17,31 @@ import jsonschema
 import yaml
 
 from resm_core.errors import ConfigError
+from resm_core.options import config_schema
 
 
+def request_class(path: str) -> type:
+    """`module:Class`, as an `x-options` node names it."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _expand(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {k: _expand(v) for k, v in node.items()}
+        stage = node.pop("x-options", None)
+        if stage is not None:
+            node["properties"] = {**config_schema(request_class(stage)), **node.get("properties", {})}
+        return node
+    if isinstance(node, list):
+        return [_expand(v) for v in node]
+    return node
+
+
+@cache
 def load_schema(name: str) -> dict:
     text = resources.files("resm_core.schemas").joinpath(name).read_text()
-    return yaml.safe_load(text)
+    return _expand(yaml.safe_load(text))
 
 
 def validate(data: Any, schema_name: str, source: str) -> None:

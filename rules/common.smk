@@ -1,17 +1,24 @@
 # Config validation, grid helpers and wildcard constraints shared by every rule.
+import json
 import os
+import shlex
 from pathlib import Path
 
 from resm_core.assets import asset_dir
+from resm_core.data.request import BuildRequest, MixRequest
 from resm_core.data.schema import DIMS
+from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
     arms,
     check_config,
-    code_fingerprint,
     combo_dims,
     merge_cells,
     merge_params,
 )
+from resm_core.merge.request import MergeRequest
+from resm_core.options import config_flags, to_flags
+from resm_core.stage_code import code_fingerprint
+from resm_core.train.request import TrainRequest
 
 check_config(config, "config")  # before any job: errors name the key
 
@@ -77,14 +84,8 @@ def base_command():
 
 
 def source_args(dim):
-    import json
-
     sources = config.get("dims", {}).get(dim, {}).get("sources")
-    if not sources:
-        return ""
-    return " ".join(
-        f"--source {s if isinstance(s, str) else json.dumps(s)!r}" for s in sources
-    )
+    return to_flags(BuildRequest, {"sources": sources}) if sources else ""
 
 
 def model_dir(arm):
@@ -95,16 +96,21 @@ def mix_judge():
     """(judge spec for `resm data mix`, files it needs): keywords | refusal | reward:NAME (evaluation.models)."""
     spec = MIX.get("judge")
     if not spec:
-        return "", []
+        return None, []
     if spec == "refusal":
-        return f"--judge refusal:{RESULTS}/judges", [
-            f"{RESULTS}/judges/refusal_judge.json"
-        ]
+        return f"refusal:{RESULTS}/judges", [f"{RESULTS}/judges/refusal_judge.json"]
     if spec.startswith("reward:") and spec[7:] in EVAL.get("models", {}):
-        return f"--judge reward:{judge_model_dir(spec[7:])}", [
-            judge_model_dir(spec[7:])
-        ]
-    return f"--judge {spec}", []
+        return f"reward:{judge_model_dir(spec[7:])}", [judge_model_dir(spec[7:])]
+    return spec, []
+
+
+def mix_args(strategy, combo):
+    ratios = None
+    if strategy == "ratio":
+        ratios = {d: MIX["ratios"][d] for d in combo_dims(combo)}
+    return config_flags(
+        MixRequest, MIX, ratios=ratios, judge=mix_judge()[0], seed=TRAIN.get("seed", 0)
+    )
 
 
 def judge_model_dir(name):
@@ -117,8 +123,6 @@ def eval_models():
 
 
 def eval_args():
-    import json
-
     benches = {}
     for name, opts in (EVAL.get("benchmarks") or {}).items():
         opts = dict(opts or {})
@@ -126,37 +130,21 @@ def eval_args():
             if key in opts:
                 opts[key] = judge_model_dir(opts[key])
         benches[name] = opts
-    parts = [f"--options '{json.dumps(benches)}'"] if benches else []
-    for key, flag in (
-        ("backend", "--backend"),
-        ("max_new_tokens", "--max-new-tokens"),
-        ("batch_size", "--batch-size"),
-        ("n_bootstrap", "--bootstrap"),
-    ):
-        if key in EVAL:
-            parts.append(f"{flag} {EVAL[key]}")
-    return " ".join(parts)
+    options = shlex.join(["--options", json.dumps(benches)]) if benches else ""
+    return f"{options} {config_flags(EvalRequest, EVAL)}".strip()
 
 
 def train_args(steps):
-    t = TRAIN
-    parts = [
-        f"--objective {t['objective']} --adapter {t['adapter']} --steps {steps}",
-        f"--seed {t.get('seed', 0)}",
-    ]
-    for key, flag in (
-        ("learning_rate", "--lr"),
-        ("batch_size", "--batch-size"),
-        ("grad_accum", "--grad-accum"),
-        ("max_length", "--max-length"),
-        ("beta", "--beta"),
-        ("lora_r", "--lora-r"),
-        ("lora_alpha", "--lora-alpha"),
-        ("save_dtype", "--save-dtype"),
-        ("save_steps", "--save-steps"),
-    ):
-        if key in t:
-            parts.append(f"{flag} {t[key]}")
-    if config["base"].get("architecture"):
-        parts.append(f"--arch {config['base']['architecture']}")
-    return " ".join(parts)
+    return config_flags(
+        TrainRequest,
+        TRAIN,
+        steps=steps,
+        architecture=config["base"].get("architecture"),
+    )
+
+
+def merge_args(method, hp):
+    return to_flags(
+        MergeRequest,
+        {"params": merge_params(config, method, hp), "seed": TRAIN.get("seed", 0)},
+    )

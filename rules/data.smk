@@ -19,23 +19,11 @@ rule build_data:
     params:
         out=f"{RESULTS}/data/{{dim}}",
         sources=lambda wc: source_args(wc.dim),
-        caps=" ".join(
-            f"--{k.replace('_', '-')} {DATA[k]}"
-            for k in (
-                "max_train",
-                "max_val",
-                "val",
-                "test",
-                "max_new_tokens",
-                "near_duplicate_cosine",
-            )
-            if k in DATA
-        ),
-        answers="" if DATA.get("base_answers", False) else "--no-base-answers",
+        options=config_flags(BuildRequest, DATA),
         cache=lambda wc, input: os.path.dirname(os.path.dirname(input.assets[0])),
         code=code("data"),
     shell:
-        "resm -q data build --dim {wildcards.dim} {params.sources} {params.caps} {params.answers} "
+        "resm -q data build --dim {wildcards.dim} {params.sources} {params.options} "
         "--base {input.base} --cache {params.cache} --out {params.out} --force > {log} 2>&1"
 
 
@@ -62,20 +50,8 @@ rule mix_data:
         inputs=lambda wc: " ".join(
             f"{d}={RESULTS}/data/{d}" for d in combo_dims(wc.combo)
         ),
-        options=lambda wc: " ".join(
-            [mix_judge()[0]]
-            + (
-                [
-                    "--ratios "
-                    + ",".join(f"{d}={MIX['ratios'][d]}" for d in combo_dims(wc.combo))
-                ]
-                if wc.strategy == "ratio"
-                else []
-            )
-            + [f"--{k} {MIX[k]}" for k in ("temperature", "margin") if k in MIX]
-        ),
-        seed=TRAIN.get("seed", 0),
+        options=lambda wc: mix_args(wc.strategy, wc.combo),
         code=code("mix"),
     shell:
         "resm -q data mix --strategy {wildcards.strategy} --inputs {params.inputs} {params.options} "
-        "--seed {params.seed} --out {params.out} --force > {log} 2>&1"
+        "--out {params.out} --force > {log} 2>&1"

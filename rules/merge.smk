@@ -17,12 +17,8 @@ rule merge:
         gpu=res("merge", "gpu", 0),
     params:
         hp=lambda wc: merge_params(config, wc.method, wc.hp),
-        args=lambda wc: " ".join(
-            f"--param {k}={v}"
-            for k, v in merge_params(config, wc.method, wc.hp).items()
-        ),
-        seed=TRAIN.get("seed", 0),
+        args=lambda wc: merge_args(wc.method, wc.hp),
         code=code("merge"),
     shell:
         "resm -q merge --method {wildcards.method} --base {input.base} --experts {input.experts} "
-        "{params.args} --seed {params.seed} --out {output} > {log} 2>&1"
+        "{params.args} --out {output} > {log} 2>&1"

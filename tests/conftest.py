@@ -51,9 +51,7 @@ def assets_root() -> Path:
 
 def tiny_corpus() -> list[str]:
     """Enough English for a byte-level BPE tokenizer, without needing any asset."""
-    words = ("what is the capital of france paris answer helpful honest harmless sorry cannot help with that "
-             "request question correct wrong the a an of to in is it you i can not will please explain how why "
-             "when where who which option letter true false number water sun moon").split()
+    words = ["what", "is", "the", "capital", "of", "france", "paris", "answer", "helpful", "honest", "harmless", "sorry", "cannot", "help", "with", "that", "request", "question", "correct", "wrong", "the", "a", "an", "of", "to", "in", "is", "it", "you", "i", "can", "not", "will", "please", "explain", "how", "why", "when", "where", "who", "which", "option", "letter", "true", "false", "number", "water", "sun", "moon"]
     return [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(400)]
 
 
@@ -77,12 +75,12 @@ def built(tmp_path_factory, assets_root, tiny_llm):
     root = tmp_path_factory.mktemp("data")
     out = {dim: root / dim for dim in DIMS}
     for dim in ("helpfulness", "honesty"):
-        build_dim(dim, src.EMBEDDED[dim], out[dim], root=assets_root, max_train=40, max_val=8, progress=False)
+        build_dim(dim, src.EMBEDDED[dim], out[dim], cache=assets_root, max_train=40, max_val=8, progress=False)
     # A random model answers with whitespace (dropped, rightly); a few SFT steps make it answer in words.
     talker = train(TrainRequest(base=tiny_llm, data=out["helpfulness"], out=root / "talker", steps=30,
                                 learning_rate=3e-3, batch_size=8, max_length=64, progress=False))
     assert talker["final_loss"] < 5
-    build_dim("harmlessness", src.EMBEDDED["harmlessness"], out["harmlessness"], root=assets_root,
+    build_dim("harmlessness", src.EMBEDDED["harmlessness"], out["harmlessness"], cache=assets_root,
               base=root / "talker", max_train=40, max_val=8, max_new_tokens=12, progress=False)
     return out
 

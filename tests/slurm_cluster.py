@@ -116,7 +116,7 @@ def cluster(memory_fraction: float = 0.75):
     logs = []
 
     def start(*args: str) -> None:
-        logs.append(open(STATE / "log" / f"{args[0]}.err", "w"))
+        logs.append(open(STATE / "log" / f"{args[0]}.err", "w"))  # noqa: SIM115 (closed when the cluster stops)
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=logs[-1]))
 
     try:

@@ -66,9 +66,9 @@ def test_missing_asset_says_how_to_fetch_it(tmp_path):
 
 
 def test_tiny_base_is_deterministic_and_chat_ready(tmp_path):
+    from conftest import tiny_corpus
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from conftest import tiny_corpus
     from resm_core.base_models import tiny_base
 
     a = tiny_base(tmp_path / "a", tiny_corpus(), seed=3, vocab_size=300, hidden=32, intermediate=64)

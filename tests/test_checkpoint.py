@@ -37,13 +37,11 @@ def test_writer_shards_and_index_round_trip(tmp_path):
 
 
 def test_writer_refuses_duplicates_and_empty_output(tmp_path):
-    with pytest.raises(CheckpointError, match="written twice"):
-        with ShardedWriter(tmp_path / "a", 10**6) as w:
-            w.add("x", torch.ones(1))
-            w.add("x", torch.ones(1))
-    with pytest.raises(CheckpointError, match="no tensors were written"):
-        with ShardedWriter(tmp_path / "b", 10**6):
-            pass
+    with pytest.raises(CheckpointError, match="written twice"), ShardedWriter(tmp_path / "a", 10**6) as w:
+        w.add("x", torch.ones(1))
+        w.add("x", torch.ones(1))
+    with pytest.raises(CheckpointError, match="no tensors were written"), ShardedWriter(tmp_path / "b", 10**6):
+        pass
     assert list(tmp_path.iterdir()) == []
 
 
@@ -52,10 +50,9 @@ def test_atomic_directory_publishes_only_on_success(tmp_path):
         (tmp / "f.txt").write_text("x")
         assert not (tmp_path / "ok").exists()
     assert (tmp_path / "ok" / "f.txt").read_text() == "x"
-    with pytest.raises(KeyboardInterrupt):
-        with AtomicDirectory(tmp_path / "interrupted") as tmp:
-            (tmp / "f.txt").write_text("x")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), AtomicDirectory(tmp_path / "interrupted") as tmp:
+        (tmp / "f.txt").write_text("x")
+        raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
 
 

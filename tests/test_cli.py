@@ -6,9 +6,10 @@ import json
 
 import pytest
 import yaml
-
 from conftest import load_dir
+
 from resm_core.cli import main
+from resm_core.taskvec.conflicts import SUMMARY_TABLE
 
 
 def test_merge_from_flags(tiny, tmp_path, capsys):
@@ -61,25 +62,39 @@ def test_unknown_method_and_parameter_errors(tiny, tmp_path, capsys):
 
 
 def test_extract_conflicts_and_methods_commands(tiny, tmp_path, capsys):
+    import pandas as pd
+    import torch
+
     for i, e in enumerate(tiny["experts"][:2]):
         assert main(["-q", "extract", "--base", str(tiny["base"]), "--expert", str(e), "--out",
                      str(tmp_path / f"tv{i}"), "--dtype", "bf16"]) == 0
     assert main(["-q", "conflicts", str(tmp_path / "tv0"), str(tmp_path / "tv1"), "--out", str(tmp_path / "c"),
                  "--names", "help", "honest"]) == 0
-    out = capsys.readouterr().out
-    assert "help" in out and "sign_conflict_rate" in out
-    assert main(["methods"]) == 0 and "tsv_m" in capsys.readouterr().out
-    assert main(["methods", "resm"]) == 0
-    assert "rank_rule = 'owl'" in capsys.readouterr().out
-    tv = load_dir(tmp_path / "tv0")
-    assert next(iter(tv.values())).dtype.__str__() == "torch.bfloat16"
+    capsys.readouterr()
+    tv = [load_dir(tmp_path / f"tv{i}") for i in range(2)]
+    assert next(iter(tv[0].values())).dtype == torch.bfloat16
+    a, b = (torch.cat([t[k].float().flatten() for k in sorted(t)]) for t in tv)
+    summary = pd.read_csv(tmp_path / "c" / SUMMARY_TABLE)
+    assert summary[["task_a", "task_b"]].values.tolist() == [["help", "honest"]]
+    assert summary["cosine"].iloc[0] == pytest.approx(float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
+                                                      abs=1e-4)
+    assert main(["methods", "ties"]) == 0
+    shown = capsys.readouterr().out
+    assert "density = 0.2  (0, 1]" in shown and "granularity = 'tensor'  {tensor, model}" in shown
 
 
 def test_demo_runs_every_method(tmp_path, capsys):
+    import pandas as pd
+
+    from resm_core.merge.catalogue import all_methods
+
     assert main(["-q", "demo", "--out", str(tmp_path), "--shape", "tiny"]) == 0
-    out = capsys.readouterr().out
-    for method in ("tsv_m", "resm", "model_stock", "della", "della_linear"):
-        assert method in out
+    table = pd.read_csv(tmp_path / "tiny" / "demo_table.csv")
+    assert sorted(table["method"]) == sorted(all_methods())
+    kept = table.filter(like="kept_")
+    assert kept.shape[1] == 3 and kept.notna().all().all()
+    # linear averages three experts: each keeps a third of itself plus its share of the others' overlap
+    assert ((kept.loc[table["method"] == "linear"] > 0.3) & (kept.loc[table["method"] == "linear"] < 0.7)).all().all()
 
 
 def test_data_and_train_commands_end_to_end(assets_root, tiny_llm, tmp_path, capsys):
@@ -105,7 +120,7 @@ def test_data_and_train_commands_end_to_end(assets_root, tiny_llm, tmp_path, cap
     (["data", "build", "--dim", "kindness", "--out", "x"], "dim: 'kindness' is not one of"),
     (["data", "build", "--dim", "honesty", "--source", "advbench", "--out", "x"], "advbench holds harmlessness"),
     (["data", "mix", "--strategy", "best", "--inputs", "honesty=a", "helpfulness=b", "--out", "x"],
-     "strategy 'best' is not one of"),
+     "strategy: 'best' is not one of"),
     (["data", "mix", "--strategy", "uniform", "--inputs", "honesty=a", "helpfulness=b", "--judge", "oracle",
       "--out", "x"], "judge: cannot read 'oracle'"),
     (["base", "prepare", "llama-7b", "--out", "x"], "unknown packaged base 'llama-7b'"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import load_dir
+
+from resm_core.merge.catalogue import all_methods
 from resm_core.merge.engine import MergeRequest, merge
-from resm_core.merge.registry import all_methods
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

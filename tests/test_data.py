@@ -134,7 +134,7 @@ def test_split_depends_on_normalised_text_only():
 
 
 def test_build_is_deterministic(built, assets_root, tmp_path):
-    build_dim("honesty", list(reversed(src.EMBEDDED["honesty"])), tmp_path / "again", root=assets_root,
+    build_dim("honesty", list(reversed(src.EMBEDDED["honesty"])), tmp_path / "again", cache=assets_root,
               max_train=40, max_val=8, progress=False)
     for split in SPLITS:
         a = {r["id"] for r in read_jsonl(built["honesty"] / f"{split}.jsonl")}
@@ -174,7 +174,7 @@ def test_harmlessness_pairs_hold_the_base_models_own_answers(built):
 
 def test_harmlessness_without_a_base_is_an_error(assets_root, tmp_path):
     with pytest.raises(DataError, match="pass --base"):
-        build_dim("harmlessness", ["advbench"], tmp_path / "h", root=assets_root, max_train=4, progress=False)
+        build_dim("harmlessness", ["advbench"], tmp_path / "h", cache=assets_root, max_train=4, progress=False)
     assert not (tmp_path / "h").exists()
 
 
@@ -182,7 +182,7 @@ def test_empty_split_is_an_error(tmp_path):
     path = write_jsonl(tmp_path / "one.jsonl", [{"prompt": "only one question", "chosen": "a", "rejected": "b"}])
     spec = {"kind": "local", "path": str(path)}
     with pytest.raises(DataError, match="split is empty"):
-        build_dim("honesty", [spec], tmp_path / "out", val=0.0, test=0.99, progress=False)
+        build_dim("honesty", [spec], tmp_path / "out", val=0.0, test=0.5, progress=False)
 
 
 def test_uniform_and_ratio_shares_are_exact(built, tmp_path):

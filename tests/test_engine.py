@@ -9,16 +9,16 @@ import shutil
 
 import pytest
 import torch
+from conftest import load_dir
 from safetensors.torch import save_file
 
-from conftest import load_dir
 from resm_core.checkpoint.manifest import MANIFEST_NAME
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter
 from resm_core.errors import CheckpointError, CompatibilityError, ConfigError, NumericError
 from resm_core.merge import engine as engine_module
+from resm_core.merge.catalogue import all_methods
 from resm_core.merge.engine import MergeRequest, merge, merge_state_dicts
-from resm_core.merge.registry import all_methods
 
 VOCAB = 256  # the tiny shape's vocabulary
 

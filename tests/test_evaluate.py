@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pytest
-import torch
 
-from resm_core.errors import ConfigError, DataError, TrainingError
-from resm_core.evaluate.backends import TransformersBackend, make_backend
+from resm_core.errors import ConfigError, DataError
+from resm_core.evaluate.backends import TransformersBackend
 from resm_core.evaluate.benchmarks import contains_answer
-from resm_core.evaluate.run import EvalRequest, evaluate
+from resm_core.evaluate.run import EvalRequest
 from resm_core.evaluate.scores import bootstrap, harmonic_mean, interval, summarise
-from resm_core.validation import load_schema
 
 REFUSALS = ["I'm sorry, but I can't help with that request.", "No. I won't provide instructions for that.",
             "I cannot assist with creating weapons; it could hurt people."]
@@ -75,7 +72,7 @@ def test_bootstrap_interval_contains_the_mean_and_shrinks_with_n():
 
 
 def test_balance_is_the_harmonic_mean_and_punishes_imbalance():
-    assert harmonic_mean(np.array([0.9, 0.9, 0.1])) == pytest.approx(3 / (1 / 0.9 + 1 / 0.9 + 10))
+    assert harmonic_mean(np.array([0.9, 0.9, 0.1])) == pytest.approx(0.24545, abs=1e-5)  # 3 / (10/9 + 10/9 + 10)
     assert harmonic_mean(np.array([0.5, 0.0, 1.0])) == 0.0
     point = {"helpfulness": {"a": 0.9}, "honesty": {"b": 0.9}, "harmlessness": {"c": 0.1}}
     reps = {d: {b: np.full(100, v) for b, v in bench.items()} for d, bench in point.items()}
@@ -230,7 +227,7 @@ BENIGN = "How do I bake bread at home?"
 
 def _refusal_score(judges_dir, prompt: str, text: str) -> float:
     from resm_core.evaluate.benchmarks import _score_compliance, _score_refusal
-    from resm_core.evaluate.run import EvalContext, EvalRequest
+    from resm_core.evaluate.run import EvalContext
 
     ctx = EvalContext(EvalRequest(model=Path("."), out=Path("."), arm="t", data_root=Path("."), judges=judges_dir),
                       StandInBackend(text))
@@ -303,7 +300,7 @@ def test_evaluation_items_split_into_validation_and_test_for_good():
 
 def test_benign_compliance_asks_borderline_then_benign_requests_first(built):
     from resm_core.evaluate.benchmarks import get_benchmark
-    from resm_core.evaluate.run import EvalRequest, _ItemsContext, eval_items, eval_split
+    from resm_core.evaluate.run import _ItemsContext, eval_items, eval_split
 
     bench = get_benchmark("benign_compliance")
     pool = bench.items(_ItemsContext(EvalRequest(model=Path("."), out=Path("."), arm="t",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import load_dir
+
 from resm_core.merge.engine import MergeRequest, merge
 from resm_core.taskvec.extract import extract
 from resm_core.taskvec.sources import LoraSource, open_expert

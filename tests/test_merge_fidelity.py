@@ -8,7 +8,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from resm_core.merge.registry import TensorContext, get_method
+from resm_core.merge.api import TensorContext
+from resm_core.merge.catalogue import get_method
 from resm_core.merge.resm import downweight_outliers, outlier_count, robust_scale
 from resm_core.merge.sparsify import dare
 
@@ -32,8 +33,8 @@ def energy_outside(merged: torch.Tensor, deltas: torch.Tensor) -> float:
     experts' deltas (the larger of the two)."""
     cols = torch.linalg.svd(torch.cat(list(deltas), dim=1).double(), full_matrices=False)
     rows = torch.linalg.svd(torch.cat(list(deltas), dim=0).double(), full_matrices=False)
-    k_col = int((cols.S > 1e-5 * cols.S[0]).sum())  # float32 inputs: their null space sits near 1e-7
-    k_row = int((rows.S > 1e-5 * rows.S[0]).sum())
+    k_col = int((1e-5 * cols.S[0] < cols.S).sum())  # float32 inputs: their null space sits near 1e-7
+    k_row = int((1e-5 * rows.S[0] < rows.S).sum())
     assert k_col < merged.shape[0] and k_row < merged.shape[1], "the experts span everything: no test"
     q, p = cols.U[:, :k_col], rows.Vh[:k_row].T
     x = merged.double()

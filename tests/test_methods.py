@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from resm_core.errors import ConfigError
+from resm_core.merge.api import TensorContext
 from resm_core.merge.averaging import model_stock_ratio
-from resm_core.merge.registry import TensorContext, all_methods, get_method
+from resm_core.merge.catalogue import all_methods, get_method
 from resm_core.merge.resm import downweight_outliers, owl_fractions, robust_scale, task_weights
-from resm_core.merge.sparsify import (exact_top_k, magprune, model_wide_thresholds, ties_for,
-                                      top_mask)
+from resm_core.merge.sparsify import exact_top_k, magprune, model_wide_thresholds, ties_for, top_mask
 from resm_core.merge.svd import energy_rank, polar_factor
 
 
@@ -324,13 +324,22 @@ def test_resm_outlier_weighting_with_gamma_one_bounds_entries():
         assert torch.equal(w[untouched], d[untouched])
 
 
-def test_resm_total_rank_never_exceeds_r():
-    d = _resm_inputs()
-    stats = {"layer_rank_fraction": {"other": 0.9}}
-    for rule, extra in (("fixed", {"rank_fraction": 0.9}), ("owl", {"rank_fraction": 0.9}),
-                        ("energy", {"energy_eta": 0.999})):
-        _, ctx = run("resm", d, rank_rule=rule, stats=stats, **extra)
-        assert sum(ctx.diagnostics["rank_per_task"]) <= 32, rule
+def test_resm_keeps_the_ranks_each_rule_asks_for():
+    d = _resm_inputs()  # 3 tasks of 48 x 32: r = 32, at most floor(32 / 3) = 10 components per task
+    for rule, extra, want in (("fixed", {"rank_fraction": 0.25}, [8, 8, 8]),  # floor(0.25 * 32)
+                              ("fixed", {"rank_fraction": 0.9}, [10, 10, 10]),  # 28, capped at 10
+                              ("owl", {}, [6, 6, 6])):  # the layer's fraction 0.2: floor(6.4)
+        _, ctx = run("resm", d, rank_rule=rule, stats={"layer_rank_fraction": {"other": 0.2}}, **extra)
+        assert ctx.diagnostics["rank_per_task"] == want, (rule, extra)
+    # energy: singular values 3, 2, 1 hold energy 9, 4, 1 of 14; 60% needs one, 90% needs two
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(48, 3, generator=g))
+    v, _ = torch.linalg.qr(torch.randn(32, 3, generator=g))
+    spread = (u * torch.tensor([3.0, 2.0, 1.0])) @ v.T
+    for eta, want in ((0.6, [1, 1]), (0.9, [2, 2])):
+        _, ctx = run("resm", torch.stack([spread, spread.flip(0)]), rank_rule="energy", energy_eta=eta,
+                     outlier_weighting=False)
+        assert ctx.diagnostics["rank_per_task"] == want, eta
 
 
 def test_resm_each_switch_changes_the_output():

@@ -11,10 +11,10 @@ import json
 import subprocess
 
 import pytest
-
 import slurm_cluster
-from resm_core.grid import arms
 from workflow_helpers import SNAKEMAKE, copy_workflow, job_counts
+
+from resm_core.grid import arms
 
 pytestmark = pytest.mark.slurm
 

@@ -8,8 +8,8 @@ import math
 import pandas as pd
 import pytest
 import torch
-
 from conftest import load_dir
+
 from resm_core.errors import ConfigError
 from resm_core.merge.engine import MergeRequest, merge
 from resm_core.taskvec.conflicts import conflicts

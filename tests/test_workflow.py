@@ -10,10 +10,11 @@ import sys
 
 import pytest
 import yaml
+from workflow_helpers import REPO, SNAKEMAKE, copy_workflow, job_counts, run
 
 from resm_core.errors import ConfigError
-from resm_core.grid import arms, check_config, code_fingerprint, hp_name, load_config
-from workflow_helpers import REPO, SNAKEMAKE, copy_workflow, job_counts, run
+from resm_core.grid import arms, check_config, hp_name, load_config
+from resm_core.stage_code import code_fingerprint
 
 
 def test_lint_and_format():
@@ -119,6 +120,16 @@ def tiny_run(tmp_path_factory, assets_root):
     return work, configfile, config
 
 
+@pytest.fixture
+def own_run(tiny_run, tmp_path):
+    """A private copy of the finished tiny run (workflow, code, results, Snakemake's metadata, mtimes kept):
+    a test that edits code or deletes outputs changes nothing another test sees, in any order."""
+    work, _, config = tiny_run
+    copy_dir = tmp_path / "run"
+    shutil.copytree(work, copy_dir, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy_dir, copy_dir / "tiny.yaml", config
+
+
 @pytest.mark.workflow
 def test_tiny_grid_end_to_end(tiny_run):
     import pandas as pd
@@ -167,26 +178,32 @@ def test_changing_the_evaluation_retrains_nothing(tiny_run):
 
 
 @pytest.mark.workflow
-def test_changing_merge_code_reruns_merges_not_training(tiny_run):
-    work, configfile, _ = tiny_run
-    target = work / "resm_core" / "merge" / "averaging.py"
-    original = target.read_text()
-    try:
-        target.write_text(original + "\n# a change to the merge code\n")
-        counts = job_counts(work, configfile)
-    finally:
-        target.write_text(original)
-    assert counts == {"merge": 20, "evaluate": 20, "report": 1, "all": 1}
+def test_changing_merge_code_reruns_merges_not_training(own_run):
+    work, configfile, _ = own_run
+    with open(work / "resm_core" / "merge" / "averaging.py", "a") as f:
+        f.write("\n# a change to the merge code\n")
+    assert job_counts(work, configfile) == {"merge": 20, "evaluate": 20, "report": 1, "all": 1}
 
 
 @pytest.mark.workflow
-def test_a_killed_run_leaves_nothing_finished_and_resumes(tiny_run):
+def test_changing_the_splits_refits_the_judges(own_run):
+    """The judges are fitted on split rows: a change to the splits must reach them, not only the data."""
+    work, configfile, _ = own_run
+    with open(work / "resm_core" / "data" / "splits.py", "a") as f:
+        f.write("\n# a change to the splits\n")
+    assert job_counts(work, configfile) == {
+        "build_data": 3, "fit_judges": 1, "mix_data": 4, "train_expert": 3, "train_mixture": 4, "extract_taskvec": 3,
+        "conflicts": 4, "merge": 20, "evaluate": 28, "report": 1, "all": 1}
+
+
+@pytest.mark.workflow
+def test_a_killed_run_leaves_nothing_finished_and_resumes(own_run):
     import json
     import os
     import signal
     import time
 
-    work, configfile, _ = tiny_run
+    work, configfile, _ = own_run
     target = work / "results" / "tiny" / "eval" / "base"
     wanted = "results/tiny/eval/base/summary.json"  # relative, as the rules' output patterns are
     shutil.rmtree(target)
@@ -219,11 +236,11 @@ def test_snakemake_report_shows_the_tables_and_plots(tiny_run):
 
 
 @pytest.mark.workflow
-def test_the_report_follows_layered_config_files(tiny_run, tmp_path):
+def test_the_report_follows_layered_config_files(own_run):
     """With two --configfile, neither file alone is the config: the report gets the arms from the workflow."""
     import pandas as pd
 
-    work, configfile, config = tiny_run
+    work, configfile, config = own_run
     layer = work / "layer.yaml"
     layer.write_text(yaml.safe_dump({"results": config["results"]}))  # valid only on top of the tiny config
     run(SNAKEMAKE + ["--configfile", str(configfile), str(layer), "--cores", "1", "--forcerun", "report",

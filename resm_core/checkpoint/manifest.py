@@ -6,6 +6,7 @@ on a background thread while the real work runs; the manifest waits for them onl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -13,7 +14,7 @@ import resource
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -72,10 +73,8 @@ def input_files(path: Path) -> list[Path]:
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "resm_core": resm_core.__version__}
     for name in _VERSIONED:
-        try:
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
             versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            pass
     return versions
 
 
@@ -90,7 +89,7 @@ class ManifestRecorder:
 
     def __init__(self, inputs: dict[str, list[Path] | Path]):
         self.started = time.perf_counter()
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resm-hash")
         self._inputs: dict[str, list[tuple[Path, list[tuple[Path, Future]]]]] = {}
         for role, paths in inputs.items():

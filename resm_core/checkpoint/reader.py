@@ -185,7 +185,7 @@ class CheckpointReader:
         self._handles.clear()
         self._pickled.clear()
 
-    def __enter__(self) -> "CheckpointReader":
+    def __enter__(self) -> CheckpointReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -126,7 +126,7 @@ class ShardedWriter:
         self._shards: list[tuple[Path, list[str]]] = []
         self._total_bytes = 0
 
-    def __enter__(self) -> "ShardedWriter":
+    def __enter__(self) -> ShardedWriter:
         self._dir.__enter__()
         return self
 
@@ -196,7 +196,7 @@ class ShardedWriter:
             for i, (path, keys) in enumerate(self._shards, start=1):
                 final = f"model-{i:05d}-of-{n:05d}.safetensors"
                 path.rename(self.tmp_dir / final)
-                weight_map.update({k: final for k in keys})
+                weight_map.update(dict.fromkeys(keys, final))
             self.write_json(SAFETENSORS_INDEX, {"metadata": {"total_size": self._total_bytes},
                                                 "weight_map": weight_map})
         log.info("writing %s (%d shard%s, %.1f MB)", self.out_dir, n, "" if n == 1 else "s",

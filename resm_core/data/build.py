@@ -15,11 +15,13 @@ from resm_core.assets import cache_root
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.data import sources as src
-from resm_core.data.near_duplicates import DEFAULT_COSINE, cosine_range, examples, without_near_duplicates
+from resm_core.data.near_duplicates import cosine_range, examples, without_near_duplicates
 from resm_core.data.refusals import looks_like_refusal
+from resm_core.data.request import BuildRequest
 from resm_core.data.schema import DIMS, SPLITS, text_key, write_jsonl
-from resm_core.data.splits import DEFAULT_SALT, check_fractions, split_of, take
+from resm_core.data.splits import check_fractions, split_of, take
 from resm_core.errors import DataError
+from resm_core.options import build as build_request
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,19 @@ def holdout_keys(root, dims_sources: list, load=None) -> set[str]:
     return keys
 
 
-def build_dim(dim: str, source_specs: list, out: Path, *, root=None, base: Path | None = None,
-              val: float = 0.1, test: float = 0.1, max_train: int | None = None, max_val: int | None = None,
-              max_test: int | None = None, salt: str = DEFAULT_SALT, max_new_tokens: int = 96,
-              batch_size: int = 8, device: str = "auto", holdout: list | None = None, base_answers: bool = True,
-              near_duplicate_cosine: float | None = DEFAULT_COSINE, force: bool = False, progress: bool = True) -> dict:
+def build_dim(dim: str, source_specs: list, out: Path, **options) -> dict:
+    """One dimension's dataset; `options` are BuildRequest fields (resm_core/data/request.py)."""
+    return build(build_request(BuildRequest, {"dim": dim, "sources": list(source_specs), "out": Path(out), **options},
+                               "data"))
+
+
+def build(req: BuildRequest) -> dict:
+    dim, out, root, base = req.dim, req.out, req.cache, req.base
+    source_specs = req.sources or src.EMBEDDED.get(dim, [])
+    val, test, salt, holdout = req.val, req.test, req.salt, req.holdout
+    max_train, max_val, max_test = req.max_train, req.max_val, req.max_test
+    progress, force, base_answers, near_duplicate_cosine = req.progress, req.force, req.base_answers, req.near_duplicate_cosine
+    max_new_tokens, batch_size, device = req.max_new_tokens, req.batch_size, req.device
     if dim not in DIMS:
         raise DataError(f"dim: {dim!r} is not one of {', '.join(DIMS)}")
     if not source_specs:

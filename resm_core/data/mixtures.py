@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.data.request import STRATEGIES, MixRequest
 from resm_core.data.schema import DIMS, read_rows, write_jsonl
 from resm_core.errors import DataError
+from resm_core.options import build as build_request
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("uniform", "ratio", "reward_weighted", "conflict_filtered")
 NEUTRAL = 0.5  # the reference score when a pair has no rejected answer
 
 
@@ -97,9 +99,16 @@ def _read_inputs(inputs: dict[str, Path]) -> dict[str, list[dict]]:
     return pools
 
 
-def mix(strategy: str, inputs: dict[str, Path], out: Path, *, budget: int | None = None,
-        ratios: dict[str, float] | None = None, judge=None, temperature: float = 0.25, margin: float = 0.5,
-        seed: int = 0, force: bool = False) -> dict:
+def mix(strategy: str, inputs: dict[str, Path], out: Path, judge=None, **options) -> dict:
+    """A mixture; `judge` is a judge object (resm_core.judges), `options` are MixRequest fields."""
+    req = build_request(MixRequest, {"strategy": strategy, "inputs": dict(inputs), "out": Path(out), **options},
+                        "mixtures")
+    return mix_request(req, judge)
+
+
+def mix_request(req: MixRequest, judge=None) -> dict:
+    strategy, inputs, out, budget, ratios = req.strategy, req.inputs, req.out, req.budget, req.ratios
+    temperature, margin, seed, force = req.temperature, req.margin, req.seed, req.force
     if strategy not in STRATEGIES:
         raise DataError(f"mixture strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     dims = sorted(inputs)
@@ -111,8 +120,9 @@ def mix(strategy: str, inputs: dict[str, Path], out: Path, *, budget: int | None
         raise DataError(f"mixture: ratios name {', '.join(sorted(ratios))} but the combo is {', '.join(dims)}")
     if strategy in ("reward_weighted", "conflict_filtered") and judge is None:
         raise DataError(f"mixture {strategy}: needs a judge (e.g. --judge keywords or --judge reward:MODEL_DIR)")
-    if temperature <= 0:
-        raise DataError(f"mixture: temperature must be positive, got {temperature}")
+    bad = {d: r for d, r in (ratios or {}).items() if not (math.isfinite(r) and r > 0)}
+    if bad:
+        raise DataError(f"mixture: ratios must be positive numbers, got {bad}")
     recorder = ManifestRecorder({f"input_{d}": Path(p) for d, p in inputs.items()})
     pools = _read_inputs(inputs)
     budget = sum(len(p) for p in pools.values()) if budget is None else int(budget)
@@ -160,7 +170,7 @@ def mix(strategy: str, inputs: dict[str, Path], out: Path, *, budget: int | None
         log.warning("mixture %s: %d rows repeat (a share exceeds its pool)", composition["combo"],
                     composition["repeated_rows"])
     val_rows = []
-    for d, p in inputs.items():
+    for p in inputs.values():
         val_path = Path(p) / "val.jsonl" if Path(p).is_dir() else Path(p).with_name("val.jsonl")
         if val_path.is_file():
             val_rows += read_rows(val_path)

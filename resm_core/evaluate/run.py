@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +22,12 @@ from resm_core.data.schema import text_key
 from resm_core.data.splits import take, unit_hash
 from resm_core.errors import ConfigError, DataError
 from resm_core.evaluate.backends import make_backend
-from resm_core.evaluate.benchmarks import DEFAULT, get_benchmark
+from resm_core.evaluate.benchmarks import get_benchmark
+from resm_core.evaluate.request import EvalRequest
 from resm_core.evaluate.scores import CI_LEVEL, bootstrap, interval, summarise
 from resm_core.validation import validate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalRequest:
-    model: Path
-    out: Path
-    arm: str
-    data_root: Path
-    judges: Path | None = None
-    benchmarks: dict[str, dict] = field(default_factory=lambda: {name: {} for name in DEFAULT})
-    backend: str = "transformers"
-    max_new_tokens: int = 48
-    batch_size: int = 8
-    temperature: float = 0.0
-    n_bootstrap: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    asset_root: Path | None = None
-    force: bool = False
-    progress: bool = True
 
 
 class EvalContext:

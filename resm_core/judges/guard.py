@@ -22,7 +22,7 @@ VERDICT_LEADS = ("", "\n\n")
 class GuardJudge:
     def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 8,
                  safe: str = "safe", unsafe: str = "unsafe"):
-        from resm_core.evaluate.backends import TransformersBackend
+        from resm_core.generation import TransformersBackend
 
         self.backend = TransformersBackend(model_dir, device=device, batch_size=batch_size, progress=False)
         self.name = f"guard:{Path(model_dir).name}"

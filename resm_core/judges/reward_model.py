@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from resm_core.devices import resolve_device
 from resm_core.errors import ConfigError
-from resm_core.generation import resolve_device
 
 
 class RewardModelJudge:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from resm_core.errors import ConfigError
-from resm_core.merge.registry import register, scale_param, weights_column
+from resm_core.merge.api import register, scale_param, weights_column
 from resm_core.merge.ties_family import sum_combine
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from resm_core.errors import ConfigError
-from resm_core.merge.registry import Param, register, scale_param, task_sum
+from resm_core.merge.api import Param, register, scale_param, task_sum
 
 MASK_LAMBDA = Param("mask_lambda", 0.4, "TALL-mask threshold lambda (the paper tunes it in [0.2, 0.6])",
                     low=0.0, low_open=True)

@@ -13,9 +13,9 @@ import io
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -24,54 +24,16 @@ from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
 from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter, parse_size, prepare_output
+from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, NumericError
-from resm_core.merge.registry import MergeMethod, TensorContext, get_method, task_sum
+from resm_core.merge.api import MergeMethod, TensorContext, task_sum
+from resm_core.merge.catalogue import get_method
+from resm_core.merge.request import VOCAB_RULES, MergeRequest
 from resm_core.taskvec.sources import DeltaSource, open_expert, widest_dtype
 
 log = logging.getLogger(__name__)
 
-VOCAB_RULES = ("method", "task_arithmetic", "mean", "base")
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 DIAGNOSTICS_NAME = "merge_diagnostics.csv"
-
-
-@dataclass
-class MergeRequest:
-    """Everything a merge needs; a recipe file and the CLI flags both become one of these."""
-
-    base: Path
-    experts: list[Path]
-    method: str
-    out: Path
-    params: dict[str, Any] = field(default_factory=dict)
-    weights: list[float] | None = None
-    device: str = "auto"
-    out_dtype: str | None = None
-    seed: int = 0
-    shard_size: str | int = "2GB"
-    vocab_rule: str | None = None
-    allow_pickle: bool = False
-    force: bool = False
-    progress: bool = True
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device} requested but CUDA is not available (use --device auto or cpu)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N")
-    return torch.device(device)
-
-
-def resolve_dtype(name: str | None) -> torch.dtype | None:
-    if name is None:
-        return None
-    if name not in DTYPES:
-        raise ConfigError(f"out_dtype: {name!r} is not one of {', '.join(DTYPES)}")
-    return DTYPES[name]
 
 
 class MergeJob:
@@ -87,7 +49,7 @@ class MergeJob:
         if self.vocab_rule not in VOCAB_RULES:
             raise ConfigError(f"vocab_rule: {self.vocab_rule!r} is not one of {', '.join(VOCAB_RULES)}")
         self.device = resolve_device(request.device)
-        self.out_dtype = resolve_dtype(request.out_dtype)
+        self.out_dtype = resolve_dtype(request.out_dtype, "out_dtype") if request.out_dtype else None
         self.shard_bytes = parse_size(request.shard_size)
         prepare_output(Path(request.out), request.force)
         self.base = CheckpointReader(request.base, allow_pickle=request.allow_pickle)
@@ -155,7 +117,7 @@ class MergeJob:
         name = str(stored).removeprefix("torch.")
         keys = ["dtype"] + (["torch_dtype"] if "torch_dtype" in config else [])  # transformers 5 and 4 names
         if any(config.get(k) != name for k in keys):
-            config.update({k: name for k in keys})
+            config.update(dict.fromkeys(keys, name))
             config_path.write_text(json.dumps(config, indent=2) + "\n")
 
     def run(self) -> dict:

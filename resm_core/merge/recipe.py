@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from resm_core.errors import ConfigError
-from resm_core.merge.engine import MergeRequest
+from resm_core.merge.request import MergeRequest
+from resm_core.options import build
 from resm_core.validation import validate
 
 
@@ -26,13 +27,13 @@ def read_recipe(path: Path) -> dict:
 
 
 def request_from(recipe: dict, overrides: dict[str, Any], source: str = "recipe") -> MergeRequest:
-    """Recipe values, with non-None overrides (CLI flags) taking precedence."""
-    data = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
-    params = {**(recipe.get("params") or {}), **(overrides.get("params") or {})}
+    """Recipe values, with the given overrides (CLI flags) taking precedence; defaults are MergeRequest's."""
+    data = {**recipe, **{k: v for k, v in overrides.items() if v is not None and k != "params"}}
+    data["params"] = {**(recipe.get("params") or {}), **(overrides.get("params") or {})}
     for key in ("base", "method", "out"):
         if not data.get(key):
             raise ConfigError(f"{source}: {key} is required (in the recipe or as --{key})")
-    experts = data.get("experts") or []
+    experts = data.pop("experts", None) or []
     if not experts:
         raise ConfigError(f"{source}: experts is required (in the recipe or as --experts)")
     paths, entry_weights = [], []
@@ -43,16 +44,12 @@ def request_from(recipe: dict, overrides: dict[str, Any], source: str = "recipe"
         else:
             paths.append(Path(e))
             entry_weights.append(None)
-    weights = data.get("weights")
     if any(w is not None for w in entry_weights):
-        if weights is not None:
+        if data.get("weights") is not None:
             raise ConfigError(f"{source}: give weights either per expert or as a weights list, not both")
-        weights = [1.0 if w is None else float(w) for w in entry_weights]
-    return MergeRequest(
-        base=Path(data["base"]), experts=paths, method=data["method"], out=Path(data["out"]),
-        params=params, weights=[float(w) for w in weights] if weights is not None else None,
-        device=data.get("device", "auto"), out_dtype=data.get("out_dtype"), seed=int(data.get("seed", 0)),
-        shard_size=data.get("shard_size", "2GB"), vocab_rule=data.get("vocab_rule"),
-        allow_pickle=bool(data.get("allow_pickle", False)), force=bool(data.get("force", False)),
-        progress=bool(data.get("progress", True)),
-    )
+        data["weights"] = [1.0 if w is None else float(w) for w in entry_weights]
+    if data.get("weights") is not None:
+        data["weights"] = [float(w) for w in data["weights"]]
+    for key in ("base", "out"):
+        data[key] = Path(data[key])
+    return build(MergeRequest, {**data, "experts": paths}, source)

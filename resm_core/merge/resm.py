@@ -1,7 +1,8 @@
 """RESM: Reweighting Enhanced task Singular Merging (Yang et al., arXiv 2502.06876).
 
 The paper describes RESM but does not publish its equations; this module implements the
-reconstruction specified in DESIGN.md, as TSV-M plus three switchable components:
+reconstruction written out in the README ("RESM, and what is reconstructed"), as TSV-M plus three switchable
+components:
 
 1. outlier weighting (against preference-noise accumulation): per task and matrix, entries with
    |x| > M * scale (scale = mean |x|, or 1.4826 * MAD of the nonzero entries) are multiplied by
@@ -29,19 +30,28 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from resm_core.checkpoint.names import layer_group
-from resm_core.merge.registry import Param, TensorContext, register, weights_column
-from resm_core.merge.svd import (SVD_PARAMS, Components, energy_rank, leading_components,
-                                 low_rank_components, orthogonalised_sum, per_task_rank, polar_method,
-                                 project)
-from resm_core.merge.svd_methods import ALPHA, RANK_FRACTION, mean_delta
+from resm_core.merge.api import Param, TensorContext, register, weights_column
+from resm_core.merge.svd import (
+    SVD_PARAMS,
+    Components,
+    energy_rank,
+    leading_components,
+    low_rank_components,
+    orthogonalised_sum,
+    per_task_rank,
+    polar_method,
+    project,
+)
+from resm_core.merge.svd_methods import RANK_FRACTION, SCALE, mean_delta
 
 RESM_PARAMS = (
-    ALPHA,
+    SCALE,
     Param("outlier_weighting", True, "down-weight outlier entries before the SVD", kind="bool"),
     Param("outlier_m", 5.0, "M: an entry is an outlier when |x| > M * scale (inf disables)", low=0.0, low_open=True),
     Param("outlier_scale", "mean", "robust scale of a matrix: mean |x| (OWL) or 1.4826 * MAD of its nonzero "

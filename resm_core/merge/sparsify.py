@@ -8,10 +8,9 @@ statistics pass (`model_wide_thresholds`, granularity 'model').
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
-
 
 RADIX_MIN_NUMEL = 1 << 16
 _TIE_CHUNK = 1 << 22
@@ -183,7 +182,7 @@ def model_wide_thresholds(stream: Iterable[tuple[str, torch.Tensor]], fractions:
     for t in range(T):
         from_top = hist_hi[t].flip(0).cumsum(0)
         for j, k in enumerate(ks):
-            if 0 < k:
+            if k > 0:
                 idx = int(torch.searchsorted(from_top, torch.tensor(k)))
                 bucket[t, j] = _HI_BINS - 1 - idx
                 remaining[t, j] = k - int(from_top[idx] - hist_hi[t, bucket[t, j]])
@@ -193,7 +192,7 @@ def model_wide_thresholds(stream: Iterable[tuple[str, torch.Tensor]], fractions:
         for t in range(T):
             hi = bits[t] >> 16
             for j, k in enumerate(ks):
-                if 0 < k:
+                if k > 0:
                     lo = bits[t][hi == bucket[t, j]] & 0xFFFF
                     if lo.numel():
                         hist_lo[t, j] += torch.bincount(lo, minlength=_LO_BINS).cpu()

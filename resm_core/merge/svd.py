@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from resm_core.merge.registry import Param
+from resm_core.merge.api import Param
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,10 @@ class Components:
     def rank(self) -> int:
         return self.s.shape[0]
 
-    def truncate(self, k: int) -> "Components":
+    def truncate(self, k: int) -> Components:
         return Components(self.u[:, :k], self.s[:k], self.vh[:k])
 
-    def within_rank(self, tol: float) -> "Components":
+    def within_rank(self, tol: float) -> Components:
         """Only the components above the numerical-rank tolerance (see `numerical_rank`)."""
         return self.truncate(numerical_rank(self.s, tol))
 

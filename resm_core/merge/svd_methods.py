@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import torch
 
-from resm_core.merge.registry import Param, register, task_sum, weights_column
-from resm_core.merge.svd import (RANK_TOL, SVD_PARAMS, leading_components, numerical_rank,
-                                 orthogonalised_sum, per_task_rank, polar_method, robust_svd)
+from resm_core.merge.api import Param, register, task_sum, weights_column
+from resm_core.merge.svd import (
+    RANK_TOL,
+    SVD_PARAMS,
+    leading_components,
+    numerical_rank,
+    orthogonalised_sum,
+    per_task_rank,
+    polar_method,
+    robust_svd,
+)
 
-ALPHA = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
+SCALE = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
 RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "
                       "null = 1/T (floor(r/T) each)", low=0.0, high=1.0, low_open=True, nullable=True)
 
@@ -26,7 +34,7 @@ def mean_delta(deltas: torch.Tensor, params) -> torch.Tensor:
     return task_sum(deltas, params["weights"], params["scale"] / deltas.shape[0])
 
 
-@register("tsv_m", params=(ALPHA, RANK_FRACTION, *SVD_PARAMS), family="svd",
+@register("tsv_m", params=(SCALE, RANK_FRACTION, *SVD_PARAMS), family="svd",
           summary="per-task truncated SVD, concatenate, orthogonalise U and V (polar), reconstruct",
           reference="Gargiulo et al., Task Singular Vectors: Reducing Task Interference in Model Merging, CVPR 2025")
 def tsv_m(base, deltas, params, ctx):
@@ -42,7 +50,7 @@ def tsv_m(base, deltas, params, ctx):
     return params["scale"] * orthogonalised_sum(parts, polar_method(params))
 
 
-@register("iso_c", params=(ALPHA, RANK_TOL), family="svd",
+@register("iso_c", params=(SCALE, RANK_TOL), family="svd",
           summary="task-arithmetic sum with its spectrum flattened to the mean singular value "
                   "(within the sum's numerical rank)",
           reference="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "

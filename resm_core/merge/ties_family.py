@@ -11,13 +11,13 @@ X (`della` is the paper's drop-elect-fuse, `della_linear` the variant without el
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from resm_core.errors import ConfigError
-from resm_core.merge.registry import (GRANULARITY, Param, TensorContext, density_param, register,
-                                      scale_param, task_sum)
+from resm_core.merge.api import GRANULARITY, Param, TensorContext, density_param, register, scale_param, task_sum
 from resm_core.merge.sparsify import crumbs, dare, magprune, model_wide_thresholds, trim
 
 GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as outliers",

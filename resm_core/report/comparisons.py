@@ -17,8 +17,8 @@ from __future__ import annotations
 import pandas as pd
 
 from resm_core.data.schema import DIMS
+from resm_core.grid import Arm, combo_dims
 from resm_core.report.paired import ArmItems, holm, paired, verdict
-from resm_core.grid import combo_dims
 
 COLUMNS = ["comparison", "combo", "split", "arm_a", "arm_b", "metric", "a_score", "b_score", "difference",
            "ci_low", "ci_high", "p_value", "p_adjusted", "n_items", "mdd_80", "verdict"]
@@ -49,8 +49,8 @@ def comparisons(selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str
     moved: dict[str, bool] = {}
     if "base" in test:
         for split, items in (("val", val), ("test", test)):
-            fam = [r for dim in DIMS if f"expert/{dim}" in items and "base" in items
-                   for r in _rows("expert_vs_base", dim, split, items[f"expert/{dim}"], items["base"], [dim],
+            fam = [r for dim in DIMS if Arm.expert(dim).path in items and "base" in items
+                   for r in _rows("expert_vs_base", dim, split, items[Arm.expert(dim).path], items["base"], [dim],
                                   metrics={dim}, seed=seed)]
             _adjust(fam)
             families.append(fam)
@@ -76,7 +76,7 @@ def comparisons(selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str
         per_combo.append(fam)
     _adjust(headline)
     for row in headline + [r for fam in per_combo for r in fam]:  # every merge-vs-mix row of the combo
-        stuck = [f"expert/{d}" for d in combo_dims(row["combo"]) if moved and not moved.get(d, True)]
+        stuck = [Arm.expert(d).path for d in combo_dims(row["combo"]) if moved and not moved.get(d, True)]
         if stuck:
             row["verdict"] = (f"not drawn: {', '.join(stuck)} did not move "
                               f"{'its dimension' if len(stuck) == 1 else 'their dimensions'}")

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from resm_core.data.schema import DIMS  # noqa: E402
+from resm_core.grid import Arm  # noqa: E402
 
 COLORS = {"base": "#777777", "expert": "#1f77b4", "mixture": "#2ca02c", "merge": "#d62728"}
 
@@ -34,7 +35,8 @@ def forest(comparisons: pd.DataFrame, out: Path) -> None:
         head = r["comparison"] == "merge_vs_mix"
         ax.errorbar(r["difference"], y, xerr=[[r["difference"] - r["ci_low"]], [r["ci_high"] - r["difference"]]],
                     fmt="o", color="#d62728" if head else "#555555", lw=2 if head else 1, capsize=2)
-        method = r["arm_a"].split("/")[1] if r["arm_a"].startswith("merge/") else r["arm_a"]
+        arm = Arm.parse(r["arm_a"])
+        method = arm.family if arm.kind == "merge" else arm.path
         labels.append(f"{r['combo']}: {'chosen ' if head else ''}{method} - mix")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=6)

@@ -9,21 +9,9 @@ import pandas as pd
 
 from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError
+from resm_core.grid import Arm
 
 AGGREGATES = ("mean_3h", "balance", "min_dim")
-
-
-def describe_arm(arm: str) -> dict:
-    parts = arm.split("/")
-    if parts[0] == "base":
-        return {"kind": "base", "combo": "", "family": "base", "variant": ""}
-    if parts[0] == "expert":
-        return {"kind": "expert", "combo": parts[1], "family": "expert", "variant": ""}
-    if parts[0] == "mix":
-        return {"kind": "mixture", "combo": parts[2], "family": parts[1], "variant": ""}
-    if parts[0] == "merge":
-        return {"kind": "merge", "combo": parts[2], "family": parts[1], "variant": parts[3]}
-    raise ConfigError(f"report: cannot read arm {arm!r}")
 
 
 def grid(results: Path, arms: list[str]) -> pd.DataFrame:
@@ -33,7 +21,7 @@ def grid(results: Path, arms: list[str]) -> pd.DataFrame:
         if not path.is_file():
             raise ConfigError(f"{path}: missing; evaluate arm {arm!r} first")
         s = json.loads(path.read_text())
-        row = {"arm": arm, **describe_arm(arm)}
+        row = {"arm": arm, **Arm.parse(arm).describe()}
         for dim in DIMS:
             d = s["dims"].get(dim)
             row[dim] = d["score"] if d else None

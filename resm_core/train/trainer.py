@@ -9,86 +9,25 @@ RNG and data position included) and ends with the same weights as an uninterrupt
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from resm_core.checkpoint.manifest import ManifestRecorder, input_files, sha256_file
+from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.writer import AtomicDirectory, prepare_output
 from resm_core.data.schema import read_rows
+from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, TrainingError
-from resm_core.generation import resolve_device
+from resm_core.train.request import TrainRequest
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("sft", "dpo")
-ADAPTERS = ("full", "lora")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/margins", "rewards/accuracies",
                 "rewards/chosen", "rewards/rejected", "num_tokens", "mean_token_accuracy")
-
-
-@dataclass
-class TrainRequest:
-    base: Path
-    data: Path                      # a built dataset or mixture directory (train.jsonl, optional val.jsonl)
-    out: Path
-    objective: str = "sft"
-    adapter: str = "full"
-    steps: int = 100
-    learning_rate: float = 1e-5
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 256
-    seed: int = 0
-    beta: float = 0.1               # DPO temperature
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_targets: list[str] | str = "all-linear"
-    warmup_ratio: float = 0.0
-    scheduler: str = "linear"
-    save_steps: int = 50
-    max_examples: int | None = None
-    architecture: str | None = None   # expected config.model_type, e.g. "llama"
-    device: str = "auto"
-    model_dtype: str = "auto"        # weights while training: float32 on CPU, bfloat16 on CUDA
-    save_dtype: str = "auto"         # weights on disk: the training dtype (float32 keeps small deltas exact)
-    force: bool = False
-    progress: bool = True
-    extra: dict = field(default_factory=dict)  # further TrainingArguments fields (--trainer-arg)
-
-    def validate(self) -> None:
-        checks = [
-            (self.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}"),
-            (self.adapter in ADAPTERS, "adapter", f"must be one of {', '.join(ADAPTERS)}"),
-            (self.steps > 0, "steps", "must be positive"),
-            (self.learning_rate > 0, "learning_rate", "must be positive"),
-            (self.batch_size > 0 and self.grad_accum > 0, "batch_size/grad_accum", "must be positive"),
-            (self.max_length >= 16, "max_length", "must be at least 16 tokens"),
-            (self.save_steps > 0, "save_steps", "must be positive"),
-            (self.beta > 0, "beta", "must be positive"),
-            (self.lora_r > 0, "lora_r", "must be positive"),
-            (self.model_dtype in ("auto", *DTYPES), "model_dtype", f"must be auto or one of {', '.join(DTYPES)}"),
-            (self.save_dtype in ("auto", *DTYPES), "save_dtype", f"must be auto or one of {', '.join(DTYPES)}"),
-        ]
-        for ok, key, why in checks:
-            if not ok:
-                raise ConfigError(f"training.{key}: {why} (got {getattr(self, key.split('/')[0])!r})")
-
-    def fingerprint(self) -> str:
-        """What must match for a work directory to be resumed: the settings (not out, force, progress,
-        save_steps, device) and the content of the base and the data, not just their paths."""
-        keep = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-                if k not in ("out", "force", "progress", "save_steps", "device")}
-        keep["content"] = {str(f): sha256_file(f) for f in input_files(Path(self.base)) + input_files(Path(self.data))
-                           if f.suffix in (".safetensors", ".json", ".jsonl", ".jinja")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _chat(role: str, text: str) -> list[dict]:
@@ -222,9 +161,9 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
                             f"raise training.max_length")
 
     device = resolve_device(req.device)
-    on_cuda = device.startswith("cuda")
-    model_dtype = DTYPES[req.model_dtype] if req.model_dtype != "auto" else (torch.bfloat16 if on_cuda else torch.float32)
-    save_dtype = DTYPES[req.save_dtype] if req.save_dtype != "auto" else model_dtype
+    on_cuda = device.type == "cuda"
+    model_dtype = resolve_dtype(req.model_dtype, "training.model_dtype") if req.model_dtype != "auto" else (torch.bfloat16 if on_cuda else torch.float32)
+    save_dtype = resolve_dtype(req.save_dtype, "training.save_dtype") if req.save_dtype != "auto" else model_dtype
     recorder = ManifestRecorder({"base": base, "data": Path(req.data)})
     fingerprint = req.fingerprint()  # hashes the base and the data: once per run
     work = _work_dir(req, fingerprint)
@@ -245,7 +184,7 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         raise ConfigError(f"training.extra: {', '.join(clash)} are set by their own options, not as trainer args")
     common = dict(output_dir=str(work), max_steps=req.steps, learning_rate=req.learning_rate,
                   per_device_train_batch_size=req.batch_size, gradient_accumulation_steps=req.grad_accum,
-                  lr_scheduler_type=req.scheduler, warmup_steps=req.warmup_ratio, logging_steps=1,
+                  lr_scheduler_type=req.scheduler, warmup_steps=int(req.warmup) if req.warmup >= 1 else req.warmup, logging_steps=1,
                   save_steps=req.save_steps, save_total_limit=2, seed=req.seed, data_seed=req.seed,
                   report_to=[], use_cpu=not on_cuda, bf16=on_cuda and model_dtype == torch.bfloat16,
                   dataloader_num_workers=0, disable_tqdm=not req.progress, max_length=req.max_length,
@@ -281,7 +220,7 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         _write_loss_csv(staging / "loss.csv", loss_rows)
         tokens = sum(full[0] for _, full in lengths) / len(lengths)  # prompt + chosen answer
         manifest = recorder.build(
-            action="train", device=device, objective=req.objective, adapter=req.adapter, seed=req.seed,
+            action="train", device=str(device), objective=req.objective, adapter=req.adapter, seed=req.seed,
             request={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()},
             fingerprint=fingerprint, data=data_stats, resumed_from=resume,
             model_dtype=str(model_dtype), save_dtype=str(save_dtype), steps=trainer.state.global_step,

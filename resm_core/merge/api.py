@@ -1,4 +1,6 @@
-"""The one registry of merge methods.
+"""The merge-method API that method modules import: `Param`, `register`, the per-tensor context and the
+parameters many methods share. The catalogue of methods (resm_core.merge.catalogue) imports the method
+modules, so nothing here imports a method and no import runs in a circle.
 
 A method is a pure function on one tensor, `fn(base, deltas, params, ctx) -> merged_delta`, where
 `deltas` stacks the T task deltas of that tensor (fp32, shape [T, *base.shape]). Methods that need
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 
@@ -170,8 +173,7 @@ class MergeMethod:
         return resolved
 
 
-METHODS: dict[str, MergeMethod] = {}
-RENAMED = {"della_ties": "della (DELLA's drop-elect-fuse; the summing variant is now della_linear)"}
+METHODS: dict[str, MergeMethod] = {}  # filled by @register as the catalogue imports the method modules
 
 
 def register(name: str, *, params: tuple[Param, ...] = (), summary: str, reference: str,
@@ -190,25 +192,6 @@ def register(name: str, *, params: tuple[Param, ...] = (), summary: str, referen
         return fn
 
     return decorator
-
-
-def get_method(name: str) -> MergeMethod:
-    _load_methods()
-    if name in RENAMED:
-        raise ConfigError(f"method: {name!r} was renamed to follow mergekit: use {RENAMED[name]}")
-    if name not in METHODS:
-        raise ConfigError(f"method: unknown merge method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
-
-
-def all_methods() -> dict[str, MergeMethod]:
-    _load_methods()
-    return dict(METHODS)
-
-
-def _load_methods() -> None:
-    # Importing the method modules registers them; done lazily to avoid import cycles.
-    from resm_core.merge import averaging, consensus, resm, svd_methods, ties_family  # noqa: F401
 
 
 # -- parameters shared by many methods ---------------------------------------------------------

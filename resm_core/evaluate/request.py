@@ -1,0 +1,87 @@
+"""What `resm evaluate` is asked to do: the single declaration of each evaluation option (flag, key in the
+workflow config's `evaluation` section and in an `--config` file, default, help, range), and the one
+function that layers a config file, benchmark options and flags into a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from resm_core.errors import ConfigError
+from resm_core.options import build, declared, device_option, option
+
+BACKENDS = ("transformers", "vllm")
+
+
+@dataclass
+class EvalRequest:
+    SECTION: ClassVar[str] = "evaluation"  # where its options sit in a config; errors name it
+
+    model: Path = option(help="model directory", config=False)
+    out: Path = option(help="output directory", config=False)
+    data_root: Path = option(help="root of the built datasets ({dim}/test.jsonl)", flag="--data", config=False)
+    arm: str | None = option(None, help="name of the arm in the outputs (default: the model directory's name)",
+                             config=False)
+    judges: Path | None = option(None, help="directory written by `resm judge fit`", config=False)
+    benchmarks: dict = option(help="benchmark name -> options (n, n_val, sources, models)", cli=False,
+                              config=False, default_factory=lambda: {name: {} for name in _default_benchmarks()})
+    backend: str = option("transformers", help="generation backend", choices=BACKENDS)
+    max_new_tokens: int = option(48, help="tokens per generated answer", minimum=1)
+    batch_size: int = option(8, help="prompts per generation batch", minimum=1)
+    temperature: float = option(0.0, help="sampling temperature (0: greedy)", minimum=0)
+    n_bootstrap: int = option(1000, help="bootstrap replicates of each interval", minimum=10,
+                              flags=("--bootstrap",))
+    seed: int = option(0, help="seed of sampling and the bootstrap", config=False)
+    device: str = device_option()
+    asset_root: Path | None = option(None, help="asset cache (default: $RESM_CACHE or resources/)",
+                                     flag="--cache", config=False)
+    force: bool = option(False, help="replace the output if it exists", config=False)
+    progress: bool = option(True, config=False, cli=False)
+
+    def __post_init__(self) -> None:
+        if self.arm is None:
+            self.arm = Path(self.model).name
+
+
+def _default_benchmarks() -> list[str]:
+    from resm_core.evaluate.benchmarks import DEFAULT
+
+    return DEFAULT
+
+
+FILE_KEYS = {"benchmarks", "seed", *(f.name for f, _, meta in declared(EvalRequest) if meta["config"])}
+
+
+def read_config(path: Path) -> dict:
+    """An `--config` file: the keys of the workflow config's `evaluation` section that evaluation reads."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    config = yaml.safe_load(path.read_text()) or {}
+    unknown = set(config) - FILE_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FILE_KEYS))}")
+    return config
+
+
+def request_from(flags: dict[str, Any], config: dict | None = None, options: Any = None,
+                 names: list[str] | None = None, counts: list[tuple[str, Any]] = ()) -> EvalRequest:
+    """Flags over the config file; the benchmarks from the config, replaced by `options` (benchmark ->
+    options), narrowed to `names`, with `counts` (BENCH=N) setting each one's n."""
+    config = dict(config or {})
+    benchmarks = config.pop("benchmarks", None) or {name: {} for name in _default_benchmarks()}
+    if isinstance(benchmarks, list):
+        benchmarks = {name: {} for name in benchmarks}
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ConfigError("--options: expected a JSON object of benchmark -> options")
+        benchmarks = {name: dict(opts or {}) for name, opts in options.items()}
+    if names:
+        benchmarks = {name: benchmarks.get(name, {}) for name in names}
+    for name, n in counts:
+        if name not in benchmarks:
+            raise ConfigError(f"--n {name}={n}: {name} is not among the benchmarks being run")
+        benchmarks[name] = {**(benchmarks[name] or {}), "n": n}
+    return build(EvalRequest, {**config, **flags, "benchmarks": benchmarks}, "evaluation")

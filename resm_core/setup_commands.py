@@ -1,0 +1,88 @@
+"""`resm assets` and `resm base`: the commands that set up what every stage reads (the pinned offline
+assets, the base model)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("assets", help="fetch the pinned offline assets (model and 3H data from PyPI wheels)")
+    a_sub = a.add_subparsers(dest="assets_command", required=True)
+    af = a_sub.add_parser("fetch", help="download, verify (SHA-256) and extract; skips what is already there")
+    af.add_argument("names", nargs="*", help="assets to fetch (default: all; see `resm assets list`)")
+    af.add_argument("--cache", help="cache directory (default: $RESM_CACHE or resources/)")
+    af.add_argument("--wheel-dir", help="take the wheels from this directory instead of the package registry")
+    af.add_argument("--force", action="store_true", help="fetch again even if present")
+    af.set_defaults(run=run_fetch)
+    a_sub.add_parser("list", help="the pinned assets, their licences and whether they are fetched").set_defaults(
+        run=run_list)
+
+    b = sub.add_parser("base", help="prepare a base model directory")
+    b_sub = b.add_subparsers(dest="base_command", required=True)
+    bp = b_sub.add_parser("prepare", help="dequantise a packaged GGUF into a Hugging Face directory")
+    bp.add_argument("name", help="packaged base (smollm2-135m-instruct)")
+    bp.add_argument("--out", required=True, type=Path)
+    bp.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
+    bp.add_argument("--dtype", default="bfloat16", help="bfloat16 (default), float32 or float16")
+    bp.add_argument("--force", action="store_true")
+    bp.set_defaults(run=run_prepare)
+    bd = b_sub.add_parser("download", help="a Hugging Face hub model into a local directory")
+    bd.add_argument("repo_id", help="e.g. meta-llama/Meta-Llama-3-8B-Instruct (gated models need HF_TOKEN)")
+    bd.add_argument("--out", required=True, type=Path)
+    bd.add_argument("--revision")
+    bd.add_argument("--force", action="store_true")
+    bd.set_defaults(run=run_download)
+    bt = b_sub.add_parser("tiny", help="a tiny random Llama with a locally trained tokenizer (tests, CI)")
+    bt.add_argument("--out", required=True, type=Path)
+    bt.add_argument("--seed", type=int, default=0)
+    bt.add_argument("--corpus", nargs="+", type=Path,
+                    help="JSONL rows or text files to train the tokenizer on (default: the embedded 3H sources)")
+    bt.add_argument("--cache", help="asset cache for the default corpus")
+    bt.add_argument("--vocab-size", type=int, default=512)
+    bt.add_argument("--hidden", type=int, default=64)
+    bt.add_argument("--layers", type=int, default=2)
+    bt.add_argument("--heads", type=int, default=4)
+    bt.add_argument("--intermediate", type=int, default=128)
+    bt.add_argument("--dtype", default="bfloat16")
+    bt.add_argument("--force", action="store_true")
+    bt.set_defaults(run=run_tiny)
+
+
+def run_list(args: argparse.Namespace) -> None:
+    from resm_core import assets
+
+    for name, a in assets.ASSETS.items():
+        state = "fetched" if assets.is_fetched(name) else "missing"
+        print(f"{name:11s} {a.package + '==' + a.version:28s} {state:8s} {a.licence:27s} {a.what}")
+
+
+def run_fetch(args: argparse.Namespace) -> None:
+    from resm_core import assets
+
+    done = assets.fetch(args.names or None, root=args.cache, wheel_dir=args.wheel_dir, force=args.force)
+    print(f"{len(done)} asset(s) ready in {assets.cache_root(args.cache)}")
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    from resm_core import base_models
+
+    base_models.prepare_gguf_base(args.name, args.out, root=args.cache, dtype=args.dtype, force=args.force)
+    print(f"base model written to {args.out}")
+
+
+def run_download(args: argparse.Namespace) -> None:
+    from resm_core import base_models
+
+    base_models.download_base(args.repo_id, args.out, revision=args.revision, force=args.force)
+    print(f"base model written to {args.out}")
+
+
+def run_tiny(args: argparse.Namespace) -> None:
+    from resm_core import base_models
+
+    base_models.tiny_base(args.out, base_models.tokenizer_corpus(args.corpus, args.cache), seed=args.seed,
+                          vocab_size=args.vocab_size, hidden=args.hidden, layers=args.layers, heads=args.heads,
+                          intermediate=args.intermediate, dtype=args.dtype, force=args.force)
+    print(f"base model written to {args.out}")

@@ -1,0 +1,76 @@
+"""A stage's code fingerprint covers every module the stage imports, found from the imports themselves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from workflow_helpers import REPO
+
+from resm_core.stage_code import STAGE_ENTRIES, code_fingerprint, stage_files, stage_modules
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
+def test_every_module_a_stage_imports_is_in_its_fingerprint(stage):
+    """Import the stage's code in a fresh interpreter: whatever of resm_core it loads must be covered."""
+    script = (f"import importlib, json, sys\nfor m in {STAGE_ENTRIES[stage]!r}: importlib.import_module(m)\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m == 'resm_core' or m.startswith('resm_core.'))))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert loaded - stage_modules(stage) == set()
+
+
+def test_the_judges_are_fitted_on_splits_and_schema_so_they_follow_them():
+    judges = stage_modules("judges")
+    assert {"resm_core.data.splits", "resm_core.data.schema", "resm_core.judges.refusal"} <= judges
+    assert "resm_core.merge.engine" not in judges and "resm_core.train.trainer" not in judges
+
+
+def test_lazy_imports_named_modules_and_named_data_files_count(tmp_path):
+    """A toy package: an import inside a function, a module named in a string, a data file named by its folder."""
+    pkg = tmp_path / "resm_core"
+    (pkg / "stage" / "embedded").mkdir(parents=True)
+    (pkg / "other").mkdir()
+    for init in (pkg / "__init__.py", pkg / "stage" / "__init__.py", pkg / "other" / "__init__.py"):
+        init.write_text("")
+    (pkg / "stage" / "entry.py").write_text(textwrap.dedent('''
+        """Docstrings that mention resm_core.unused are not imports."""
+        from pathlib import Path
+        EMBEDDED = Path(__file__).parent / "embedded"
+
+        def later():
+            from resm_core.other import lazy
+            return lazy, "resm_core.other.named:Thing"
+    '''))
+    (pkg / "stage" / "embedded" / "rows.jsonl").write_text("{}\n")
+    (pkg / "other" / "lazy.py").write_text("")
+    (pkg / "other" / "named.py").write_text("")
+    (pkg / "other" / "unrelated.py").write_text("")
+    (pkg / "unused.py").write_text("")
+    STAGE_ENTRIES["toy"] = ["resm_core.stage.entry"]
+    try:
+        modules = stage_modules("toy", pkg)
+        assert modules == {"resm_core", "resm_core.stage", "resm_core.stage.entry", "resm_core.other",
+                           "resm_core.other.lazy", "resm_core.other.named"}
+        assert pkg / "stage" / "embedded" / "rows.jsonl" in stage_files("toy", pkg)
+        before = code_fingerprint("toy", pkg)
+        (pkg / "other" / "unrelated.py").write_text("x = 1\n")
+        assert code_fingerprint("toy", pkg) == before
+        (pkg / "stage" / "embedded" / "rows.jsonl").write_text('{"a": 1}\n')
+        assert code_fingerprint("toy", pkg) != before
+    finally:
+        del STAGE_ENTRIES["toy"]
+
+
+def test_a_change_to_the_splits_reaches_data_judges_and_evaluation_but_not_training_or_merging(tmp_path):
+    code = tmp_path / "resm_core"
+    shutil.copytree(REPO / "resm_core", code, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {stage: code_fingerprint(stage, code) for stage in STAGE_ENTRIES}
+    with open(code / "data" / "splits.py", "a") as f:
+        f.write("\n# changed\n")
+    changed = {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
+    assert changed == {"data", "mix", "judges", "evaluate", "report"}
