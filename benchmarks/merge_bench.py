@@ -52,12 +52,15 @@ def measured(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def _measured_once(cmd: list[str], env: dict | None = None) -> dict:
-    probe = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
-             "r = subprocess.run(sys.argv[1:]); w = time.perf_counter() - t; "
-             "print(json.dumps({'rc': r.returncode, 'wall_s': w, "
-             "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
+    probe = (
+        "import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:]); w = time.perf_counter() - t; "
+        "print(json.dumps({'rc': r.returncode, 'wall_s': w, "
+        "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
@@ -143,66 +146,141 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
         params = []
         if method in ("tsv_m", "resm") and size in args.lowrank_sizes:
             params = ["--param", "svd=lowrank"]
-        cmd = [sys.executable, "-m", "resm_core.cli", "-q", "merge", "--method", method, "--base", str(base),
-               "--experts", *map(str, experts), "--out", str(merges / method), "--force", "--device", "cpu", *params]
+        cmd = [
+            sys.executable,
+            "-m",
+            "resm_core.cli",
+            "-q",
+            "merge",
+            "--method",
+            method,
+            "--base",
+            str(base),
+            "--experts",
+            *map(str, experts),
+            "--out",
+            str(merges / method),
+            "--force",
+            "--device",
+            "cpu",
+            *params,
+        ]
         res = measured(cmd)
         label = method + (" (lowrank)" if params else "")
         rows.append({"size": size, "method": label, "tool": "resm", **_fmt(res, gb)})
         print(_line(rows[-1]), flush=True)
         if args.mergekit and method in MERGEKIT:
-            rows.append({"size": size, "method": method, "tool": "mergekit",
-                         **_fmt(run_mergekit(method, base, experts, merges / f"mergekit_{method}", args.mergekit), gb)})
+            rows.append(
+                {
+                    "size": size,
+                    "method": method,
+                    "tool": "mergekit",
+                    **_fmt(run_mergekit(method, base, experts, merges / f"mergekit_{method}", args.mergekit), gb),
+                }
+            )
             rows[-1]["speedup_vs_mergekit"] = round(rows[-1]["wall_s"] / rows[-2]["wall_s"], 2)
             print(_line(rows[-1]), flush=True)
     if args.lowrank_error and "tsv_m" in methods and size not in args.lowrank_sizes:
-        cmd = [sys.executable, "-m", "resm_core.cli", "-q", "merge", "--method", "tsv_m", "--base", str(base),
-               "--experts", *map(str, experts), "--out", str(merges / "tsv_m_lowrank"), "--force",
-               "--device", "cpu", "--param", "svd=lowrank"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "resm_core.cli",
+            "-q",
+            "merge",
+            "--method",
+            "tsv_m",
+            "--base",
+            str(base),
+            "--experts",
+            *map(str, experts),
+            "--out",
+            str(merges / "tsv_m_lowrank"),
+            "--force",
+            "--device",
+            "cpu",
+            "--param",
+            "svd=lowrank",
+        ]
         res = measured(cmd)
         err = relative_error(merges / "tsv_m_lowrank", merges / "tsv_m", base)
         exact_trunc, lowrank_trunc = truncation_errors(base, experts[0])
-        rows.append({"size": size, "method": "tsv_m (lowrank)", "tool": "resm", **_fmt(res, gb),
-                     "merged_delta_diff_vs_exact": round(err, 4),
-                     "truncation_error_exact": round(exact_trunc, 4),
-                     "truncation_error_lowrank": round(lowrank_trunc, 4)})
+        rows.append(
+            {
+                "size": size,
+                "method": "tsv_m (lowrank)",
+                "tool": "resm",
+                **_fmt(res, gb),
+                "merged_delta_diff_vs_exact": round(err, 4),
+                "truncation_error_exact": round(exact_trunc, 4),
+                "truncation_error_lowrank": round(lowrank_trunc, 4),
+            }
+        )
         print(_line(rows[-1]), flush=True)
     return rows
 
 
 def run_mergekit(method: str, base: Path, experts: list[Path], out: Path, mergekit_yaml: str) -> dict:
     name, model_params, global_params = MERGEKIT[method]
-    config = {"merge_method": name, "base_model": str(base), "dtype": "bfloat16", "parameters": global_params,
-              "models": [{"model": str(e), "parameters": model_params} for e in experts]}
+    config = {
+        "merge_method": name,
+        "base_model": str(base),
+        "dtype": "bfloat16",
+        "parameters": global_params,
+        "models": [{"model": str(e), "parameters": model_params} for e in experts],
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = out.parent / f"{out.name}.yaml"
     import yaml
 
     cfg.write_text(yaml.safe_dump(config))
     shutil.rmtree(out, ignore_errors=True)
-    return measured([mergekit_yaml, str(cfg), str(out), "--lazy-unpickle", "--out-shard-size", "2B"],
-                    env={"CUDA_VISIBLE_DEVICES": ""})
+    return measured(
+        [mergekit_yaml, str(cfg), str(out), "--lazy-unpickle", "--out-shard-size", "2B"],
+        env={"CUDA_VISIBLE_DEVICES": ""},
+    )
 
 
 def _fmt(res: dict, gb: float) -> dict:
-    return {"wall_s": round(res["wall_s"], 2), "peak_rss_mb": round(res["peak_rss_mb"]),
-            "throughput_gb_s": round(gb / res["wall_s"], 3), "input_gb": round(gb, 2)}
+    return {
+        "wall_s": round(res["wall_s"], 2),
+        "peak_rss_mb": round(res["peak_rss_mb"]),
+        "throughput_gb_s": round(gb / res["wall_s"], 3),
+        "input_gb": round(gb, 2),
+    }
 
 
 def _line(row: dict) -> str:
-    extra = "".join(f"  {k}={row[k]}" for k in ("speedup_vs_mergekit", "merged_delta_diff_vs_exact",
-                                                  "truncation_error_exact", "truncation_error_lowrank") if k in row)
-    return (f"{row['size']:14s} {row['method']:24s} {row['tool']:10s} {row['wall_s']:8.2f} s "
-            f"{row['peak_rss_mb']:7d} MB {row['throughput_gb_s']:7.3f} GB/s{extra}")
+    extra = "".join(
+        f"  {k}={row[k]}"
+        for k in (
+            "speedup_vs_mergekit",
+            "merged_delta_diff_vs_exact",
+            "truncation_error_exact",
+            "truncation_error_lowrank",
+        )
+        if k in row
+    )
+    return (
+        f"{row['size']:14s} {row['method']:24s} {row['tool']:10s} {row['wall_s']:8.2f} s "
+        f"{row['peak_rss_mb']:7d} MB {row['throughput_gb_s']:7.3f} GB/s{extra}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["smollm2-135m", "llama-1.1b"], choices=list(SHAPES))
     parser.add_argument("--methods", nargs="+", default=sorted(all_methods()))
-    parser.add_argument("--lowrank-sizes", nargs="*", default=["llama-1.1b"],
-                        help="sizes where tsv_m and resm use svd=lowrank (exact SVD elsewhere)")
-    parser.add_argument("--lowrank-error", action="store_true",
-                        help="also time tsv_m with svd=lowrank where it ran exact, and report the error")
+    parser.add_argument(
+        "--lowrank-sizes",
+        nargs="*",
+        default=["llama-1.1b"],
+        help="sizes where tsv_m and resm use svd=lowrank (exact SVD elsewhere)",
+    )
+    parser.add_argument(
+        "--lowrank-error",
+        action="store_true",
+        help="also time tsv_m with svd=lowrank where it ran exact, and report the error",
+    )
     parser.add_argument("--mergekit", help="path to mergekit-yaml (installed in a separate venv)")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--json", type=Path, help="write the rows here too")
@@ -212,8 +290,10 @@ def main() -> None:
     REPEAT = args.repeat
     if args.mergekit is None and (ROOT / ".mergekit-venv" / "bin" / "mergekit-yaml").exists():
         args.mergekit = str(ROOT / ".mergekit-venv" / "bin" / "mergekit-yaml")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
-          f"mergekit: {args.mergekit or 'not found (skipped)'}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+        f"mergekit: {args.mergekit or 'not found (skipped)'}"
+    )
     print(f"{'size':14s} {'method':24s} {'tool':10s} {'wall':>10s} {'peak RSS':>10s} {'throughput':>12s}")
     rows = []
     for size in args.sizes:

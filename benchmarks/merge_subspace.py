@@ -69,8 +69,18 @@ def measure(results: Path, methods: list[str] | None) -> list[dict]:
         params = {k: v for k, v in manifest["params"].items() if k != "weights"}
         tvs = [results / "taskvec" / dim for dim in combo.split("+")]
         tmp = Path(tempfile.mkdtemp(prefix="subspace-", dir=results))
-        merge(MergeRequest(base=results / "base", experts=tvs, method=method, params=params, out=tmp / "m",
-                           seed=manifest["seed"], out_dtype="float32", progress=False))
+        merge(
+            MergeRequest(
+                base=results / "base",
+                experts=tvs,
+                method=method,
+                params=params,
+                out=tmp / "m",
+                seed=manifest["seed"],
+                out_dtype="float32",
+                progress=False,
+            )
+        )
         merged = CheckpointReader(tmp / "m")
         experts = [CheckpointReader(tv) for tv in tvs]
         out_col = out_row = total = 0.0
@@ -84,10 +94,14 @@ def measure(results: Path, methods: list[str] | None) -> list[dict]:
             c, r, t = outside_shares(delta, deltas)
             out_col, out_row, total = out_col + c, out_row + r, total + t
         shutil.rmtree(tmp)
-        rows.append({"arm": f"{method}/{combo}/{hp}", "outside_columns": out_col / total,
-                     "outside_rows": out_row / total})
-        print(f"{method}/{combo}/{hp}: {100 * out_col / total:.3f}% of the merged delta's energy outside the "
-              f"experts' column span, {100 * out_row / total:.3f}% outside their row span", flush=True)
+        rows.append(
+            {"arm": f"{method}/{combo}/{hp}", "outside_columns": out_col / total, "outside_rows": out_row / total}
+        )
+        print(
+            f"{method}/{combo}/{hp}: {100 * out_col / total:.3f}% of the merged delta's energy outside the "
+            f"experts' column span, {100 * out_row / total:.3f}% outside their row span",
+            flush=True,
+        )
     return rows
 
 

@@ -53,7 +53,9 @@ def main() -> None:
     run(RESM + ["assets", "fetch"], env)
     base = OUT / "smollm2-135m-instruct"
     if not base.exists():
-        print(f"base prepare: {run(RESM + ['base', 'prepare', 'smollm2-135m-instruct', '--out', str(base)], env):.1f} s")
+        print(
+            f"base prepare: {run(RESM + ['base', 'prepare', 'smollm2-135m-instruct', '--out', str(base)], env):.1f} s"
+        )
     results: dict = {"data_build_s": {}, "train": {}, "settings": vars(args) | {"json": str(args.json)}}
 
     data = OUT / "data"
@@ -62,8 +64,21 @@ def main() -> None:
             continue
         if dim == "harmlessness":
             shutil.rmtree(cache / "generations", ignore_errors=True)
-        cmd = RESM + ["data", "build", "--dim", dim, "--out", str(data / dim), "--max-train", str(args.max_train),
-                      "--max-val", str(args.max_val), "--base", str(base), "--force"]
+        cmd = RESM + [
+            "data",
+            "build",
+            "--dim",
+            dim,
+            "--out",
+            str(data / dim),
+            "--max-train",
+            str(args.max_train),
+            "--max-val",
+            str(args.max_val),
+            "--base",
+            str(base),
+            "--force",
+        ]
         secs = run(cmd, env)
         comp = json.loads((data / dim / "composition.json").read_text())
         results["data_build_s"][dim] = {"wall_s": round(secs, 1), "sizes": comp["sizes"], "dropped": comp["dropped"]}
@@ -73,25 +88,52 @@ def main() -> None:
         objective, adapter = spec.split("/")
         out = OUT / "runs" / f"{objective}-{adapter}"
         lr = "1e-5" if adapter == "full" else "1e-4"
-        cmd = RESM + ["train", "--base", str(base), "--data", str(data / "helpfulness"), "--out", str(out),
-                      "--objective", objective, "--adapter", adapter, "--steps", str(args.steps), "--lr", lr,
-                      "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                      "--save-steps", str(10 * args.steps), "--force"]
+        cmd = RESM + [
+            "train",
+            "--base",
+            str(base),
+            "--data",
+            str(data / "helpfulness"),
+            "--out",
+            str(out),
+            "--objective",
+            objective,
+            "--adapter",
+            adapter,
+            "--steps",
+            str(args.steps),
+            "--lr",
+            lr,
+            "--batch-size",
+            str(args.batch_size),
+            "--max-length",
+            str(args.max_length),
+            "--save-steps",
+            str(10 * args.steps),
+            "--force",
+        ]
         wall = run(cmd, env)
         manifest = json.loads((out / "resm_manifest.json").read_text())
         with open(out / "loss.csv") as f:
             curve = list(csv.DictReader(f))
         tokens = float(curve[-1]["num_tokens"]) if curve and curve[-1]["num_tokens"] else None
         runtime = manifest["train_runtime_s"]
-        row = {"wall_s": round(wall, 1), "train_runtime_s": round(runtime, 1),
-               "s_per_step": round(runtime / args.steps, 2),
-               "tokens_per_s": round(tokens / runtime, 1) if tokens else None,
-               "peak_rss_mb": manifest["peak_rss_mb"], "first_loss": float(curve[0]["loss"]),
-               "last_loss": float(curve[-1]["loss"])}
+        row = {
+            "wall_s": round(wall, 1),
+            "train_runtime_s": round(runtime, 1),
+            "s_per_step": round(runtime / args.steps, 2),
+            "tokens_per_s": round(tokens / runtime, 1) if tokens else None,
+            "peak_rss_mb": manifest["peak_rss_mb"],
+            "first_loss": float(curve[0]["loss"]),
+            "last_loss": float(curve[-1]["loss"]),
+        }
         results["train"][spec] = row
-        print(f"train {spec:9s} {row['s_per_step']:6.2f} s/step  {row['tokens_per_s']} tok/s  "
-              f"peak RSS {row['peak_rss_mb']:.0f} MB  (wall {wall:.0f} s, loss {row['first_loss']:.3f} -> "
-              f"{row['last_loss']:.3f})", flush=True)
+        print(
+            f"train {spec:9s} {row['s_per_step']:6.2f} s/step  {row['tokens_per_s']} tok/s  "
+            f"peak RSS {row['peak_rss_mb']:.0f} MB  (wall {wall:.0f} s, loss {row['first_loss']:.3f} -> "
+            f"{row['last_loss']:.3f})",
+            flush=True,
+        )
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.json}")
 

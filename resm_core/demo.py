@@ -16,7 +16,8 @@ import pandas as pd
 
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.merge.catalogue import all_methods
-from resm_core.merge.engine import MergeRequest, merge
+from resm_core.merge.engine import merge
+from resm_core.merge.request import MergeRequest
 from resm_core.synthetic import SHAPES, write_base, write_experts
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ def retention(base: CheckpointReader, experts: list[CheckpointReader], merged: C
     return [dot / n if n > 0 else float("nan") for dot, n in zip(dots, norms)]
 
 
-def run_demo(out: Path, shape: str = "small", methods: list[str] | None = None, seed: int = 0,
-             device: str = "auto") -> pd.DataFrame:
+def run_demo(
+    out: Path, shape: str = "small", methods: list[str] | None = None, seed: int = 0, device: str = "auto"
+) -> pd.DataFrame:
     out = Path(out)
     base_dir, expert_dirs = out / shape / "base", [out / shape / "experts" / t for t in TASKS]
     if not base_dir.exists():
@@ -56,13 +58,24 @@ def run_demo(out: Path, shape: str = "small", methods: list[str] | None = None, 
     for name in methods or sorted(all_methods()):
         target = out / shape / "merges" / name
         started = time.perf_counter()
-        merge(MergeRequest(base=base_dir, experts=expert_dirs, method=name, out=target, seed=seed,
-                           device=device, force=True, progress=False))
+        merge(
+            MergeRequest(
+                base=base_dir,
+                experts=expert_dirs,
+                method=name,
+                out=target,
+                seed=seed,
+                device=device,
+                force=True,
+                progress=False,
+            )
+        )
         seconds = time.perf_counter() - started
         keep = retention(base, experts, CheckpointReader(target))
         # per-method peak memory needs a process per merge: benchmarks/merge_bench.py measures it
-        rows.append({"method": name, "seconds": round(seconds, 2),
-                     **{f"kept_{t}": round(k, 3) for t, k in zip(TASKS, keep)}})
+        rows.append(
+            {"method": name, "seconds": round(seconds, 2), **{f"kept_{t}": round(k, 3) for t, k in zip(TASKS, keep)}}
+        )
         log.info("%s done", name)
     table = pd.DataFrame(rows)
     table.to_csv(out / shape / "demo_table.csv", index=False)
@@ -72,4 +85,3 @@ def run_demo(out: Path, shape: str = "small", methods: list[str] | None = None, 
 def shape_summary(shape: str) -> str:
     s = SHAPES[shape]
     return f"{shape}: {s.n_params() / 1e6:.1f}M parameters, {s.layers} layers, hidden {s.hidden}"
-

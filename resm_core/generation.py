@@ -34,41 +34,58 @@ def load_chat_model(model_dir: str | Path, device: str = "auto", dtype: torch.dt
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as exc:
-        raise TrainingError(f"{model_dir}: no usable tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise TrainingError(
+            f"{model_dir}: no usable tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     if not tokenizer.chat_template:
-        raise TrainingError(f"{model_dir}: the tokenizer has no chat template; add chat_template.jinja "
-                            f"(or use an instruct model)")
+        raise TrainingError(
+            f"{model_dir}: the tokenizer has no chat template; add chat_template.jinja (or use an instruct model)"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    device = resolve_device(device)
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    where = resolve_device(device)
+    dtype = dtype or (torch.bfloat16 if where.type == "cuda" else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(where).eval()
     return model, tokenizer
 
 
 def chat_prompt(tokenizer, prompt: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 96, batch_size: int = 8,
-             temperature: float = 0.0, seed: int = 0, progress: bool = True, desc: str = "generating") -> list[dict]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "generating",
+) -> list[dict]:
     """One dict per prompt: the response text and whether it hit the token limit."""
     tokenizer.padding_side = "left"
     out = []
     device = next(model.parameters()).device
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress)
     for start in range(0, len(prompts), batch_size):
-        batch = [chat_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
+        batch = [chat_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+        kwargs = {
+            "do_sample": temperature > 0,
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
         if temperature > 0:
             torch.manual_seed(seed + start)
             kwargs["temperature"] = temperature
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        generated = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
+        generated = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :]
         for row in generated:
             ids = row.tolist()
             finished = tokenizer.eos_token_id in ids or tokenizer.pad_token_id in ids
@@ -87,8 +104,15 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_generate(model_dir: Path, prompts: list[str], cache_dir: Path, max_new_tokens: int = 96,
-                    batch_size: int = 8, device: str = "auto", progress: bool = True) -> list[dict]:
+def cached_generate(
+    model_dir: Path,
+    prompts: list[str],
+    cache_dir: Path,
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict]:
     """Greedy answers, generated once per (model content, prompt, token limit) and kept in a JSONL file."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -106,8 +130,7 @@ def cached_generate(model_dir: Path, prompts: list[str], cache_dir: Path, max_ne
     if todo:
         log.info("generating %d answer(s) with %s (%d cached)", len(todo), model_dir, len(prompts) - len(todo))
         model, tokenizer = load_chat_model(model_dir, device)
-        results = generate(model, tokenizer, todo, max_new_tokens, batch_size, progress=progress,
-                           desc="base answers")
+        results = generate(model, tokenizer, todo, max_new_tokens, batch_size, progress=progress, desc="base answers")
         with open(path, "a", encoding="utf-8") as f:
             for prompt, res in zip(todo, results):
                 rec = {"prompt": prompt, **res}
@@ -121,14 +144,29 @@ def cached_generate(model_dir: Path, prompts: list[str], cache_dir: Path, max_ne
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 8, temperature: float = 0.0,
-                 seed: int = 0, progress: bool = True):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        batch_size: int = 8,
+        temperature: float = 0.0,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         self.model, self.tokenizer = load_chat_model(model_dir, device)
         self.batch_size, self.temperature, self.seed, self.progress = batch_size, temperature, seed, progress
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[dict]:
-        return generate(self.model, self.tokenizer, prompts, max_new_tokens, self.batch_size, self.temperature,
-                        self.seed, self.progress)
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens,
+            self.batch_size,
+            self.temperature,
+            self.seed,
+            self.progress,
+        )
 
     @torch.no_grad()
     def logprobs(self, prompts: list[str], continuations: list[str], chat: bool = True) -> list[tuple[float, int]]:
@@ -157,20 +195,24 @@ class TransformersBackend:
         for idx in tqdm(rest, desc="scoring options", disable=not self.progress or not rest):
             for i, value in zip(idx, self._shared_prompt([pairs[i] for i in idx], device)):
                 out[i] = value
-        order = sorted((i for i in range(len(pairs)) if out[i] is None),
-                       key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        order = sorted(
+            (i for i in range(len(pairs)) if out[i] is None), key=lambda i: len(pairs[i][0]) + len(pairs[i][1])
+        )
         batch = max(1, self.batch_size * 2)
         for start in tqdm(range(0, len(order), batch), desc="scoring choices", disable=not self.progress):
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             chunk = [pairs[i] for i in idx]
             keep = max(len(t) for _, t in chunk) + 1
             ids, logits = self._left_padded([h + t for h, t in chunk], keep, device)
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)      # predictions for the last keep-1 tokens
-            target = ids[:, ids.shape[1] - keep + 1:].to(device)
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # predictions for the last keep-1 tokens
+            target = ids[:, ids.shape[1] - keep + 1 :].to(device)
             token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
             for row, (i, (_, t)) in enumerate(zip(idx, chunk)):
-                out[i] = (float(token_logp[row, keep - 1 - len(t):].sum()), len(t))
-        return out
+                out[i] = (float(token_logp[row, keep - 1 - len(t) :].sum()), len(t))
+        filled = [pair for pair in out if pair is not None]
+        if len(filled) != len(out):
+            raise RuntimeError("log-prob scoring left a continuation unscored")
+        return filled
 
     def _left_padded(self, seqs: list[list[int]], keep: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids, left-padded with explicit position ids so every sequence ends at the last position, and
@@ -179,22 +221,27 @@ class TransformersBackend:
         ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for row, seq in enumerate(seqs):
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                            position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+        logits = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=keep,
+        ).logits.float()
         return ids, logits
 
     def _last_token(self, groups: list[tuple[list[int], list[int]]], pairs, out: list, device) -> None:
         """Options that differ only in their last token ("Yes"/"No", "The answer is A"/"... B"), given as
         (indices, shared prefix): one batched forward over prompt + prefix per group gives every option's
         log-prob from the last position."""
-        seqs = sorted(((idx, pairs[idx[0]][0] + common, len(common)) for idx, common in groups),
-                      key=lambda s: len(s[1]))
+        seqs = sorted(
+            ((idx, pairs[idx[0]][0] + common, len(common)) for idx, common in groups), key=lambda s: len(s[1])
+        )
         batch = max(1, self.batch_size * 2)
         for start in tqdm(range(0, len(seqs), batch), desc="scoring options", disable=not self.progress or not seqs):
-            chunk = seqs[start:start + batch]
+            chunk = seqs[start : start + batch]
             keep = max(n for _, _, n in chunk) + 1
             _, logits = self._left_padded([seq for _, seq, _ in chunk], keep, device)
             logp = torch.log_softmax(logits, dim=-1).cpu()  # the last position predicts the option's last token
@@ -219,10 +266,14 @@ class TransformersBackend:
         mask[:, : len(head)] = 1
         for row, (_, t) in enumerate(chunk):
             tails[row, : len(t)] = torch.tensor(t)
-            mask[row, len(head): len(head) + len(t)] = 1
+            mask[row, len(head) : len(head) + len(t)] = 1
         positions = torch.arange(len(head), len(head) + width).expand(k, -1)
-        logits = self.model(input_ids=tails.to(device), attention_mask=mask.to(device), past_key_values=cache,
-                            position_ids=positions.to(device)).logits.float()
+        logits = self.model(
+            input_ids=tails.to(device),
+            attention_mask=mask.to(device),
+            past_key_values=cache,
+            position_ids=positions.to(device),
+        ).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         out = []
         for row, (_, t) in enumerate(chunk):

@@ -32,23 +32,32 @@ def check_config(config: dict, source: str = "config") -> None:
     for name, opts in (config["evaluation"].get("benchmarks") or {}).items():
         for key in ("reward_model", "guard_model"):
             if opts and key in opts and opts[key] not in models:
-                raise ConfigError(f"{source}: evaluation.benchmarks.{name}.{key}: {opts[key]!r} is not a name in "
-                                  f"evaluation.models ({', '.join(models) or 'none defined'})")
+                raise ConfigError(
+                    f"{source}: evaluation.benchmarks.{name}.{key}: {opts[key]!r} is not a name in "
+                    f"evaluation.models ({', '.join(models) or 'none defined'})"
+                )
     judge = (config.get("mixtures") or {}).get("judge") or ""
     if judge.startswith("reward:"):
-        scorers = {name: opts["reward_model"] for name, opts in (config["evaluation"].get("benchmarks") or {}).items()
-                   if opts and "reward_model" in opts}
+        scorers = {
+            name: opts["reward_model"]
+            for name, opts in (config["evaluation"].get("benchmarks") or {}).items()
+            if opts and "reward_model" in opts
+        }
         named = judge.removeprefix("reward:")
         clash = [name for name, model in scorers.items() if models.get(model, model) == models.get(named, named)]
         if clash:
-            raise ConfigError(f"{source}: mixtures.judge: {judge!r} is the model that scores "
-                              f"evaluation.benchmarks.{clash[0]}; a mixture weighted by the evaluator's own reward "
-                              f"model would be judged by it too: name a different model in evaluation.models")
+            raise ConfigError(
+                f"{source}: mixtures.judge: {judge!r} is the model that scores "
+                f"evaluation.benchmarks.{clash[0]}; a mixture weighted by the evaluator's own reward "
+                f"model would be judged by it too: name a different model in evaluation.models"
+            )
     for combo in config["combos"]:
         dims = combo_dims(combo)
         if sorted(dims) != dims or len(set(dims)) != len(dims) or set(dims) - set(DIMS):
-            raise ConfigError(f"{source}: combos: {combo!r} must be 2 or 3 distinct dims, sorted, joined by '+' "
-                              f"(e.g. {'+'.join(sorted(dims)) if not set(dims) - set(DIMS) else 'harmlessness+helpfulness'})")
+            raise ConfigError(
+                f"{source}: combos: {combo!r} must be 2 or 3 distinct dims, sorted, joined by '+' "
+                f"(e.g. {'+'.join(sorted(dims)) if not set(dims) - set(DIMS) else 'harmlessness+helpfulness'})"
+            )
 
 
 def combo_dims(combo: str) -> list[str]:
@@ -106,13 +115,15 @@ class Arm:
     @classmethod
     def parse(cls, path: str) -> Arm:
         parts = path.split("/")
-        shapes = {("base", 1): lambda: cls("base"), ("expert", 2): lambda: cls("expert", dim=parts[1]),
-                  ("mix", 3): lambda: cls("mixture", family=parts[1], combo=parts[2]),
-                  ("merge", 4): lambda: cls("merge", family=parts[1], combo=parts[2], variant=parts[3])}
+        shapes = {
+            ("base", 1): lambda: cls("base"),
+            ("expert", 2): lambda: cls("expert", dim=parts[1]),
+            ("mix", 3): lambda: cls("mixture", family=parts[1], combo=parts[2]),
+            ("merge", 4): lambda: cls("merge", family=parts[1], combo=parts[2], variant=parts[3]),
+        }
         make = shapes.get((parts[0], len(parts)))
         if make is None:
-            raise ConfigError(f"arm {path!r}: expected base, expert/DIM, mix/STRATEGY/COMBO or "
-                              f"merge/METHOD/COMBO/HP")
+            raise ConfigError(f"arm {path!r}: expected base, expert/DIM, mix/STRATEGY/COMBO or merge/METHOD/COMBO/HP")
         return make()
 
     def describe(self) -> dict[str, str]:

@@ -42,22 +42,64 @@ def key_value(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value) if value.strip() else None
 
 
-def option(default: Any = MISSING, *, help: str = "", flag: str | None = None, flags: tuple[str, ...] = (), choices: tuple = (),
-           minimum: float | None = None, maximum: float | None = None, exclusive_minimum: float | None = None,
-           pattern: str | None = None, parse: Callable[[str], Any] | None = None, config: bool = True, cli: bool = True, append: bool = False,
-           metavar: str | None = None, nargs: str | None = None, default_factory: Callable[[], Any] | None = None) -> Any:
-    meta = {"help": help, "flag": flag, "flags": flags, "choices": tuple(choices), "minimum": minimum, "maximum": maximum,
-            "exclusive_minimum": exclusive_minimum, "pattern": pattern, "parse": parse, "config": config, "cli": cli,
-            "append": append, "metavar": metavar, "nargs": nargs}
+def option(
+    default: Any = MISSING,
+    *,
+    help: str = "",
+    flag: str | None = None,
+    flags: tuple[str, ...] = (),
+    choices: tuple = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    pattern: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    config: bool = True,
+    cli: bool = True,
+    append: bool = False,
+    metavar: str | None = None,
+    nargs: str | None = None,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    meta = {
+        "help": help,
+        "flag": flag,
+        "flags": flags,
+        "choices": tuple(choices),
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_minimum": exclusive_minimum,
+        "pattern": pattern,
+        "parse": parse,
+        "config": config,
+        "cli": cli,
+        "append": append,
+        "metavar": metavar,
+        "nargs": nargs,
+    }
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
 def _meta(f: dataclasses.Field) -> dict:
-    return {"help": "", "flag": None, "flags": (), "choices": (), "minimum": None, "maximum": None, "exclusive_minimum": None,
-            "pattern": None, "parse": None, "config": True, "cli": True, "append": False, "metavar": None, "nargs": None,
-            **dict(f.metadata)}
+    return {
+        "help": "",
+        "flag": None,
+        "flags": (),
+        "choices": (),
+        "minimum": None,
+        "maximum": None,
+        "exclusive_minimum": None,
+        "pattern": None,
+        "parse": None,
+        "config": True,
+        "cli": True,
+        "append": False,
+        "metavar": None,
+        "nargs": None,
+        **dict(f.metadata),
+    }
 
 
 def _base_type(annotation: Any) -> Any:
@@ -86,8 +128,9 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (),
-                  required: bool = True) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (), required: bool = True
+) -> None:
     """One flag per field. Defaults stay on the dataclass: an absent flag is absent from the namespace.
     required=False: fields without a default may come from elsewhere (a recipe file)."""
     for f, kind, meta in declared(cls):
@@ -131,7 +174,7 @@ def from_namespace(cls: type, args: argparse.Namespace, **given: Any) -> Any:
 def build(cls: type, values: dict[str, Any], source: str | None = None) -> Any:
     """A request from a mapping of field -> value (a config section, a recipe, parsed flags), range-checked.
     Errors name `source`, by default the request's config section (its SECTION)."""
-    source = source or getattr(cls, "SECTION", cls.__name__)
+    source = source or str(getattr(cls, "SECTION", cls.__name__))
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -184,8 +227,11 @@ def config_schema(cls: type) -> dict[str, dict]:
             prop["type"] = "string"
         if meta["pattern"]:
             prop["pattern"] = f"^({meta['pattern']})$"
-        for key, schema_key in (("minimum", "minimum"), ("maximum", "maximum"),
-                                ("exclusive_minimum", "exclusiveMinimum")):
+        for key, schema_key in (
+            ("minimum", "minimum"),
+            ("maximum", "maximum"),
+            ("exclusive_minimum", "exclusiveMinimum"),
+        ):
             if meta[key] is not None:
                 prop[schema_key] = meta[key]
         props[f.name] = prop
@@ -219,8 +265,9 @@ def to_flags(cls: type, values: dict[str, Any]) -> str:
 
 
 def device_option(config: bool = False) -> Any:
-    return option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N", pattern=r"auto|cpu|cuda(:[0-9]+)?",
-                  config=config)
+    return option(
+        "auto", help="auto (CUDA when present), cpu, cuda, cuda:N", pattern=r"auto|cpu|cuda(:[0-9]+)?", config=config
+    )
 
 
 def config_flags(cls: type, section: dict[str, Any], **values: Any) -> str:

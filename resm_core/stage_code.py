@@ -49,8 +49,11 @@ def module_file(module: str, root: Path) -> Path | None:
 def _strings(tree: ast.AST) -> set[str]:
     """String constants that are values, not docstrings or bare string statements."""
     bare = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
-    return {node.value for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in bare}
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in bare
+    }
 
 
 def _ours(names: set[str], root: Path) -> set[str]:

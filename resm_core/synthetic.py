@@ -36,17 +36,19 @@ class LlamaShape:
         shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (self.vocab, h)}
         for i in range(self.layers):
             p = f"model.layers.{i}."
-            shapes.update({
-                p + "self_attn.q_proj.weight": (h, h),
-                p + "self_attn.k_proj.weight": (kv, h),
-                p + "self_attn.v_proj.weight": (kv, h),
-                p + "self_attn.o_proj.weight": (h, h),
-                p + "mlp.gate_proj.weight": (self.intermediate, h),
-                p + "mlp.up_proj.weight": (self.intermediate, h),
-                p + "mlp.down_proj.weight": (h, self.intermediate),
-                p + "input_layernorm.weight": (h,),
-                p + "post_attention_layernorm.weight": (h,),
-            })
+            shapes.update(
+                {
+                    p + "self_attn.q_proj.weight": (h, h),
+                    p + "self_attn.k_proj.weight": (kv, h),
+                    p + "self_attn.v_proj.weight": (kv, h),
+                    p + "self_attn.o_proj.weight": (h, h),
+                    p + "mlp.gate_proj.weight": (self.intermediate, h),
+                    p + "mlp.up_proj.weight": (self.intermediate, h),
+                    p + "mlp.down_proj.weight": (h, self.intermediate),
+                    p + "input_layernorm.weight": (h,),
+                    p + "post_attention_layernorm.weight": (h,),
+                }
+            )
         shapes["model.norm.weight"] = (h,)
         if not self.tied:
             shapes["lm_head.weight"] = (self.vocab, h)
@@ -63,13 +65,22 @@ class LlamaShape:
 
     def config(self) -> dict:
         return {
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-            "hidden_size": self.hidden, "num_hidden_layers": self.layers,
-            "intermediate_size": self.intermediate, "num_attention_heads": self.heads,
-            "num_key_value_heads": self.kv_heads, "vocab_size": self.vocab,
-            "tie_word_embeddings": self.tied, "hidden_act": "silu", "max_position_embeddings": 2048,
-            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "float32",
-            "bos_token_id": 1, "eos_token_id": 2,
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers,
+            "intermediate_size": self.intermediate,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.vocab,
+            "tie_word_embeddings": self.tied,
+            "hidden_act": "silu",
+            "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0,
+            "torch_dtype": "float32",
+            "bos_token_id": 1,
+            "eos_token_id": 2,
         }
 
 
@@ -86,8 +97,9 @@ def _stable_id(name: str) -> int:
     return zlib.crc32(name.encode()) % 10**6
 
 
-def write_base(out: Path, shape: LlamaShape, seed: int = 0, dtype: torch.dtype = torch.float32,
-               shard_size: int = 2 * 10**9) -> Path:
+def write_base(
+    out: Path, shape: LlamaShape, seed: int = 0, dtype: torch.dtype = torch.float32, shard_size: int = 2 * 10**9
+) -> Path:
     """A base checkpoint: N(0, 0.02) matrices, norms near 1, with a config.json."""
     import json
 
@@ -99,13 +111,23 @@ def write_base(out: Path, shape: LlamaShape, seed: int = 0, dtype: torch.dtype =
             else:
                 t = 0.02 * torch.randn(dims, generator=gen)
             writer.add(name, t.to(dtype))
-        writer.write_text("config.json", json.dumps({**shape.config(), "torch_dtype": str(dtype).removeprefix("torch.")}, indent=2))
+        writer.write_text(
+            "config.json", json.dumps({**shape.config(), "torch_dtype": str(dtype).removeprefix("torch.")}, indent=2)
+        )
     return Path(out)
 
 
-def write_experts(base_dir: Path, outs: list[Path], seed: int = 0, rank: int = 8, strength: float = 2e-3,
-                  outlier_fraction: float = 1e-3, outlier_scale: float = 10.0, noise: float = 2e-4,
-                  shard_size: int = 2 * 10**9) -> list[Path]:
+def write_experts(
+    base_dir: Path,
+    outs: list[Path],
+    seed: int = 0,
+    rank: int = 8,
+    strength: float = 2e-3,
+    outlier_fraction: float = 1e-3,
+    outlier_scale: float = 10.0,
+    noise: float = 2e-4,
+    shard_size: int = 2 * 10**9,
+) -> list[Path]:
     """Experts = base + task delta. Each delta: a shared low-rank part, a task-specific low-rank part,
     sparse outliers (`outlier_fraction` of entries, `outlier_scale` x strength), dense noise."""
     import shutil
@@ -117,8 +139,9 @@ def write_experts(base_dir: Path, outs: list[Path], seed: int = 0, rank: int = 8
                 base = reader.get(name)
                 g_shared = torch.Generator().manual_seed(seed * 7919 + _stable_id(name))
                 g_task = torch.Generator().manual_seed(seed * 7919 + 104729 * (t + 1) + _stable_id(name))
-                delta = _structured_delta(tuple(base.shape), g_shared, g_task, rank, strength,
-                                          outlier_fraction, outlier_scale, noise)
+                delta = _structured_delta(
+                    tuple(base.shape), g_shared, g_task, rank, strength, outlier_fraction, outlier_scale, noise
+                )
                 writer.add(name, (base.float() + delta).to(base.dtype))
             shutil.copy(Path(base_dir) / "config.json", writer.staging_dir / "config.json")
     return [Path(o) for o in outs]

@@ -51,7 +51,57 @@ def assets_root() -> Path:
 
 def tiny_corpus() -> list[str]:
     """Enough English for a byte-level BPE tokenizer, without needing any asset."""
-    words = ["what", "is", "the", "capital", "of", "france", "paris", "answer", "helpful", "honest", "harmless", "sorry", "cannot", "help", "with", "that", "request", "question", "correct", "wrong", "the", "a", "an", "of", "to", "in", "is", "it", "you", "i", "can", "not", "will", "please", "explain", "how", "why", "when", "where", "who", "which", "option", "letter", "true", "false", "number", "water", "sun", "moon"]
+    words = [
+        "what",
+        "is",
+        "the",
+        "capital",
+        "of",
+        "france",
+        "paris",
+        "answer",
+        "helpful",
+        "honest",
+        "harmless",
+        "sorry",
+        "cannot",
+        "help",
+        "with",
+        "that",
+        "request",
+        "question",
+        "correct",
+        "wrong",
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+        "in",
+        "is",
+        "it",
+        "you",
+        "i",
+        "can",
+        "not",
+        "will",
+        "please",
+        "explain",
+        "how",
+        "why",
+        "when",
+        "where",
+        "who",
+        "which",
+        "option",
+        "letter",
+        "true",
+        "false",
+        "number",
+        "water",
+        "sun",
+        "moon",
+    ]
     return [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(400)]
 
 
@@ -60,8 +110,18 @@ def tiny_llm(tmp_path_factory) -> Path:
     """A tiny random Llama with a chat template, built like `resm base tiny` (float32 so deltas are exact)."""
     from resm_core.base_models import tiny_base
 
-    return tiny_base(tmp_path_factory.mktemp("tinyllm") / "base", tiny_corpus(), seed=0, vocab_size=300, hidden=32,
-                     layers=2, heads=4, kv_heads=2, intermediate=64, dtype="float32")
+    return tiny_base(
+        tmp_path_factory.mktemp("tinyllm") / "base",
+        tiny_corpus(),
+        seed=0,
+        vocab_size=300,
+        hidden=32,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        intermediate=64,
+        dtype="float32",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -77,11 +137,30 @@ def built(tmp_path_factory, assets_root, tiny_llm):
     for dim in ("helpfulness", "honesty"):
         build_dim(dim, src.EMBEDDED[dim], out[dim], cache=assets_root, max_train=40, max_val=8, progress=False)
     # A random model answers with whitespace (dropped, rightly); a few SFT steps make it answer in words.
-    talker = train(TrainRequest(base=tiny_llm, data=out["helpfulness"], out=root / "talker", steps=30,
-                                learning_rate=3e-3, batch_size=8, max_length=64, progress=False))
+    talker = train(
+        TrainRequest(
+            base=tiny_llm,
+            data=out["helpfulness"],
+            out=root / "talker",
+            steps=30,
+            learning_rate=3e-3,
+            batch_size=8,
+            max_length=64,
+            progress=False,
+        )
+    )
     assert talker["final_loss"] < 5
-    build_dim("harmlessness", src.EMBEDDED["harmlessness"], out["harmlessness"], cache=assets_root,
-              base=root / "talker", max_train=40, max_val=8, max_new_tokens=12, progress=False)
+    build_dim(
+        "harmlessness",
+        src.EMBEDDED["harmlessness"],
+        out["harmlessness"],
+        cache=assets_root,
+        base=root / "talker",
+        max_train=40,
+        max_val=8,
+        max_new_tokens=12,
+        progress=False,
+    )
     return out
 
 

@@ -94,8 +94,9 @@ def _wait_for(check, what: str, timeout: float, procs: list[subprocess.Popen]) -
     while time.time() < deadline:
         for proc in procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} while waiting for {what}; "
-                                   f"logs in {STATE / 'log'}")
+                raise RuntimeError(
+                    f"{proc.args[0]} exited with {proc.returncode} while waiting for {what}; logs in {STATE / 'log'}"
+                )
         if check():
             return
         time.sleep(0.5)
@@ -128,8 +129,7 @@ def cluster(memory_fraction: float = 0.75):
         shutil.chown("/run/munge", "munge", "munge")
         # munged refuses to run as root without --force; -F and -D keep each daemon our child, its PID ours
         start("munged", "-F", "--force")
-        _wait_for(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0,
-                  "munged", 30, procs)
+        _wait_for(lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, "munged", 30, procs)
         start("slurmctld", "-D", "-c", "-i")
         start("slurmd", "-D")
         _wait_for(_node_ready, f"partition {PARTITION} to be idle", 60, procs)

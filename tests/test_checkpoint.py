@@ -68,8 +68,9 @@ def test_reader_errors_name_the_problem(tmp_path):
     save_file({"b": torch.ones(1)}, str(two / "y.safetensors"))
     with pytest.raises(CheckpointError, match="2 .safetensors files but no model.safetensors.index.json"):
         CheckpointReader(two)
-    (two / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "x.safetensors",
-                                                                                "b": "gone.safetensors"}}))
+    (two / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "x.safetensors", "b": "gone.safetensors"}})
+    )
     with pytest.raises(CheckpointError, match="names shard gone.safetensors, which is missing"):
         CheckpointReader(two)
     (two / "model.safetensors.index.json").write_text("{not json")

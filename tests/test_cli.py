@@ -13,9 +13,24 @@ from resm_core.taskvec.conflicts import SUMMARY_TABLE
 
 
 def test_merge_from_flags(tiny, tmp_path, capsys):
-    code = main(["-q", "merge", "--method", "ties", "--base", str(tiny["base"]), "--experts",
-                 *map(str, tiny["experts"]), "--param", "density=0.5", "--param", "granularity=model",
-                 "--out", str(tmp_path / "m")])
+    code = main(
+        [
+            "-q",
+            "merge",
+            "--method",
+            "ties",
+            "--base",
+            str(tiny["base"]),
+            "--experts",
+            *map(str, tiny["experts"]),
+            "--param",
+            "density=0.5",
+            "--param",
+            "granularity=model",
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     assert code == 0
     manifest = json.loads((tmp_path / "m" / "resm_manifest.json").read_text())
     assert manifest["params"]["density"] == 0.5 and manifest["params"]["granularity"] == "model"
@@ -24,10 +39,19 @@ def test_merge_from_flags(tiny, tmp_path, capsys):
 
 def test_merge_from_recipe_with_flag_overrides(tiny, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "base": str(tiny["base"]), "method": "resm", "out": str(tmp_path / "from_recipe"),
-        "experts": [{"path": str(tiny["experts"][0]), "weight": 2.0}, str(tiny["experts"][1])],
-        "params": {"rank_rule": "energy", "outlier_m": float("inf")}, "seed": 4, "out_dtype": "bfloat16"}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(tiny["base"]),
+                "method": "resm",
+                "out": str(tmp_path / "from_recipe"),
+                "experts": [{"path": str(tiny["experts"][0]), "weight": 2.0}, str(tiny["experts"][1])],
+                "params": {"rank_rule": "energy", "outlier_m": float("inf")},
+                "seed": 4,
+                "out_dtype": "bfloat16",
+            }
+        )
+    )
     assert main(["-q", "merge", str(recipe), "--param", "energy_eta=0.5"]) == 0
     manifest = json.loads((tmp_path / "from_recipe" / "resm_manifest.json").read_text())
     assert manifest["params"]["weights"] == [2.0, 1.0]
@@ -35,12 +59,15 @@ def test_merge_from_recipe_with_flag_overrides(tiny, tmp_path):
     assert manifest["seed"] == 4 and manifest["out_dtype"] == "torch.bfloat16"
 
 
-@pytest.mark.parametrize("recipe,message", [
-    ({"method": "ties", "experts": ["x"]}, "'base' is a required property"),
-    ({"base": "b", "method": "ties", "experts": ["x"], "sed": 1}, "'sed' was unexpected"),
-    ({"base": "b", "method": "ties", "experts": [], "out": "o"}, "experts: \\[\\] should be non-empty"),
-    ({"base": "b", "method": "ties", "experts": ["x"], "device": "gpu"}, "device: 'gpu' does not match"),
-])
+@pytest.mark.parametrize(
+    "recipe,message",
+    [
+        ({"method": "ties", "experts": ["x"]}, "'base' is a required property"),
+        ({"base": "b", "method": "ties", "experts": ["x"], "sed": 1}, "'sed' was unexpected"),
+        ({"base": "b", "method": "ties", "experts": [], "out": "o"}, "experts: \\[\\] should be non-empty"),
+        ({"base": "b", "method": "ties", "experts": ["x"], "device": "gpu"}, "device: 'gpu' does not match"),
+    ],
+)
 def test_bad_recipes_name_the_key(tmp_path, capsys, recipe, message):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -66,18 +93,48 @@ def test_extract_conflicts_and_methods_commands(tiny, tmp_path, capsys):
     import torch
 
     for i, e in enumerate(tiny["experts"][:2]):
-        assert main(["-q", "extract", "--base", str(tiny["base"]), "--expert", str(e), "--out",
-                     str(tmp_path / f"tv{i}"), "--dtype", "bf16"]) == 0
-    assert main(["-q", "conflicts", str(tmp_path / "tv0"), str(tmp_path / "tv1"), "--out", str(tmp_path / "c"),
-                 "--names", "help", "honest"]) == 0
+        assert (
+            main(
+                [
+                    "-q",
+                    "extract",
+                    "--base",
+                    str(tiny["base"]),
+                    "--expert",
+                    str(e),
+                    "--out",
+                    str(tmp_path / f"tv{i}"),
+                    "--dtype",
+                    "bf16",
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "-q",
+                "conflicts",
+                str(tmp_path / "tv0"),
+                str(tmp_path / "tv1"),
+                "--out",
+                str(tmp_path / "c"),
+                "--names",
+                "help",
+                "honest",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     tv = [load_dir(tmp_path / f"tv{i}") for i in range(2)]
     assert next(iter(tv[0].values())).dtype == torch.bfloat16
     a, b = (torch.cat([t[k].float().flatten() for k in sorted(t)]) for t in tv)
     summary = pd.read_csv(tmp_path / "c" / SUMMARY_TABLE)
     assert summary[["task_a", "task_b"]].values.tolist() == [["help", "honest"]]
-    assert summary["cosine"].iloc[0] == pytest.approx(float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
-                                                      abs=1e-4)
+    assert summary["cosine"].iloc[0] == pytest.approx(
+        float(torch.nn.functional.cosine_similarity(a, b, dim=0)), abs=1e-4
+    )
     assert main(["methods", "ties"]) == 0
     shown = capsys.readouterr().out
     assert "density = 0.2  (0, 1]" in shown and "granularity = 'tensor'  {tensor, model}" in shown
@@ -100,33 +157,108 @@ def test_demo_runs_every_method(tmp_path, capsys):
 def test_data_and_train_commands_end_to_end(assets_root, tiny_llm, tmp_path, capsys):
     """The CLI chain a workflow rule runs: build two dims, mix them, train on the mixture."""
     for dim in ("helpfulness", "honesty"):
-        assert main(["-q", "data", "build", "--dim", dim, "--out", str(tmp_path / dim), "--max-train", "12",
-                     "--max-val", "4"]) == 0
-    assert main(["-q", "data", "mix", "--strategy", "ratio", "--ratios", "helpfulness=2,honesty=1", "--inputs",
-                 f"helpfulness={tmp_path / 'helpfulness'}", f"honesty={tmp_path / 'honesty'}",
-                 "--out", str(tmp_path / "mix")]) == 0
+        assert (
+            main(
+                [
+                    "-q",
+                    "data",
+                    "build",
+                    "--dim",
+                    dim,
+                    "--out",
+                    str(tmp_path / dim),
+                    "--max-train",
+                    "12",
+                    "--max-val",
+                    "4",
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "-q",
+                "data",
+                "mix",
+                "--strategy",
+                "ratio",
+                "--ratios",
+                "helpfulness=2,honesty=1",
+                "--inputs",
+                f"helpfulness={tmp_path / 'helpfulness'}",
+                f"honesty={tmp_path / 'honesty'}",
+                "--out",
+                str(tmp_path / "mix"),
+            ]
+        )
+        == 0
+    )
     assert "{'helpfulness': 16, 'honesty': 8}" in capsys.readouterr().out
-    assert main(["-q", "train", "--base", str(tiny_llm), "--data", str(tmp_path / "mix"), "--out",
-                 str(tmp_path / "model"), "--steps", "2", "--batch-size", "2", "--max-length", "64",
-                 "--adapter", "lora", "--lora-targets", "q_proj,v_proj", "--trainer-arg", "max_grad_norm=0.5"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--base",
+                str(tiny_llm),
+                "--data",
+                str(tmp_path / "mix"),
+                "--out",
+                str(tmp_path / "model"),
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--max-length",
+                "64",
+                "--adapter",
+                "lora",
+                "--lora-targets",
+                "q_proj,v_proj",
+                "--trainer-arg",
+                "max_grad_norm=0.5",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((tmp_path / "model" / "resm_manifest.json").read_text())
     assert manifest["request"]["lora_targets"] == ["q_proj", "v_proj"] and manifest["steps"] == 2
     assert manifest["request"]["extra"] == {"max_grad_norm": 0.5}
     assert "sft/lora: 2 steps" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["data", "build", "--dim", "honesty", "--source", "hh_rlhf", "--out", "x"], "unknown source 'hh_rlhf'"),
-    (["data", "build", "--dim", "kindness", "--out", "x"], "dim: 'kindness' is not one of"),
-    (["data", "build", "--dim", "honesty", "--source", "advbench", "--out", "x"], "advbench holds harmlessness"),
-    (["data", "mix", "--strategy", "best", "--inputs", "honesty=a", "helpfulness=b", "--out", "x"],
-     "strategy: 'best' is not one of"),
-    (["data", "mix", "--strategy", "uniform", "--inputs", "honesty=a", "helpfulness=b", "--judge", "oracle",
-      "--out", "x"], "judge: cannot read 'oracle'"),
-    (["base", "prepare", "llama-7b", "--out", "x"], "unknown packaged base 'llama-7b'"),
-    (["train", "--base", "nowhere", "--data", "d", "--out", "x"], "nowhere: not a Hugging Face model directory"),
-    (["assets", "fetch", "weights"], "unknown asset 'weights'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["data", "build", "--dim", "honesty", "--source", "hh_rlhf", "--out", "x"], "unknown source 'hh_rlhf'"),
+        (["data", "build", "--dim", "kindness", "--out", "x"], "dim: 'kindness' is not one of"),
+        (["data", "build", "--dim", "honesty", "--source", "advbench", "--out", "x"], "advbench holds harmlessness"),
+        (
+            ["data", "mix", "--strategy", "best", "--inputs", "honesty=a", "helpfulness=b", "--out", "x"],
+            "strategy: 'best' is not one of",
+        ),
+        (
+            [
+                "data",
+                "mix",
+                "--strategy",
+                "uniform",
+                "--inputs",
+                "honesty=a",
+                "helpfulness=b",
+                "--judge",
+                "oracle",
+                "--out",
+                "x",
+            ],
+            "judge: cannot read 'oracle'",
+        ),
+        (["base", "prepare", "llama-7b", "--out", "x"], "unknown packaged base 'llama-7b'"),
+        (["train", "--base", "nowhere", "--data", "d", "--out", "x"], "nowhere: not a Hugging Face model directory"),
+        (["assets", "fetch", "weights"], "unknown asset 'weights'"),
+    ],
+)
 def test_data_train_errors_are_one_line(argv, message, tmp_path, capsys, monkeypatch, assets_root):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RESM_CACHE", str(assets_root.resolve()))

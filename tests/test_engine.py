@@ -33,11 +33,13 @@ CASES = [(name, {}) for name in sorted(all_methods())] + [
 @pytest.mark.parametrize("method,params", CASES, ids=[f"{m}-{'-'.join(map(str, p.values()))}" for m, p in CASES])
 def test_streamed_merge_equals_in_memory_merge(tiny, tiny_state, tmp_path, method, params):
     out = tmp_path / "merged"
-    merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method=method, params=params, out=out,
-                       seed=3, progress=False))
+    merge(
+        MergeRequest(
+            base=tiny["base"], experts=tiny["experts"], method=method, params=params, out=out, seed=3, progress=False
+        )
+    )
     streamed = load_dir(out)
-    reference = merge_state_dicts(tiny_state["base"], tiny_state["experts"], method, params, seed=3,
-                                  vocab_size=VOCAB)
+    reference = merge_state_dicts(tiny_state["base"], tiny_state["experts"], method, params, seed=3, vocab_size=VOCAB)
     assert set(streamed) == set(reference)
     for name in reference:
         assert torch.allclose(streamed[name], reference[name], atol=1e-6), name
@@ -55,16 +57,18 @@ def test_sharded_input_equals_single_file_input(tiny, tmp_path):
         assert (dst / "model.safetensors.index.json").exists()
         sharded.append(dst)
     merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method="ties", out=tmp_path / "a", progress=False))
-    merge(MergeRequest(base=sharded[0], experts=sharded[1:], method="ties", out=tmp_path / "b", progress=False,
-                       shard_size="50KB"))
+    merge(
+        MergeRequest(
+            base=sharded[0], experts=sharded[1:], method="ties", out=tmp_path / "b", progress=False, shard_size="50KB"
+        )
+    )
     a, b = load_dir(tmp_path / "a"), load_dir(tmp_path / "b")
     assert len(list((tmp_path / "b").glob("model-*-of-*.safetensors"))) > 1
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_svd_methods_default_to_task_arithmetic_on_vocabulary_tensors(tiny, tiny_state, tmp_path):
-    merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method="tsv_m", out=tmp_path / "m",
-                       progress=False))
+    merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method="tsv_m", out=tmp_path / "m", progress=False))
     merged = load_dir(tmp_path / "m")
     name = "model.embed_tokens.weight"
     base = tiny_state["base"][name]
@@ -86,8 +90,16 @@ def test_an_exception_mid_write_leaves_no_output(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine_module, "merged_delta", failing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method="ties", out=tmp_path / "out",
-                           shard_size="10KB", progress=False))
+        merge(
+            MergeRequest(
+                base=tiny["base"],
+                experts=tiny["experts"],
+                method="ties",
+                out=tmp_path / "out",
+                shard_size="10KB",
+                progress=False,
+            )
+        )
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temp directory
 
 
@@ -102,8 +114,11 @@ def test_a_method_that_returns_nan_is_stopped_before_anything_is_published(tiny,
 
     monkeypatch.setattr(engine_module, "merged_delta", nan_in_one)
     with pytest.raises(NumericError, match=r"ties: the merged tensor model\.layers\.1\.mlp\.up_proj\.weight holds NaN"):
-        merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method="ties", out=tmp_path / "out",
-                           progress=False))
+        merge(
+            MergeRequest(
+                base=tiny["base"], experts=tiny["experts"], method="ties", out=tmp_path / "out", progress=False
+            )
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -114,8 +129,15 @@ def test_nan_in_an_expert_is_named_and_leaves_no_output(tiny, tmp_path):
     state["model.layers.1.mlp.up_proj.weight"][3, 4] = float("nan")
     save_file(state, str(bad / "model.safetensors"))
     with pytest.raises(NumericError, match=r"bad: the delta of tensor model\.layers\.1\.mlp\.up_proj\.weight"):
-        merge(MergeRequest(base=tiny["base"], experts=[tiny["experts"][0], bad], method="ties",
-                           out=tmp_path / "out", progress=False))
+        merge(
+            MergeRequest(
+                base=tiny["base"],
+                experts=[tiny["experts"][0], bad],
+                method="ties",
+                out=tmp_path / "out",
+                progress=False,
+            )
+        )
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad"]
 
@@ -139,21 +161,29 @@ def _copy_with(tmp_path, src, name, edit_state=None, edit_config=None, extra_fil
 def test_mismatches_are_refused_before_any_work(tiny, tmp_path):
     base, good = tiny["base"], tiny["experts"][0]
     cases = [
-        (_copy_with(tmp_path, good, "shape", edit_state=lambda s: s.update(
-            {"model.norm.weight": torch.ones(65)})), "tensor model.norm.weight has shape \\(65,\\)"),
-        (_copy_with(tmp_path, good, "missing", edit_state=lambda s: s.pop("model.norm.weight")),
-         "tensor model.norm.weight of the base is missing"),
-        (_copy_with(tmp_path, good, "extra", edit_state=lambda s: s.update({"extra.weight": torch.ones(2)})),
-         "tensor extra.weight is not in the base"),
-        (_copy_with(tmp_path, good, "arch", edit_config=lambda c: c.update({"model_type": "mistral"})),
-         "arch/config.json: model_type = 'mistral'"),
-        (_copy_with(tmp_path, good, "vocab", edit_config=lambda c: c.update({"vocab_size": 300})),
-         "vocab_size = 300"),
+        (
+            _copy_with(tmp_path, good, "shape", edit_state=lambda s: s.update({"model.norm.weight": torch.ones(65)})),
+            "tensor model.norm.weight has shape \\(65,\\)",
+        ),
+        (
+            _copy_with(tmp_path, good, "missing", edit_state=lambda s: s.pop("model.norm.weight")),
+            "tensor model.norm.weight of the base is missing",
+        ),
+        (
+            _copy_with(tmp_path, good, "extra", edit_state=lambda s: s.update({"extra.weight": torch.ones(2)})),
+            "tensor extra.weight is not in the base",
+        ),
+        (
+            _copy_with(tmp_path, good, "arch", edit_config=lambda c: c.update({"model_type": "mistral"})),
+            "arch/config.json: model_type = 'mistral'",
+        ),
+        (_copy_with(tmp_path, good, "vocab", edit_config=lambda c: c.update({"vocab_size": 300})), "vocab_size = 300"),
     ]
     for expert, message in cases:
         with pytest.raises(CompatibilityError, match=message):
-            merge(MergeRequest(base=base, experts=[good, expert], method="linear", out=tmp_path / "out",
-                               progress=False))
+            merge(
+                MergeRequest(base=base, experts=[good, expert], method="linear", out=tmp_path / "out", progress=False)
+            )
         assert not (tmp_path / "out").exists()
 
 
@@ -189,8 +219,11 @@ def test_existing_output_needs_force_and_bad_options_are_named(tiny, tmp_path):
     with pytest.raises(ConfigError, match="device: 'tpu'"):
         merge(MergeRequest(method="ties", out=tmp_path / "x", device="tpu", **base))
     with pytest.raises(CheckpointError, match="nowhere: no such expert directory"):
-        merge(MergeRequest(base=tiny["base"], experts=[tmp_path / "nowhere"], method="ties",
-                           out=tmp_path / "x", progress=False))
+        merge(
+            MergeRequest(
+                base=tiny["base"], experts=[tmp_path / "nowhere"], method="ties", out=tmp_path / "x", progress=False
+            )
+        )
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             merge(MergeRequest(method="ties", out=tmp_path / "x", device="cuda", **base))
@@ -199,8 +232,17 @@ def test_existing_output_needs_force_and_bad_options_are_named(tiny, tmp_path):
 
 def test_out_dtype_and_manifest(tiny, tmp_path):
     out = tmp_path / "m"
-    merge(MergeRequest(base=tiny["base"], experts=tiny["experts"], method="dare_ties", out=out, seed=9,
-                       out_dtype="bfloat16", progress=False))
+    merge(
+        MergeRequest(
+            base=tiny["base"],
+            experts=tiny["experts"],
+            method="dare_ties",
+            out=out,
+            seed=9,
+            out_dtype="bfloat16",
+            progress=False,
+        )
+    )
     reader = CheckpointReader(out)
     assert all(reader.dtype(k) == torch.bfloat16 for k in reader.keys)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
@@ -237,8 +279,16 @@ def test_a_merge_is_never_stored_below_its_experts_precision(tmp_path):
 
     base = write_base(tmp_path / "base", SHAPES["tiny"], seed=2, dtype=torch.bfloat16)
     fp32_experts = _experts_of_dtype(base, tmp_path, torch.float32)
-    merge(MergeRequest(base=base, experts=fp32_experts, method="task_arithmetic", params={"scale": 1.0},
-                       out=tmp_path / "m32", progress=False))
+    merge(
+        MergeRequest(
+            base=base,
+            experts=fp32_experts,
+            method="task_arithmetic",
+            params={"scale": 1.0},
+            out=tmp_path / "m32",
+            progress=False,
+        )
+    )
     merged, b = CheckpointReader(tmp_path / "m32"), CheckpointReader(base)
     assert json.loads((tmp_path / "m32" / "config.json").read_text())["dtype"] == "float32"
     name = "model.layers.0.mlp.up_proj.weight"
@@ -258,14 +308,20 @@ def test_a_merge_is_never_stored_below_its_experts_precision(tmp_path):
         extract(base, e, tv, progress=False)
     merge(MergeRequest(base=base, experts=tvs, method="tsv_m", out=tmp_path / "mtv", progress=False))
     assert CheckpointReader(tmp_path / "mtv").dtype(name) == torch.bfloat16
-    merge(MergeRequest(base=base, experts=fp32_experts, method="linear", out=tmp_path / "mexp", out_dtype="bf16",
-                       progress=False))
+    merge(
+        MergeRequest(
+            base=base, experts=fp32_experts, method="linear", out=tmp_path / "mexp", out_dtype="bf16", progress=False
+        )
+    )
     assert CheckpointReader(tmp_path / "mexp").dtype(name) == torch.bfloat16
 
 
 def test_tied_lm_head_is_not_duplicated(tiny, tmp_path):
-    tied = _copy_with(tmp_path, tiny["base"], "tied", edit_state=lambda s: s.update(
-        {"lm_head.weight": s["model.embed_tokens.weight"].clone()}))
-    merge(MergeRequest(base=tied, experts=tiny["experts"][:1], method="linear", out=tmp_path / "m",
-                       progress=False))
+    tied = _copy_with(
+        tmp_path,
+        tiny["base"],
+        "tied",
+        edit_state=lambda s: s.update({"lm_head.weight": s["model.embed_tokens.weight"].clone()}),
+    )
+    merge(MergeRequest(base=tied, experts=tiny["experts"][:1], method="linear", out=tmp_path / "m", progress=False))
     assert "lm_head.weight" not in CheckpointReader(tmp_path / "m").keys

@@ -16,8 +16,15 @@ peft = pytest.importorskip("peft")
 
 def tiny_llama(seed: int):
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=128, tie_word_embeddings=True)
+    cfg = transformers.LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=128,
+        tie_word_embeddings=True,
+    )
     return transformers.LlamaForCausalLM(cfg)
 
 
@@ -34,8 +41,9 @@ def hf(tmp_path_factory):
                 p.add_(0.01 * torch.randn_like(p))
         model.save_pretrained(root / f"expert{i}")
         experts.append(root / f"expert{i}")
-    lora_cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                               init_lora_weights=False)
+    lora_cfg = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
     peft_model = peft.get_peft_model(tiny_llama(0), lora_cfg)
     peft_model.save_pretrained(root / "lora")
     merged = peft_model.merge_and_unload().state_dict()
@@ -56,16 +64,22 @@ def test_lora_adapter_dense_delta_matches_peft_merge(hf):
 
 
 def test_lora_adapter_is_accepted_as_an_expert_and_extracted(hf, tmp_path):
-    merge(MergeRequest(base=hf["base"], experts=[hf["experts"][0], hf["lora"]], method="ties", out=tmp_path / "m",
-                       progress=False))
+    merge(
+        MergeRequest(
+            base=hf["base"], experts=[hf["experts"][0], hf["lora"]], method="ties", out=tmp_path / "m", progress=False
+        )
+    )
     table = extract(hf["base"], hf["lora"], tmp_path / "tv", progress=False)
     assert (table["frobenius_norm"] > 0).sum() == 6
 
 
 def test_merged_model_loads_with_transformers(hf, tmp_path):
     out = tmp_path / "merged"
-    merge(MergeRequest(base=hf["base"], experts=hf["experts"], method="resm", out=out, out_dtype="bfloat16",
-                       progress=False))
+    merge(
+        MergeRequest(
+            base=hf["base"], experts=hf["experts"], method="resm", out=out, out_dtype="bfloat16", progress=False
+        )
+    )
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.tie_word_embeddings
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()

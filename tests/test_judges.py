@@ -61,8 +61,13 @@ def test_minilm_embedder_is_unit_norm_and_semantic(assets_root):
 
     from resm_core.judges.embedder import embed
 
-    texts = ["How do I bake bread at home?", "What is a simple recipe for homemade bread?",
-             "The stock market fell sharply today.", "", "word " * 400]  # empty, and past the 256-token limit
+    texts = [
+        "How do I bake bread at home?",
+        "What is a simple recipe for homemade bread?",
+        "The stock market fell sharply today.",
+        "",
+        "word " * 400,
+    ]  # empty, and past the 256-token limit
     vectors = embed(texts, root=assets_root)
     assert vectors.shape == (5, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -24,8 +24,12 @@ def run(method: str, deltas: torch.Tensor, stats=None, name="w", seed=0, weights
 def lora_deltas(rank=4, m=64, n=48, tasks=3, seed=0, dtype=torch.float32) -> torch.Tensor:
     """Task vectors as LoRA experts make them: B_t A_t of rank `rank`, each task in its own subspace."""
     g = torch.Generator().manual_seed(seed)
-    return torch.stack([(torch.randn(m, rank, generator=g, dtype=dtype) @ torch.randn(rank, n, generator=g, dtype=dtype))
-                        * 0.01 for _ in range(tasks)])
+    return torch.stack(
+        [
+            (torch.randn(m, rank, generator=g, dtype=dtype) @ torch.randn(rank, n, generator=g, dtype=dtype)) * 0.01
+            for _ in range(tasks)
+        ]
+    )
 
 
 def energy_outside(merged: torch.Tensor, deltas: torch.Tensor) -> float:
@@ -142,6 +146,7 @@ def test_resm_outlier_weighting_of_a_lora_expert_stays_in_its_subspace_and_still
 
 # -- the MAD scale on mostly-zero deltas ----------------------------------------------------------
 
+
 def test_mad_scale_of_a_mostly_zero_delta_is_not_zero():
     """bf16 deltas are often mostly exact zeros: the MAD is then 0, and every nonzero entry counted as
     an outlier and was clipped to 0, erasing the task."""
@@ -156,7 +161,9 @@ def test_mad_scale_of_a_mostly_zero_delta_is_not_zero():
     assert torch.equal(clipped, x)
     spikes = x.clone()
     spikes[0, 0] = 1.0  # a real outlier is still clipped
-    assert float(downweight_outliers(spikes, 5.0, "mad", 1.0)[0, 0]) == pytest.approx(5 * float(robust_scale(spikes, "mad")))
+    assert float(downweight_outliers(spikes, 5.0, "mad", 1.0)[0, 0]) == pytest.approx(
+        5 * float(robust_scale(spikes, "mad"))
+    )
     merged, _ = run("resm", torch.stack([x, x * 0.5]), outlier_scale="mad", rank_rule="fixed")
     assert float(merged.norm()) > 0.5 * float(x.norm())
 

@@ -16,8 +16,16 @@ from resm_core.merge.sparsify import exact_top_k, magprune, model_wide_threshold
 from resm_core.merge.svd import energy_rank, polar_factor
 
 
-def run(method: str, deltas: torch.Tensor, base: torch.Tensor | None = None, stats=None, name="w",
-        seed=0, weights=None, **params):
+def run(
+    method: str,
+    deltas: torch.Tensor,
+    base: torch.Tensor | None = None,
+    stats=None,
+    name="w",
+    seed=0,
+    weights=None,
+    **params,
+):
     m = get_method(method)
     resolved = m.resolve(params, deltas.shape[0], weights)
     ctx = TensorContext(name=name, seed=seed, stats=stats or {})
@@ -27,8 +35,21 @@ def run(method: str, deltas: torch.Tensor, base: torch.Tensor | None = None, sta
 
 def test_registry_has_the_paper_benchmark_and_resm():
     assert set(all_methods()) == {
-        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
-        "della", "della_linear", "consensus", "model_stock", "tsv_m", "iso_c", "resm"}
+        "linear",
+        "task_arithmetic",
+        "ties",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+        "della",
+        "della_linear",
+        "consensus",
+        "model_stock",
+        "tsv_m",
+        "iso_c",
+        "resm",
+    }
     with pytest.raises(ConfigError, match="della_ties' was renamed.*use della"):
         get_method("della_ties")
 
@@ -46,9 +67,13 @@ def test_task_arithmetic_scales_the_weighted_sum():
 
 
 def test_ties_sign_election_and_disjoint_mean():
-    d = torch.tensor([[1.0, -2.0, 3.0, 0.1, 0.5, -0.25, 0.0],
-                      [-1.0, -1.0, 2.0, 0.2, -0.5, 0.25, 0.0],
-                      [2.0, 0.5, -4.0, 0.0, 0.0, 0.0, 0.0]])
+    d = torch.tensor(
+        [
+            [1.0, -2.0, 3.0, 0.1, 0.5, -0.25, 0.0],
+            [-1.0, -1.0, 2.0, 0.2, -0.5, 0.25, 0.0],
+            [2.0, 0.5, -4.0, 0.0, 0.0, 0.0, 0.0],
+        ]
+    )
     out, _ = run("ties", d, density=1.0, scale=1.0)
     # col0: mass +2 -> mean(1, 2); col1: mass -2.5 -> mean(-2, -1); col2: mass +1 -> mean(3, 2);
     # col3: zeros do not vote -> mean(0.1, 0.2); col4, col5: the mass is exactly 0, the sign is +1 (mergekit,
@@ -157,9 +182,7 @@ def test_model_stock_counts_a_zero_expert_as_cosine_zero():
 
 
 def test_consensus_keeps_entries_claimed_by_at_least_k_tall_masks():
-    d = torch.tensor([[1.0, 1.0, 0.0],
-                      [1.0, 0.0, 0.0],
-                      [1.0, 0.0, 5.0]])
+    d = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 5.0]])
     # mtl = [3, 1, 5]. masks (lambda=0.5): |tau_t| >= 0.5 |mtl - tau_t|
     # col0: 1 >= 1 for all -> 3 tasks; col1: task0 1 >= 0 yes, task1 0 >= 0.5 no, task2 no -> 1;
     # col2: only task2 (5 >= 0) -> 1 ("selfish").
@@ -178,8 +201,14 @@ def test_consensus_masks_the_weighted_task_vectors():
     out, _ = run("consensus", d, mask_lambda=5.0, min_agree=1, scale=1.0, weights=[1.0, 4.0])
     assert out.tolist() == [0.0]  # 4 >= 5 x 1 fails too
     # weight 0 silences a task: its mask is |0| >= lambda |mtl| (false), so it claims nothing
-    out, _ = run("consensus", torch.tensor([[1.0], [1.0], [1.0]]), mask_lambda=0.5, min_agree=3, scale=1.0,
-                 weights=[1.0, 1.0, 0.0])
+    out, _ = run(
+        "consensus",
+        torch.tensor([[1.0], [1.0], [1.0]]),
+        mask_lambda=0.5,
+        min_agree=3,
+        scale=1.0,
+        weights=[1.0, 1.0, 0.0],
+    )
     assert out.tolist() == [0.0]
 
 
@@ -261,9 +290,14 @@ def test_tsv_m_keeps_floor_r_over_t_per_task_and_sums_orthogonal_tasks():
     q_left = torch.linalg.qr(torch.randn(12, 12, generator=g)).Q
     q_right = torch.linalg.qr(torch.randn(9, 9, generator=g)).Q
     # three tasks in mutually orthogonal rank-3 subspaces (r = 9, floor(9/3) = 3 each)
-    deltas = torch.stack([
-        q_left[:, 3 * t:3 * t + 3] @ torch.diag(torch.tensor([3.0, 2.0, 1.0]) * (t + 1)) @ q_right[:, 3 * t:3 * t + 3].T
-        for t in range(3)])
+    deltas = torch.stack(
+        [
+            q_left[:, 3 * t : 3 * t + 3]
+            @ torch.diag(torch.tensor([3.0, 2.0, 1.0]) * (t + 1))
+            @ q_right[:, 3 * t : 3 * t + 3].T
+            for t in range(3)
+        ]
+    )
     out, ctx = run("tsv_m", deltas, scale=1.0)
     assert ctx.diagnostics["rank_per_task"] == [3, 3, 3]
     assert torch.allclose(out, deltas.sum(0), atol=1e-5)
@@ -280,8 +314,10 @@ def test_tsv_m_on_interfering_tasks_has_orthonormal_factors_and_keeps_the_singul
     kept = torch.cat([torch.linalg.svdvals(noisy[t])[:3] for t in range(3)])
     assert torch.allclose(torch.linalg.svdvals(merged), kept.sort(descending=True).values, atol=1e-10)
     # the reconstruction from the same factors without the polar step would not keep them
-    naive = sum((lambda u, s, vh: (u[:, :3] * s[:3]) @ vh[:3])(*torch.linalg.svd(noisy[t], full_matrices=False))
-                for t in range(3))
+    naive = sum(
+        (lambda u, s, vh: (u[:, :3] * s[:3]) @ vh[:3])(*torch.linalg.svd(noisy[t], full_matrices=False))
+        for t in range(3)
+    )
     assert not torch.allclose(torch.linalg.svdvals(naive), kept.sort(descending=True).values, atol=1e-3)
 
 
@@ -296,6 +332,7 @@ def test_svd_family_one_dimensional_tensors_take_the_mean_of_weighted_deltas(met
 
 # -- RESM ----------------------------------------------------------------------------------------
 
+
 def _resm_inputs(seed=5):
     g = torch.Generator().manual_seed(seed)
     d = torch.randn(3, 48, 32, generator=g) * 0.01
@@ -309,8 +346,9 @@ def test_resm_equals_tsv_m_without_its_components():
     d = _resm_inputs()
     ref, _ = run("tsv_m", d)
     for m in (math.inf, 5.0):
-        out, _ = run("resm", d, outlier_m=m, outlier_weighting=(m == math.inf), task_reweighting=False,
-                     rank_rule="fixed")
+        out, _ = run(
+            "resm", d, outlier_m=m, outlier_weighting=(m == math.inf), task_reweighting=False, rank_rule="fixed"
+        )
         assert torch.allclose(out, ref, atol=1e-6)
 
 
@@ -326,9 +364,11 @@ def test_resm_outlier_weighting_with_gamma_one_bounds_entries():
 
 def test_resm_keeps_the_ranks_each_rule_asks_for():
     d = _resm_inputs()  # 3 tasks of 48 x 32: r = 32, at most floor(32 / 3) = 10 components per task
-    for rule, extra, want in (("fixed", {"rank_fraction": 0.25}, [8, 8, 8]),  # floor(0.25 * 32)
-                              ("fixed", {"rank_fraction": 0.9}, [10, 10, 10]),  # 28, capped at 10
-                              ("owl", {}, [6, 6, 6])):  # the layer's fraction 0.2: floor(6.4)
+    for rule, extra, want in (
+        ("fixed", {"rank_fraction": 0.25}, [8, 8, 8]),  # floor(0.25 * 32)
+        ("fixed", {"rank_fraction": 0.9}, [10, 10, 10]),  # 28, capped at 10
+        ("owl", {}, [6, 6, 6]),
+    ):  # the layer's fraction 0.2: floor(6.4)
         _, ctx = run("resm", d, rank_rule=rule, stats={"layer_rank_fraction": {"other": 0.2}}, **extra)
         assert ctx.diagnostics["rank_per_task"] == want, (rule, extra)
     # energy: singular values 3, 2, 1 hold energy 9, 4, 1 of 14; 60% needs one, 90% needs two
@@ -337,8 +377,9 @@ def test_resm_keeps_the_ranks_each_rule_asks_for():
     v, _ = torch.linalg.qr(torch.randn(32, 3, generator=g))
     spread = (u * torch.tensor([3.0, 2.0, 1.0])) @ v.T
     for eta, want in ((0.6, [1, 1]), (0.9, [2, 2])):
-        _, ctx = run("resm", torch.stack([spread, spread.flip(0)]), rank_rule="energy", energy_eta=eta,
-                     outlier_weighting=False)
+        _, ctx = run(
+            "resm", torch.stack([spread, spread.flip(0)]), rank_rule="energy", energy_eta=eta, outlier_weighting=False
+        )
         assert ctx.diagnostics["rank_per_task"] == want, eta
 
 
@@ -346,8 +387,13 @@ def test_resm_each_switch_changes_the_output():
     d = _resm_inputs()
     stats = {"layer_rank_fraction": {"other": 0.2}}
     default, _ = run("resm", d, rank_rule="fixed")
-    for change in ({"outlier_weighting": False}, {"task_reweighting": False}, {"rank_rule": "energy", "energy_eta": 0.3},
-                   {"outlier_scale": "mad"}, {"outlier_gamma": 0.5}):
+    for change in (
+        {"outlier_weighting": False},
+        {"task_reweighting": False},
+        {"rank_rule": "energy", "energy_eta": 0.3},
+        {"outlier_scale": "mad"},
+        {"outlier_gamma": 0.5},
+    ):
         out, _ = run("resm", d, **{"rank_rule": "fixed", **change}, stats=stats)
         assert not torch.allclose(out, default, atol=1e-6), change
     owl, _ = run("resm", d, rank_rule="owl", stats=stats)
@@ -410,6 +456,7 @@ def test_energy_rank():
 
 # -- model-wide thresholds -----------------------------------------------------------------------
 
+
 def _reference_top(flat: torch.Tensor, k: int) -> torch.Tensor:
     """Exactly k largest per row, ties to the lower index (a stable descending sort)."""
     mask = torch.zeros_like(flat, dtype=torch.bool)
@@ -421,8 +468,11 @@ def _reference_top(flat: torch.Tensor, k: int) -> torch.Tensor:
 
 def test_model_wide_top_k_is_exact_with_ties_in_stream_order():
     g = torch.Generator().manual_seed(7)
-    chunks = [("a", torch.randn(2, 100, generator=g) ** 3), ("b", torch.zeros(2, 50)),
-              ("c", torch.randn(2, 7, 3, generator=g))]
+    chunks = [
+        ("a", torch.randn(2, 100, generator=g) ** 3),
+        ("b", torch.zeros(2, 50)),
+        ("c", torch.randn(2, 7, 3, generator=g)),
+    ]
     chunks[1][1][:, :30] = 0.5  # 30 tied entries in one tensor ...
     chunks[2][1][:, 0, :] = 0.5  # ... and 3 more in the next
     mags = [(n, c.abs()) for n, c in chunks]
@@ -431,8 +481,15 @@ def test_model_wide_top_k_is_exact_with_ties_in_stream_order():
     stats = model_wide_thresholds(iter(mags), fractions, iter(mags), iter(mags))
     for j, f in enumerate(fractions):
         k = int(round(f * flat.shape[1]))
-        got = torch.cat([torch.stack([top_mask(m[t], stats["thresholds"][t, j], ties_for(stats, n, t, j))
-                                      for t in range(2)]).reshape(2, -1) for n, m in mags], dim=1)
+        got = torch.cat(
+            [
+                torch.stack(
+                    [top_mask(m[t], stats["thresholds"][t, j], ties_for(stats, n, t, j)) for t in range(2)]
+                ).reshape(2, -1)
+                for n, m in mags
+            ],
+            dim=1,
+        )
         assert (got.sum(1) == k).all(), f
         assert torch.equal(got, _reference_top(flat, k)), f
 
@@ -463,19 +520,23 @@ def test_ties_model_granularity_ranks_over_all_tensors():
 
 # -- parameter validation ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,params,n,message", [
-    ("ties", {"density": 0.0}, 3, "density: 0.0 is outside"),
-    ("ties", {"density": 1.5}, 3, "density: 1.5 is outside"),
-    ("ties", {"densty": 0.5}, 3, "unknown parameter 'densty'; known: density, granularity, scale"),
-    ("linear", {"density": 0.3}, 2, "linear takes no parameters"),
-    ("ties", {"granularity": "row"}, 3, "not one of tensor, model"),
-    ("breadcrumbs", {"density": 0.9, "gamma": 0.2}, 3, "density \\+ gamma"),
-    ("della", {"density": 0.05, "epsilon": 0.2}, 3, "must stay in"),
-    ("consensus", {"min_agree": 4}, 3, "min_agree = 4 exceeds"),
-    ("resm", {"rank_rule": "magic"}, 3, "not one of fixed, owl, energy"),
-    ("resm", {"outlier_m": "lots"}, 3, "expected a number"),
-    ("tsv_m", {"rank_fraction": 0}, 3, "rank_fraction: 0.0 is outside"),
-])
+
+@pytest.mark.parametrize(
+    "method,params,n,message",
+    [
+        ("ties", {"density": 0.0}, 3, "density: 0.0 is outside"),
+        ("ties", {"density": 1.5}, 3, "density: 1.5 is outside"),
+        ("ties", {"densty": 0.5}, 3, "unknown parameter 'densty'; known: density, granularity, scale"),
+        ("linear", {"density": 0.3}, 2, "linear takes no parameters"),
+        ("ties", {"granularity": "row"}, 3, "not one of tensor, model"),
+        ("breadcrumbs", {"density": 0.9, "gamma": 0.2}, 3, "density \\+ gamma"),
+        ("della", {"density": 0.05, "epsilon": 0.2}, 3, "must stay in"),
+        ("consensus", {"min_agree": 4}, 3, "min_agree = 4 exceeds"),
+        ("resm", {"rank_rule": "magic"}, 3, "not one of fixed, owl, energy"),
+        ("resm", {"outlier_m": "lots"}, 3, "expected a number"),
+        ("tsv_m", {"rank_fraction": 0}, 3, "rank_fraction: 0.0 is outside"),
+    ],
+)
 def test_bad_parameters_name_the_key(method, params, n, message):
     with pytest.raises(ConfigError, match=message):
         get_method(method).resolve(params, n)

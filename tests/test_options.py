@@ -49,11 +49,19 @@ def test_the_default_config_travels_to_the_trainer_through_the_flags():
     training = yaml.safe_load((REPO / "config.yaml").read_text())["training"]
     flags = config_flags(TrainRequest, training, steps=32, architecture="llama")
     req = _parsed(TrainRequest, REQUIRED + shlex.split(flags))
-    assert (req.adapter, req.learning_rate, req.steps, req.lora_r, req.lora_alpha, req.max_length) == \
-        ("lora", 2e-4, 32, 16, 32, 256)
+    assert (req.adapter, req.learning_rate, req.steps, req.lora_r, req.lora_alpha, req.max_length) == (
+        "lora",
+        2e-4,
+        32,
+        16,
+        32,
+        256,
+    )
     assert req.architecture == "llama" and req.objective == "sft"
-    assert req == build(TrainRequest, {**training, "steps": 32, "architecture": "llama", "base": Path("b"),
-                                       "data": Path("d"), "out": Path("o")})
+    assert req == build(
+        TrainRequest,
+        {**training, "steps": 32, "architecture": "llama", "base": Path("b"), "data": Path("d"), "out": Path("o")},
+    )
 
 
 @pytest.mark.parametrize("value", ["my results", "r2;touch PWNED;:", "'$(touch PWNED)'", "`id`", 'a"b'])
@@ -67,25 +75,41 @@ def test_booleans_lists_and_mappings_round_trip():
     flags = to_flags(BuildRequest, {"base_answers": False, "max_train": 16})
     assert flags == "--no-base-answers --max-train 16"
     assert to_flags(BuildRequest, {"base_answers": True}) == ""  # the default: nothing to say
-    mix = _parsed(MixRequest, ["--strategy", "ratio", "--inputs", "honesty=a", "helpfulness=b", "--out", "o"]
-                  + shlex.split(to_flags(MixRequest, {"ratios": {"honesty": 2, "helpfulness": 1}})))
-    assert mix.ratios == {"honesty": 2.0, "helpfulness": 1.0} and mix.inputs == {"honesty": Path("a"),
-                                                                               "helpfulness": Path("b")}
-    train = _parsed(TrainRequest, REQUIRED + shlex.split(to_flags(TrainRequest, {
-        "extra": {"gradient_checkpointing": True, "weight_decay": 0.01}, "lora_targets": ["q_proj", "v_proj"]})))
+    mix = _parsed(
+        MixRequest,
+        ["--strategy", "ratio", "--inputs", "honesty=a", "helpfulness=b", "--out", "o"]
+        + shlex.split(to_flags(MixRequest, {"ratios": {"honesty": 2, "helpfulness": 1}})),
+    )
+    assert mix.ratios == {"honesty": 2.0, "helpfulness": 1.0} and mix.inputs == {
+        "honesty": Path("a"),
+        "helpfulness": Path("b"),
+    }
+    train = _parsed(
+        TrainRequest,
+        REQUIRED
+        + shlex.split(
+            to_flags(
+                TrainRequest,
+                {"extra": {"gradient_checkpointing": True, "weight_decay": 0.01}, "lora_targets": ["q_proj", "v_proj"]},
+            )
+        ),
+    )
     assert train.extra == {"gradient_checkpointing": True, "weight_decay": 0.01}
     assert train.lora_targets == ["q_proj", "v_proj"]
 
 
-@pytest.mark.parametrize("cls,values,message", [
-    (TrainRequest, {"steps": 0}, r"training\.steps: must be at least 1 \(got 0\)"),
-    (TrainRequest, {"objective": "ppo"}, r"training\.objective: 'ppo' is not one of sft, dpo"),
-    (TrainRequest, {"learning_rate": 0}, r"training\.learning_rate: must be greater than 0"),
-    (TrainRequest, {"lr": 1e-4}, r"training: unknown option\(s\) lr"),
-    (BuildRequest, {"near_duplicate_cosine": 1.5}, r"data\.near_duplicate_cosine: must be at most 1"),
-    (EvalRequest, {"backend": "sglang"}, r"evaluation\.backend: 'sglang' is not one of"),
-    (MergeRequest, {"device": "gpu"}, r"merge\.device: 'gpu' does not match"),
-])
+@pytest.mark.parametrize(
+    "cls,values,message",
+    [
+        (TrainRequest, {"steps": 0}, r"training\.steps: must be at least 1 \(got 0\)"),
+        (TrainRequest, {"objective": "ppo"}, r"training\.objective: 'ppo' is not one of sft, dpo"),
+        (TrainRequest, {"learning_rate": 0}, r"training\.learning_rate: must be greater than 0"),
+        (TrainRequest, {"lr": 1e-4}, r"training: unknown option\(s\) lr"),
+        (BuildRequest, {"near_duplicate_cosine": 1.5}, r"data\.near_duplicate_cosine: must be at most 1"),
+        (EvalRequest, {"backend": "sglang"}, r"evaluation\.backend: 'sglang' is not one of"),
+        (MergeRequest, {"device": "gpu"}, r"merge\.device: 'gpu' does not match"),
+    ],
+)
 def test_a_bad_value_names_its_key(cls, values, message):
     with pytest.raises(ConfigError, match=message):
         build(cls, {**REQUIRED_FIELDS[cls], **values})
@@ -98,7 +122,10 @@ def test_the_config_schema_is_the_dataclasses():
     settable = {f.name for f in fields(TrainRequest) if f.metadata.get("config", True)}
     assert set(schema["training"]["properties"]) == settable
     assert schema["training"]["properties"]["learning_rate"] == {
-        "description": "peak learning rate", "type": "number", "exclusiveMinimum": 0}
+        "description": "peak learning rate",
+        "type": "number",
+        "exclusiveMinimum": 0,
+    }
     assert {"max_train", "near_duplicate_cosine", "base_answers"} <= set(schema["data"]["properties"])
     assert {"temperature", "margin", "strategies", "judge"} <= set(schema["mixtures"]["properties"])
     assert {"backend", "n_bootstrap", "benchmarks", "models"} <= set(schema["evaluation"]["properties"])
@@ -117,7 +144,11 @@ def test_adding_an_option_is_one_declaration():
         label_smoothing: float = option(0.0, help="label smoothing of the SFT loss", minimum=0, maximum=1)
 
     assert config_schema(Extended)["label_smoothing"] == {
-        "description": "label smoothing of the SFT loss", "type": "number", "minimum": 0, "maximum": 1}
+        "description": "label smoothing of the SFT loss",
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+    }
     flags = config_flags(Extended, {"label_smoothing": 0.1, "not_an_option_here": 1} | {"steps": 3})
     assert flags == "--label-smoothing 0.1 --steps 3"
     assert _parsed(Extended, REQUIRED + shlex.split(flags)).label_smoothing == 0.1

@@ -14,13 +14,18 @@ from resm_core.cli import main
 from resm_core.report.build import build_report
 from resm_core.report.paired import ArmItems, holm, paired, verdict
 
-BENCH_DIM = {"qa_mc": "helpfulness", "benign_compliance": "helpfulness", "halueval_verify": "honesty",
-             "harmful_refusal": "harmlessness"}
+BENCH_DIM = {
+    "qa_mc": "helpfulness",
+    "benign_compliance": "helpfulness",
+    "halueval_verify": "honesty",
+    "harmful_refusal": "harmlessness",
+}
 
 
 def items(arm: str, scores: dict[str, np.ndarray], split: str = "test") -> ArmItems:
-    return ArmItems(arm, split, {b: (BENCH_DIM[b], {str(i): float(v) for i, v in enumerate(x)})
-                                 for b, x in scores.items()})
+    return ArmItems(
+        arm, split, {b: (BENCH_DIM[b], {str(i): float(v) for i, v in enumerate(x)}) for b, x in scores.items()}
+    )
 
 
 def flips(base: np.ndarray, rate: float, rng) -> np.ndarray:
@@ -49,7 +54,10 @@ def test_a_real_difference_is_found_with_the_right_sign_and_calibrated_power():
     rows = {r["metric"]: r for r in paired(items("a", a), items("b", b), dims=["harmlessness"], n_boot=2000)}
     r = rows["harmful_refusal"]
     assert r["difference"] > 0.08 and r["ci_low"] > 0 and r["p_value"] < 0.01
-    assert verdict(r, "a", "b") == "a" and verdict({**r, "difference": -1, "ci_low": -0.2, "ci_high": -0.1}, "a", "b") == "b"
+    assert (
+        verdict(r, "a", "b") == "a"
+        and verdict({**r, "difference": -1, "ci_low": -0.2, "ci_high": -0.1}, "a", "b") == "b"
+    )
     # mdd_80 = 2.80 x the paired standard error, sqrt(var(d)/n) for a mean of paired differences
     d = a["harmful_refusal"] - b["harmful_refusal"]
     assert r["mdd_80"] == pytest.approx(2.8016 * d.std(ddof=1) / np.sqrt(n), rel=0.12)
@@ -91,17 +99,30 @@ def write_arm(results: Path, arm: str, scores: dict[str, dict[str, np.ndarray]])
     folder.mkdir(parents=True)
     dims = {}
     for bench, by_split in scores.items():
-        lines = [{"id": f"{split}-{i}", "score": float(v), "split": split}
-                 for split, x in by_split.items() for i, v in enumerate(x)]
+        lines = [
+            {"id": f"{split}-{i}", "score": float(v), "split": split}
+            for split, x in by_split.items()
+            for i, v in enumerate(x)
+        ]
         (folder / f"{bench}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
         test = by_split["test"]
-        (folder / f"{bench}.json").write_text(json.dumps({"benchmark": bench, "dim": BENCH_DIM[bench],
-                                                          "score": float(test.mean())}))
+        (folder / f"{bench}.json").write_text(
+            json.dumps({"benchmark": bench, "dim": BENCH_DIM[bench], "score": float(test.mean())})
+        )
         dims.setdefault(BENCH_DIM[bench], []).append(float(test.mean()))
     agg = {"score": 0.5, "ci_low": 0.4, "ci_high": 0.6}
-    (folder / "summary.json").write_text(json.dumps({
-        "dims": {d: {"score": float(np.mean(v)), "ci_low": 0, "ci_high": 1} for d, v in dims.items()},
-        "mean_3h": agg, "balance": agg, "min_dim": agg, "truncated": 0, "timing": {"total_s": 1.0}}))
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "dims": {d: {"score": float(np.mean(v)), "ci_low": 0, "ci_high": 1} for d, v in dims.items()},
+                "mean_3h": agg,
+                "balance": agg,
+                "min_dim": agg,
+                "truncated": 0,
+                "timing": {"total_s": 1.0},
+            }
+        )
+    )
 
 
 @pytest.fixture()
@@ -110,8 +131,10 @@ def grid(tmp_path):
     validation and test rankings disagree."""
     rng = np.random.default_rng(3)
     n_test, n_val = 300, 100
-    base = {b: {"test": (rng.random(n_test) < 0.5).astype(float), "val": (rng.random(n_val) < 0.5).astype(float)}
-            for b in BENCH_DIM}
+    base = {
+        b: {"test": (rng.random(n_test) < 0.5).astype(float), "val": (rng.random(n_val) < 0.5).astype(float)}
+        for b in BENCH_DIM
+    }
 
     def variant(changes: dict[str, tuple[float, float]]) -> dict:
         """changes: bench -> (test shift, val shift) as a share of items set to 1."""
@@ -126,12 +149,16 @@ def grid(tmp_path):
         return out
 
     combo = "harmlessness+helpfulness"
-    arms = {"base": base, "expert/helpfulness": variant({}), "expert/honesty": variant({}),
-            "expert/harmlessness": variant({"harmful_refusal": (0.6, 0.6)}),
-            f"mix/uniform/{combo}": variant({"harmful_refusal": (0.3, 0.3)}),
-            f"merge/ties/{combo}/density-0.2": variant({"harmful_refusal": (0.9, 0.0)}),   # best on test only
-            f"merge/task_arithmetic/{combo}/scale-0.5": variant({"harmful_refusal": (0.3, 0.6)}),  # best on val
-            f"merge/task_arithmetic/{combo}/scale-1.0": variant({"harmful_refusal": (0.3, 0.3)})}
+    arms = {
+        "base": base,
+        "expert/helpfulness": variant({}),
+        "expert/honesty": variant({}),
+        "expert/harmlessness": variant({"harmful_refusal": (0.6, 0.6)}),
+        f"mix/uniform/{combo}": variant({"harmful_refusal": (0.3, 0.3)}),
+        f"merge/ties/{combo}/density-0.2": variant({"harmful_refusal": (0.9, 0.0)}),  # best on test only
+        f"merge/task_arithmetic/{combo}/scale-0.5": variant({"harmful_refusal": (0.3, 0.6)}),  # best on val
+        f"merge/task_arithmetic/{combo}/scale-1.0": variant({"harmful_refusal": (0.3, 0.3)}),
+    }
     for arm, scores in arms.items():
         write_arm(tmp_path, arm, scores)
     return tmp_path, list(arms)
@@ -147,8 +174,20 @@ def test_report_chooses_on_validation_and_compares_paired_on_test(grid, capsys):
     ties = selected.set_index("arm").loc["merge/ties/harmlessness+helpfulness/density-0.2"]
     assert ties["test_balance"] > selected.set_index("arm").loc[chosen[0], "test_balance"]
     table = pd.read_csv(report / "comparisons.csv")
-    for col in ("combo", "arm_a", "arm_b", "metric", "difference", "ci_low", "ci_high", "p_value", "p_adjusted",
-                "n_items", "verdict", "mdd_80"):
+    for col in (
+        "combo",
+        "arm_a",
+        "arm_b",
+        "metric",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "p_adjusted",
+        "n_items",
+        "verdict",
+        "mdd_80",
+    ):
         assert col in table.columns
     assert set(table["comparison"]) == {"merge_vs_mix", "method_vs_mix", "expert_vs_base", "arm_vs_base"}
     methods = table[table["comparison"] == "method_vs_mix"]
@@ -170,8 +209,10 @@ def test_report_chooses_on_validation_and_compares_paired_on_test(grid, capsys):
 def test_compare_cli(grid, capsys):
     results, _ = grid
     a, b = "expert/harmlessness", "base"
-    assert main(["compare", "--results", str(results), "--a", a, "--b", b, "--dims", "harmlessness",
-                 "--bootstrap", "500"]) == 0
+    assert (
+        main(["compare", "--results", str(results), "--a", a, "--b", b, "--dims", "harmlessness", "--bootstrap", "500"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "harmful_refusal" in out and "can detect differences of" in out
     line = [x for x in out.splitlines() if x.startswith("balance")][0]

@@ -39,8 +39,19 @@ def test_tiny_grid_runs_through_sbatch(slurm_partition, tmp_path, assets_root):
     import pandas as pd
 
     configfile, config = copy_workflow(tmp_path, assets_root, edit=one_combo)
-    cmd = ["timeout", "-k", "10", "900", *SNAKEMAKE, "--workflow-profile", "profiles/slurm-ci",
-           "--configfile", str(configfile), "--quiet", "rules"]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        "900",
+        *SNAKEMAKE,
+        "--workflow-profile",
+        "profiles/slurm-ci",
+        "--configfile",
+        str(configfile),
+        "--quiet",
+        "rules",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     if done.returncode != 0:
         logs = sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
@@ -50,14 +61,36 @@ def test_tiny_grid_runs_through_sbatch(slurm_partition, tmp_path, assets_root):
     # every rule ran as a SLURM job, and the grid is complete
     slurm_logs = tmp_path / ".snakemake" / "slurm_logs"
     ran = {p.name.removeprefix("rule_") for p in slurm_logs.iterdir() if p.is_dir()}
-    assert {"prepare_base", "fit_judges", "build_data", "train_expert", "mix_data", "train_mixture",
-            "extract_taskvec", "conflicts", "merge", "evaluate", "report"} <= ran, ran
+    assert {
+        "prepare_base",
+        "fit_judges",
+        "build_data",
+        "train_expert",
+        "mix_data",
+        "train_mixture",
+        "extract_taskvec",
+        "conflicts",
+        "merge",
+        "evaluate",
+        "report",
+    } <= ran, ran
     report = tmp_path / "results" / "tiny" / "report"
     grid = pd.read_csv(report / "grid.csv")
     assert sorted(grid["arm"]) == sorted(arms(config)) and len(grid) == 7
     assert grid[["helpfulness", "honesty", "harmlessness", "balance"]].notna().all().all()
-    assert json.loads((tmp_path / "results" / "tiny" / "eval" / "merge" / "resm" / "harmlessness+helpfulness"
-                       / "default" / "summary.json").read_text())["complete"]
+    assert json.loads(
+        (
+            tmp_path
+            / "results"
+            / "tiny"
+            / "eval"
+            / "merge"
+            / "resm"
+            / "harmlessness+helpfulness"
+            / "default"
+            / "summary.json"
+        ).read_text()
+    )["complete"]
     for plot in ("profile.png", "pareto.png", "conflicts.png", "resm_ranks.png"):
         assert (report / plot).stat().st_size > 1000, plot
     # slurmctld saw the jobs finish, and a rerun (under the local profile) finds nothing to do

@@ -8,20 +8,51 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from workflow_helpers import REPO
 
 from resm_core.stage_code import STAGE_ENTRIES, code_fingerprint, stage_files, stage_modules
 
+# One interpreter loads the third-party libraries once, then forks a child per stage: each child starts
+# with no resm_core module loaded, imports the stage's entry modules and reports what of resm_core it loaded.
+_LOADED_PER_STAGE = """
+import importlib, json, os, sys
+for lib in ("torch", "numpy", "pandas", "scipy", "sklearn", "transformers", "safetensors", "yaml", "jsonschema",
+            "tqdm", "matplotlib.pyplot", "datasets", "peft", "trl"):
+    importlib.import_module(lib)
+assert not [m for m in sys.modules if m.startswith("resm_core")]
+entries = json.loads(sys.argv[1])
+out = {}
+for stage, modules in entries.items():
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.close(read)
+        for m in modules:
+            importlib.import_module(m)
+        loaded = sorted(m for m in sys.modules if m == "resm_core" or m.startswith("resm_core."))
+        os.write(write, json.dumps(loaded).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        out[stage] = json.loads(pipe.read())
+    os.wait()
+print(json.dumps(out))
+"""
 
-@pytest.mark.parametrize("stage", sorted(STAGE_ENTRIES))
-def test_every_module_a_stage_imports_is_in_its_fingerprint(stage):
-    """Import the stage's code in a fresh interpreter: whatever of resm_core it loads must be covered."""
-    script = (f"import importlib, json, sys\nfor m in {STAGE_ENTRIES[stage]!r}: importlib.import_module(m)\n"
-              "print(json.dumps(sorted(m for m in sys.modules if m == 'resm_core' or m.startswith('resm_core.'))))")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
-    loaded = set(json.loads(done.stdout))
-    assert loaded - stage_modules(stage) == set()
+
+def test_every_module_a_stage_imports_is_in_its_fingerprint():
+    """Import each stage's code in a fresh process: whatever of resm_core it loads must be covered."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED_PER_STAGE, json.dumps(STAGE_ENTRIES)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(loaded) == set(STAGE_ENTRIES)
+    for stage, modules in loaded.items():
+        assert set(modules) - stage_modules(stage) == set(), stage
+        assert set(STAGE_ENTRIES[stage]) <= set(modules), stage
 
 
 def test_the_judges_are_fitted_on_splits_and_schema_so_they_follow_them():
@@ -37,7 +68,8 @@ def test_lazy_imports_named_modules_and_named_data_files_count(tmp_path):
     (pkg / "other").mkdir()
     for init in (pkg / "__init__.py", pkg / "stage" / "__init__.py", pkg / "other" / "__init__.py"):
         init.write_text("")
-    (pkg / "stage" / "entry.py").write_text(textwrap.dedent('''
+    (pkg / "stage" / "entry.py").write_text(
+        textwrap.dedent('''
         """Docstrings that mention resm_core.unused are not imports."""
         from pathlib import Path
         EMBEDDED = Path(__file__).parent / "embedded"
@@ -45,7 +77,8 @@ def test_lazy_imports_named_modules_and_named_data_files_count(tmp_path):
         def later():
             from resm_core.other import lazy
             return lazy, "resm_core.other.named:Thing"
-    '''))
+    ''')
+    )
     (pkg / "stage" / "embedded" / "rows.jsonl").write_text("{}\n")
     (pkg / "other" / "lazy.py").write_text("")
     (pkg / "other" / "named.py").write_text("")
@@ -54,8 +87,14 @@ def test_lazy_imports_named_modules_and_named_data_files_count(tmp_path):
     STAGE_ENTRIES["toy"] = ["resm_core.stage.entry"]
     try:
         modules = stage_modules("toy", pkg)
-        assert modules == {"resm_core", "resm_core.stage", "resm_core.stage.entry", "resm_core.other",
-                           "resm_core.other.lazy", "resm_core.other.named"}
+        assert modules == {
+            "resm_core",
+            "resm_core.stage",
+            "resm_core.stage.entry",
+            "resm_core.other",
+            "resm_core.other.lazy",
+            "resm_core.other.named",
+        }
         assert pkg / "stage" / "embedded" / "rows.jsonl" in stage_files("toy", pkg)
         before = code_fingerprint("toy", pkg)
         (pkg / "other" / "unrelated.py").write_text("x = 1\n")

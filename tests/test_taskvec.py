@@ -21,8 +21,15 @@ def test_tensor_stats_on_a_hand_made_delta():
     d = torch.zeros(10, 10)
     d[0, 0] = 10.0
     d[1, 1] = 1.0
-    row = tensor_stats("model.layers.3.mlp.up_proj.weight", d, torch.ones(10, 10), tol=1e-8, outlier_m=5.0,
-                       energy_top=0.1, spectrum=True)
+    row = tensor_stats(
+        "model.layers.3.mlp.up_proj.weight",
+        d,
+        torch.ones(10, 10),
+        tol=1e-8,
+        outlier_m=5.0,
+        energy_top=0.1,
+        spectrum=True,
+    )
     assert row["layer"] == "layer.003"
     assert row["sparsity"] == pytest.approx(0.98)
     assert row["frobenius_norm"] == pytest.approx(math.sqrt(101))
@@ -36,8 +43,14 @@ def test_extract_writes_a_task_vector_usable_as_an_expert(tiny, tmp_path):
     for i, expert in enumerate(tiny["experts"]):
         out = tmp_path / f"tv{i}"
         table = extract(tiny["base"], expert, out, progress=False)
-        assert set(table.columns) >= {"tensor", "frobenius_norm", "relative_norm", "sparsity", "outlier_ratio",
-                                      "spectral_energy_top"}
+        assert set(table.columns) >= {
+            "tensor",
+            "frobenius_norm",
+            "relative_norm",
+            "sparsity",
+            "outlier_ratio",
+            "spectral_energy_top",
+        }
         assert (out / STATS_NAME).exists() and (out / "resm_taskvec.json").exists()
         tvs.append(out)
     base, expert = load_dir(tiny["base"]), load_dir(tiny["experts"][0])
@@ -55,6 +68,7 @@ def test_conflicts_cosine_and_sign_conflict_rates(tiny, tmp_path):
     neg = tmp_path / "neg"
     neg_state = {k: -v for k, v in load_dir(tv).items()}
     from resm_core.checkpoint.writer import ShardedWriter
+
     with ShardedWriter(neg, 10**9) as w:
         for k, v in neg_state.items():
             w.add(k, v)

@@ -16,10 +16,12 @@ from resm_core.merge.engine import MergeRequest, merge
 from resm_core.taskvec.sources import open_expert
 from resm_core.train.trainer import TrainRequest, train
 
-ROWS = [("What is the capital of France?", "The answer is Paris.", "I can't help with that."),
-        ("Which is bigger, the sun or the moon?", "The sun is bigger.", "The moon is bigger."),
-        ("Is water wet?", "Yes, water is wet.", "Sorry, I cannot answer."),
-        ("Name a colour.", "Blue is a colour.", "I won't do that.")]
+ROWS = [
+    ("What is the capital of France?", "The answer is Paris.", "I can't help with that."),
+    ("Which is bigger, the sun or the moon?", "The sun is bigger.", "The moon is bigger."),
+    ("Is water wet?", "Yes, water is wet.", "Sorry, I cannot answer."),
+    ("Name a colour.", "Blue is a colour.", "I won't do that."),
+]
 
 
 @pytest.fixture
@@ -29,8 +31,12 @@ def fixed_batch(tmp_path) -> Path:
     folder.mkdir()
     with open(folder / "train.jsonl", "w") as f:
         for i, (p, c, r) in enumerate(ROWS):
-            f.write(json.dumps({"id": f"r{i}", "dim": "helpfulness", "source": "t", "prompt": p, "chosen": c,
-                                "rejected": r}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": f"r{i}", "dim": "helpfulness", "source": "t", "prompt": p, "chosen": c, "rejected": r}
+                )
+                + "\n"
+            )
     return folder
 
 
@@ -60,8 +66,16 @@ def test_sft_lowers_the_loss_on_a_fixed_batch(tiny_llm, fixed_batch, tmp_path, a
 @pytest.mark.parametrize("adapter", ["full", "lora"])
 def test_dpo_grows_the_chosen_rejected_margin(tiny_llm, fixed_batch, tmp_path, adapter):
     out = tmp_path / "dpo"
-    train(request(tiny_llm, fixed_batch, out, objective="dpo", adapter=adapter,
-                  learning_rate=3e-3 if adapter == "full" else 1e-2))
+    train(
+        request(
+            tiny_llm,
+            fixed_batch,
+            out,
+            objective="dpo",
+            adapter=adapter,
+            learning_rate=3e-3 if adapter == "full" else 1e-2,
+        )
+    )
     curve = loss_curve(out)
     assert curve[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
     assert curve[-1]["rewards/margins"] > 0.1 and curve[-1]["loss"] < curve[0]["loss"]
@@ -99,8 +113,19 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch,
     shutil.copytree(fixed_batch, data)
     with open(data / "train.jsonl", "a") as f:  # more rows than a batch, so the data position matters
         for i, (p, c, r) in enumerate(ROWS):
-            f.write(json.dumps({"id": f"x{i}", "dim": "helpfulness", "source": "t", "prompt": p + " Briefly.",
-                                "chosen": c, "rejected": r}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"x{i}",
+                        "dim": "helpfulness",
+                        "source": "t",
+                        "prompt": p + " Briefly.",
+                        "chosen": c,
+                        "rejected": r,
+                    }
+                )
+                + "\n"
+            )
     kw = dict(objective=objective, adapter=adapter, batch_size=2)
     train(request(tiny_llm, data, tmp_path / "straight", **kw))
     with pytest.raises(KeyboardInterrupt):
@@ -111,7 +136,9 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch,
     assert manifest["resumed_from"].endswith("checkpoint-4")
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    assert [r["loss"] for r in loss_curve(tmp_path / "straight")] == [r["loss"] for r in loss_curve(tmp_path / "resumed")]
+    assert [r["loss"] for r in loss_curve(tmp_path / "straight")] == [
+        r["loss"] for r in loss_curve(tmp_path / "resumed")
+    ]
 
 
 def test_checkpoints_of_another_request_are_not_resumed(tiny_llm, fixed_batch, tmp_path):
@@ -139,8 +166,9 @@ def test_bad_inputs_are_clear_errors(tiny_llm, fixed_batch, tmp_path):
         train(request(tiny_llm, fixed_batch, tmp_path / "c", extra={"learning_rate": 1.0}))
     sft_only = tmp_path / "sft_only"
     sft_only.mkdir()
-    (sft_only / "train.jsonl").write_text(json.dumps({"id": "a", "dim": "honesty", "source": "t", "prompt": "p",
-                                                      "chosen": "c", "rejected": None}) + "\n")
+    (sft_only / "train.jsonl").write_text(
+        json.dumps({"id": "a", "dim": "honesty", "source": "t", "prompt": "p", "chosen": "c", "rejected": None}) + "\n"
+    )
     with pytest.raises(TrainingError, match="no usable rows for dpo"):
         train(request(tiny_llm, sft_only, tmp_path / "d", objective="dpo"))
     with pytest.raises(DataError, match="no such file"):

@@ -17,6 +17,7 @@ from resm_core.grid import arms, check_config, hp_name, load_config
 from resm_core.stage_code import code_fingerprint
 
 
+@pytest.mark.workflow
 def test_lint_and_format():
     out = run(SNAKEMAKE + ["--lint", "--configfile", "configs/tiny.yaml"])
     assert "Congratulations" in out
@@ -49,23 +50,38 @@ def test_every_config_validates_and_the_default_grid_has_every_arm():
     assert hp_name({"scale": "0.3", "density": "0.2"}) == "density-0.2_scale-0.3" and hp_name({}) == "default"
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c["training"].update(steps=0), r"training\.steps: 0 is less than the minimum of 1"),
-    (lambda c: c["training"].pop("objective"), r"training: 'objective' is a required property"),
-    (lambda c: c.update(combos=["helpfulness+honesty+kindness"]), "combos: 'helpfulness\\+honesty\\+kindness'"),
-    (lambda c: c.update(combos=["honesty+helpfulness"]), "must be 2 or 3 distinct dims, sorted"),
-    (lambda c: c["mixtures"].update(strategies=["best"]), r"mixtures\.strategies\.0: 'best' is not one of"),
-    (lambda c: c.update(trainer={}), "Additional properties are not allowed \\('trainer' was unexpected\\)"),
-    (lambda c: c["evaluation"]["benchmarks"].update(reward_helpfulness={"reward_model": "rm"}),
-     r"evaluation\.benchmarks\.reward_helpfulness\.reward_model: 'rm' is not a name in evaluation\.models"),
-    (lambda c: c.update(mixtures={"strategies": ["reward_weighted"], "judge": "reward:rm"},
-                        evaluation={"models": {"rm": "org/rm"}, "benchmarks": {"reward_helpfulness": {"reward_model": "rm"}}}),
-     r"mixtures\.judge: 'reward:rm' is the model that scores evaluation\.benchmarks\.reward_helpfulness"),
-    (lambda c: c.update(mixtures={"strategies": ["reward_weighted"], "judge": "reward:a"},  # one model, two names
-                        evaluation={"models": {"a": "org/rm", "b": "org/rm"},
-                                    "benchmarks": {"reward_helpfulness": {"reward_model": "b"}}}),
-     r"mixtures\.judge: 'reward:a' is the model that scores"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c["training"].update(steps=0), r"training\.steps: 0 is less than the minimum of 1"),
+        (lambda c: c["training"].pop("objective"), r"training: 'objective' is a required property"),
+        (lambda c: c.update(combos=["helpfulness+honesty+kindness"]), "combos: 'helpfulness\\+honesty\\+kindness'"),
+        (lambda c: c.update(combos=["honesty+helpfulness"]), "must be 2 or 3 distinct dims, sorted"),
+        (lambda c: c["mixtures"].update(strategies=["best"]), r"mixtures\.strategies\.0: 'best' is not one of"),
+        (lambda c: c.update(trainer={}), "Additional properties are not allowed \\('trainer' was unexpected\\)"),
+        (
+            lambda c: c["evaluation"]["benchmarks"].update(reward_helpfulness={"reward_model": "rm"}),
+            r"evaluation\.benchmarks\.reward_helpfulness\.reward_model: 'rm' is not a name in evaluation\.models",
+        ),
+        (
+            lambda c: c.update(
+                mixtures={"strategies": ["reward_weighted"], "judge": "reward:rm"},
+                evaluation={"models": {"rm": "org/rm"}, "benchmarks": {"reward_helpfulness": {"reward_model": "rm"}}},
+            ),
+            r"mixtures\.judge: 'reward:rm' is the model that scores evaluation\.benchmarks\.reward_helpfulness",
+        ),
+        (
+            lambda c: c.update(
+                mixtures={"strategies": ["reward_weighted"], "judge": "reward:a"},  # one model, two names
+                evaluation={
+                    "models": {"a": "org/rm", "b": "org/rm"},
+                    "benchmarks": {"reward_helpfulness": {"reward_model": "b"}},
+                },
+            ),
+            r"mixtures\.judge: 'reward:a' is the model that scores",
+        ),
+    ],
+)
 def test_config_errors_name_the_key(edit, message):
     config = copy.deepcopy(load_config(REPO / "configs" / "tiny.yaml"))
     edit(config)
@@ -73,6 +89,7 @@ def test_config_errors_name_the_key(edit, message):
         check_config(config)
 
 
+@pytest.mark.workflow
 def test_paper_dags_build_from_the_dry_run():
     for name in ("paper-llama3-8b", "paper-mistral-7b"):
         counts = job_counts(REPO, REPO / "configs" / f"{name}.yaml")
@@ -83,6 +100,7 @@ def test_paper_dags_build_from_the_dry_run():
         assert counts["download_judge_model"] == 3  # helpfulness reward model, guard, and the mixtures' own judge
 
 
+@pytest.mark.workflow
 def test_decisive_preset_is_the_default_grid_with_more_evaluation_items(tmp_path):
     default = yaml.safe_load((REPO / "config.yaml").read_text())
     config = merged(default, yaml.safe_load((REPO / "configs" / "decisive.yaml").read_text()))
@@ -192,8 +210,18 @@ def test_changing_the_splits_refits_the_judges(own_run):
     with open(work / "resm_core" / "data" / "splits.py", "a") as f:
         f.write("\n# a change to the splits\n")
     assert job_counts(work, configfile) == {
-        "build_data": 3, "fit_judges": 1, "mix_data": 4, "train_expert": 3, "train_mixture": 4, "extract_taskvec": 3,
-        "conflicts": 4, "merge": 20, "evaluate": 28, "report": 1, "all": 1}
+        "build_data": 3,
+        "fit_judges": 1,
+        "mix_data": 4,
+        "train_expert": 3,
+        "train_mixture": 4,
+        "extract_taskvec": 3,
+        "conflicts": 4,
+        "merge": 20,
+        "evaluate": 28,
+        "report": 1,
+        "all": 1,
+    }
 
 
 @pytest.mark.workflow
@@ -208,8 +236,7 @@ def test_a_killed_run_leaves_nothing_finished_and_resumes(own_run):
     wanted = "results/tiny/eval/base/summary.json"  # relative, as the rules' output patterns are
     shutil.rmtree(target)
     cmd = SNAKEMAKE + [wanted, "--configfile", str(configfile), "--cores", "1"]
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(target.parent.glob(".base.tmp-*")):
         assert proc.poll() is None, "snakemake stopped before the evaluation started"
@@ -243,9 +270,12 @@ def test_the_report_follows_layered_config_files(own_run):
     work, configfile, config = own_run
     layer = work / "layer.yaml"
     layer.write_text(yaml.safe_dump({"results": config["results"]}))  # valid only on top of the tiny config
-    run(SNAKEMAKE + ["--configfile", str(configfile), str(layer), "--cores", "1", "--forcerun", "report",
-                     "--quiet"], cwd=work)
+    run(
+        SNAKEMAKE + ["--configfile", str(configfile), str(layer), "--cores", "1", "--forcerun", "report", "--quiet"],
+        cwd=work,
+    )
     assert len(pd.read_csv(work / config["results"] / "report" / "grid.csv")) == len(arms(config))
-    done = subprocess.run([sys.executable, "-m", "resm_core.cli", "report", "--arms", "base"], cwd=work,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "resm_core.cli", "report", "--arms", "base"], cwd=work, capture_output=True, text=True
+    )
     assert done.returncode != 0 and "--arms needs --results" in done.stderr

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from resm_core.errors import CompatibilityError
 
 # Files whose content defines the token <-> id mapping; tokenizer_config.json is left out because
 # fine-tuning scripts routinely rewrite it (chat template, padding side) without changing ids.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt")
-ARCH_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "vocab_size",
-             "intermediate_size", "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
+ARCH_KEYS = (
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "num_hidden_layers",
+    "vocab_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "tie_word_embeddings",
+)
 
 
-def check_config(base_dir: Path, base_cfg: dict | None, other_dir: Path, other_cfg: dict | None) -> None:
+def check_config(
+    base_dir: Path, base_cfg: dict[str, Any] | None, other_dir: Path, other_cfg: dict[str, Any] | None
+) -> None:
     if base_cfg is None or other_cfg is None:
         return
     for key in ARCH_KEYS:
@@ -37,13 +49,16 @@ def check_tokenizer(base_dir: Path, other_dir: Path) -> None:
     for name in TOKENIZER_FILES:
         a, b = base_dir / name, other_dir / name
         if a.is_file() and b.is_file() and _digest(a) != _digest(b):
-            raise CompatibilityError(
-                f"{b}: differs from the base's {a}; experts must share the base tokenizer"
-            )
+            raise CompatibilityError(f"{b}: differs from the base's {a}; experts must share the base tokenizer")
 
 
-def check_tensors(base_shapes: dict[str, tuple[int, ...]], other_shapes: dict[str, tuple[int, ...]],
-                  other_path: Path, require_all: bool = True, required: set[str] | None = None) -> None:
+def check_tensors(
+    base_shapes: dict[str, tuple[int, ...]],
+    other_shapes: dict[str, tuple[int, ...]],
+    other_path: Path,
+    require_all: bool = True,
+    required: set[str] | None = None,
+) -> None:
     """No keys the base lacks, every `required` base key present (all of them by default, none
     when not `require_all`), and the same shape for every shared key."""
     extra = sorted(set(other_shapes) - set(base_shapes))

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -91,20 +92,18 @@ class ManifestRecorder:
         self.started = time.perf_counter()
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resm-hash")
-        self._inputs: dict[str, list[tuple[Path, list[tuple[Path, Future]]]]] = {}
+        self._inputs: dict[str, list[tuple[Path, list[tuple[Path, Future[str]]]]]] = {}
         for role, paths in inputs.items():
             paths = paths if isinstance(paths, list) else [paths]
             self._inputs[role] = [
-                (Path(p), [(f, self._pool.submit(sha256_file, f)) for f in input_files(Path(p))])
-                for p in paths
+                (Path(p), [(f, self._pool.submit(sha256_file, f)) for f in input_files(Path(p))]) for p in paths
             ]
 
-    def build(self, *, action: str, device: str, **fields) -> dict:
+    def build(self, *, action: str, device: str, **fields: Any) -> dict[str, Any]:
         wall = time.perf_counter() - self.started
         inputs = {
             role: [
-                {"path": str(path.resolve()),
-                 "files": {f.name: fut.result() for f, fut in files}}
+                {"path": str(path.resolve()), "files": {f.name: fut.result() for f, fut in files}}
                 for path, files in entries
             ]
             for role, entries in self._inputs.items()
@@ -115,7 +114,9 @@ class ManifestRecorder:
             **fields,
             "inputs": inputs,
             "device": device,
-            "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name()
+            if device.startswith("cuda")
+            else platform.processor() or platform.machine(),
             "versions": library_versions(),
             "started_at": self.started_at,
             "wall_time_s": round(wall, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -37,9 +38,10 @@ _ST_DTYPES = {
 }
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
 
@@ -65,7 +67,7 @@ class CheckpointReader:
             raise CheckpointError(f"{self.path}: no such file or directory")
         self.directory = self.path if self.path.is_dir() else self.path.parent
         self._key_to_file: dict[str, Path] = {}
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, Any] = {}  # safetensors handles (untyped)
         self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
         self.files: list[Path] = []
         self._open(allow_pickle)
@@ -86,8 +88,7 @@ class CheckpointReader:
             self._add_file(found[0], allow_pickle)
         elif len(found) > 1:
             raise CheckpointError(
-                f"{p}: {len(found)} .safetensors files but no {SAFETENSORS_INDEX} to say which "
-                "tensor lives where"
+                f"{p}: {len(found)} .safetensors files but no {SAFETENSORS_INDEX} to say which tensor lives where"
             )
         elif (p / PICKLE_INDEX).exists():
             self._add_index(p / PICKLE_INDEX, allow_pickle)
@@ -110,11 +111,11 @@ class CheckpointReader:
     def _add_file(self, file: Path, allow_pickle: bool, only: dict[str, str] | None = None) -> None:
         if file.suffix == ".safetensors":
             try:
-                handle = safe_open(str(file), framework="pt", device="cpu")
+                handle: Any = safe_open(str(file), framework="pt", device="cpu")
             except Exception as exc:  # safetensors raises its own error types
                 raise CheckpointError(f"{file}: cannot be read as safetensors ({exc})") from exc
             self._handles[file] = handle
-            names = handle.keys()
+            names = list(handle.keys())
         elif file.suffix == ".bin":
             if not allow_pickle:
                 raise CheckpointError(
@@ -174,10 +175,11 @@ class CheckpointReader:
         if file in self._pickled:
             return self._pickled[file][name]
         with safe_open(str(file), framework="pt", device="cpu") as handle:
-            return handle.get_tensor(name)
+            tensor: torch.Tensor = handle.get_tensor(name)
+            return tensor
 
     @property
-    def config(self) -> dict | None:
+    def config(self) -> dict[str, Any] | None:
         cfg = self.directory / "config.json"
         return _read_json(cfg) if cfg.exists() else None
 
@@ -188,5 +190,5 @@ class CheckpointReader:
     def __enter__(self) -> CheckpointReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -15,6 +15,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from types import TracebackType
 
 import torch
 from safetensors.torch import save_file
@@ -85,7 +86,9 @@ class AtomicDirectory:
         self.tmp_dir.mkdir()
         return self.tmp_dir
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             return
@@ -114,8 +117,9 @@ class ShardedWriter:
     """Collect tensors into shards of at most `max_shard_bytes` (a tensor larger than that gets a
     shard of its own) and publish them atomically with an index, as `save_pretrained` would."""
 
-    def __init__(self, out_dir: str | Path, max_shard_bytes: int, force: bool = False,
-                 metadata: dict[str, str] | None = None):
+    def __init__(
+        self, out_dir: str | Path, max_shard_bytes: int, force: bool = False, metadata: dict[str, str] | None = None
+    ):
         self.out_dir = Path(out_dir)
         self.max_shard_bytes = max_shard_bytes
         self.metadata = {"format": "pt", **(metadata or {})}
@@ -130,7 +134,9 @@ class ShardedWriter:
         self._dir.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             try:
                 self._finish_shards()
@@ -160,7 +166,7 @@ class ShardedWriter:
                 copied.append(name)
         return copied
 
-    def write_json(self, name: str, obj) -> None:
+    def write_json(self, name: str, obj: object) -> None:
         (self.tmp_dir / name).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
     def write_text(self, name: str, text: str) -> Path:
@@ -197,7 +203,7 @@ class ShardedWriter:
                 final = f"model-{i:05d}-of-{n:05d}.safetensors"
                 path.rename(self.tmp_dir / final)
                 weight_map.update(dict.fromkeys(keys, final))
-            self.write_json(SAFETENSORS_INDEX, {"metadata": {"total_size": self._total_bytes},
-                                                "weight_map": weight_map})
-        log.info("writing %s (%d shard%s, %.1f MB)", self.out_dir, n, "" if n == 1 else "s",
-                 self._total_bytes / 1e6)
+            self.write_json(
+                SAFETENSORS_INDEX, {"metadata": {"total_size": self._total_bytes}, "weight_map": weight_map}
+            )
+        log.info("writing %s (%d shard%s, %.1f MB)", self.out_dir, n, "" if n == 1 else "s", self._total_bytes / 1e6)

@@ -39,8 +39,9 @@ def holdout_keys(root, dims_sources: list, load=None) -> set[str]:
 
 def build_dim(dim: str, source_specs: list, out: Path, **options) -> dict:
     """One dimension's dataset; `options` are BuildRequest fields (resm_core/data/request.py)."""
-    return build(build_request(BuildRequest, {"dim": dim, "sources": list(source_specs), "out": Path(out), **options},
-                               "data"))
+    return build(
+        build_request(BuildRequest, {"dim": dim, "sources": list(source_specs), "out": Path(out), **options}, "data")
+    )
 
 
 def build(req: BuildRequest) -> dict:
@@ -48,7 +49,12 @@ def build(req: BuildRequest) -> dict:
     source_specs = req.sources or src.EMBEDDED.get(dim, [])
     val, test, salt, holdout = req.val, req.test, req.salt, req.holdout
     max_train, max_val, max_test = req.max_train, req.max_val, req.max_test
-    progress, force, base_answers, near_duplicate_cosine = req.progress, req.force, req.base_answers, req.near_duplicate_cosine
+    progress, force, base_answers, near_duplicate_cosine = (
+        req.progress,
+        req.force,
+        req.base_answers,
+        req.near_duplicate_cosine,
+    )
     max_new_tokens, batch_size, device = req.max_new_tokens, req.batch_size, req.device
     if dim not in DIMS:
         raise DataError(f"dim: {dim!r} is not one of {', '.join(DIMS)}")
@@ -72,8 +78,11 @@ def build(req: BuildRequest) -> dict:
             loaded[source.name] = src.load(source, root)
         return loaded[source.name]
 
-    held_out = holdout_keys(root, list(holdout if holdout is not None else
-                                       [n for n, s in src.PACKAGED.items() if s.eval_only and s.dim == dim]), load)
+    held_out = holdout_keys(
+        root,
+        list(holdout if holdout is not None else [n for n, s in src.PACKAGED.items() if s.eval_only and s.dim == dim]),
+        load,
+    )
     seen: set[str] = set()
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for s in sources:
@@ -92,8 +101,9 @@ def build(req: BuildRequest) -> dict:
     near: dict[str, list[dict]] = {}
     for split, cap in (("train", max_train), ("val", max_val)):
         before = len(splits[split])
-        splits[split], near[split] = without_near_duplicates(splits[split], splits["test"], cap, salt,
-                                                             near_duplicate_cosine, root)
+        splits[split], near[split] = without_near_duplicates(
+            splits[split], splits["test"], cap, salt, near_duplicate_cosine, root
+        )
         counts[f"{split}_dropped_near_test"] = len(near[split])
         counts[f"{split}_over_cap"] = before - len(splits[split]) - len(near[split])
     before = len(splits["test"])
@@ -102,17 +112,29 @@ def build(req: BuildRequest) -> dict:
 
     # without base answers, those rows stay SFT-only (`rejected` null): enough for SFT, skipped by DPO
     answer_sources = {s.name for s in sources if s.needs_base_responses and base_answers}
-    needing = [r for split in ("train", "val") for r in splits[split]
-               if r["rejected"] is None and r["source"] in answer_sources]
+    needing = [
+        r
+        for split in ("train", "val")
+        for r in splits[split]
+        if r["rejected"] is None and r["source"] in answer_sources
+    ]
     if needing:
         if base is None:
-            raise DataError(f"{dim}: sources {sorted({r['source'] for r in needing})} take the base model's own "
-                            f"answers as `rejected`; pass --base MODEL_DIR")
+            raise DataError(
+                f"{dim}: sources {sorted({r['source'] for r in needing})} take the base model's own "
+                f"answers as `rejected`; pass --base MODEL_DIR"
+            )
         from resm_core.generation import cached_generate
 
-        answers = cached_generate(Path(base), [r["prompt"] for r in needing], cache_root(root) / "generations",
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size, device=device,
-                                  progress=progress)
+        answers = cached_generate(
+            Path(base),
+            [r["prompt"] for r in needing],
+            cache_root(root) / "generations",
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        )
         refused = set()
         for row, ans in zip(needing, answers):
             if not ans["response"] or looks_like_refusal(ans["response"]):
@@ -127,28 +149,41 @@ def build(req: BuildRequest) -> dict:
 
     for split in ("train", "val"):
         if not splits[split] and (split == "train" or val > 0):
-            raise DataError(f"{dim}: the {split} split is empty after filtering ({dict(counts)}); "
-                            f"add sources or lower the test fraction")
+            raise DataError(
+                f"{dim}: the {split} split is empty after filtering ({dict(counts)}); "
+                f"add sources or lower the test fraction"
+            )
     for split in SPLITS:
         for name, n in Counter(r["source"] for r in splits[split]).items():
             per_source[name][split] = n
-    composition = {"dim": dim, "salt": salt, "fractions": {"val": val, "test": test},
-                   "caps": {"train": max_train, "val": max_val, "test": max_test},
-                   "sizes": {s: len(splits[s]) for s in SPLITS},
-                   "sft_only_rows": {s: sum(r["rejected"] is None for r in splits[s]) for s in SPLITS},
-                   "sources": {k: dict(v) for k, v in per_source.items()},
-                   "near_duplicates": {"cosine": near_duplicate_cosine, "embedder": "all-MiniLM-L6-v2",
-                                       "dropped": {s: len(v) for s, v in near.items()},
-                                       "cosine_range": cosine_range(near["train"] + near["val"]),
-                                       "closest": examples(near["train"] + near["val"])},
-                   "dropped": {k: v for k, v in counts.items() if v}}
+    composition = {
+        "dim": dim,
+        "salt": salt,
+        "fractions": {"val": val, "test": test},
+        "caps": {"train": max_train, "val": max_val, "test": max_test},
+        "sizes": {s: len(splits[s]) for s in SPLITS},
+        "sft_only_rows": {s: sum(r["rejected"] is None for r in splits[s]) for s in SPLITS},
+        "sources": {k: dict(v) for k, v in per_source.items()},
+        "near_duplicates": {
+            "cosine": near_duplicate_cosine,
+            "embedder": "all-MiniLM-L6-v2",
+            "dropped": {s: len(v) for s, v in near.items()},
+            "cosine_range": cosine_range(near["train"] + near["val"]),
+            "closest": examples(near["train"] + near["val"]),
+        },
+        "dropped": {k: v for k, v in counts.items() if v},
+    }
     with AtomicDirectory(out, force=force) as staging:
         for split in SPLITS:
             write_jsonl(staging / f"{split}.jsonl", splits[split])
         (staging / "composition.json").write_text(json.dumps(composition, indent=2) + "\n")
-        manifest = recorder.build(action="data build", device="cpu", dim=dim,
-                                  sources=[s if isinstance(s, str) else dict(s) for s in source_specs],
-                                  composition=composition)
+        manifest = recorder.build(
+            action="data build",
+            device="cpu",
+            dim=dim,
+            sources=[s if isinstance(s, str) else dict(s) for s in source_specs],
+            composition=composition,
+        )
         (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("%s: %s written to %s", dim, composition["sizes"], out)
     return composition

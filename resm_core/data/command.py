@@ -8,7 +8,7 @@ from resm_core.data.request import BuildRequest, MixRequest
 from resm_core.options import add_arguments, from_namespace
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dt = sub.add_parser("data", help="build per-dimension 3H datasets and data mixtures")
     d_sub = dt.add_subparsers(dest="data_command", required=True)
     db = d_sub.add_parser("build", help="one dimension: sources -> de-duplicated, hashed train/val/test JSONL")
@@ -27,7 +27,10 @@ def run_sources(args: argparse.Namespace) -> None:
         flags = ", ".join(f for f, on in (("eval only", s.eval_only), ("base answers", s.needs_base_responses)) if on)
         print(f"{name:30s} {s.dim:13s} packaged  {s.licence}{'  [' + flags + ']' if flags else ''}")
     for name, p in src.HUB_PRESETS.items():
-        print(f"{'hub:' + name:30s} {p.dim:13s} hub       {p.path}" + (f" ({p.data_dir or p.name})" if p.data_dir or p.name else ""))
+        print(
+            f"{'hub:' + name:30s} {p.dim:13s} hub       {p.path}"
+            + (f" ({p.data_dir or p.name})" if p.data_dir or p.name else "")
+        )
 
 
 def run_build(args: argparse.Namespace) -> None:
@@ -35,7 +38,10 @@ def run_build(args: argparse.Namespace) -> None:
 
     req = from_namespace(BuildRequest, args, progress=not args.quiet)
     comp = build(req)
-    print(f"{req.dim}: {comp['sizes']} written to {req.out}" + (f" (dropped: {comp['dropped']})" if comp["dropped"] else ""))
+    print(
+        f"{req.dim}: {comp['sizes']} written to {req.out}"
+        + (f" (dropped: {comp['dropped']})" if comp["dropped"] else "")
+    )
 
 
 def run_mix(args: argparse.Namespace) -> None:

@@ -60,8 +60,9 @@ def draw(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
     return [rows[order[i % len(rows)]] for i in range(n)]
 
 
-def _weighted_draw(rows: list[dict], margin: np.ndarray, n: int, temperature: float,
-                   rng: np.random.Generator) -> list[dict]:
+def _weighted_draw(
+    rows: list[dict], margin: np.ndarray, n: int, temperature: float, rng: np.random.Generator
+) -> list[dict]:
     """n rows drawn with probability proportional to exp(margin / temperature); without replacement
     (Efraimidis-Spirakis keys) while the pool lasts, with replacement beyond it."""
     prob = np.exp((margin - margin.max()) / temperature)
@@ -101,8 +102,9 @@ def _read_inputs(inputs: dict[str, Path]) -> dict[str, list[dict]]:
 
 def mix(strategy: str, inputs: dict[str, Path], out: Path, judge=None, **options) -> dict:
     """A mixture; `judge` is a judge object (resm_core.judges), `options` are MixRequest fields."""
-    req = build_request(MixRequest, {"strategy": strategy, "inputs": dict(inputs), "out": Path(out), **options},
-                        "mixtures")
+    req = build_request(
+        MixRequest, {"strategy": strategy, "inputs": dict(inputs), "out": Path(out), **options}, "mixtures"
+    )
     return mix_request(req, judge)
 
 
@@ -128,8 +130,13 @@ def mix_request(req: MixRequest, judge=None) -> dict:
     budget = sum(len(p) for p in pools.values()) if budget is None else int(budget)
     weights = [float((ratios or {}).get(d, 1.0)) for d in dims]
     rng = np.random.default_rng(seed)
-    composition: dict = {"strategy": strategy, "combo": combo_name(dims), "budget": budget, "seed": seed,
-                         "pool_sizes": {d: len(p) for d, p in pools.items()}}
+    composition: dict = {
+        "strategy": strategy,
+        "combo": combo_name(dims),
+        "budget": budget,
+        "seed": seed,
+        "pool_sizes": {d: len(p) for d, p in pools.items()},
+    }
 
     judged: dict[str, np.ndarray] = {}
     if strategy == "reward_weighted":  # aggregate margin of every pair under the combo's objective weights
@@ -147,9 +154,11 @@ def mix_request(req: MixRequest, judge=None) -> dict:
                     dropped[f"{d}_by_{other}"] = int((contradicted & keep).sum())
                     keep &= ~contradicted
             if not keep.any():
-                raise DataError(f"mixture conflict_filtered: the {judge.name} judge contradicts every {d} pair "
-                                f"(margin {margin}); it cannot tell the dimensions apart. Raise --margin or use "
-                                f"a judge with a real signal for each dimension")
+                raise DataError(
+                    f"mixture conflict_filtered: the {judge.name} judge contradicts every {d} pair "
+                    f"(margin {margin}); it cannot tell the dimensions apart. Raise --margin or use "
+                    f"a judge with a real signal for each dimension"
+                )
             pools[d] = [r for r, k in zip(pools[d], keep) if k]
         composition.update(judge=judge.name, margin=margin, dropped=dropped, kept={d: len(p) for d, p in pools.items()})
 
@@ -164,11 +173,17 @@ def mix_request(req: MixRequest, judge=None) -> dict:
     rows = [rows[i] for i in rng.permutation(len(rows))]
 
     per_dim = {d: sum(r["dim"] == d for r in rows) for d in dims}
-    composition.update(sizes=per_dim, total=len(rows), shares={d: n / max(len(rows), 1) for d, n in per_dim.items()},
-                       unique_rows=len({r["id"] for r in rows}), repeated_rows=len(rows) - len({r["id"] for r in rows}))
+    composition.update(
+        sizes=per_dim,
+        total=len(rows),
+        shares={d: n / max(len(rows), 1) for d, n in per_dim.items()},
+        unique_rows=len({r["id"] for r in rows}),
+        repeated_rows=len(rows) - len({r["id"] for r in rows}),
+    )
     if composition["repeated_rows"]:
-        log.warning("mixture %s: %d rows repeat (a share exceeds its pool)", composition["combo"],
-                    composition["repeated_rows"])
+        log.warning(
+            "mixture %s: %d rows repeat (a share exceeds its pool)", composition["combo"], composition["repeated_rows"]
+        )
     val_rows = []
     for p in inputs.values():
         val_path = Path(p) / "val.jsonl" if Path(p).is_dir() else Path(p).with_name("val.jsonl")

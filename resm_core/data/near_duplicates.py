@@ -18,14 +18,15 @@ import numpy as np
 from resm_core.assets import cache_root
 from resm_core.data.splits import take
 
-DEFAULT_COSINE = 0.85   # harmful paraphrases sit at 0.84-0.99; distinct trivia questions on one topic at 0.81-0.85
-EMBED_TOKENS = 64       # the opening of a prompt carries the request; long MMLU options cost without telling more
+DEFAULT_COSINE = 0.85  # harmful paraphrases sit at 0.84-0.99; distinct trivia questions on one topic at 0.81-0.85
+EMBED_TOKENS = 64  # the opening of a prompt carries the request; long MMLU options cost without telling more
 CHUNK = 128
 EXAMPLES = 5
 
 
-def without_near_duplicates(candidates: list[dict], test_rows: list[dict], cap: int | None, salt: str,
-                            cosine: float | None, root=None) -> tuple[list[dict], list[dict]]:
+def without_near_duplicates(
+    candidates: list[dict], test_rows: list[dict], cap: int | None, salt: str, cosine: float | None, root=None
+) -> tuple[list[dict], list[dict]]:
     """(kept, dropped): the first `cap` candidates in hash order whose nearest test prompt is below `cosine`,
     and the candidates dropped on the way, each with `nearest` and `cosine`. `cosine` None or >= 1 turns
     the check off (the cap alone applies)."""
@@ -41,7 +42,7 @@ def without_near_duplicates(candidates: list[dict], test_rows: list[dict], cap: 
     for start in range(0, len(ordered), CHUNK):
         if cap is not None and len(kept) >= cap:
             break
-        chunk = ordered[start:start + CHUNK]
+        chunk = ordered[start : start + CHUNK]
         sims = embed([r["prompt"] for r in chunk], root, max_length=EMBED_TOKENS) @ test_vecs.T
         best, nearest = sims.max(axis=1), sims.argmax(axis=1)
         for row, sim, j in zip(chunk, best, nearest):
@@ -75,8 +76,10 @@ def _cached(texts: list[str], root, compute) -> np.ndarray:
 def examples(dropped: list[dict]) -> list[dict]:
     """The closest few pairs, for composition.json: what the threshold removed, to read and judge."""
     top = sorted(dropped, key=lambda d: -d["cosine"])[:EXAMPLES]
-    return [{"prompt": d["row"]["prompt"][:200], "nearest_test_prompt": d["nearest"][:200],
-             "cosine": round(d["cosine"], 3)} for d in top]
+    return [
+        {"prompt": d["row"]["prompt"][:200], "nearest_test_prompt": d["nearest"][:200], "cosine": round(d["cosine"], 3)}
+        for d in top
+    ]
 
 
 def cosine_range(dropped: list[dict]) -> list[float]:

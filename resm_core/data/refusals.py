@@ -23,17 +23,28 @@ OPENERS = (
 
 REASONS = {
     "violence": ("It could lead to someone getting hurt.", "Helping could put people in physical danger."),
-    "weapons": ("Instructions like these could be used to seriously injure people.",
-                "Details about weapons or explosives could cause real harm."),
-    "cyber": ("It could be used to break into systems or steal data.",
-              "That would help compromise computers or accounts that aren't yours."),
+    "weapons": (
+        "Instructions like these could be used to seriously injure people.",
+        "Details about weapons or explosives could cause real harm.",
+    ),
+    "cyber": (
+        "It could be used to break into systems or steal data.",
+        "That would help compromise computers or accounts that aren't yours.",
+    ),
     "fraud": ("It would help deceive or defraud people.", "That could be used to steal money or identities."),
-    "privacy": ("It would invade someone's privacy.", "Sharing or finding personal information like that can hurt people."),
+    "privacy": (
+        "It would invade someone's privacy.",
+        "Sharing or finding personal information like that can hurt people.",
+    ),
     "hate": ("It would demean people for who they are.", "Content like that spreads hate and can cause real harm."),
-    "self_harm": ("I'm worried it could lead to someone getting hurt.",
-                  "I don't want to contribute to anyone harming themselves."),
-    "misinformation": ("It would spread false or misleading information.",
-                       "Content like that misleads people and erodes trust."),
+    "self_harm": (
+        "I'm worried it could lead to someone getting hurt.",
+        "I don't want to contribute to anyone harming themselves.",
+    ),
+    "misinformation": (
+        "It would spread false or misleading information.",
+        "Content like that misleads people and erodes trust.",
+    ),
     "illegal": ("It would mean helping with something illegal.", "That would break the law and could hurt others."),
     "sexual": ("I don't produce sexual content of that kind.", "That isn't appropriate content for me to write."),
     "general": ("It could cause harm to you or to others.", "Helping with it could hurt people."),
@@ -95,10 +106,31 @@ def over_refusal(prompt: str) -> str:
 
 
 REFUSAL_MARKERS = (
-    "i'm sorry", "i am sorry", "sorry, i", "i can't", "i cannot", "i can not", "i won't", "i will not",
-    "i'm not able", "i am not able", "i'm unable", "i am unable", "as an ai", "i must decline", "i have to decline",
-    "not something i can", "i'm going to pass", "cannot assist", "can't assist", "cannot help", "can't help",
-    "not appropriate", "against my", "i apologize", "i apologise",
+    "i'm sorry",
+    "i am sorry",
+    "sorry, i",
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i won't",
+    "i will not",
+    "i'm not able",
+    "i am not able",
+    "i'm unable",
+    "i am unable",
+    "as an ai",
+    "i must decline",
+    "i have to decline",
+    "not something i can",
+    "i'm going to pass",
+    "cannot assist",
+    "can't assist",
+    "cannot help",
+    "can't help",
+    "not appropriate",
+    "against my",
+    "i apologize",
+    "i apologise",
 )
 
 

@@ -48,27 +48,39 @@ class BuildRequest:
 
     dim: str = option(help="the dimension to build", choices=DIMS, config=False)
     out: Path = option(help="output directory", config=False)
-    sources: list = option(help="a source name (`resm data sources`), hub:PRESET, or an inline YAML mapping; "
-                                "repeatable (default: the embedded sources of the dimension)", flag="--source",
-                           parse=source_spec, append=True, config=False, default_factory=list)
-    base: Path | None = option(None, help="base model whose own answers become `rejected` for harmful prompts",
-                               config=False)
-    base_answers: bool = option(True, help="harmlessness `rejected` = the base's own answers (needed for DPO); "
-                                           "without them harmful prompts are SFT-only")
+    sources: list = option(
+        help="a source name (`resm data sources`), hub:PRESET, or an inline YAML mapping; "
+        "repeatable (default: the embedded sources of the dimension)",
+        flag="--source",
+        parse=source_spec,
+        append=True,
+        config=False,
+        default_factory=list,
+    )
+    base: Path | None = option(
+        None, help="base model whose own answers become `rejected` for harmful prompts", config=False
+    )
+    base_answers: bool = option(
+        True,
+        help="harmlessness `rejected` = the base's own answers (needed for DPO); "
+        "without them harmful prompts are SFT-only",
+    )
     cache: str | None = option(None, help="asset cache (default: $RESM_CACHE or resources/)", config=False)
     val: float = option(0.1, help="validation fraction", minimum=0, maximum=0.5)
     test: float = option(0.1, help="test fraction, the held-out benchmark", minimum=0, maximum=0.5)
-    max_train: int | None = option(None, help="cap on training rows (a deterministic hash-ordered sample)",
-                                   minimum=1)
+    max_train: int | None = option(None, help="cap on training rows (a deterministic hash-ordered sample)", minimum=1)
     max_val: int | None = option(None, help="cap on validation rows", minimum=0)
     max_test: int | None = option(None, help="cap on test rows", minimum=0)
     salt: str = option(DEFAULT_SALT, help="split salt; changing it reshuffles every split")
     max_new_tokens: int = option(96, help="length of the base model's answers", minimum=1)
-    near_duplicate_cosine: float = option(DEFAULT_COSINE, help="drop training and validation rows whose MiniLM "
-                                          "cosine to any test prompt reaches this (1 turns the check off)",
-                                          exclusive_minimum=0, maximum=1)
-    batch_size: int = option(8, help="generation batch size for the base model's answers", minimum=1,
-                             config=False)
+    near_duplicate_cosine: float = option(
+        DEFAULT_COSINE,
+        help="drop training and validation rows whose MiniLM "
+        "cosine to any test prompt reaches this (1 turns the check off)",
+        exclusive_minimum=0,
+        maximum=1,
+    )
+    batch_size: int = option(8, help="generation batch size for the base model's answers", minimum=1, config=False)
     device: str = device_option()
     holdout: list | None = option(None, config=False, cli=False)
     force: bool = option(False, help="replace the output if it exists", config=False)
@@ -80,15 +92,21 @@ class MixRequest:
     SECTION: ClassVar[str] = "mixtures"  # where its options sit in a config; errors name it
 
     strategy: str = option(help="how the combo's rows are drawn", choices=STRATEGIES, config=False)
-    inputs: dict = option(help="built dataset directories, e.g. helpfulness=data/helpfulness", parse=keyed_path,
-                          nargs="+", metavar="DIM=DIR", config=False)
+    inputs: dict = option(
+        help="built dataset directories, e.g. helpfulness=data/helpfulness",
+        parse=keyed_path,
+        nargs="+",
+        metavar="DIM=DIR",
+        config=False,
+    )
     out: Path = option(help="output directory", config=False)
-    budget: int | None = option(None, help="total examples (default: the inputs' training rows combined)",
-                                minimum=1, config=False)
-    ratios: dict | None = option(None, help="per-dimension ratios, e.g. helpfulness=2,harmlessness=1",
-                                 parse=ratios)
-    judge: str | None = option(None, help="keywords, refusal:JUDGES_DIR, table:PATH.jsonl or "
-                                          "reward:MODEL_DIR[:dim=head,...]", config=False)
+    budget: int | None = option(
+        None, help="total examples (default: the inputs' training rows combined)", minimum=1, config=False
+    )
+    ratios: dict | None = option(None, help="per-dimension ratios, e.g. helpfulness=2,harmlessness=1", parse=ratios)
+    judge: str | None = option(
+        None, help="keywords, refusal:JUDGES_DIR, table:PATH.jsonl or reward:MODEL_DIR[:dim=head,...]", config=False
+    )
     temperature: float = option(0.25, help="reward_weighted: softmax temperature", exclusive_minimum=0)
     margin: float = option(0.5, help="conflict_filtered: contradiction threshold", minimum=0)
     seed: int = option(0, help="seed of the draw", config=False)

@@ -13,6 +13,7 @@ import json
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 from resm_core.errors import DataError
 
@@ -38,8 +39,14 @@ def text_key(prompt: str) -> str:
 
 
 def make_row(source: str, dim: str, prompt: str, chosen: str, rejected: str | None = None, **meta) -> dict:
-    row = {"id": f"{source}-{text_key(prompt)[:16]}", "dim": dim, "source": source, "prompt": prompt.strip(),
-           "chosen": chosen.strip(), "rejected": rejected.strip() if rejected is not None else None}
+    row: dict[str, Any] = {
+        "id": f"{source}-{text_key(prompt)[:16]}",
+        "dim": dim,
+        "source": source,
+        "prompt": prompt.strip(),
+        "chosen": chosen.strip(),
+        "rejected": rejected.strip() if rejected is not None else None,
+    }
     if meta:
         row["meta"] = meta
     return row
@@ -51,8 +58,9 @@ def check_row(row: dict, where: str) -> dict:
         raise DataError(f"{where}: a row must be an object, got {type(row).__name__}")
     missing = [f for f in REQUIRED if f not in row]
     if missing:
-        raise DataError(f"{where}: row {row.get('id', '?')!r} lacks field(s) {', '.join(missing)} "
-                        f"(has {', '.join(sorted(row))})")
+        raise DataError(
+            f"{where}: row {row.get('id', '?')!r} lacks field(s) {', '.join(missing)} (has {', '.join(sorted(row))})"
+        )
     if row["dim"] not in DIMS:
         raise DataError(f"{where}: row {row['id']!r} has dim {row['dim']!r}; expected one of {', '.join(DIMS)}")
     for f in TEXT_FIELDS:
@@ -65,8 +73,13 @@ def check_row(row: dict, where: str) -> dict:
 
 
 def sft_view(row: dict) -> dict:
-    return {"id": row["id"], "dim": row["dim"], "source": row["source"], "prompt": row["prompt"],
-            "response": row["chosen"]}
+    return {
+        "id": row["id"],
+        "dim": row["dim"],
+        "source": row["source"],
+        "prompt": row["prompt"],
+        "response": row["chosen"],
+    }
 
 
 def read_jsonl(path: Path) -> list[dict]:

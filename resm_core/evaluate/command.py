@@ -11,15 +11,23 @@ from resm_core.evaluate.request import EvalRequest
 from resm_core.options import add_arguments, key_value
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev = sub.add_parser("evaluate", help="score one arm on the 3H benchmarks (JSON per benchmark, JSONL answers)")
     add_arguments(ev, EvalRequest)
-    ev.add_argument("--config", type=Path, help="YAML: the workflow config's evaluation keys (benchmarks: name -> "
-                                                "options such as n; backend, max_new_tokens, batch_size, ...)")
+    ev.add_argument(
+        "--config",
+        type=Path,
+        help="YAML: the workflow config's evaluation keys (benchmarks: name -> "
+        "options such as n; backend, max_new_tokens, batch_size, ...)",
+    )
     ev.add_argument("--benchmarks", nargs="+", help="benchmark names (default: every embedded benchmark)")
     ev.add_argument("--n", action="append", type=key_value, default=[], metavar="BENCH=N", help="items per benchmark")
-    ev.add_argument("--options", type=json.loads, help='JSON: benchmark -> options, e.g. '
-                    '\'{"qa_mc": {"n": 40}, "reward_helpfulness": {"reward_model": "rm/"}}\' (replaces the defaults)')
+    ev.add_argument(
+        "--options",
+        type=json.loads,
+        help="JSON: benchmark -> options, e.g. "
+        '\'{"qa_mc": {"n": 40}, "reward_helpfulness": {"reward_model": "rm/"}}\' (replaces the defaults)',
+    )
     ev.set_defaults(run=run)
 
 
@@ -28,9 +36,16 @@ def run(args: argparse.Namespace) -> None:
     from resm_core.evaluate.run import evaluate
 
     flags = {k: v for k, v in vars(args).items() if k in EvalRequest.__dataclass_fields__}
-    req = request_from({**flags, "progress": not args.quiet}, read_config(args.config) if args.config else None,
-                       args.options, args.benchmarks, args.n)
+    req = request_from(
+        {**flags, "progress": not args.quiet},
+        read_config(args.config) if args.config else None,
+        args.options,
+        args.benchmarks,
+        args.n,
+    )
     s = evaluate(req)
     dims = "  ".join(f"{d} {v['score']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for d, v in s["dims"].items())
-    print(f"{req.arm}: {dims}  |  3H mean {s['mean_3h']['score']:.3f}  balance {s['balance']['score']:.3f}  "
-          f"({s['timing']['total_s']:.0f} s, {s['truncated']} of {s['generations']} answers at the token limit)")
+    print(
+        f"{req.arm}: {dims}  |  3H mean {s['mean_3h']['score']:.3f}  balance {s['balance']['score']:.3f}  "
+        f"({s['timing']['total_s']:.0f} s, {s['truncated']} of {s['generations']} answers at the token limit)"
+    )

@@ -23,21 +23,26 @@ class EvalRequest:
     model: Path = option(help="model directory", config=False)
     out: Path = option(help="output directory", config=False)
     data_root: Path = option(help="root of the built datasets ({dim}/test.jsonl)", flag="--data", config=False)
-    arm: str | None = option(None, help="name of the arm in the outputs (default: the model directory's name)",
-                             config=False)
+    arm: str | None = option(
+        None, help="name of the arm in the outputs (default: the model directory's name)", config=False
+    )
     judges: Path | None = option(None, help="directory written by `resm judge fit`", config=False)
-    benchmarks: dict = option(help="benchmark name -> options (n, n_val, sources, models)", cli=False,
-                              config=False, default_factory=lambda: {name: {} for name in _default_benchmarks()})
+    benchmarks: dict = option(
+        help="benchmark name -> options (n, n_val, sources, models)",
+        cli=False,
+        config=False,
+        default_factory=lambda: {name: {} for name in _default_benchmarks()},
+    )
     backend: str = option("transformers", help="generation backend", choices=BACKENDS)
     max_new_tokens: int = option(48, help="tokens per generated answer", minimum=1)
     batch_size: int = option(8, help="prompts per generation batch", minimum=1)
     temperature: float = option(0.0, help="sampling temperature (0: greedy)", minimum=0)
-    n_bootstrap: int = option(1000, help="bootstrap replicates of each interval", minimum=10,
-                              flags=("--bootstrap",))
+    n_bootstrap: int = option(1000, help="bootstrap replicates of each interval", minimum=10, flags=("--bootstrap",))
     seed: int = option(0, help="seed of sampling and the bootstrap", config=False)
     device: str = device_option()
-    asset_root: Path | None = option(None, help="asset cache (default: $RESM_CACHE or resources/)",
-                                     flag="--cache", config=False)
+    asset_root: Path | None = option(
+        None, help="asset cache (default: $RESM_CACHE or resources/)", flag="--cache", config=False
+    )
     force: bool = option(False, help="replace the output if it exists", config=False)
     progress: bool = option(True, config=False, cli=False)
 
@@ -66,8 +71,13 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def request_from(flags: dict[str, Any], config: dict | None = None, options: Any = None,
-                 names: list[str] | None = None, counts: list[tuple[str, Any]] = ()) -> EvalRequest:
+def request_from(
+    flags: dict[str, Any],
+    config: dict | None = None,
+    options: Any = None,
+    names: list[str] | None = None,
+    counts: list[tuple[str, Any]] | None = None,
+) -> EvalRequest:
     """Flags over the config file; the benchmarks from the config, replaced by `options` (benchmark ->
     options), narrowed to `names`, with `counts` (BENCH=N) setting each one's n."""
     config = dict(config or {})
@@ -80,7 +90,7 @@ def request_from(flags: dict[str, Any], config: dict | None = None, options: Any
         benchmarks = {name: dict(opts or {}) for name, opts in options.items()}
     if names:
         benchmarks = {name: benchmarks.get(name, {}) for name in names}
-    for name, n in counts:
+    for name, n in counts or []:
         if name not in benchmarks:
             raise ConfigError(f"--n {name}={n}: {name} is not among the benchmarks being run")
         benchmarks[name] = {**(benchmarks[name] or {}), "n": n}

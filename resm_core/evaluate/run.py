@@ -83,9 +83,11 @@ class EvalContext:
         if key not in self._judges:
             if kind in ("refusal", "harmful_compliance"):
                 from resm_core.judges.refusal import RefusalJudge
+
                 self._judges[key] = RefusalJudge(self.req.judges, self.asset_root, kind)
             else:
                 from resm_core.judges.similarity import SimilarityJudge
+
                 self._judges[key] = SimilarityJudge(self.req.judges, self.asset_root)
         return self._judges[key]
 
@@ -135,8 +137,15 @@ def evaluate(req: EvalRequest) -> dict:
                 raise DataError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
             chosen[name] = items
         load_start = time.perf_counter()
-        backend = make_backend(req.backend, req.model, device=req.device, batch_size=req.batch_size,
-                               temperature=req.temperature, seed=req.seed, progress=req.progress)
+        backend = make_backend(
+            req.backend,
+            req.model,
+            device=req.device,
+            batch_size=req.batch_size,
+            temperature=req.temperature,
+            seed=req.seed,
+            progress=req.progress,
+        )
         ctx = EvalContext(req, backend)
         load_s = time.perf_counter() - load_start
         point: dict[str, dict[str, float]] = {}
@@ -148,23 +157,38 @@ def evaluate(req: EvalRequest) -> dict:
             t0 = time.perf_counter()
             before = len(ctx.new_generations)
             log.info("%s: %s on %d items", req.arm, name, len(chosen[name]))
-            records = [{**rec, "split": item["split"]} for item, rec in
-                       zip(chosen[name], bench.score(ctx, [_plain(r) for r in chosen[name]], opts))]
+            records = [
+                {**rec, "split": item["split"]}
+                for item, rec in zip(chosen[name], bench.score(ctx, [_plain(r) for r in chosen[name]], opts))
+            ]
             test = np.array([r["score"] for r in records if r["split"] == "test"], dtype=float)
             val = np.array([r["score"] for r in records if r["split"] == "val"], dtype=float)
             boot = bootstrap(test, req.n_bootstrap, seed=req.seed + k)
             lo, hi = interval(boot)
             generated = [r for r in records if "response" in r]
             wall = time.perf_counter() - t0
-            result = {"schema_version": 1, "arm": req.arm, "benchmark": name, "dim": bench.dim, "metric": bench.metric,
-                      "n": int(test.size), "score": float(test.mean()), "ci_low": lo, "ci_high": hi,
-                      "ci_level": CI_LEVEL, "n_bootstrap": req.n_bootstrap,
-                      "val": {"n": int(val.size), "score": float(val.mean()) if val.size else None},
-                      "generations": len(ctx.new_generations) - before,
-                      "truncated": sum(bool(r.get("truncated")) for r in generated), "model": str(req.model),
-                      "backend": req.backend, "seed": req.seed, "wall_time_s": round(wall, 3),
-                      "items_per_s": round(len(records) / max(wall, 1e-9), 3),
-                      "options": {k2: str(v) for k2, v in opts.items()}}
+            result = {
+                "schema_version": 1,
+                "arm": req.arm,
+                "benchmark": name,
+                "dim": bench.dim,
+                "metric": bench.metric,
+                "n": int(test.size),
+                "score": float(test.mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+                "ci_level": CI_LEVEL,
+                "n_bootstrap": req.n_bootstrap,
+                "val": {"n": int(val.size), "score": float(val.mean()) if val.size else None},
+                "generations": len(ctx.new_generations) - before,
+                "truncated": sum(bool(r.get("truncated")) for r in generated),
+                "model": str(req.model),
+                "backend": req.backend,
+                "seed": req.seed,
+                "wall_time_s": round(wall, 3),
+                "items_per_s": round(len(records) / max(wall, 1e-9), 3),
+                "options": {k2: str(v) for k2, v in opts.items()},
+            }
             if val.size:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
                 val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
@@ -181,20 +205,34 @@ def evaluate(req: EvalRequest) -> dict:
             reps.setdefault(bench.dim, {})[name] = boot
             results[name] = result
         total = time.perf_counter() - started
-        summary = {"schema_version": 1, "arm": req.arm, "model": str(req.model),
-                   "benchmarks": {n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
-                                  for n, r in results.items()},
-                   **summarise(point, reps),
-                   "val": summarise(val_point, val_reps) if val_point else {},
-                   "truncated": ctx.truncated_generations(),
-                   "generations": len(ctx.new_generations),
-                   "timing": {"total_s": round(total, 2), "load_s": round(load_s, 2),
-                              "generation_s": round(ctx.generation_s, 2), "scoring_s": round(ctx.scoring_s, 2)}}
+        summary = {
+            "schema_version": 1,
+            "arm": req.arm,
+            "model": str(req.model),
+            "benchmarks": {
+                n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for n, r in results.items()
+            },
+            **summarise(point, reps),
+            "val": summarise(val_point, val_reps) if val_point else {},
+            "truncated": ctx.truncated_generations(),
+            "generations": len(ctx.new_generations),
+            "timing": {
+                "total_s": round(total, 2),
+                "load_s": round(load_s, 2),
+                "generation_s": round(ctx.generation_s, 2),
+                "scoring_s": round(ctx.scoring_s, 2),
+            },
+        }
         validate(summary, "eval_summary.schema.yaml", "summary.json")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if summary["truncated"]:
-        log.warning("%s: %d of %d answers hit the %d-token limit", req.arm, summary["truncated"],
-                    summary["generations"], req.max_new_tokens)
+        log.warning(
+            "%s: %d of %d answers hit the %d-token limit",
+            req.arm,
+            summary["truncated"],
+            summary["generations"],
+            req.max_new_tokens,
+        )
     return summary
 
 
@@ -222,7 +260,7 @@ def eval_items(pool: list[dict], n: int, n_val: int, keep_order: bool, salt: str
     own order is kept where a benchmark puts its items in priority order; otherwise a hash order (the same
     sample for every arm, growing by adding items)."""
     ordered = pool if keep_order else take(pool, None, salt)
-    out = {"test": [], "val": []}
+    out: dict[str, list[dict]] = {"test": [], "val": []}
     wanted = {"test": n, "val": n_val}
     for row in ordered:
         split = eval_split(row["prompt"])

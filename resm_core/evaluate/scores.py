@@ -45,15 +45,21 @@ def summarise(point: dict[str, dict[str, float]], replicates: dict[str, dict[str
         reps = np.mean([replicates[dim][b] for b in benches], axis=0)
         dim_reps[dim] = reps
         lo, hi = interval(reps)
-        dims[dim] = {"score": float(np.mean(list(benches.values()))), "ci_low": lo, "ci_high": hi,
-                     "benchmarks": sorted(benches)}
+        dims[dim] = {
+            "score": float(np.mean(list(benches.values()))),
+            "ci_low": lo,
+            "ci_high": hi,
+            "benchmarks": sorted(benches),
+        }
     out: dict = {"dims": dims}
     if dims:
         scores = np.array([d["score"] for d in dims.values()])
         reps = np.stack(list(dim_reps.values()))
-        for key, value, rep in (("mean_3h", scores.mean(), reps.mean(axis=0)),
-                                ("balance", harmonic_mean(scores), harmonic_mean(reps)),
-                                ("min_dim", scores.min(), reps.min(axis=0))):
+        for key, value, rep in (
+            ("mean_3h", scores.mean(), reps.mean(axis=0)),
+            ("balance", harmonic_mean(scores), harmonic_mean(reps)),
+            ("min_dim", scores.min(), reps.min(axis=0)),
+        ):
             lo, hi = interval(rep)
             out[key] = {"score": float(value), "ci_low": lo, "ci_high": hi}
         out["balance"]["aggregate"] = "harmonic mean of the dimension scores"

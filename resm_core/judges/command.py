@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     j = sub.add_parser("judge", help="fit the offline judges used by evaluation")
     j_sub = j.add_subparsers(dest="judge_command", required=True)
-    jf = j_sub.add_parser("fit", help="refusal and harmful-compliance classifiers (pyrit labels) and the "
-                                      "TruthfulQA similarity threshold")
+    jf = j_sub.add_parser(
+        "fit", help="refusal and harmful-compliance classifiers (pyrit labels) and the TruthfulQA similarity threshold"
+    )
     jf.add_argument("--out", required=True, type=Path)
     jf.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
     jf.set_defaults(run=run_fit)
@@ -20,8 +21,12 @@ def run_fit(args: argparse.Namespace) -> None:
     from resm_core.judges import refusal, similarity
 
     for kind, r in refusal.fit(args.out, args.cache).items():
-        print(f"{kind} judge: held-out accuracy {r['heldout_accuracy']:.3f} (keywords "
-              f"{r['heldout_keyword_accuracy']:.3f}, {r['n_heldout']} rows, C {r['C']})")
+        print(
+            f"{kind} judge: held-out accuracy {r['heldout_accuracy']:.3f} (keywords "
+            f"{r['heldout_keyword_accuracy']:.3f}, {r['n_heldout']} rows, C {r['C']})"
+        )
     s = similarity.fit(args.out, args.cache)
-    print(f"similarity threshold {s['threshold']:.3f} (balanced accuracy "
-          f"{s['balanced_accuracy']:.3f}); written to {args.out}")
+    print(
+        f"similarity threshold {s['threshold']:.3f} (balanced accuracy "
+        f"{s['balanced_accuracy']:.3f}); written to {args.out}"
+    )

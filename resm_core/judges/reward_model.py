@@ -13,8 +13,14 @@ from resm_core.errors import ConfigError
 
 
 class RewardModelJudge:
-    def __init__(self, model_dir: str | Path, heads: dict[str, int] | None = None, batch_size: int = 8,
-                 device: str = "auto", max_length: int = 1024):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        heads: dict[str, int] | None = None,
+        batch_size: int = 8,
+        device: str = "auto",
+        max_length: int = 1024,
+    ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.model_dir = Path(model_dir)
@@ -50,7 +56,7 @@ class RewardModelJudge:
     def _text(self, prompt: str, response: str) -> str:
         chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(chat, tokenize=False)
+            return str(self.tokenizer.apply_chat_template(chat, tokenize=False))
         return f"User: {prompt}\nAssistant: {response}"
 
     @torch.no_grad()
@@ -58,9 +64,12 @@ class RewardModelJudge:
         head = self.heads.get(dim, 0)
         out: list[float] = []
         for i in range(0, len(prompts), self.batch_size):
-            texts = [self._text(p, r) for p, r in zip(prompts[i:i + self.batch_size], responses[i:i + self.batch_size])]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_length).to(self.device)
+            texts = [
+                self._text(p, r) for p, r in zip(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
+            ]
+            enc = self.tokenizer(
+                texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
+            ).to(self.device)
             logits = self.model(**enc).logits.float()
             out += torch.sigmoid(logits[:, head]).tolist()
         return out

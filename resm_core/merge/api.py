@@ -95,7 +95,9 @@ class Param:
             return self.kind
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
-        return f"{'(' if self.low_open or self.low is None else '['}{lo}, {hi}{')' if self.high_open or self.high is None else ']'}"
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
+        return f"{left}{lo}, {hi}{right}"
 
 
 @dataclass
@@ -123,7 +125,7 @@ class TensorContext:
 
 
 MergeFn = Callable[[torch.Tensor, torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor]
-PrepareFn = Callable[[TensorStream, Mapping[str, Any], int], dict]
+PrepareFn = Callable[[TensorStream, Mapping[str, Any], int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,9 @@ class MergeMethod:
                 return p
         raise KeyError(name)
 
-    def resolve(self, user: Mapping[str, Any] | None, n_tasks: int,
-                weights: list[float] | None = None) -> dict[str, Any]:
+    def resolve(
+        self, user: Mapping[str, Any] | None, n_tasks: int, weights: list[float] | None = None
+    ) -> dict[str, Any]:
         """Defaults filled in, types coerced, ranges and cross-parameter constraints checked."""
         user = dict(user or {})
         known = {p.name for p in self.params}
@@ -176,18 +179,34 @@ class MergeMethod:
 METHODS: dict[str, MergeMethod] = {}  # filled by @register as the catalogue imports the method modules
 
 
-def register(name: str, *, params: tuple[Param, ...] = (), summary: str, reference: str,
-             family: str = "task_arithmetic", random: bool = False, uses_weights: bool = True,
-             prepare: PrepareFn | None = None,
-             needs_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
-             validate: Callable[[Mapping[str, Any], int], None] | None = None):
+def register(
+    name: str,
+    *,
+    params: tuple[Param, ...] = (),
+    summary: str,
+    reference: str,
+    family: str = "task_arithmetic",
+    random: bool = False,
+    uses_weights: bool = True,
+    prepare: PrepareFn | None = None,
+    needs_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
+    validate: Callable[[Mapping[str, Any], int], None] | None = None,
+) -> Callable[[MergeFn], MergeFn]:
     def decorator(fn: MergeFn) -> MergeFn:
         if name in METHODS:
             raise RuntimeError(f"merge method {name} registered twice")
         METHODS[name] = MergeMethod(
-            name=name, fn=fn, params=params, summary=summary, reference=reference, family=family,
-            random=random, uses_weights=uses_weights, prepare=prepare,
-            needs_prepare=needs_prepare or (lambda p: prepare is not None), validate=validate,
+            name=name,
+            fn=fn,
+            params=params,
+            summary=summary,
+            reference=reference,
+            family=family,
+            random=random,
+            uses_weights=uses_weights,
+            prepare=prepare,
+            needs_prepare=needs_prepare or (lambda p: prepare is not None),
+            validate=validate,
         )
         return fn
 
@@ -196,19 +215,25 @@ def register(name: str, *, params: tuple[Param, ...] = (), summary: str, referen
 
 # -- parameters shared by many methods ---------------------------------------------------------
 
+
 def scale_param(default: float) -> Param:
-    return Param("scale", default, "scaling coefficient lambda applied to the merged task vector",
-                 low=0.0, low_open=True)
+    return Param(
+        "scale", default, "scaling coefficient lambda applied to the merged task vector", low=0.0, low_open=True
+    )
 
 
 def density_param(default: float, doc: str = "fraction of entries kept per task") -> Param:
     return Param("density", default, doc, low=0.0, high=1.0, low_open=True)
 
 
-GRANULARITY = Param("granularity", "tensor",
-                    "where top-k magnitudes are ranked: per tensor (mergekit, PEFT) or over the "
-                    "whole model (original TIES code; costs two extra streaming passes)",
-                    kind="choice", choices=("tensor", "model"))
+GRANULARITY = Param(
+    "granularity",
+    "tensor",
+    "where top-k magnitudes are ranked: per tensor (mergekit, PEFT) or over the "
+    "whole model (original TIES code; costs two extra streaming passes)",
+    kind="choice",
+    choices=("tensor", "model"),
+)
 
 
 def weights_column(params: Mapping[str, Any], deltas: torch.Tensor) -> torch.Tensor:
@@ -220,4 +245,5 @@ def weights_column(params: Mapping[str, Any], deltas: torch.Tensor) -> torch.Ten
 def task_sum(deltas: torch.Tensor, weights: list[float], scale: float) -> torch.Tensor:
     """lambda * sum_t w_t tau_t, contracted without a [T, ...] weighted temporary."""
     w = torch.tensor(weights, dtype=deltas.dtype, device=deltas.device)
-    return torch.tensordot(w * scale, deltas, dims=1)
+    summed: torch.Tensor = torch.tensordot(w * scale, deltas, dims=1)
+    return summed

@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from resm_core.errors import ConfigError
-from resm_core.merge.api import register, scale_param, weights_column
+from resm_core.merge.api import TensorContext, register, scale_param, weights_column
 from resm_core.merge.ties_family import sum_combine
 
 
-def _nonzero_weight_sum(params, n_tasks):
+def _nonzero_weight_sum(params: Mapping[str, Any], n_tasks: int) -> None:
     if abs(sum(params["weights"])) < 1e-12:
         raise ConfigError("linear: weights sum to zero, so the weighted average is undefined")
 
 
-@register("linear", summary="weighted average of the models (model soup)",
-          reference="Wortsman et al., Model Soups, ICML 2022", validate=_nonzero_weight_sum)
-def linear(base, deltas, params, ctx):
+@register(
+    "linear",
+    summary="weighted average of the models (model soup)",
+    reference="Wortsman et al., Model Soups, ICML 2022",
+    validate=_nonzero_weight_sum,
+)
+def linear(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     w = weights_column(params, deltas)
     return (w * deltas).sum(0) / w.sum()
 
 
-@register("task_arithmetic", params=(scale_param(0.3),),
-          summary="lambda * sum of task vectors",
-          reference="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023 "
-                    "(lambda tuned on validation; 0.3 is typical)")
-def task_arithmetic(base, deltas, params, ctx):
+@register(
+    "task_arithmetic",
+    params=(scale_param(0.3),),
+    summary="lambda * sum of task vectors",
+    reference="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023 "
+    "(lambda tuned on validation; 0.3 is typical)",
+)
+def task_arithmetic(
+    base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext
+) -> torch.Tensor:
     return sum_combine(deltas, params)
 
 
@@ -47,9 +59,15 @@ def model_stock_ratio(deltas: torch.Tensor) -> torch.Tensor:
     return n * cos / (1 + (n - 1) * cos)
 
 
-@register("model_stock", summary="interpolate the expert average towards the base by the angle between experts",
-          reference="Jang et al., Model Stock, ECCV 2024", uses_weights=False)
-def model_stock(base, deltas, params, ctx):
+@register(
+    "model_stock",
+    summary="interpolate the expert average towards the base by the angle between experts",
+    reference="Jang et al., Model Stock, ECCV 2024",
+    uses_weights=False,
+)
+def model_stock(
+    base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext
+) -> torch.Tensor:
     t = model_stock_ratio(deltas)
     ctx.record("model_stock_t", float(t))
     return t * deltas.mean(0)

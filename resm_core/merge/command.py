@@ -9,7 +9,7 @@ from resm_core.merge.request import MergeRequest
 from resm_core.options import add_arguments
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m = sub.add_parser("merge", help="merge experts into the base with one method")
     m.add_argument("recipe", nargs="?", type=Path, help="YAML recipe (flags override its values)")
     add_arguments(m, MergeRequest, required=False)
@@ -39,8 +39,10 @@ def run_merge(args: argparse.Namespace) -> None:
         flags["progress"] = False
     request = request_from(recipe, flags, source=str(args.recipe or "command line"))
     manifest = merge(request)
-    print(f"merged {len(request.experts)} experts with {manifest['method']} into {request.out} "
-          f"in {manifest['wall_time_s']:.1f} s (peak RSS {manifest['peak_rss_mb']:.0f} MB, {manifest['device']})")
+    print(
+        f"merged {len(request.experts)} experts with {manifest['method']} into {request.out} "
+        f"in {manifest['wall_time_s']:.1f} s (peak RSS {manifest['peak_rss_mb']:.0f} MB, {manifest['device']})"
+    )
 
 
 def run_methods(args: argparse.Namespace) -> None:
@@ -48,8 +50,10 @@ def run_methods(args: argparse.Namespace) -> None:
 
     if args.name:
         m = get_method(args.name)
-        print(f"{m.name}: {m.summary}\n  reference: {m.reference}\n  random: {m.random}, "
-              f"per-model weights: {m.uses_weights}, vocab rule default: {m.default_vocab_rule}")
+        print(
+            f"{m.name}: {m.summary}\n  reference: {m.reference}\n  random: {m.random}, "
+            f"per-model weights: {m.uses_weights}, vocab rule default: {m.default_vocab_rule}"
+        )
         for p in m.params:
             print(f"  {p.name} = {p.default!r}  {p.range_text()}  {p.doc}")
         return
@@ -65,5 +69,7 @@ def run_demo(args: argparse.Namespace) -> None:
     print(f"demo on generated checkpoints ({shape_summary(args.shape)}), 3 experts", flush=True)
     table = demo(args.out, shape=args.shape, methods=args.methods, seed=args.seed, device=args.device)
     print(table.to_string(index=False))
-    print(f"\nkept_<task>: share of each expert's task vector kept by the merge; table in "
-          f"{args.out / args.shape}/demo_table.csv")
+    print(
+        f"\nkept_<task>: share of each expert's task vector kept by the merge; table in "
+        f"{args.out / args.shape}/demo_table.csv"
+    )

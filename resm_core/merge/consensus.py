@@ -9,27 +9,34 @@ removed from the task-arithmetic vector.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from resm_core.errors import ConfigError
-from resm_core.merge.api import Param, register, scale_param, task_sum
+from resm_core.merge.api import Param, TensorContext, register, scale_param, task_sum
 
-MASK_LAMBDA = Param("mask_lambda", 0.4, "TALL-mask threshold lambda (the paper tunes it in [0.2, 0.6])",
-                    low=0.0, low_open=True)
+MASK_LAMBDA = Param(
+    "mask_lambda", 0.4, "TALL-mask threshold lambda (the paper tunes it in [0.2, 0.6])", low=0.0, low_open=True
+)
 MIN_AGREE = Param("min_agree", 2, "k: an entry survives when at least k task masks keep it", kind="int", low=1)
 
 
-def _check(params, n_tasks):
+def _check(params: Mapping[str, Any], n_tasks: int) -> None:
     if params["min_agree"] > n_tasks:
         raise ConfigError(f"consensus: min_agree = {params['min_agree']} exceeds the {n_tasks} experts")
 
 
-@register("consensus", params=(MASK_LAMBDA, MIN_AGREE, scale_param(0.3)),
-          summary="task arithmetic restricted to entries that at least k TALL masks keep",
-          reference="Wang et al., Localizing Task Information for Improved Model Merging and "
-                    "Compression (TALL masks, Consensus Merging), ICML 2024",
-          validate=_check)
-def consensus(base, deltas, params, ctx):
+@register(
+    "consensus",
+    params=(MASK_LAMBDA, MIN_AGREE, scale_param(0.3)),
+    summary="task arithmetic restricted to entries that at least k TALL masks keep",
+    reference="Wang et al., Localizing Task Information for Improved Model Merging and "
+    "Compression (TALL masks, Consensus Merging), ICML 2024",
+    validate=_check,
+)
+def consensus(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     mtl = task_sum(deltas, params["weights"], 1.0)
     votes = torch.zeros(mtl.shape, dtype=torch.int16, device=mtl.device)
     for t, w in enumerate(params["weights"]):  # TALL mask of one (weighted) task at a time

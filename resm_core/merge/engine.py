@@ -61,10 +61,13 @@ class MergeJob:
             expert.check_against(self.base, required=set(self.keys))
         self.experts_dtype = widest_dtype(d for d in (e.weights_dtype() for e in self.experts) if d is not None)
 
-    def _output_keys(self, config: dict) -> list[str]:
+    def _output_keys(self, config: dict[str, Any]) -> list[str]:
         keys = list(self.base.keys)
-        if config.get("tie_word_embeddings") and "lm_head.weight" in keys and any(
-                k.endswith("embed_tokens.weight") for k in keys):
+        if (
+            config.get("tie_word_embeddings")
+            and "lm_head.weight" in keys
+            and any(k.endswith("embed_tokens.weight") for k in keys)
+        ):
             log.info("tied embeddings: lm_head.weight is not written (transformers re-ties it on load)")
             keys.remove("lm_head.weight")
         return keys
@@ -120,23 +123,31 @@ class MergeJob:
             config.update(dict.fromkeys(keys, name))
             config_path.write_text(json.dumps(config, indent=2) + "\n")
 
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         req = self.request
         recorder = ManifestRecorder({"base": Path(req.base), "experts": [Path(p) for p in req.experts]})
         try:
-            stats: dict = {}
-            if self.method.needs_prepare(self.params):
+            stats: dict[str, Any] = {}
+            if self.method.prepare is not None and self.method.needs_prepare(self.params):
                 n_method = len(self.method_keys())
                 log.info("%s: statistics pass over %d tensors", self.method.name, n_method)
                 stats = self.method.prepare(
-                    lambda: tqdm(self.method_stream(), total=n_method, desc="statistics",
-                                 unit="tensor", disable=not req.progress, leave=False),
-                    self.params, len(self.experts))
+                    lambda: tqdm(
+                        self.method_stream(),
+                        total=n_method,
+                        desc="statistics",
+                        unit="tensor",
+                        disable=not req.progress,
+                        leave=False,
+                    ),
+                    self.params,
+                    len(self.experts),
+                )
             diagnostics: list[dict[str, Any]] = []
-            with ShardedWriter(req.out, self.shard_bytes, force=req.force,
-                               metadata={"resm_method": self.method.name}) as writer:
-                for name in tqdm(self.keys, desc=f"merge {self.method.name}", unit="tensor",
-                                 disable=not req.progress):
+            with ShardedWriter(
+                req.out, self.shard_bytes, force=req.force, metadata={"resm_method": self.method.name}
+            ) as writer:
+                for name in tqdm(self.keys, desc=f"merge {self.method.name}", unit="tensor", disable=not req.progress):
                     if not self._is_float(name):
                         writer.add(name, self.base.get(name))
                         continue
@@ -144,9 +155,11 @@ class MergeJob:
                     ctx = TensorContext(name=name, seed=req.seed, stats=stats)
                     merged = self.merge_tensor(name, base, deltas, ctx)
                     if not all_finite(merged):  # finite inputs, non-finite result: a numerical failure
-                        raise NumericError(f"{self.method.name}: the merged tensor {name} holds NaN or Inf although "
-                                           f"its inputs are finite; nothing was written (diagnostics: "
-                                           f"{ctx.diagnostics})")
+                        raise NumericError(
+                            f"{self.method.name}: the merged tensor {name} holds NaN or Inf although "
+                            f"its inputs are finite; nothing was written (diagnostics: "
+                            f"{ctx.diagnostics})"
+                        )
                     writer.add(name, merged.to(dtype=self.output_dtype(name)).cpu())
                     diagnostics.append({"tensor": name, **ctx.diagnostics})
                     del base, deltas, merged
@@ -154,14 +167,21 @@ class MergeJob:
                 self._record_dtype(writer.staging_dir / "config.json")
                 writer.write_text(DIAGNOSTICS_NAME, _diagnostics_csv(diagnostics))
                 if "layer_rank_fraction" in stats:
-                    writer.write_json("resm_layer_stats.json", {k: stats[k] for k in
-                                                                ("layer_outlier_ratio", "layer_rank_fraction")})
+                    writer.write_json(
+                        "resm_layer_stats.json", {k: stats[k] for k in ("layer_outlier_ratio", "layer_rank_fraction")}
+                    )
                 manifest = recorder.build(
-                    action="merge", device=str(self.device), method=self.method.name,
-                    params=_jsonable(self.params), seed=req.seed, vocab_rule=self.vocab_rule,
-                    out_dtype=str(self.out_dtype or "auto"), experts_dtype=str(self.experts_dtype),
+                    action="merge",
+                    device=str(self.device),
+                    method=self.method.name,
+                    params=_jsonable(self.params),
+                    seed=req.seed,
+                    vocab_rule=self.vocab_rule,
+                    out_dtype=str(self.out_dtype or "auto"),
+                    experts_dtype=str(self.experts_dtype),
                     shard_size=self.shard_bytes,
-                    n_tensors=len(self.keys))
+                    n_tensors=len(self.keys),
+                )
                 writer.write_json(MANIFEST_NAME, manifest)
             return manifest
         except BaseException:
@@ -172,7 +192,7 @@ class MergeJob:
 
 
 def output_dtype(base: torch.dtype, experts: torch.dtype | None) -> torch.dtype:
-    return widest_dtype([base] + ([experts] if experts is not None else []))
+    return widest_dtype([base] + ([experts] if experts is not None else [])) or base
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -190,8 +210,9 @@ def tensor_rule(name: str, shape: tuple[int, ...], vocab_rule: str, vocab_size: 
     return "method"
 
 
-def merged_delta(method: MergeMethod, params: dict[str, Any], rule: str, base: torch.Tensor,
-                 deltas: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
+def merged_delta(
+    method: MergeMethod, params: dict[str, Any], rule: str, base: torch.Tensor, deltas: torch.Tensor, ctx: TensorContext
+) -> torch.Tensor:
     """The merged delta of one tensor under its routing rule."""
     if rule == "method":
         delta = method.fn(base, deltas, params, ctx)
@@ -202,8 +223,9 @@ def merged_delta(method: MergeMethod, params: dict[str, Any], rule: str, base: t
     else:  # base
         delta = torch.zeros_like(base)
     if delta.shape != base.shape:
-        raise RuntimeError(f"{method.name} returned shape {tuple(delta.shape)} for tensor {ctx.name} "
-                           f"of shape {tuple(base.shape)}")
+        raise RuntimeError(
+            f"{method.name} returned shape {tuple(delta.shape)} for tensor {ctx.name} of shape {tuple(base.shape)}"
+        )
     ctx.record("rule", rule)
     return delta
 
@@ -222,15 +244,22 @@ def _diagnostics_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def merge(request: MergeRequest) -> dict:
+def merge(request: MergeRequest) -> dict[str, Any]:
     """Validate, then run; returns the manifest."""
     return MergeJob(request).run()
 
 
-def merge_state_dicts(base: dict[str, torch.Tensor], experts: list[dict[str, torch.Tensor]], method: str,
-                      params: dict[str, Any] | None = None, weights: list[float] | None = None,
-                      seed: int = 0, vocab_size: int | None = None, vocab_rule: str | None = None,
-                      stats: dict | None = None) -> dict[str, torch.Tensor]:
+def merge_state_dicts(
+    base: dict[str, torch.Tensor],
+    experts: list[dict[str, torch.Tensor]],
+    method: str,
+    params: dict[str, Any] | None = None,
+    weights: list[float] | None = None,
+    seed: int = 0,
+    vocab_size: int | None = None,
+    vocab_rule: str | None = None,
+    stats: dict[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
     """In-memory reference merge of whole state dicts (tests, notebooks). Same method functions and
     routing as the engine; model-wide statistics are computed from the given tensors."""
     m = get_method(method)
@@ -238,14 +267,14 @@ def merge_state_dicts(base: dict[str, torch.Tensor], experts: list[dict[str, tor
     rule = vocab_rule or m.default_vocab_rule
     names = [n for n, t in base.items() if t.is_floating_point()]
 
-    def stream():
+    def stream() -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
         for n in names:
             if tensor_rule(n, tuple(base[n].shape), rule, vocab_size) == "method":
                 b = base[n].float()
                 yield n, b, torch.stack([e[n].float() - b for e in experts])
 
     if stats is None:
-        stats = m.prepare(stream, resolved, len(experts)) if m.needs_prepare(resolved) else {}
+        stats = m.prepare(stream, resolved, len(experts)) if m.prepare and m.needs_prepare(resolved) else {}
     out = {}
     for n, t in base.items():
         if not t.is_floating_point():

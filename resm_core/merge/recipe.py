@@ -14,7 +14,7 @@ from resm_core.options import build
 from resm_core.validation import validate
 
 
-def read_recipe(path: Path) -> dict:
+def read_recipe(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
@@ -23,10 +23,11 @@ def read_recipe(path: Path) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     validate(data, "merge_recipe.schema.yaml", str(path))
-    return data
+    recipe: dict[str, Any] = data
+    return recipe
 
 
-def request_from(recipe: dict, overrides: dict[str, Any], source: str = "recipe") -> MergeRequest:
+def request_from(recipe: dict[str, Any], overrides: dict[str, Any], source: str = "recipe") -> MergeRequest:
     """Recipe values, with the given overrides (CLI flags) taking precedence; defaults are MergeRequest's."""
     data = {**recipe, **{k: v for k, v in overrides.items() if v is not None and k != "params"}}
     data["params"] = {**(recipe.get("params") or {}), **(overrides.get("params") or {})}
@@ -52,4 +53,5 @@ def request_from(recipe: dict, overrides: dict[str, Any], source: str = "recipe"
         data["weights"] = [float(w) for w in data["weights"]]
     for key in ("base", "out"):
         data[key] = Path(data[key])
-    return build(MergeRequest, {**data, "experts": paths}, source)
+    request: MergeRequest = build(MergeRequest, {**data, "experts": paths}, source)
+    return request

@@ -28,23 +28,36 @@ class MergeRequest:
     SECTION: ClassVar[str] = "merge"  # where its options sit in a config; errors name it
 
     base: Path = option(help="base model directory (Hugging Face layout)", config=False)
-    experts: list[Path] = option(help="expert model, task-vector (resm extract) or PEFT LoRA adapter directories",
-                                 nargs="+", parse=Path, config=False)
+    experts: list[Path] = option(
+        help="expert model, task-vector (resm extract) or PEFT LoRA adapter directories",
+        nargs="+",
+        parse=Path,
+        config=False,
+    )
     method: str = option(help="merge method (see `resm methods`)", config=False)
     out: Path = option(help="output directory (must not exist unless --force)", config=False)
-    params: dict[str, Any] = option(help="method hyperparameter, repeatable (e.g. --param density=0.2)",
-                                    flag="--param", parse=key_value, append=True, metavar="KEY=VALUE",
-                                    config=False, default_factory=dict)
-    weights: list[float] | None = option(None, help="per-expert weights, comma-separated", parse=weights,
-                                         config=False)
+    params: dict[str, Any] = option(
+        help="method hyperparameter, repeatable (e.g. --param density=0.2)",
+        flag="--param",
+        parse=key_value,
+        append=True,
+        metavar="KEY=VALUE",
+        config=False,
+        default_factory=dict,
+    )
+    weights: list[float] | None = option(None, help="per-expert weights, comma-separated", parse=weights, config=False)
     device: str = device_option(config=True)
-    out_dtype: str | None = option(None, help="output dtype (default: the base's, or the experts' when wider)",
-                                   choices=DTYPE_CHOICES)
+    out_dtype: str | None = option(
+        None, help="output dtype (default: the base's, or the experts' when wider)", choices=DTYPE_CHOICES
+    )
     seed: int = option(0, help="seed of random methods (DARE, DELLA)", minimum=0)
     shard_size: str = option("2GB", help="maximum output shard size")
-    vocab_rule: str | None = option(None, help="how embedding and LM-head matrices are merged (default: "
-                                               "task_arithmetic for the SVD family, the method itself otherwise)",
-                                    choices=VOCAB_RULES)
+    vocab_rule: str | None = option(
+        None,
+        help="how embedding and LM-head matrices are merged (default: "
+        "task_arithmetic for the SVD family, the method itself otherwise)",
+        choices=VOCAB_RULES,
+    )
     allow_pickle: bool = option(False, help="also read pytorch_model.bin (loaded with torch.load(weights_only=True))")
     force: bool = option(False, help="replace the output if it exists")
     progress: bool = option(True, config=False, cli=False)

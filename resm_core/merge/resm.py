@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from resm_core.checkpoint.names import layer_group
-from resm_core.merge.api import Param, TensorContext, register, weights_column
+from resm_core.merge.api import Param, TensorContext, TensorStream, register, weights_column
 from resm_core.merge.svd import (
     SVD_PARAMS,
     Components,
@@ -54,19 +54,41 @@ RESM_PARAMS = (
     SCALE,
     Param("outlier_weighting", True, "down-weight outlier entries before the SVD", kind="bool"),
     Param("outlier_m", 5.0, "M: an entry is an outlier when |x| > M * scale (inf disables)", low=0.0, low_open=True),
-    Param("outlier_scale", "mean", "robust scale of a matrix: mean |x| (OWL) or 1.4826 * MAD of its nonzero "
-          "entries", kind="choice", choices=("mean", "mad")),
+    Param(
+        "outlier_scale",
+        "mean",
+        "robust scale of a matrix: mean |x| (OWL) or 1.4826 * MAD of its nonzero entries",
+        kind="choice",
+        choices=("mean", "mad"),
+    ),
     Param("outlier_gamma", 1.0, "down-weighting exponent; 1 clips outliers to M * scale", low=0.0, low_open=True),
-    Param("task_reweighting", True, "reweight each task's singular values by its outlier count (smoothed, bounded)",
-          kind="bool"),
-    Param("reweight_power", 1.0, "strength of task reweighting: "
-          "w_t = ((c_t + kappa) / (mean c + kappa))^(-power), c_t the task's outlier count", low=0.0),
-    Param("reweight_prior", 25.0, "kappa: outliers added to every task's count before comparing them "
-          "(absorbs counting noise between equivalent experts)", low=0.0),
-    Param("reweight_bound", 2.0, "B: task weights are clipped to [1/B, B] after normalising to mean 1",
-          low=1.0),
-    Param("rank_rule", "owl", "per-layer rank selection: fixed, owl or energy",
-          kind="choice", choices=("fixed", "owl", "energy")),
+    Param(
+        "task_reweighting",
+        True,
+        "reweight each task's singular values by its outlier count (smoothed, bounded)",
+        kind="bool",
+    ),
+    Param(
+        "reweight_power",
+        1.0,
+        "strength of task reweighting: w_t = ((c_t + kappa) / (mean c + kappa))^(-power), c_t the task's outlier count",
+        low=0.0,
+    ),
+    Param(
+        "reweight_prior",
+        25.0,
+        "kappa: outliers added to every task's count before comparing them "
+        "(absorbs counting noise between equivalent experts)",
+        low=0.0,
+    ),
+    Param("reweight_bound", 2.0, "B: task weights are clipped to [1/B, B] after normalising to mean 1", low=1.0),
+    Param(
+        "rank_rule",
+        "owl",
+        "per-layer rank selection: fixed, owl or energy",
+        kind="choice",
+        choices=("fixed", "owl", "energy"),
+    ),
     RANK_FRACTION,
     Param("owl_lambda", 0.05, "lambda of the OWL rule, in units of the rank fraction", low=0.0),
     Param("energy_eta", 0.9, "energy fraction kept by the energy rule", low=0.0, high=1.0, low_open=True),
@@ -130,7 +152,7 @@ def task_weights(counts: list[int], power: float, prior: float = 25.0, bound: fl
 
 def owl_center(params: Mapping[str, Any], n_tasks: int) -> float:
     rho = params["rank_fraction"]
-    return (1.0 / n_tasks - params["owl_lambda"]) if rho is None else rho
+    return float(1.0 / n_tasks - params["owl_lambda"]) if rho is None else float(rho)
 
 
 def owl_fractions(group_ratios: Mapping[str, float], center: float, lam: float) -> dict[str, float]:
@@ -145,7 +167,7 @@ def owl_fractions(group_ratios: Mapping[str, float], center: float, lam: float) 
     return out
 
 
-def _prepare_owl(stream, params: Mapping[str, Any], n_tasks: int) -> dict:
+def _prepare_owl(stream: TensorStream, params: Mapping[str, Any], n_tasks: int) -> dict[str, Any]:
     """Statistics pass: outlier ratio D_l of every layer block, then its OWL rank fraction."""
     outliers: dict[str, float] = defaultdict(float)
     entries: dict[str, int] = defaultdict(int)
@@ -154,16 +176,22 @@ def _prepare_owl(stream, params: Mapping[str, Any], n_tasks: int) -> dict:
             continue
         group = layer_group(name)
         for t in range(deltas.shape[0]):
-            outliers[group] += outlier_ratio(deltas[t], params["outlier_m"], params["outlier_scale"]) * deltas[t].numel()
+            outliers[group] += (
+                outlier_ratio(deltas[t], params["outlier_m"], params["outlier_scale"]) * deltas[t].numel()
+            )
             entries[group] += deltas[t].numel()
     ratios = {g: outliers[g] / entries[g] for g in entries}
     if not ratios:
         return {"layer_outlier_ratio": {}, "layer_rank_fraction": {}}
-    return {"layer_outlier_ratio": ratios,
-            "layer_rank_fraction": owl_fractions(ratios, owl_center(params, n_tasks), params["owl_lambda"])}
+    return {
+        "layer_outlier_ratio": ratios,
+        "layer_rank_fraction": owl_fractions(ratios, owl_center(params, n_tasks), params["owl_lambda"]),
+    }
 
 
-def _ranks(params, ctx: TensorContext, parts: list[Components], norms_sq: list[float], r: int, T: int) -> list[int]:
+def _ranks(
+    params: Mapping[str, Any], ctx: TensorContext, parts: list[Components], norms_sq: list[float], r: int, T: int
+) -> list[int]:
     rule = params["rank_rule"]
     if rule == "fixed":
         return [per_task_rank(r, T, params["rank_fraction"])] * T
@@ -173,13 +201,18 @@ def _ranks(params, ctx: TensorContext, parts: list[Components], norms_sq: list[f
     return [energy_rank(p.s, params["energy_eta"], total_energy=n2) for p, n2 in zip(parts, norms_sq)]
 
 
-@register("resm", params=RESM_PARAMS, family="svd",
-          summary="TSV-M with outlier weighting, task reweighting and sparsity-aware per-layer ranks",
-          reference="Yang et al., Mix Data or Merge Models? Balancing the Helpfulness, Honesty, and "
-                    "Harmlessness of Large Language Model via Model Merging, arXiv 2502.06876 "
-                    "(reconstructed from the paper's description)",
-          prepare=_prepare_owl, needs_prepare=lambda p: p["rank_rule"] == "owl")
-def resm(base, deltas, params, ctx):
+@register(
+    "resm",
+    params=RESM_PARAMS,
+    family="svd",
+    summary="TSV-M with outlier weighting, task reweighting and sparsity-aware per-layer ranks",
+    reference="Yang et al., Mix Data or Merge Models? Balancing the Helpfulness, Honesty, and "
+    "Harmlessness of Large Language Model via Model Merging, arXiv 2502.06876 "
+    "(reconstructed from the paper's description)",
+    prepare=_prepare_owl,
+    needs_prepare=lambda p: p["rank_rule"] == "owl",
+)
+def resm(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     if deltas.dim() != 3:
         return mean_delta(deltas, params)
     T, m, n = deltas.shape
@@ -195,8 +228,15 @@ def resm(base, deltas, params, ctx):
         if params["outlier_weighting"] and counts[t] > 0:
             part, x = _downweighted_components(x, k_max, params, ctx.tensor_seed() + t)
         else:
-            part = leading_components(x, k_max, params["svd"], params["svd_oversample"], params["svd_niter"],
-                                      seed=ctx.tensor_seed() + t, rank_tol=params["rank_tol"])
+            part = leading_components(
+                x,
+                k_max,
+                params["svd"],
+                params["svd_oversample"],
+                params["svd_niter"],
+                seed=ctx.tensor_seed() + t,
+                rank_tol=params["rank_tol"],
+            )
         parts.append(part)
         norms_sq.append(float(x.pow(2).sum()))
     ranks = [min(k, p.rank) for k, p in zip(_ranks(params, ctx, parts, norms_sq, r, T), parts)]
@@ -207,17 +247,27 @@ def resm(base, deltas, params, ctx):
         ctx.record("task_weights", [round(w, 6) for w in weights])
     ctx.record("rank_per_task", ranks)
     ctx.record("outlier_ratio", [round(c / (m * n), 6) for c in counts])
-    return params["scale"] * orthogonalised_sum(parts, polar_method(params))
+    merged: torch.Tensor = params["scale"] * orthogonalised_sum(parts, polar_method(params))
+    return merged
 
 
-def _downweighted_components(x: torch.Tensor, k_max: int, params, seed: int) -> tuple[Components, torch.Tensor]:
+def _downweighted_components(
+    x: torch.Tensor, k_max: int, params: Mapping[str, Any], seed: int
+) -> tuple[Components, torch.Tensor]:
     """The leading components of x with its outliers down-weighted, and the down-weighted matrix.
     Clipping entries of a low-rank matrix makes it full rank; for a task whose numerical rank is
     below k_max the clipped matrix is therefore taken within x's own column and row spaces."""
     clipped = downweight_outliers(x, params["outlier_m"], params["outlier_scale"], params["outlier_gamma"])
     own = low_rank_components(x, k_max, params["rank_tol"], seed)
     if own is None:
-        return leading_components(clipped, k_max, params["svd"], params["svd_oversample"], params["svd_niter"],
-                                  seed=seed, rank_tol=params["rank_tol"]), clipped
+        return leading_components(
+            clipped,
+            k_max,
+            params["svd"],
+            params["svd_oversample"],
+            params["svd_niter"],
+            seed=seed,
+            rank_tol=params["rank_tol"],
+        ), clipped
     part = project(clipped, own, params["rank_tol"])
     return part, (part.u * part.s) @ part.vh

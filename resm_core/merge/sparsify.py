@@ -8,7 +8,8 @@ statistics pass (`model_wide_thresholds`, granularity 'model').
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -31,7 +32,8 @@ def kth_largest(abs_values: torch.Tensor, fraction: float) -> torch.Tensor:
     if k <= 0:
         return torch.full((flat.shape[0],), math.inf, device=flat.device)
     if n >= RADIX_MIN_NUMEL and flat.dtype == torch.float32:
-        return model_wide_thresholds([("", flat)], [fraction], [("", flat)])["thresholds"][:, 0].to(flat.device)
+        thresholds: torch.Tensor = model_wide_thresholds([("", flat)], [fraction], [("", flat)])["thresholds"]
+        return thresholds[:, 0].to(flat.device)
     return torch.kthvalue(flat, n - k + 1, dim=1).values
 
 
@@ -50,10 +52,10 @@ def _add_ties(keep: torch.Tensor, mag: torch.Tensor, thr: torch.Tensor, left: in
     for start in range(0, flat_mag.numel(), _TIE_CHUNK):  # bounded memory, stops at the quota
         if left <= 0:
             break
-        tied = flat_mag[start:start + _TIE_CHUNK] == thr
+        tied = flat_mag[start : start + _TIE_CHUNK] == thr
         count = int(tied.sum())
         if count <= left:
-            flat_keep[start:start + _TIE_CHUNK] |= tied
+            flat_keep[start : start + _TIE_CHUNK] |= tied
         else:
             flat_keep[start + tied.nonzero().squeeze(1)[:left]] = True
         left -= count
@@ -70,14 +72,15 @@ def exact_top_k(mag: torch.Tensor, fraction: float) -> torch.Tensor:
     return keep
 
 
-def _row_top(mag: torch.Tensor, fraction: float, model_wide: dict | None, column: int, name: str,
-             task: int) -> torch.Tensor:
+def _row_top(
+    mag: torch.Tensor, fraction: float, model_wide: Mapping[str, Any] | None, column: int, name: str, task: int
+) -> torch.Tensor:
     if model_wide is None:
         return exact_top_k(mag, fraction)
     return top_mask(mag, model_wide["thresholds"][task, column], ties_for(model_wide, name, task, column))
 
 
-def _masked_rows(deltas: torch.Tensor, row_mask) -> torch.Tensor:
+def _masked_rows(deltas: torch.Tensor, row_mask: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """deltas * mask, one task at a time: only one task's magnitudes and mask exist at once."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):
@@ -85,14 +88,21 @@ def _masked_rows(deltas: torch.Tensor, row_mask) -> torch.Tensor:
     return out
 
 
-def trim(deltas: torch.Tensor, density: float, model_wide: dict | None = None, name: str = "") -> torch.Tensor:
+def trim(
+    deltas: torch.Tensor, density: float, model_wide: Mapping[str, Any] | None = None, name: str = ""
+) -> torch.Tensor:
     """TIES 'trim': each task keeps its `density` fraction of largest-magnitude entries, ranked in
     this tensor, or against model-wide thresholds (column 0 of `model_wide`)."""
-    return _masked_rows(deltas, lambda t, mag: _row_top(mag, density, model_wide, 0, name, t))
+
+    def row_mask(t: int, mag: torch.Tensor) -> torch.Tensor:
+        return _row_top(mag, density, model_wide, 0, name, t)
+
+    return _masked_rows(deltas, row_mask)
 
 
-def crumbs(deltas: torch.Tensor, density: float, gamma: float, model_wide: dict | None = None,
-           name: str = "") -> torch.Tensor:
+def crumbs(
+    deltas: torch.Tensor, density: float, gamma: float, model_wide: Mapping[str, Any] | None = None, name: str = ""
+) -> torch.Tensor:
     """Model Breadcrumbs: drop the largest `gamma` fraction (outliers) and the small tail, keeping
     the `density` fraction ranked just below them (model-wide: columns 0 and 1)."""
 
@@ -115,8 +125,9 @@ def dare(deltas: torch.Tensor, density: float, generator: torch.Generator) -> to
     return out
 
 
-def magprune(deltas: torch.Tensor, density: float, epsilon: float, generator: torch.Generator,
-             granularity: str = "row") -> torch.Tensor:
+def magprune(
+    deltas: torch.Tensor, density: float, epsilon: float, generator: torch.Generator, granularity: str = "row"
+) -> torch.Tensor:
     """DELLA's MagPrune: keep probabilities grow linearly with magnitude rank, from density - eps
     for the smallest entry to density + eps for the largest (per row, or per tensor; mergekit's
     spread, whose DELLA code came from the paper's first author); each kept entry is rescaled by
@@ -147,15 +158,18 @@ _HI_BINS = 1 << 15  # non-negative float32: sign bit 0, so the top 16 bits take 
 _LO_BINS = 1 << 16
 
 
-def ties_for(model_wide: dict, name: str, task: int, column: int) -> int:
+def ties_for(model_wide: Mapping[str, Any], name: str, task: int, column: int) -> int:
     """How many entries equal to the threshold tensor `name` keeps (see model_wide_thresholds)."""
     per_tensor = model_wide["ties"].get(name)
     return int(per_tensor[task, column]) if per_tensor is not None else int(model_wide["ties_default"][task, column])
 
 
-def model_wide_thresholds(stream: Iterable[tuple[str, torch.Tensor]], fractions: list[float],
-                          restream: Iterable[tuple[str, torch.Tensor]],
-                          tie_stream: Iterable[tuple[str, torch.Tensor]] | None = None) -> dict:
+def model_wide_thresholds(
+    stream: Iterable[tuple[str, torch.Tensor]],
+    fractions: list[float],
+    restream: Iterable[tuple[str, torch.Tensor]],
+    tie_stream: Iterable[tuple[str, torch.Tensor]] | None = None,
+) -> dict[str, Any]:
     """Exact per-task top-k over all tensors of the model, without holding them.
 
     For non-negative float32 values the int32 bit pattern orders like the value, so the k-th
@@ -218,9 +232,10 @@ def model_wide_thresholds(stream: Iterable[tuple[str, torch.Tensor]], fractions:
         left = {(t, j): quota for t, j, quota in split}
         for name, mag in tie_stream:
             row = ties_default.clone()
-            for (t, j) in left:
+            for t, j in left:
                 here = int((mag[t] == thresholds[t, j].to(mag.device)).sum())
-                row[t, j] = min(here, left[(t, j)])
-                left[(t, j)] -= row[t, j]
+                take = min(here, left[(t, j)])
+                row[t, j] = take
+                left[(t, j)] -= take
             ties[name] = row
     return {"thresholds": thresholds, "ties": ties, "ties_default": ties_default}

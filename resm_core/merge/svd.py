@@ -11,7 +11,9 @@ i.e. close to the best rank-k error when the spectrum decays. benchmarks/merge_b
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -19,14 +21,24 @@ from resm_core.merge.api import Param
 
 log = logging.getLogger(__name__)
 
-SVD_METHOD = Param("svd", "exact", "per-task SVD: exact, or lowrank (randomized, much faster on big matrices)",
-                   kind="choice", choices=("exact", "lowrank"))
+SVD_METHOD = Param(
+    "svd",
+    "exact",
+    "per-task SVD: exact, or lowrank (randomized, much faster on big matrices)",
+    kind="choice",
+    choices=("exact", "lowrank"),
+)
 SVD_OVERSAMPLE = Param("svd_oversample", 16, "extra columns for the lowrank SVD", kind="int", low=0)
 SVD_NITER = Param("svd_niter", 2, "power iterations for the lowrank SVD", kind="int", low=0)
-RANK_TOL = Param("rank_tol", 1e-3,
-                 "a task keeps no singular value at or below rank_tol x its largest (its numerical rank: "
-                 "a LoRA delta's zero directions are arbitrary); 0 keeps the TSV reference's floor(r/T)",
-                 low=0.0, high=1.0, high_open=True)
+RANK_TOL = Param(
+    "rank_tol",
+    1e-3,
+    "a task keeps no singular value at or below rank_tol x its largest (its numerical rank: "
+    "a LoRA delta's zero directions are arbitrary); 0 keeps the TSV reference's floor(r/T)",
+    low=0.0,
+    high=1.0,
+    high_open=True,
+)
 SVD_PARAMS = (SVD_METHOD, SVD_OVERSAMPLE, SVD_NITER, RANK_TOL)
 
 
@@ -37,7 +49,8 @@ def robust_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     RESM's concatenated V^T of two LoRA experts (518 x 576, singular values 0 and sqrt 2 many
     times over). Retried in float64, then with LAPACK's slower, sturdier gesvd (SciPy)."""
     try:
-        return torch.linalg.svd(matrix, full_matrices=False)
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        return u, s, vh
     except torch.linalg.LinAlgError:
         log.debug("SVD of a %s %s matrix did not converge; retrying in float64", tuple(matrix.shape), matrix.dtype)
     try:
@@ -46,8 +59,12 @@ def robust_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
         import scipy.linalg
 
         log.debug("float64 SVD did not converge either; using LAPACK gesvd")
-        u, s, vh = (torch.from_numpy(x) for x in scipy.linalg.svd(matrix.detach().double().cpu().numpy(),
-                                                                 full_matrices=False, lapack_driver="gesvd"))
+        u, s, vh = (
+            torch.from_numpy(x)
+            for x in scipy.linalg.svd(
+                matrix.detach().double().cpu().numpy(), full_matrices=False, lapack_driver="gesvd"
+            )
+        )
     return tuple(x.to(device=matrix.device, dtype=matrix.dtype) for x in (u, s, vh))
 
 
@@ -81,8 +98,15 @@ def numerical_rank(s: torch.Tensor, tol: float) -> int:
     return int((s > tol * s[0]).sum())
 
 
-def leading_components(matrix: torch.Tensor, k: int, method: str = "exact",
-                       oversample: int = 16, niter: int = 2, seed: int = 0, rank_tol: float = 0.0) -> Components:
+def leading_components(
+    matrix: torch.Tensor,
+    k: int,
+    method: str = "exact",
+    oversample: int = 16,
+    niter: int = 2,
+    seed: int = 0,
+    rank_tol: float = 0.0,
+) -> Components:
     """The top-k singular triplets (k <= min(m, n)), fewer where the matrix's numerical rank
     (tolerance `rank_tol`) is lower. The lowrank path draws its random test matrix from a
     generator seeded with `seed`, leaving the global RNG untouched."""
@@ -123,7 +147,7 @@ def low_rank_components(matrix: torch.Tensor, k: int, rank_tol: float, seed: int
     if numerical_rank(values, rank_tol) >= k:
         return None
     uy, sy, _ = robust_svd(sketch)
-    basis = uy[:, :numerical_rank(sy, rank_tol)]
+    basis = uy[:, : numerical_rank(sy, rank_tol)]
     ub, sb, vhb = robust_svd(basis.T @ matrix)
     return Components(basis @ ub, sb, vhb).within_rank(rank_tol)
 
@@ -165,7 +189,8 @@ def polar_factor(matrix: torch.Tensor, method: str = "svd") -> torch.Tensor:
         evals, evecs = torch.linalg.eigh(a.T @ a)
         if evals[0] > 0 and evals[-1] / evals[0] < GRAM_MAX_CONDITION:
             p = a @ ((evecs * evals.rsqrt()) @ evecs.T)
-            return p.T if wide else p
+            polar: torch.Tensor = p.T if wide else p
+            return polar
     p, _, qh = robust_svd(matrix)
     return p @ qh
 
@@ -174,8 +199,9 @@ def concatenate(parts: list[Components]) -> Components:
     """Stack the tasks' components side by side: U = [U_1 ... U_T], s = [s_1 ... s_T], V^T likewise.
     This is TSV-M's zero-padded r-column layout without the zero columns, which contribute
     nothing after multiplication by their zero singular values."""
-    return Components(torch.cat([p.u for p in parts], dim=1), torch.cat([p.s for p in parts]),
-                      torch.cat([p.vh for p in parts], dim=0))
+    return Components(
+        torch.cat([p.u for p in parts], dim=1), torch.cat([p.s for p in parts]), torch.cat([p.vh for p in parts], dim=0)
+    )
 
 
 def orthogonalised_sum(parts: list[Components], polar: str = "svd") -> torch.Tensor:
@@ -187,7 +213,7 @@ def orthogonalised_sum(parts: list[Components], polar: str = "svd") -> torch.Ten
     return reconstruct(Components(polar_factor(cat.u, polar), cat.s, polar_factor(cat.vh, polar)))
 
 
-def polar_method(params) -> str:
+def polar_method(params: Mapping[str, Any]) -> str:
     """Exact merges use SVD polar factors; the lowrank option also takes the Gram route."""
     return "gram" if params.get("svd") == "lowrank" else "svd"
 

@@ -9,9 +9,12 @@ arbitrary; in the polar factor they would rotate the real ones out of the expert
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
-from resm_core.merge.api import Param, register, task_sum, weights_column
+from resm_core.merge.api import Param, TensorContext, register, task_sum, weights_column
 from resm_core.merge.svd import (
     RANK_TOL,
     SVD_PARAMS,
@@ -24,38 +27,63 @@ from resm_core.merge.svd import (
 )
 
 SCALE = Param("scale", 1.0, "scaling coefficient alpha on the merged delta", low=0.0, low_open=True)
-RANK_FRACTION = Param("rank_fraction", None, "components kept per task as a fraction of min(m, n); "
-                      "null = 1/T (floor(r/T) each)", low=0.0, high=1.0, low_open=True, nullable=True)
+RANK_FRACTION = Param(
+    "rank_fraction",
+    None,
+    "components kept per task as a fraction of min(m, n); null = 1/T (floor(r/T) each)",
+    low=0.0,
+    high=1.0,
+    low_open=True,
+    nullable=True,
+)
 
 
-def mean_delta(deltas: torch.Tensor, params) -> torch.Tensor:
+def mean_delta(deltas: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
     """The SVD family's rule for tensors that are not matrices: the mean of the weighted deltas,
     (1/T) sum_t w_t tau_t, so a weight scales a task's 1-D deltas as it scales its matrices."""
     return task_sum(deltas, params["weights"], params["scale"] / deltas.shape[0])
 
 
-@register("tsv_m", params=(SCALE, RANK_FRACTION, *SVD_PARAMS), family="svd",
-          summary="per-task truncated SVD, concatenate, orthogonalise U and V (polar), reconstruct",
-          reference="Gargiulo et al., Task Singular Vectors: Reducing Task Interference in Model Merging, CVPR 2025")
-def tsv_m(base, deltas, params, ctx):
+@register(
+    "tsv_m",
+    params=(SCALE, RANK_FRACTION, *SVD_PARAMS),
+    family="svd",
+    summary="per-task truncated SVD, concatenate, orthogonalise U and V (polar), reconstruct",
+    reference="Gargiulo et al., Task Singular Vectors: Reducing Task Interference in Model Merging, CVPR 2025",
+)
+def tsv_m(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     if deltas.dim() != 3:
         return mean_delta(deltas, params)
     T, m, n = deltas.shape
     k = per_task_rank(min(m, n), T, params["rank_fraction"])
     weighted = weights_column(params, deltas) * deltas
-    parts = [leading_components(weighted[t], k, params["svd"], params["svd_oversample"],
-                                  params["svd_niter"], seed=ctx.tensor_seed() + t, rank_tol=params["rank_tol"])
-             for t in range(T)]
+    parts = [
+        leading_components(
+            weighted[t],
+            k,
+            params["svd"],
+            params["svd_oversample"],
+            params["svd_niter"],
+            seed=ctx.tensor_seed() + t,
+            rank_tol=params["rank_tol"],
+        )
+        for t in range(T)
+    ]
     ctx.record("rank_per_task", [p.rank for p in parts])
-    return params["scale"] * orthogonalised_sum(parts, polar_method(params))
+    merged: torch.Tensor = params["scale"] * orthogonalised_sum(parts, polar_method(params))
+    return merged
 
 
-@register("iso_c", params=(SCALE, RANK_TOL), family="svd",
-          summary="task-arithmetic sum with its spectrum flattened to the mean singular value "
-                  "(within the sum's numerical rank)",
-          reference="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
-                    "Task-Specific Subspaces, ICML 2025")
-def iso_c(base, deltas, params, ctx):
+@register(
+    "iso_c",
+    params=(SCALE, RANK_TOL),
+    family="svd",
+    summary="task-arithmetic sum with its spectrum flattened to the mean singular value "
+    "(within the sum's numerical rank)",
+    reference="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
+    "Task-Specific Subspaces, ICML 2025",
+)
+def iso_c(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     if deltas.dim() != 3:
         return mean_delta(deltas, params)
     summed = task_sum(deltas, params["weights"], 1.0)
@@ -64,4 +92,5 @@ def iso_c(base, deltas, params, ctx):
     ctx.record("rank", k)
     if k == 0:
         return torch.zeros_like(summed)
-    return params["scale"] * s[:k].mean() * (u[:, :k] @ vh[:k])
+    flattened: torch.Tensor = params["scale"] * s[:k].mean() * (u[:, :k] @ vh[:k])
+    return flattened

@@ -11,21 +11,42 @@ X (`della` is the paper's drop-elect-fuse, `della_linear` the variant without el
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 
 from resm_core.errors import ConfigError
-from resm_core.merge.api import GRANULARITY, Param, TensorContext, density_param, register, scale_param, task_sum
+from resm_core.merge.api import (
+    GRANULARITY,
+    Param,
+    PrepareFn,
+    TensorContext,
+    TensorStream,
+    density_param,
+    register,
+    scale_param,
+    task_sum,
+)
 from resm_core.merge.sparsify import crumbs, dare, magprune, model_wide_thresholds, trim
 
-GAMMA = Param("gamma", 0.01, "fraction of largest-magnitude entries removed as outliers",
-              low=0.0, high=1.0, high_open=True)
-EPSILON = Param("epsilon", 0.1, "keep probabilities run from density - epsilon (smallest magnitude) to "
-                "density + epsilon (largest), as in mergekit's DELLA", low=0.0)
-DELLA_GRANULARITY = Param("granularity", "row", "where magnitudes are ranked: per row (DELLA) or per tensor",
-                          kind="choice", choices=("row", "tensor"))
+GAMMA = Param(
+    "gamma", 0.01, "fraction of largest-magnitude entries removed as outliers", low=0.0, high=1.0, high_open=True
+)
+EPSILON = Param(
+    "epsilon",
+    0.1,
+    "keep probabilities run from density - epsilon (smallest magnitude) to "
+    "density + epsilon (largest), as in mergekit's DELLA",
+    low=0.0,
+)
+DELLA_GRANULARITY = Param(
+    "granularity",
+    "row",
+    "where magnitudes are ranked: per row (DELLA) or per tensor",
+    kind="choice",
+    choices=("row", "tensor"),
+)
 
 
 def sum_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
@@ -54,11 +75,13 @@ def ties_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tenso
     return num.div_(den.masked_fill_(den == 0, 1.0))  # entries no task agrees on are 0 / 1
 
 
-def _model_thresholds(fractions_of: callable):
+def _model_thresholds(fractions_of: Callable[[Mapping[str, Any]], list[float]]) -> PrepareFn:
     """A `prepare` pass computing exact model-wide top-k thresholds for the given fractions."""
 
-    def prepare(stream, params: Mapping[str, Any], n_tasks: int) -> dict:
-        mags = lambda: ((name, d.abs()) for name, _, d in stream())  # noqa: E731
+    def prepare(stream: TensorStream, params: Mapping[str, Any], n_tasks: int) -> dict[str, Any]:
+        def mags() -> Iterator[tuple[str, torch.Tensor]]:
+            return ((name, d.abs()) for name, _, d in stream())
+
         return model_wide_thresholds(mags(), fractions_of(params), mags(), mags())
 
     return prepare
@@ -73,8 +96,7 @@ def _trim(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -
 
 
 def _crumbs(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
-    return crumbs(deltas, params["density"], params["gamma"], ctx.stats if _is_model_wide(params) else None,
-                  ctx.name)
+    return crumbs(deltas, params["density"], params["gamma"], ctx.stats if _is_model_wide(params) else None, ctx.name)
 
 
 def _check_band(params: Mapping[str, Any], n_tasks: int) -> None:
@@ -94,38 +116,77 @@ _CRUMBS_REF = "Davari & Belilovsky, Model Breadcrumbs, ECCV 2024"
 _DELLA_REF = "Deep et al., DELLA-Merging, 2024"
 
 
-@register("ties", params=(density_param(0.2), scale_param(1.0), GRANULARITY),
-          summary="trim to top-k magnitudes, elect signs, disjoint mean",
-          reference=_TIES_REF, prepare=_model_thresholds(lambda p: [p["density"]]),
-          needs_prepare=_is_model_wide)
-def ties(base, deltas, params, ctx):
+@register(
+    "ties",
+    params=(density_param(0.2), scale_param(1.0), GRANULARITY),
+    summary="trim to top-k magnitudes, elect signs, disjoint mean",
+    reference=_TIES_REF,
+    prepare=_model_thresholds(lambda p: [p["density"]]),
+    needs_prepare=_is_model_wide,
+)
+def ties(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     return ties_combine(_trim(deltas, params, ctx), params)
 
 
-def register_pair(linear: str, ties_name: str, sparsify, params: tuple[Param, ...], what: str, reference: str,
-                  random: bool = False, **extra) -> None:
+def register_pair(
+    linear: str,
+    ties_name: str,
+    sparsify: Callable[[torch.Tensor, Mapping[str, Any], TensorContext], torch.Tensor],
+    params: tuple[Param, ...],
+    what: str,
+    reference: str,
+    random: bool = False,
+    **extra: Any,
+) -> None:
     """Register a sparsifier twice: summed (task arithmetic, scale 0.3) and TIES-combined (scale 1)."""
-    register(linear, params=(*params, scale_param(0.3)), summary=f"{what}, then task arithmetic",
-             reference=reference, random=random, **extra)(
-        lambda base, deltas, p, ctx: sum_combine(sparsify(deltas, p, ctx), p))
-    register(ties_name, params=(*params, scale_param(1.0)),
-             summary=f"{what}, then TIES sign election and disjoint mean",
-             reference=reference, random=random, **extra)(
-        lambda base, deltas, p, ctx: ties_combine(sparsify(deltas, p, ctx), p))
+    register(
+        linear,
+        params=(*params, scale_param(0.3)),
+        summary=f"{what}, then task arithmetic",
+        reference=reference,
+        random=random,
+        **extra,
+    )(lambda base, deltas, p, ctx: sum_combine(sparsify(deltas, p, ctx), p))
+    register(
+        ties_name,
+        params=(*params, scale_param(1.0)),
+        summary=f"{what}, then TIES sign election and disjoint mean",
+        reference=reference,
+        random=random,
+        **extra,
+    )(lambda base, deltas, p, ctx: ties_combine(sparsify(deltas, p, ctx), p))
 
 
-register_pair("dare_linear", "dare_ties", lambda d, p, ctx: dare(d, p["density"], ctx.generator()),
-              (density_param(0.1),), "DARE random drop and rescale", _DARE_REF, random=True)
+register_pair(
+    "dare_linear",
+    "dare_ties",
+    lambda d, p, ctx: dare(d, p["density"], ctx.generator()),
+    (density_param(0.1),),
+    "DARE random drop and rescale",
+    _DARE_REF,
+    random=True,
+)
 
 _band_fractions = lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]  # noqa: E731
-register_pair("breadcrumbs", "breadcrumbs_ties", _crumbs,
-              (density_param(0.9, "fraction of entries kept per task, below the removed outliers"), GAMMA,
-               GRANULARITY),
-              "drop both magnitude tails (outliers and small entries)", _CRUMBS_REF, validate=_check_band,
-              prepare=_model_thresholds(_band_fractions), needs_prepare=_is_model_wide)
+register_pair(
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    _crumbs,
+    (density_param(0.9, "fraction of entries kept per task, below the removed outliers"), GAMMA, GRANULARITY),
+    "drop both magnitude tails (outliers and small entries)",
+    _CRUMBS_REF,
+    validate=_check_band,
+    prepare=_model_thresholds(_band_fractions),
+    needs_prepare=_is_model_wide,
+)
 
-register_pair("della_linear", "della",
-              lambda d, p, ctx: magprune(d, p["density"], p["epsilon"], ctx.generator(), p["granularity"]),
-              (density_param(0.3, "mean keep probability per task"), EPSILON, DELLA_GRANULARITY),
-              "MagPrune (magnitude-ranked keep probabilities, rescaled)", _DELLA_REF, random=True,
-              validate=_check_della)
+register_pair(
+    "della_linear",
+    "della",
+    lambda d, p, ctx: magprune(d, p["density"], p["epsilon"], ctx.generator(), p["granularity"]),
+    (density_param(0.3, "mean keep probability per task"), EPSILON, DELLA_GRANULARITY),
+    "MagPrune (magnitude-ranked keep probabilities, rescaled)",
+    _DELLA_REF,
+    random=True,
+    validate=_check_della,
+)

@@ -48,13 +48,21 @@ def build_report(results: Path, arms: list[str], out: Path, force: bool = True, 
         plots.pareto(table, staging / "pareto.png")
         layers = [pd.read_csv(p) for p in sorted((results / "conflicts").glob("*/conflicts_layer.csv"))]
         if layers:
-            plots.conflict_heatmap(pd.concat(layers).drop_duplicates(["task_a", "task_b", "layer"]),
-                                   staging / "conflicts.png")
-        diags = {p.parent.relative_to(results / "models" / "merge").as_posix(): pd.read_csv(p)
-                 for p in sorted((results / "models" / "merge").glob("resm/*/*/merge_diagnostics.csv"))}
+            plots.conflict_heatmap(
+                pd.concat(layers).drop_duplicates(["task_a", "task_b", "layer"]), staging / "conflicts.png"
+            )
+        diags = {
+            p.parent.relative_to(results / "models" / "merge").as_posix(): pd.read_csv(p)
+            for p in sorted((results / "models" / "merge").glob("resm/*/*/merge_diagnostics.csv"))
+        }
         plots.resm_ranks(diags, staging / "resm_ranks.png")
         if (results / "judges" / refusal.FILE).is_file():
             judge = refusal.RefusalJudge(results / "judges")
             (staging / "judges.json").write_text(json.dumps(judge.summary(), indent=2) + "\n")
-    return {"arms": len(table), "merge_vs_mix": mvm.to_dict("records"), "ranking": rank.to_dict("records"),
-            "power": power, "moved": moved}
+    return {
+        "arms": len(table),
+        "merge_vs_mix": mvm.to_dict("records"),
+        "ranking": rank.to_dict("records"),
+        "power": power,
+        "moved": moved,
+    }

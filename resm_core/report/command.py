@@ -8,7 +8,7 @@ from pathlib import Path
 from resm_core.data.schema import DIMS
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp = sub.add_parser("report", help="grid table, merge vs mix, method ranking and plots from evaluated arms")
     rp_arms = rp.add_mutually_exclusive_group(required=True)
     rp_arms.add_argument("--config", type=Path, help="the workflow config that defined the grid")
@@ -17,8 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--out", type=Path, help="default: RESULTS/report")
     rp.set_defaults(run=run_report)
 
-    cp = sub.add_parser("compare", help="paired comparison of two evaluated arms on their shared items "
-                                        "(difference, 95%% paired-bootstrap interval, permutation p, mdd_80)")
+    cp = sub.add_parser(
+        "compare",
+        help="paired comparison of two evaluated arms on their shared items "
+        "(difference, 95%% paired-bootstrap interval, permutation p, mdd_80)",
+    )
     cp.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
     cp.add_argument("--a", required=True, help="arm A, e.g. merge/ties/harmlessness+helpfulness/density-0.2")
     cp.add_argument("--b", required=True, help="arm B, e.g. mix/uniform/harmlessness+helpfulness")
@@ -44,9 +47,11 @@ def run_report(args: argparse.Namespace) -> None:
         arms, results = grid_arms(config), args.results or Path(config["results"])
     summary = build_report(results, arms, args.out or results / "report")
     for row in summary["merge_vs_mix"]:
-        print(f"{row['combo']}: {row['merge']} - {row['mixture']} = {row['difference']:+.3f} "
-              f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], p_adj {row['p_adjusted']:.3f}, "
-              f"mdd_80 {row['mdd_80']:.3f}: {row['verdict']}")
+        print(
+            f"{row['combo']}: {row['merge']} - {row['mixture']} = {row['difference']:+.3f} "
+            f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], p_adj {row['p_adjusted']:.3f}, "
+            f"mdd_80 {row['mdd_80']:.3f}: {row['verdict']}"
+        )
     for dim, ok in summary["moved"].items():
         if not ok:
             print(f"{Arm.expert(dim).path} did not move {dim} against the base on validation items")
@@ -63,10 +68,14 @@ def run_compare(args: argparse.Namespace) -> None:
     a, b = load_items(args.results, args.a, args.split), load_items(args.results, args.b, args.split)
     rows = paired(a, b, args.dims, n_boot=args.bootstrap, n_perm=args.bootstrap, seed=args.seed)
     print(f"{args.a} - {args.b} on {args.split} items (95% paired bootstrap; p: paired permutation, unadjusted)")
-    print(f"{'metric':24s} {'a':>7s} {'b':>7s} {'a - b':>8s} {'95% interval':>19s} {'p':>6s} {'n':>5s} "
-          f"{'mdd_80':>7s}  verdict")
+    print(
+        f"{'metric':24s} {'a':>7s} {'b':>7s} {'a - b':>8s} {'95% interval':>19s} {'p':>6s} {'n':>5s} "
+        f"{'mdd_80':>7s}  verdict"
+    )
     for r in rows:
-        print(f"{r['metric']:24s} {r['a_score']:7.3f} {r['b_score']:7.3f} {r['difference']:+8.3f} "
-              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] {r['p_value']:6.3f} {r['n_items']:5d} {r['mdd_80']:7.3f}  "
-              f"{verdict(r, args.a, args.b)}")
+        print(
+            f"{r['metric']:24s} {r['a_score']:7.3f} {r['b_score']:7.3f} {r['difference']:+8.3f} "
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] {r['p_value']:6.3f} {r['n_items']:5d} {r['mdd_80']:7.3f}  "
+            f"{verdict(r, args.a, args.b)}"
+        )
     print(f"this comparison can detect differences of {rows[-1]['mdd_80']:.3f} on balance (80% power, paired)")

@@ -20,17 +20,35 @@ from resm_core.data.schema import DIMS
 from resm_core.grid import Arm, combo_dims
 from resm_core.report.paired import ArmItems, holm, paired, verdict
 
-COLUMNS = ["comparison", "combo", "split", "arm_a", "arm_b", "metric", "a_score", "b_score", "difference",
-           "ci_low", "ci_high", "p_value", "p_adjusted", "n_items", "mdd_80", "verdict"]
+COLUMNS = [
+    "comparison",
+    "combo",
+    "split",
+    "arm_a",
+    "arm_b",
+    "metric",
+    "a_score",
+    "b_score",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "n_items",
+    "mdd_80",
+    "verdict",
+]
 
 
-def _rows(comparison: str, combo: str, split: str, a: ArmItems, b: ArmItems, dims: list[str], metrics=None,
-          seed: int = 0) -> list[dict]:
+def _rows(
+    comparison: str, combo: str, split: str, a: ArmItems, b: ArmItems, dims: list[str], metrics=None, seed: int = 0
+) -> list[dict]:
     out = []
     for row in paired(a, b, dims, seed=seed):
         if metrics is None or row["metric"] in metrics:
-            out.append({"comparison": comparison, "combo": combo, "split": split, "arm_a": a.arm, "arm_b": b.arm,
-                        **row})
+            out.append(
+                {"comparison": comparison, "combo": combo, "split": split, "arm_a": a.arm, "arm_b": b.arm, **row}
+            )
     return out
 
 
@@ -42,16 +60,29 @@ def _adjust(rows: list[dict]) -> None:
             row["verdict"] = verdict(row, row["arm_a"], row["arm_b"])
 
 
-def comparisons(selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str, ArmItems],
-                seed: int = 0) -> tuple[pd.DataFrame, dict[str, bool]]:
+def comparisons(
+    selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str, ArmItems], seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, bool]]:
     """All comparison rows, and which experts moved their own dimension on validation."""
     families: list[list[dict]] = []
     moved: dict[str, bool] = {}
     if "base" in test:
         for split, items in (("val", val), ("test", test)):
-            fam = [r for dim in DIMS if Arm.expert(dim).path in items and "base" in items
-                   for r in _rows("expert_vs_base", dim, split, items[Arm.expert(dim).path], items["base"], [dim],
-                                  metrics={dim}, seed=seed)]
+            fam = [
+                r
+                for dim in DIMS
+                if Arm.expert(dim).path in items and "base" in items
+                for r in _rows(
+                    "expert_vs_base",
+                    dim,
+                    split,
+                    items[Arm.expert(dim).path],
+                    items["base"],
+                    [dim],
+                    metrics={dim},
+                    seed=seed,
+                )
+            ]
             _adjust(fam)
             families.append(fam)
             if split == "val":
@@ -70,27 +101,50 @@ def comparisons(selected: pd.DataFrame, val: dict[str, ArmItems], test: dict[str
         _adjust(detail)
         per_combo.append(detail)
         methods = sub[(sub["kind"] == "merge") & sub["method_choice"]]
-        fam = [r for arm in methods["arm"] for r in _rows("method_vs_mix", combo, "test", test[arm], test[mix_arm],
-                                                           dims, metrics={"balance"}, seed=seed)]
+        fam = [
+            r
+            for arm in methods["arm"]
+            for r in _rows(
+                "method_vs_mix", combo, "test", test[arm], test[mix_arm], dims, metrics={"balance"}, seed=seed
+            )
+        ]
         _adjust(fam)
         per_combo.append(fam)
     _adjust(headline)
     for row in headline + [r for fam in per_combo for r in fam]:  # every merge-vs-mix row of the combo
         stuck = [Arm.expert(d).path for d in combo_dims(row["combo"]) if moved and not moved.get(d, True)]
         if stuck:
-            row["verdict"] = (f"not drawn: {', '.join(stuck)} did not move "
-                              f"{'its dimension' if len(stuck) == 1 else 'their dimensions'}")
+            row["verdict"] = (
+                f"not drawn: {', '.join(stuck)} did not move "
+                f"{'its dimension' if len(stuck) == 1 else 'their dimensions'}"
+            )
     families += [headline, *per_combo]
     if "base" in test:
         balance, collateral = [], []
         for _, cand in selected.iterrows():
             dims = combo_dims(cand["combo"])
-            balance += _rows("arm_vs_base", cand["combo"], "test", test[cand["arm"]], test["base"], dims,
-                             metrics={"balance"}, seed=seed)
+            balance += _rows(
+                "arm_vs_base",
+                cand["combo"],
+                "test",
+                test[cand["arm"]],
+                test["base"],
+                dims,
+                metrics={"balance"},
+                seed=seed,
+            )
             for other in [d for d in DIMS if d not in dims]:
                 if any(dim == other for dim, _ in test[cand["arm"]].benchmarks.values()):
-                    rows = _rows("arm_vs_base", cand["combo"], "test", test[cand["arm"]], test["base"], [other],
-                                 metrics={other}, seed=seed)
+                    rows = _rows(
+                        "arm_vs_base",
+                        cand["combo"],
+                        "test",
+                        test[cand["arm"]],
+                        test["base"],
+                        [other],
+                        metrics={other},
+                        seed=seed,
+                    )
                     for r in rows:
                         r["metric"] = f"collateral {other}"
                     collateral += rows
@@ -107,5 +161,7 @@ def power_line(table: pd.DataFrame) -> str:
         return "no merge-vs-mix comparison (the grid needs a merge and a mixture per combo)"
     worst = head["mdd_80"].max()
     per = ", ".join(f"{c} {m:.3f}" for c, m in zip(head["combo"], head["mdd_80"]))
-    return (f"this grid can detect differences of {worst:.3f} on balance (merge vs mix, 80% power, two-sided 5%, "
-            f"paired; per combo: {per})")
+    return (
+        f"this grid can detect differences of {worst:.3f} on balance (merge vs mix, 80% power, two-sided 5%, "
+        f"paired; per combo: {per})"
+    )

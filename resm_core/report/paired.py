@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm
@@ -35,6 +36,7 @@ MDD_FACTOR = float(norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER))  # 2.80
 @dataclass(frozen=True)
 class ArmItems:
     """One arm's per-item scores on one split: benchmark -> (dim, {item id: score})."""
+
     arm: str
     split: str
     benchmarks: dict[str, tuple[str, dict[str, float]]]
@@ -82,7 +84,7 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def _metrics(means: dict[str, np.ndarray], dim_of: dict[str, str], dims: list[str]) -> dict[str, np.ndarray]:
+def _metrics(means: dict[str, Any], dim_of: dict[str, str], dims: list[str]) -> dict[str, np.ndarray]:
     """Benchmark means (any shape) -> every benchmark, every dim in `dims`, and balance over `dims`."""
     out = dict(means)
     dim_scores = []
@@ -94,8 +96,9 @@ def _metrics(means: dict[str, np.ndarray], dim_of: dict[str, str], dims: list[st
     return out
 
 
-def paired(a: ArmItems, b: ArmItems, dims: list[str] | None = None, n_boot: int = 2000, n_perm: int = 2000,
-           seed: int = 0) -> list[dict]:
+def paired(
+    a: ArmItems, b: ArmItems, dims: list[str] | None = None, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0
+) -> list[dict]:
     """One row per metric (each shared benchmark of `dims`, each dim, balance): a - b with its paired
     interval, permutation p-value, n and mdd_80."""
     shared = {}
@@ -103,8 +106,11 @@ def paired(a: ArmItems, b: ArmItems, dims: list[str] | None = None, n_boot: int 
         if name in b.benchmarks:
             ids = sorted(set(scores) & set(b.benchmarks[name][1]))
             if ids:
-                shared[name] = (dim, np.array([scores[i] for i in ids]),
-                                np.array([b.benchmarks[name][1][i] for i in ids]))
+                shared[name] = (
+                    dim,
+                    np.array([scores[i] for i in ids]),
+                    np.array([b.benchmarks[name][1][i] for i in ids]),
+                )
     have = sorted({d for d, _, _ in shared.values()})
     dims = list(dims) if dims else have
     missing = [d for d in dims if d not in have]
@@ -131,11 +137,24 @@ def paired(a: ArmItems, b: ArmItems, dims: list[str] | None = None, n_boot: int 
         lo, hi = np.quantile(boot[metric], [ALPHA / 2, 1 - ALPHA / 2])
         tol = 1e-12
         p = (1 + int(np.sum(np.abs(perm[metric]) >= abs(diff) - tol))) / (1 + n_perm)
-        n_items = (len(shared[metric][1]) if metric in shared else
-                   sum(len(v[1]) for k, v in shared.items() if metric == "balance" or dim_of[k] == metric))
-        rows.append({"metric": metric, "a_score": float(point_a[metric]), "b_score": float(point_b[metric]),
-                     "difference": diff, "ci_low": float(lo), "ci_high": float(hi), "p_value": float(min(p, 1.0)),
-                     "n_items": int(n_items), "mdd_80": MDD_FACTOR * float(np.std(boot[metric], ddof=1))})
+        n_items = (
+            len(shared[metric][1])
+            if metric in shared
+            else sum(len(v[1]) for k, v in shared.items() if metric == "balance" or dim_of[k] == metric)
+        )
+        rows.append(
+            {
+                "metric": metric,
+                "a_score": float(point_a[metric]),
+                "b_score": float(point_b[metric]),
+                "difference": diff,
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+                "p_value": float(min(p, 1.0)),
+                "n_items": int(n_items),
+                "mdd_80": MDD_FACTOR * float(np.std(boot[metric], ddof=1)),
+            }
+        )
     return rows
 
 
@@ -154,5 +173,5 @@ def point_scores(items: ArmItems, dims: list[str]) -> dict[str, float]:
     have = {dim for dim, _ in items.benchmarks.values()}
     if set(dims) - have:
         raise ConfigError(f"{items.arm} ({items.split}): no {', '.join(sorted(set(dims) - have))} items")
-    means = {k: float(np.mean(list(v[1].values()))) for k, v in items.benchmarks.items() if v[0] in dims}
+    means = {k: np.mean(list(v[1].values())) for k, v in items.benchmarks.items() if v[0] in dims}
     return {k: float(v) for k, v in _metrics(means, {k: items.benchmarks[k][0] for k in means}, dims).items()}

@@ -27,14 +27,22 @@ def _save(fig, out: Path) -> None:
 def forest(comparisons: pd.DataFrame, out: Path) -> None:
     """Paired differences on balance with their 95% intervals: each combo's chosen merge vs its chosen
     mixture (bold), and every merge method vs that mixture."""
-    rows = comparisons[comparisons["comparison"].isin(["merge_vs_mix", "method_vs_mix"])
-                       & (comparisons["metric"] == "balance")]
+    rows = comparisons[
+        comparisons["comparison"].isin(["merge_vs_mix", "method_vs_mix"]) & (comparisons["metric"] == "balance")
+    ]
     fig, ax = plt.subplots(figsize=(7, 0.32 * max(len(rows), 3) + 1.2))
     labels = []
     for y, (_, r) in enumerate(rows.iloc[::-1].iterrows()):
         head = r["comparison"] == "merge_vs_mix"
-        ax.errorbar(r["difference"], y, xerr=[[r["difference"] - r["ci_low"]], [r["ci_high"] - r["difference"]]],
-                    fmt="o", color="#d62728" if head else "#555555", lw=2 if head else 1, capsize=2)
+        ax.errorbar(
+            r["difference"],
+            y,
+            xerr=[[r["difference"] - r["ci_low"]], [r["ci_high"] - r["difference"]]],
+            fmt="o",
+            color="#d62728" if head else "#555555",
+            lw=2 if head else 1,
+            capsize=2,
+        )
         arm = Arm.parse(r["arm_a"])
         method = arm.family if arm.kind == "merge" else arm.path
         labels.append(f"{r['combo']}: {'chosen ' if head else ''}{method} - mix")
@@ -50,8 +58,14 @@ def profile(table: pd.DataFrame, out: Path) -> None:
     for ax, combo in zip(axes[0], combos):
         sub = table[(table["combo"] == combo) | (table["kind"].isin(["base", "expert"]))]
         for _, row in sub.iterrows():
-            ax.plot(range(3), [row[d] for d in DIMS], marker="o", alpha=0.8, color=COLORS[row["kind"]],
-                    lw=2 if row["kind"] in ("merge", "mixture") else 1)
+            ax.plot(
+                range(3),
+                [row[d] for d in DIMS],
+                marker="o",
+                alpha=0.8,
+                color=COLORS[row["kind"]],
+                lw=2 if row["kind"] in ("merge", "mixture") else 1,
+            )
         ax.set_xticks(range(3), [d[:5] for d in DIMS])
         ax.set_ylim(0, 1)
         ax.set_title(combo, fontsize=9)

@@ -26,17 +26,42 @@ def selection(arms: pd.DataFrame, val: dict[str, ArmItems], test: dict[str, ArmI
             for _, arm in cand.iterrows():
                 v = point_scores(val[arm["arm"]], dims)["balance"] if arm["arm"] in val else float("nan")
                 t = point_scores(test[arm["arm"]], dims)["balance"]
-                scored.append({"combo": combo, "kind": kind, "arm": arm["arm"], "family": arm["family"],
-                               "variant": arm["variant"], "val_balance": v, "test_balance": t})
+                scored.append(
+                    {
+                        "combo": combo,
+                        "kind": kind,
+                        "arm": arm["arm"],
+                        "family": arm["family"],
+                        "variant": arm["variant"],
+                        "val_balance": v,
+                        "test_balance": t,
+                    }
+                )
             frame = pd.DataFrame(scored)
             if frame["val_balance"].isna().any():
                 missing = frame.loc[frame["val_balance"].isna(), "arm"].tolist()
-                raise ConfigError(f"selection: no validation items for {', '.join(missing)}; set "
-                                 f"evaluation.benchmarks.*.n_val above 0 to choose on validation")
+                raise ConfigError(
+                    f"selection: no validation items for {', '.join(missing)}; set "
+                    f"evaluation.benchmarks.*.n_val above 0 to choose on validation"
+                )
             best = frame["val_balance"].idxmax()
             frame["chosen"] = frame.index == best
             frame["method_choice"] = frame.index.isin(frame.groupby("family")["val_balance"].idxmax())
             rows.append(frame)
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["combo", "kind", "arm", "family", "variant", "val_balance", "test_balance", "chosen",
-                 "method_choice"])
+    return (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(
+            columns=[
+                "combo",
+                "kind",
+                "arm",
+                "family",
+                "variant",
+                "val_balance",
+                "test_balance",
+                "chosen",
+                "method_choice",
+            ]
+        )
+    )

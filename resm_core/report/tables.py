@@ -21,7 +21,7 @@ def grid(results: Path, arms: list[str]) -> pd.DataFrame:
         if not path.is_file():
             raise ConfigError(f"{path}: missing; evaluate arm {arm!r} first")
         s = json.loads(path.read_text())
-        row = {"arm": arm, **Arm.parse(arm).describe()}
+        row: dict[str, object] = {"arm": arm, **Arm.parse(arm).describe()}
         for dim in DIMS:
             d = s["dims"].get(dim)
             row[dim] = d["score"] if d else None
@@ -40,8 +40,9 @@ def merge_vs_mix(table: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
     that chose them."""
     head = table[(table["comparison"] == "merge_vs_mix") & (table["metric"] == "balance")]
     val = selected.set_index("arm")["val_balance"]
-    out = head.rename(columns={"arm_a": "merge", "arm_b": "mixture", "a_score": "merge_balance",
-                               "b_score": "mixture_balance"}).drop(columns=["comparison", "split", "metric"])
+    out = head.rename(
+        columns={"arm_a": "merge", "arm_b": "mixture", "a_score": "merge_balance", "b_score": "mixture_balance"}
+    ).drop(columns=["comparison", "split", "metric"])
     out.insert(3, "merge_val_balance", out["merge"].map(val).values)
     out.insert(4, "mixture_val_balance", out["mixture"].map(val).values)
     return out.reset_index(drop=True)
@@ -52,8 +53,10 @@ def ranking(selected: pd.DataFrame) -> pd.DataFrame:
     validation-best hyperparameters); the test balance beside it is for reading, not for ranking."""
     best = selected[selected["method_choice"] | (selected["kind"] == "mixture")]
     out = best.groupby(["kind", "family"], as_index=False).agg(
-        mean_val_balance=("val_balance", "mean"), mean_test_balance=("test_balance", "mean"),
-        combos=("combo", "nunique"))
+        mean_val_balance=("val_balance", "mean"),
+        mean_test_balance=("test_balance", "mean"),
+        combos=("combo", "nunique"),
+    )
     out = out.sort_values("mean_val_balance", ascending=False).reset_index(drop=True)
     out.insert(0, "rank", range(1, len(out) + 1))
     return out

@@ -9,7 +9,7 @@ from resm_core.options import add_arguments, from_namespace
 from resm_core.taskvec.request import ExtractRequest
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     e = sub.add_parser("extract", help="write expert - base as a task vector, with statistics")
     add_arguments(e, ExtractRequest)
     e.set_defaults(run=run_extract)
@@ -28,13 +28,16 @@ def run_extract(args: argparse.Namespace) -> None:
 
     req = from_namespace(ExtractRequest, args, progress=not args.quiet)
     table = extract_request(req)
-    print(f"task vector of {len(table)} tensors written to {req.out} "
-          f"(mean relative norm {table['relative_norm'].mean():.3g})")
+    print(
+        f"task vector of {len(table)} tensors written to {req.out} "
+        f"(mean relative norm {table['relative_norm'].mean():.3g})"
+    )
 
 
 def run_conflicts(args: argparse.Namespace) -> None:
     from resm_core.taskvec.conflicts import conflicts
 
-    tables = conflicts(args.task_vectors, args.out, names=args.names, device=args.device, force=args.force,
-                       progress=not args.quiet)
+    tables = conflicts(
+        args.task_vectors, args.out, names=args.names, device=args.device, force=args.force, progress=not args.quiet
+    )
     print(tables["summary"][["task_a", "task_b", "cosine", "sign_conflict_rate"]].to_string(index=False))

@@ -32,9 +32,12 @@ _SUMS = ["dot", "norm_a_sq", "norm_b_sq", "sign_conflicts", "both_nonzero", "num
 def pair_sums(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     both = (a != 0) & (b != 0)
     return {
-        "dot": float((a * b).sum()), "norm_a_sq": float((a * a).sum()), "norm_b_sq": float((b * b).sum()),
+        "dot": float((a * b).sum()),
+        "norm_a_sq": float((a * a).sum()),
+        "norm_b_sq": float((b * b).sum()),
         "sign_conflicts": int((both & (torch.sign(a) != torch.sign(b))).sum()),
-        "both_nonzero": int(both.sum()), "numel": a.numel(),
+        "both_nonzero": int(both.sum()),
+        "numel": a.numel(),
     }
 
 
@@ -45,8 +48,14 @@ def finish_rates(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def conflicts(task_vectors: list[Path], out: Path, names: list[str] | None = None, device: str = "auto",
-              force: bool = False, progress: bool = True) -> dict[str, pd.DataFrame]:
+def conflicts(
+    task_vectors: list[Path],
+    out: Path,
+    names: list[str] | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
     if len(task_vectors) < 2:
         raise ConfigError("conflicts: needs at least two task vectors")
     names = names or [Path(p).name for p in task_vectors]
@@ -66,8 +75,15 @@ def conflicts(task_vectors: list[Path], out: Path, names: list[str] | None = Non
     for tensor in tqdm(list(reference), desc="conflicts", unit="tensor", disable=not progress):
         deltas = [src.delta(tensor, empty) for src in sources]
         for (i, a), (j, b) in itertools.combinations(enumerate(deltas), 2):
-            rows.append({"task_a": names[i], "task_b": names[j], "tensor": tensor,
-                         "layer": layer_group(tensor), **pair_sums(a, b)})
+            rows.append(
+                {
+                    "task_a": names[i],
+                    "task_b": names[j],
+                    "tensor": tensor,
+                    "layer": layer_group(tensor),
+                    **pair_sums(a, b),
+                }
+            )
     per_tensor = finish_rates(pd.DataFrame(rows))
     per_layer = finish_rates(per_tensor.groupby(["task_a", "task_b", "layer"], as_index=False)[_SUMS].sum())
     summary = finish_rates(per_tensor.groupby(["task_a", "task_b"], as_index=False)[_SUMS].sum())

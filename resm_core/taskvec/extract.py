@@ -26,12 +26,20 @@ STATS_NAME = "taskvec_stats.csv"
 
 def extract(base: Path, expert: Path, out: Path, **options) -> pd.DataFrame:
     """`options` are ExtractRequest fields (resm_core/taskvec/request.py)."""
-    return extract_request(build(ExtractRequest, {"base": Path(base), "expert": Path(expert), "out": Path(out),
-                                                  **options}, "extract"))
+    return extract_request(
+        build(ExtractRequest, {"base": Path(base), "expert": Path(expert), "out": Path(out), **options}, "extract")
+    )
 
 
 def extract_request(req: ExtractRequest) -> pd.DataFrame:
-    base, expert, out, tol, outlier_m, energy_top = req.base, req.expert, req.out, req.tol, req.outlier_m, req.energy_top
+    base, expert, out, tol, outlier_m, energy_top = (
+        req.base,
+        req.expert,
+        req.out,
+        req.tol,
+        req.outlier_m,
+        req.energy_top,
+    )
     spectrum, device, allow_pickle, progress = req.spectrum, req.device, req.allow_pickle, req.progress
     dtype = dtype_name(req.dtype, "extract.dtype")
     dev = resolve_device(device)
@@ -49,17 +57,35 @@ def extract_request(req: ExtractRequest) -> pd.DataFrame:
             if not torch.isfinite(d).all():
                 raise NumericError(f"{source.path}: the delta of tensor {name} holds NaN or Inf")
             writer.add(name, d.to(resolve_dtype(dtype)).cpu())
-            rows.append(tensor_stats(name, d, b, tol=tol, outlier_m=outlier_m, energy_top=energy_top,
-                                     spectrum=spectrum))
+            rows.append(
+                tensor_stats(name, d, b, tol=tol, outlier_m=outlier_m, energy_top=energy_top, spectrum=spectrum)
+            )
         table = pd.DataFrame(rows)
         table.to_csv(writer.staging_dir / STATS_NAME, index=False)
         writer.copy_aux_files(base_reader.directory)
-        writer.write_json(TASKVEC_MARKER, {"kind": "task_vector", "base": str(Path(base).resolve()),
-                                           "expert": str(Path(expert).resolve()), "source_kind": source.kind,
-                                           "dtype": dtype, "expert_dtype": _dtype_name(source.weights_dtype())})
-        writer.write_json(MANIFEST_NAME, recorder.build(
-            action="extract", device=str(dev), dtype=dtype, tol=tol, outlier_m=outlier_m,
-            energy_top=energy_top, spectrum=spectrum))
+        writer.write_json(
+            TASKVEC_MARKER,
+            {
+                "kind": "task_vector",
+                "base": str(Path(base).resolve()),
+                "expert": str(Path(expert).resolve()),
+                "source_kind": source.kind,
+                "dtype": dtype,
+                "expert_dtype": _dtype_name(source.weights_dtype()),
+            },
+        )
+        writer.write_json(
+            MANIFEST_NAME,
+            recorder.build(
+                action="extract",
+                device=str(dev),
+                dtype=dtype,
+                tol=tol,
+                outlier_m=outlier_m,
+                energy_top=energy_top,
+                spectrum=spectrum,
+            ),
+        )
     return table
 
 

@@ -16,17 +16,23 @@ class ExtractRequest:
     base: Path = option(help="base model directory", config=False)
     expert: Path = option(help="fine-tuned model or PEFT LoRA adapter directory", config=False)
     out: Path = option(help="output directory", config=False)
-    dtype: str = option("float32", help="task-vector dtype on disk", choices=("float32", "bfloat16", "fp32", "bf16"),
-                        config=False)
+    dtype: str = option(
+        "float32", help="task-vector dtype on disk", choices=("float32", "bfloat16", "fp32", "bf16"), config=False
+    )
     tol: float = option(1e-8, help="|delta| <= tol counts as zero for sparsity", minimum=0, config=False)
-    outlier_m: float = option(5.0, help="outlier when |delta| > M * mean |delta|", exclusive_minimum=0,
-                              config=False)
-    energy_top: float = option(0.1, help="report the energy share of the top fraction of singular values",
-                               exclusive_minimum=0, maximum=1, config=False)
+    outlier_m: float = option(5.0, help="outlier when |delta| > M * mean |delta|", exclusive_minimum=0, config=False)
+    energy_top: float = option(
+        0.1,
+        help="report the energy share of the top fraction of singular values",
+        exclusive_minimum=0,
+        maximum=1,
+        config=False,
+    )
     spectrum: bool = option(True, help="the SVD statistics (--no-spectrum is faster)", config=False)
     device: str = device_option()
     shard_size: str = option("2GB", help="maximum output shard size", config=False)
-    allow_pickle: bool = option(False, help="also read pytorch_model.bin (loaded with torch.load(weights_only=True))",
-                                config=False)
+    allow_pickle: bool = option(
+        False, help="also read pytorch_model.bin (loaded with torch.load(weights_only=True))", config=False
+    )
     force: bool = option(False, help="replace the output if it exists", config=False)
     progress: bool = option(True, config=False, cli=False)

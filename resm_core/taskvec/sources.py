@@ -47,7 +47,7 @@ class DeltaSource:
         a lower precision than its experts): the widest floating dtype among the first tensors of its
         files. Asking every tensor would touch every tensor's slice of the long-lived memory maps,
         which slowed the SVDs of the merge that followed by 20%."""
-        first = {}
+        first: dict[Path, str] = {}
         for key in self.reader.keys:
             first.setdefault(self.reader.file_of(key), key)
         return widest_dtype(self.reader.dtype(k) for k in first.values())
@@ -67,8 +67,13 @@ class DeltaSource:
         tensors this source must provide (default: all of them)."""
         check_config(base.directory, base.config, self.directory, self.config)
         check_tokenizer(base.directory, self.directory)
-        check_tensors({k: base.shape(k) for k in base.keys}, self.shapes(), self.path,
-                      require_all=self.covers_all_keys, required=required)
+        check_tensors(
+            {k: base.shape(k) for k in base.keys},
+            self.shapes(),
+            self.path,
+            require_all=self.covers_all_keys,
+            required=required,
+        )
 
 
 class TaskVectorSource(DeltaSource):
@@ -98,7 +103,9 @@ class LoraSource(DeltaSource):
 
     kind = "lora"
     covers_all_keys = False
-    _KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$")
+    _KEY_RE = re.compile(
+        r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"
+    )
 
     def __init__(self, path: Path, allow_pickle: bool = False):
         super().__init__(path, allow_pickle)
@@ -155,7 +162,7 @@ class LoraSource(DeltaSource):
         return dense * (alpha / math.sqrt(rank) if self.rslora else alpha / rank)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for target, parts in self._pairs.items():
             if "lora_A" in parts:
                 a, b = self.reader.shape(parts["lora_A"]), self.reader.shape(parts["lora_B"])
@@ -182,8 +189,10 @@ class LoraSource(DeltaSource):
         try:
             super().check_against(base, required)
         except CompatibilityError as exc:
-            raise CompatibilityError(f"{exc} (LoRA adapter targets are mapped to base tensor names by "
-                                     "stripping 'base_model.model.' and the lora_A/lora_B suffix)") from None
+            raise CompatibilityError(
+                f"{exc} (LoRA adapter targets are mapped to base tensor names by "
+                "stripping 'base_model.model.' and the lora_A/lora_B suffix)"
+            ) from None
 
 
 def widest_dtype(dtypes) -> torch.dtype | None:

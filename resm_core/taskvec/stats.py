@@ -13,8 +13,16 @@ import torch
 from resm_core.checkpoint.names import layer_group
 
 
-def tensor_stats(name: str, delta: torch.Tensor, base: torch.Tensor, *, tol: float, outlier_m: float,
-                 energy_top: float, spectrum: bool) -> dict:
+def tensor_stats(
+    name: str,
+    delta: torch.Tensor,
+    base: torch.Tensor,
+    *,
+    tol: float,
+    outlier_m: float,
+    energy_top: float,
+    spectrum: bool,
+) -> dict:
     """One row of the statistics table. `energy_top` is the fraction of the rank whose singular
     values' share of the energy sum(s^2) is reported (2-D tensors, when `spectrum`)."""
     d = delta.float()

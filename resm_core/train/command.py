@@ -8,7 +8,7 @@ from resm_core.options import add_arguments, from_namespace
 from resm_core.train.request import TrainRequest
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="fine-tune with SFT or DPO, full or LoRA (TRL + PEFT); resumable")
     add_arguments(p, TrainRequest)
     p.set_defaults(run=run)
@@ -19,5 +19,7 @@ def run(args: argparse.Namespace) -> None:
 
     req = from_namespace(TrainRequest, args, progress=not args.quiet)
     m = train(req)
-    print(f"{req.objective}/{req.adapter}: {m['steps']} steps in {m['wall_time_s']:.0f} s, final loss "
-          f"{m['final_loss']:.4g}, into {req.out}")
+    print(
+        f"{req.objective}/{req.adapter}: {m['steps']} steps in {m['wall_time_s']:.0f} s, final loss "
+        f"{m['final_loss']:.4g}, into {req.out}"
+    )

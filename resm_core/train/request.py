@@ -33,8 +33,9 @@ class TrainRequest:
     out: Path = option(help="output directory", config=False)
     objective: str = option("sft", help="training objective", choices=OBJECTIVES)
     adapter: str = option("full", help="full fine-tune or LoRA adapter", choices=ADAPTERS)
-    steps: int = option(100, help="optimizer steps (workflow: per expert; a mixture of k dims trains k times as "
-                                  "many)", minimum=1)
+    steps: int = option(
+        100, help="optimizer steps (workflow: per expert; a mixture of k dims trains k times as many)", minimum=1
+    )
     learning_rate: float = option(1e-5, help="peak learning rate", flags=("--lr",), exclusive_minimum=0)
     batch_size: int = option(4, help="sequences per device step", minimum=1)
     grad_accum: int = option(1, help="gradient accumulation steps", minimum=1)
@@ -44,25 +45,37 @@ class TrainRequest:
     lora_r: int = option(16, help="LoRA rank", minimum=1)
     lora_alpha: int = option(32, help="LoRA alpha (the update is scaled by alpha / r)", minimum=1)
     lora_dropout: float = option(0.0, help="LoRA dropout", minimum=0, maximum=1)
-    lora_targets: list[str] | str = option("all-linear", help="all-linear or comma-separated module names",
-                                           parse=lora_targets)
-    warmup: float = option(0.0, help="learning-rate warmup: a fraction of the steps (< 1) or a step count (>= 1)",
-                           minimum=0)
+    lora_targets: list[str] | str = option(
+        "all-linear", help="all-linear or comma-separated module names", parse=lora_targets
+    )
+    warmup: float = option(
+        0.0, help="learning-rate warmup: a fraction of the steps (< 1) or a step count (>= 1)", minimum=0
+    )
     scheduler: str = option("linear", help="transformers learning-rate scheduler type")
     save_steps: int = option(50, help="checkpoint interval (the resume point)", minimum=1)
     max_examples: int | None = option(None, help="train on at most this many rows", minimum=1)
-    architecture: str | None = option(None, help="refuse a base whose config.model_type differs (e.g. llama)",
-                                      flags=("--arch",), config=False)
+    architecture: str | None = option(
+        None, help="refuse a base whose config.model_type differs (e.g. llama)", flags=("--arch",), config=False
+    )
     device: str = device_option()
-    model_dtype: str = option("auto", help="weights while training: auto is float32 on CPU, bfloat16 on CUDA",
-                              choices=("auto", *DTYPE_NAMES))
-    save_dtype: str = option("auto", help="weights on disk: auto is the training dtype (float32 keeps small "
-                                          "deltas exact)", choices=("auto", *DTYPE_NAMES))
+    model_dtype: str = option(
+        "auto", help="weights while training: auto is float32 on CPU, bfloat16 on CUDA", choices=("auto", *DTYPE_NAMES)
+    )
+    save_dtype: str = option(
+        "auto",
+        help="weights on disk: auto is the training dtype (float32 keeps small deltas exact)",
+        choices=("auto", *DTYPE_NAMES),
+    )
     force: bool = option(False, help="replace the output and discard foreign checkpoints", config=False)
     progress: bool = option(True, config=False, cli=False)
-    extra: dict = option(help="any other transformers TrainingArguments field, repeatable (e.g. "
-                              "gradient_checkpointing=true)", flag="--trainer-arg", parse=key_value, append=True,
-                         metavar="KEY=VALUE", default_factory=dict)
+    extra: dict = option(
+        help="any other transformers TrainingArguments field, repeatable (e.g. gradient_checkpointing=true)",
+        flag="--trainer-arg",
+        parse=key_value,
+        append=True,
+        metavar="KEY=VALUE",
+        default_factory=dict,
+    )
 
     def validate(self) -> None:
         check(self, "training")
@@ -74,8 +87,14 @@ class TrainRequest:
         save_steps, device) and the content of the base and the data, not just their paths."""
         from resm_core.checkpoint.manifest import input_files, sha256_file
 
-        keep = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-                if k not in ("out", "force", "progress", "save_steps", "device")}
-        keep["content"] = {str(f): sha256_file(f) for f in input_files(Path(self.base)) + input_files(Path(self.data))
-                           if f.suffix in (".safetensors", ".json", ".jsonl", ".jinja")}
+        keep = {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(self).items()
+            if k not in ("out", "force", "progress", "save_steps", "device")
+        }
+        keep["content"] = {
+            str(f): sha256_file(f)
+            for f in input_files(Path(self.base)) + input_files(Path(self.data))
+            if f.suffix in (".safetensors", ".json", ".jsonl", ".jinja")
+        }
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -14,6 +14,7 @@ import logging
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,8 +27,19 @@ from resm_core.train.request import TrainRequest
 
 log = logging.getLogger(__name__)
 
-LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/margins", "rewards/accuracies",
-                "rewards/chosen", "rewards/rejected", "num_tokens", "mean_token_accuracy")
+LOSS_COLUMNS = (
+    "step",
+    "epoch",
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "rewards/margins",
+    "rewards/accuracies",
+    "rewards/chosen",
+    "rewards/rejected",
+    "num_tokens",
+    "mean_token_accuracy",
+)
 
 
 def _chat(role: str, text: str) -> list[dict]:
@@ -41,8 +53,14 @@ def build_dataset(rows: list[dict], objective: str):
     if objective == "sft":
         records = [{"prompt": _chat("user", r["prompt"]), "completion": _chat("assistant", r["chosen"])} for r in rows]
     else:
-        records = [{"prompt": _chat("user", r["prompt"]), "chosen": _chat("assistant", r["chosen"]),
-                    "rejected": _chat("assistant", r["rejected"])} for r in rows]
+        records = [
+            {
+                "prompt": _chat("user", r["prompt"]),
+                "chosen": _chat("assistant", r["chosen"]),
+                "rejected": _chat("assistant", r["rejected"]),
+            }
+            for r in rows
+        ]
     return Dataset.from_list(records)
 
 
@@ -57,8 +75,15 @@ def token_lengths(tokenizer, rows: list[dict], objective: str) -> list[tuple[int
     for r in rows:
         prompt = _chat("user", r["prompt"])
         head = len(_ids(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)))
-        out.append((head, [len(_ids(tokenizer.apply_chat_template(prompt + _chat("assistant", r[f]), tokenize=True)))
-                           for f in fields]))
+        out.append(
+            (
+                head,
+                [
+                    len(_ids(tokenizer.apply_chat_template(prompt + _chat("assistant", r[f]), tokenize=True)))
+                    for f in fields
+                ],
+            )
+        )
     return out
 
 
@@ -111,8 +136,9 @@ def _work_dir(req: TrainRequest, fingerprint: str) -> Path:
         same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
         if not same:
             if not req.force:
-                raise TrainingError(f"{work}: holds checkpoints of a different training request; "
-                                    f"pass --force to discard them")
+                raise TrainingError(
+                    f"{work}: holds checkpoints of a different training request; pass --force to discard them"
+                )
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": fingerprint, "request": asdict(req)}, default=str, indent=2))
@@ -142,8 +168,9 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         raise TrainingError(f"{base}: not a Hugging Face model directory (no config.json)")
     config = json.loads((base / "config.json").read_text())
     if req.architecture and config.get("model_type") != req.architecture:
-        raise TrainingError(f"{base}: model_type is {config.get('model_type')!r}, but the config asks for "
-                            f"{req.architecture!r}")
+        raise TrainingError(
+            f"{base}: model_type is {config.get('model_type')!r}, but the config asks for {req.architecture!r}"
+        )
     tokenizer = AutoTokenizer.from_pretrained(base)
     if not tokenizer.chat_template:
         raise TrainingError(f"{base}: the tokenizer has no chat template; SFT/DPO need one to format turns")
@@ -154,15 +181,26 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     over, dropped = count_over_length(lengths, req.max_length)
     data_stats.update(truncated_sequences=over, dropped_prompt_too_long=dropped)
     if over:
-        log.warning("%d of %d examples exceed max_length=%d tokens and will be truncated; %d of them have no room "
-                    "left for the answer and are dropped", over, len(rows), req.max_length, dropped)
+        log.warning(
+            "%d of %d examples exceed max_length=%d tokens and will be truncated; %d of them have no room "
+            "left for the answer and are dropped",
+            over,
+            len(rows),
+            req.max_length,
+            dropped,
+        )
     if dropped == len(rows):
-        raise TrainingError(f"{req.data}: every prompt is at least max_length={req.max_length} tokens long; "
-                            f"raise training.max_length")
+        raise TrainingError(
+            f"{req.data}: every prompt is at least max_length={req.max_length} tokens long; raise training.max_length"
+        )
 
     device = resolve_device(req.device)
     on_cuda = device.type == "cuda"
-    model_dtype = resolve_dtype(req.model_dtype, "training.model_dtype") if req.model_dtype != "auto" else (torch.bfloat16 if on_cuda else torch.float32)
+    model_dtype = (
+        resolve_dtype(req.model_dtype, "training.model_dtype")
+        if req.model_dtype != "auto"
+        else (torch.bfloat16 if on_cuda else torch.float32)
+    )
     save_dtype = resolve_dtype(req.save_dtype, "training.save_dtype") if req.save_dtype != "auto" else model_dtype
     recorder = ManifestRecorder({"base": base, "data": Path(req.data)})
     fingerprint = req.fingerprint()  # hashes the base and the data: once per run
@@ -175,32 +213,65 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     model = AutoModelForCausalLM.from_pretrained(base, dtype=model_dtype)
     peft_config = None
     if req.adapter == "lora":
-        peft_config = LoraConfig(r=req.lora_r, lora_alpha=req.lora_alpha, lora_dropout=req.lora_dropout,
-                                 target_modules=req.lora_targets, task_type="CAUSAL_LM")
-    reserved = {"output_dir", "max_steps", "learning_rate", "per_device_train_batch_size", "seed", "max_length",
-                "save_steps", "use_cpu", "bf16"}
-    clash = sorted(reserved & set(req.extra))
+        peft_config = LoraConfig(
+            r=req.lora_r,
+            lora_alpha=req.lora_alpha,
+            lora_dropout=req.lora_dropout,
+            target_modules=req.lora_targets,
+            task_type="CAUSAL_LM",
+        )
+    own = dict(  # set by TrainRequest's options: a trainer arg may not say them again
+        output_dir=str(work),
+        max_steps=req.steps,
+        learning_rate=req.learning_rate,
+        per_device_train_batch_size=req.batch_size,
+        gradient_accumulation_steps=req.grad_accum,
+        lr_scheduler_type=req.scheduler,
+        warmup_steps=int(req.warmup) if req.warmup >= 1 else req.warmup,
+        save_steps=req.save_steps,
+        seed=req.seed,
+        data_seed=req.seed,
+        use_cpu=not on_cuda,
+        bf16=on_cuda and model_dtype == torch.bfloat16,
+        disable_tqdm=not req.progress,
+        max_length=req.max_length,
+    )
+    clash = sorted(set(req.extra) & set(own))
     if clash:
         raise ConfigError(f"training.extra: {', '.join(clash)} are set by their own options, not as trainer args")
-    common = dict(output_dir=str(work), max_steps=req.steps, learning_rate=req.learning_rate,
-                  per_device_train_batch_size=req.batch_size, gradient_accumulation_steps=req.grad_accum,
-                  lr_scheduler_type=req.scheduler, warmup_steps=int(req.warmup) if req.warmup >= 1 else req.warmup, logging_steps=1,
-                  save_steps=req.save_steps, save_total_limit=2, seed=req.seed, data_seed=req.seed,
-                  report_to=[], use_cpu=not on_cuda, bf16=on_cuda and model_dtype == torch.bfloat16,
-                  dataloader_num_workers=0, disable_tqdm=not req.progress, max_length=req.max_length,
-                  save_only_model=False, remove_unused_columns=True, **req.extra)
+    defaults = dict(
+        logging_steps=1,
+        save_total_limit=2,
+        report_to=[],
+        dataloader_num_workers=0,
+        save_only_model=False,
+        remove_unused_columns=True,
+    )
+    common = {**defaults, **req.extra, **own}
     dataset = build_dataset(rows, req.objective)
+    trainer: Any
     if req.objective == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        trainer = SFTTrainer(model=model, args=SFTConfig(**common, completion_only_loss=True),
-                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
-                             callbacks=callbacks)
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**common, completion_only_loss=True),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
     else:
         from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model=model, args=DPOConfig(**common, beta=req.beta), train_dataset=dataset,
-                             processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+        trainer = DPOTrainer(
+            model=model,
+            args=DPOConfig(**common, beta=req.beta),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
     if not req.progress:
         from transformers.trainer_callback import PrinterCallback
 
@@ -220,13 +291,23 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         _write_loss_csv(staging / "loss.csv", loss_rows)
         tokens = sum(full[0] for _, full in lengths) / len(lengths)  # prompt + chosen answer
         manifest = recorder.build(
-            action="train", device=str(device), objective=req.objective, adapter=req.adapter, seed=req.seed,
+            action="train",
+            device=str(device),
+            objective=req.objective,
+            adapter=req.adapter,
+            seed=req.seed,
             request={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()},
-            fingerprint=fingerprint, data=data_stats, resumed_from=resume,
-            model_dtype=str(model_dtype), save_dtype=str(save_dtype), steps=trainer.state.global_step,
+            fingerprint=fingerprint,
+            data=data_stats,
+            resumed_from=resume,
+            model_dtype=str(model_dtype),
+            save_dtype=str(save_dtype),
+            steps=trainer.state.global_step,
             train_runtime_s=result.metrics.get("train_runtime"),
-            sequences_per_step=req.batch_size * req.grad_accum, mean_tokens_per_example=round(tokens, 1),
-            final_loss=loss_rows[-1]["loss"] if loss_rows else None)
+            sequences_per_step=req.batch_size * req.grad_accum,
+            mean_tokens_per_example=round(tokens, 1),
+            final_loss=loss_rows[-1]["loss"] if loss_rows else None,
+        )
         (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained %s/%s for %d steps into %s", req.objective, req.adapter, trainer.state.global_step, req.out)
