@@ -182,3 +182,24 @@ def test_overlong_sequences_are_counted(tiny_llm, fixed_batch, tmp_path, caplog)
     assert "4 of 4 examples exceed max_length=36" in caplog.text
     with pytest.raises(TrainingError, match="every prompt"):
         train(request(tiny_llm, fixed_batch, tmp_path / "shorter", max_length=16, steps=1))
+
+
+def test_options_and_trainer_args_reach_the_trainer(tiny_llm, fixed_batch, tmp_path):
+    """Each option reaches TrainingArguments under its transformers name; a trainer arg may override a
+    default of ours (logging_steps) but not repeat an option (gradient_accumulation_steps is grad_accum)."""
+    seen = {}
+
+    class Record(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            seen.update(
+                weight_decay=args.weight_decay,
+                warmup_steps=args.warmup_steps,
+                logging_steps=args.logging_steps,
+                accumulate=args.gradient_accumulation_steps,
+            )
+
+    kw = dict(steps=2, weight_decay=0.1, warmup=0.5, grad_accum=2, extra={"logging_steps": 2})
+    train(request(tiny_llm, fixed_batch, tmp_path / "m", **kw), callbacks=[Record()])
+    assert seen == {"weight_decay": 0.1, "warmup_steps": 0.5, "logging_steps": 2, "accumulate": 2}
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps are set by their own options"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "x", extra={"gradient_accumulation_steps": 4}))

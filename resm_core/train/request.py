@@ -48,6 +48,7 @@ class TrainRequest:
     lora_targets: list[str] | str = option(
         "all-linear", help="all-linear or comma-separated module names", parse=lora_targets
     )
+    weight_decay: float = option(0.0, help="AdamW weight decay (transformers skips biases and norms)", minimum=0)
     warmup: float = option(
         0.0, help="learning-rate warmup: a fraction of the steps (< 1) or a step count (>= 1)", minimum=0
     )

@@ -224,6 +224,7 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         output_dir=str(work),
         max_steps=req.steps,
         learning_rate=req.learning_rate,
+        weight_decay=req.weight_decay,
         per_device_train_batch_size=req.batch_size,
         gradient_accumulation_steps=req.grad_accum,
         lr_scheduler_type=req.scheduler,
