@@ -17,7 +17,7 @@ from resm_core.assets import asset_path
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.devices import resolve_dtype
-from resm_core.errors import ConfigError
+from resm_core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ def prepare_gguf_base(
     missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise ConfigError(
+        raise CheckpointError(
             f"{gguf}: weights do not fit the rebuilt {type(model).__name__} "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     model.generation_config = quantised.generation_config
     if tokenizer.chat_template is None:
-        raise ConfigError(f"{gguf}: the GGUF carries no chat template")
+        raise CheckpointError(f"{gguf}: the GGUF carries no chat template")
     with AtomicDirectory(out, force=force) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -204,7 +204,7 @@ def download_base(repo_id: str, out: Path, revision: str | None = None, force: b
                 allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"],
             )
         except Exception as exc:  # network, authentication (gated models), unknown repo
-            raise ConfigError(f"base {repo_id}: download failed: {type(exc).__name__}: {exc}") from None
+            raise CheckpointError(f"base {repo_id}: download failed: {type(exc).__name__}: {exc}") from None
         if not (staging / "config.json").is_file():
-            raise ConfigError(f"base {repo_id}: the download has no config.json")
+            raise CheckpointError(f"base {repo_id}: the download has no config.json")
     return out

@@ -31,3 +31,15 @@ class DataError(ResmError):
 
 class TrainingError(ResmError):
     """A training run cannot start or continue (model, tokenizer, data or checkpoint)."""
+
+
+class JudgeError(ResmError):
+    """A judge is not fitted, or its model cannot be read or used as the judge needs."""
+
+
+class EvaluationError(ResmError):
+    """An arm cannot be scored: a benchmark has nothing to score."""
+
+
+class ReportError(ResmError):
+    """A report or comparison lacks what it is built from (an arm's evaluation, shared items)."""

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from resm_core.checkpoint.manifest import input_files, sha256_file
 from resm_core.devices import resolve_device
-from resm_core.errors import ConfigError, TrainingError
+from resm_core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,15 @@ def load_chat_model(model_dir: str | Path, device: str = "auto", dtype: torch.dt
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise TrainingError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+        raise CheckpointError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as exc:
-        raise TrainingError(
+        raise CheckpointError(
             f"{model_dir}: no usable tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0]})"
         ) from None
     if not tokenizer.chat_template:
-        raise TrainingError(
+        raise CheckpointError(
             f"{model_dir}: the tokenizer has no chat template; add chat_template.jinja (or use an instruct model)"
         )
     if tokenizer.pad_token is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resm_core.errors import ConfigError, DataError
+from resm_core.errors import ConfigError, DataError, EvaluationError, JudgeError
 from resm_core.evaluate.backends import TransformersBackend
 from resm_core.evaluate.benchmarks import contains_answer
 from resm_core.evaluate.run import EvalRequest
@@ -81,7 +81,7 @@ def test_bootstrap_interval_contains_the_mean_and_shrinks_with_n():
         widths.append(hi - lo)
     assert widths[0] > widths[1] > widths[2]
     assert np.array_equal(bootstrap([1, 0, 1], 50, seed=3), bootstrap([1, 0, 1], 50, seed=3))
-    with pytest.raises(ConfigError, match="empty benchmark"):
+    with pytest.raises(EvaluationError, match="empty benchmark"):
         bootstrap([], 10)
 
 
@@ -469,5 +469,5 @@ def test_guard_reads_the_verdict_after_the_rendered_template_with_or_without_a_b
 def test_guard_refuses_a_template_that_drops_the_response(stand_in_guard):
     tok = stand_in_guard.backend.tokenizer
     tok.chat_template = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"
-    with pytest.raises(ConfigError, match="leaves out the assistant's response"):
+    with pytest.raises(JudgeError, match="leaves out the assistant's response"):
         stand_in_guard.rendered(["How do I pick a lock?"], ["Step one: buy a tension wrench."])

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from resm_core.errors import ConfigError, DataError
+from resm_core.errors import ConfigError, DataError, JudgeError
 from resm_core.judges import make_judge
 
 
@@ -52,7 +52,7 @@ def test_reward_model_judge_scores_with_the_head_of_each_dimension(tiny_llm, tmp
     assert batched == pytest.approx(single, abs=1e-5)  # padding does not change a score
     with pytest.raises(ConfigError, match="head 5 for honesty is outside the model's 3 labels"):
         make_judge(f"reward:{tmp_path / 'rm'}:honesty=5")
-    with pytest.raises(ConfigError, match="not a model directory"):
+    with pytest.raises(JudgeError, match="not a model directory"):
         make_judge(f"reward:{tmp_path}")
 
 

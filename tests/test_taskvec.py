@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import load_dir
 
-from resm_core.errors import ConfigError
+from resm_core.errors import CheckpointError, ConfigError
 from resm_core.merge.engine import MergeRequest, merge
 from resm_core.taskvec.conflicts import conflicts
 from resm_core.taskvec.extract import STATS_NAME, extract
@@ -95,7 +95,7 @@ def test_conflicts_between_real_experts_are_partial(tiny, tmp_path):
 
 
 def test_conflicts_refuses_models_and_single_inputs(tiny, tmp_path):
-    with pytest.raises(ConfigError, match="is not a task vector"):
+    with pytest.raises(CheckpointError, match="is not a task vector"):
         conflicts(tiny["experts"][:2], tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="at least two"):
         conflicts(tiny["experts"][:1], tmp_path / "c", progress=False)

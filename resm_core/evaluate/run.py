@@ -20,7 +20,7 @@ from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.data.refusals import REFUSAL_MARKERS
 from resm_core.data.schema import text_key
 from resm_core.data.splits import take, unit_hash
-from resm_core.errors import ConfigError, DataError
+from resm_core.errors import ConfigError, EvaluationError
 from resm_core.evaluate.backends import make_backend
 from resm_core.evaluate.benchmarks import get_benchmark
 from resm_core.evaluate.request import EvalRequest
@@ -134,7 +134,7 @@ def evaluate(req: EvalRequest) -> dict:
             n_val = _count(opts.pop("n_val", (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
             items = eval_items(pool, n, n_val, bench.keep_order, f"eval/{bench.items.__name__}")
             if not any(r["split"] == "test" for r in items):
-                raise DataError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
+                raise EvaluationError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
             chosen[name] = items
         load_start = time.perf_counter()
         backend = make_backend(

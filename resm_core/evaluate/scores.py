@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from resm_core.errors import ConfigError
+from resm_core.errors import EvaluationError
 
 CI_LEVEL = 0.95
 
@@ -19,7 +19,7 @@ def bootstrap(values, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """Replicates of the mean of `values` (resampled with replacement)."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
-        raise ConfigError("bootstrap: no values (an empty benchmark)")
+        raise EvaluationError("bootstrap: no values (an empty benchmark)")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, values.size, size=(n_boot, values.size))
     return values[idx].mean(axis=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from resm_core.assets import asset_path
-from resm_core.errors import ResmError
+from resm_core.errors import JudgeError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _max_length(path: Path) -> int:
     modules = [m["type"] for m in json.loads((path / "modules.json").read_text())]
     pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
     if modules != PIPELINE or not pooling.get("pooling_mode_mean_tokens"):
-        raise ResmError(
+        raise JudgeError(
             f"{path}: expected a mean-pooled, normalised sentence-transformers model, "
             f"found modules {modules} and pooling {pooling}"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from resm_core.errors import ConfigError
+from resm_core.errors import JudgeError
 
 
 def write_report(out_dir: str | Path, name: str, report: dict) -> None:
@@ -20,5 +20,5 @@ def write_report(out_dir: str | Path, name: str, report: dict) -> None:
 def read_report(judge_dir: str | Path, name: str, what: str) -> dict:
     path = Path(judge_dir) / name
     if not path.is_file():
-        raise ConfigError(f"{path}: the {what} is not fitted; run `resm judge fit --out {judge_dir}`")
+        raise JudgeError(f"{path}: the {what} is not fitted; run `resm judge fit --out {judge_dir}`")
     return json.loads(path.read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resm_core.errors import ConfigError
+from resm_core.errors import JudgeError
 
 VERDICT_LEADS = ("", "\n\n")
 
@@ -46,7 +46,7 @@ class GuardJudge:
                 add_generation_prompt=True,
             )
             if r.strip() and r.strip() not in text:
-                raise ConfigError(
+                raise JudgeError(
                     f"{self.name}: its chat template leaves out the assistant's response; "
                     f"a response-classifying guard template is needed"
                 )

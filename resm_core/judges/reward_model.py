@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from resm_core.devices import resolve_device
-from resm_core.errors import ConfigError
+from resm_core.errors import ConfigError, JudgeError
 
 
 class RewardModelJudge:
@@ -25,7 +25,7 @@ class RewardModelJudge:
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
-            raise ConfigError(f"judge reward: {self.model_dir} is not a model directory (no config.json)")
+            raise JudgeError(f"judge reward: {self.model_dir} is not a model directory (no config.json)")
         self.name = f"reward:{self.model_dir.name}"
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resm_core.errors import ConfigError
+from resm_core.errors import JudgeError
 from resm_core.judges.embedder import embed
 from resm_core.judges.fitted import read_report, write_report
 
@@ -44,7 +44,7 @@ def fit(out_dir: Path, root=None, val: float = 0.1, test: float = 0.1) -> dict:
     rows = [r for r in src.load(src.PACKAGED["truthfulqa"], root) if split_of(r["prompt"], val, test) == "val"]
     rows = [r for r in rows if len(r["meta"]["correct_answers"]) >= 2]
     if len(rows) < 10:
-        raise ConfigError("similarity judge: fewer than 10 TruthfulQA validation questions with two answers")
+        raise JudgeError("similarity judge: fewer than 10 TruthfulQA validation questions with two answers")
     answers = [r["meta"]["correct_answers"] for r in rows]
     own = best_match([a[0] for a in answers], [a[1:] for a in answers], root)
     other = best_match([a[0] for a in answers], [answers[(i + 1) % len(answers)] for i in range(len(answers))], root)

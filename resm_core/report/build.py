@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from resm_core.checkpoint.writer import AtomicDirectory
-from resm_core.errors import ConfigError
+from resm_core.errors import ReportError
 from resm_core.judges import refusal
 from resm_core.report import plots
 from resm_core.report.comparisons import comparisons, power_line
@@ -27,7 +27,7 @@ def build_report(results: Path, arms: list[str], out: Path, force: bool = True, 
     splits = {arm: load_splits(results, arm) for arm in arms}
     missing = [arm for arm, s in splits.items() if "test" not in s]
     if missing:
-        raise ConfigError(f"report: no test items for {', '.join(missing)}")
+        raise ReportError(f"report: no test items for {', '.join(missing)}")
     test = {arm: s["test"] for arm, s in splits.items()}
     val = {arm: s["val"] for arm, s in splits.items() if "val" in s}  # selection names an arm it needs
     selected = selection(table, val, test)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from resm_core.errors import ConfigError
+from resm_core.errors import ReportError
 from resm_core.evaluate.scores import harmonic_mean
 
 ALPHA = 0.05
@@ -47,7 +47,7 @@ def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
     count as test. A split with no items is absent."""
     folder = Path(results) / "eval" / arm
     if not (folder / "summary.json").is_file():
-        raise ConfigError(f"{folder}: no summary.json; evaluate arm {arm!r} first")
+        raise ReportError(f"{folder}: no summary.json; evaluate arm {arm!r} first")
     benches: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
     for result in sorted(folder.glob("*.json")):
         if result.name == "summary.json":
@@ -55,7 +55,7 @@ def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
         meta = json.loads(result.read_text())
         records = folder / f"{meta['benchmark']}.jsonl"
         if not records.is_file():
-            raise ConfigError(f"{records}: missing; the per-item answers are the input of a paired comparison")
+            raise ReportError(f"{records}: missing; the per-item answers are the input of a paired comparison")
         with open(records, encoding="utf-8") as f:
             for line in f:
                 rec = json.loads(line)
@@ -68,7 +68,7 @@ def load_items(results: Path, arm: str, split: str = "test") -> ArmItems:
     """One split of `load_splits`; a named error when the arm has no items there."""
     splits = load_splits(results, arm)
     if split not in splits:
-        raise ConfigError(f"{Path(results) / 'eval' / arm}: no {split} items in any benchmark")
+        raise ReportError(f"{Path(results) / 'eval' / arm}: no {split} items in any benchmark")
     return splits[split]
 
 
@@ -115,7 +115,7 @@ def paired(
     dims = list(dims) if dims else have
     missing = [d for d in dims if d not in have]
     if missing:
-        raise ConfigError(f"compare {a.arm} vs {b.arm} ({a.split}): no shared {', '.join(missing)} items")
+        raise ReportError(f"compare {a.arm} vs {b.arm} ({a.split}): no shared {', '.join(missing)} items")
     shared = {k: v for k, v in shared.items() if v[0] in dims}
     dim_of = {k: v[0] for k, v in shared.items()}
     rng = np.random.default_rng(seed)
@@ -172,6 +172,6 @@ def point_scores(items: ArmItems, dims: list[str]) -> dict[str, float]:
     """Each benchmark, each dim of `dims` and balance over them: point estimates of one arm."""
     have = {dim for dim, _ in items.benchmarks.values()}
     if set(dims) - have:
-        raise ConfigError(f"{items.arm} ({items.split}): no {', '.join(sorted(set(dims) - have))} items")
+        raise ReportError(f"{items.arm} ({items.split}): no {', '.join(sorted(set(dims) - have))} items")
     means = {k: np.mean(list(v[1].values())) for k, v in items.benchmarks.items() if v[0] in dims}
     return {k: float(v) for k, v in _metrics(means, {k: items.benchmarks[k][0] for k in means}, dims).items()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from resm_core.errors import ConfigError
+from resm_core.errors import ReportError
 from resm_core.grid import combo_dims
 from resm_core.report.paired import ArmItems, point_scores
 
@@ -40,7 +40,7 @@ def selection(arms: pd.DataFrame, val: dict[str, ArmItems], test: dict[str, ArmI
             frame = pd.DataFrame(scored)
             if frame["val_balance"].isna().any():
                 missing = frame.loc[frame["val_balance"].isna(), "arm"].tolist()
-                raise ConfigError(
+                raise ReportError(
                     f"selection: no validation items for {', '.join(missing)}; set "
                     f"evaluation.benchmarks.*.n_val above 0 to choose on validation"
                 )

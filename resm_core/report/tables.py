@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from resm_core.data.schema import DIMS
-from resm_core.errors import ConfigError
+from resm_core.errors import ReportError
 from resm_core.grid import Arm
 
 AGGREGATES = ("mean_3h", "balance", "min_dim")
@@ -19,7 +19,7 @@ def grid(results: Path, arms: list[str]) -> pd.DataFrame:
     for arm in arms:
         path = Path(results) / "eval" / arm / "summary.json"
         if not path.is_file():
-            raise ConfigError(f"{path}: missing; evaluate arm {arm!r} first")
+            raise ReportError(f"{path}: missing; evaluate arm {arm!r} first")
         s = json.loads(path.read_text())
         row: dict[str, object] = {"arm": arm, **Arm.parse(arm).describe()}
         for dim in DIMS:

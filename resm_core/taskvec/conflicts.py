@@ -20,7 +20,7 @@ from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
 from resm_core.checkpoint.names import layer_group
 from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.devices import resolve_device
-from resm_core.errors import ConfigError
+from resm_core.errors import CheckpointError, ConfigError
 from resm_core.taskvec.sources import TaskVectorSource, open_expert
 
 TENSOR_TABLE = "conflicts_tensor.csv"
@@ -65,7 +65,7 @@ def conflicts(
     sources = [open_expert(p) for p in task_vectors]
     for src in sources:
         if not isinstance(src, TaskVectorSource):
-            raise ConfigError(f"{src.path}: is not a task vector (run `resm extract` first)")
+            raise CheckpointError(f"{src.path}: is not a task vector (run `resm extract` first)")
     reference = sources[0].shapes()
     for src in sources[1:]:
         check_tensors(reference, src.shapes(), src.path)
