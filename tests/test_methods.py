@@ -33,7 +33,7 @@ def run(
     return m.fn(base, deltas, resolved, ctx), ctx
 
 
-def test_registry_has_the_paper_benchmark_and_resm():
+def test_catalogue_has_the_paper_benchmark_and_resm():
     assert set(all_methods()) == {
         "linear",
         "task_arithmetic",
