@@ -113,3 +113,32 @@ def test_a_change_to_the_splits_reaches_data_judges_and_evaluation_but_not_train
         f.write("\n# changed\n")
     changed = {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
     assert changed == {"data", "mix", "judges", "evaluate", "report"}
+
+
+def test_nothing_imports_in_a_circle():
+    """No resm_core module imports itself back, not even through a lazy import inside a function (a module's
+    own parent packages aside: Python runs them first anyway)."""
+    from resm_core.stage_code import PACKAGE_DIR, _imports, module_file
+
+    modules = set()
+    for path in PACKAGE_DIR.rglob("*.py"):
+        dotted = ".".join(("resm_core", *path.relative_to(PACKAGE_DIR).with_suffix("").parts))
+        modules.add(dotted.removesuffix(".__init__"))
+    graph = {
+        m: {n for n in _imports(m, module_file(m, PACKAGE_DIR), PACKAGE_DIR)[0] if not m.startswith(n + ".")}
+        for m in modules
+    }
+    assert {"resm_core.merge.api", "resm_core.merge.catalogue", "resm_core.options"} <= set(graph)
+    state: dict[str, str] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for n in sorted(graph[m] - {m}):
+            assert state.get(n) != "open", " -> ".join([*path, m, n])
+            if n not in state:
+                visit(n, [*path, m])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
