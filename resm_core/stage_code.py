@@ -65,6 +65,14 @@ def _ours(names: set[str], root: Path) -> set[str]:
 
 def _imports(module: str, source: Path, root: Path) -> tuple[set[str], set[str]]:
     """(modules it imports or names in a string, its string constants)."""
+    stat = source.stat()
+    imported, strings = _parsed(module, source, stat.st_mtime_ns, stat.st_size, root)
+    return set(imported), set(strings)
+
+
+@cache
+def _parsed(module: str, source: Path, mtime_ns: int, size: int, root: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """Parsed once per file version: every stage that reaches a module shares the work."""
     tree = ast.parse(source.read_text(), str(source))
     package = module if source.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
@@ -81,24 +89,29 @@ def _imports(module: str, source: Path, root: Path) -> tuple[set[str], set[str]]
     strings = _strings(tree)
     for text in strings:
         found |= set(_NAMED.findall(text))
-    return _ours(found, root), strings
+    return frozenset(_ours(found, root)), frozenset(strings)
+
+
+@cache
+def _package_data(root: Path) -> tuple[tuple[Path, tuple[str, ...]], ...]:
+    """Every data file of the package, with the names of the folders (not packages) that hold it."""
+    out = []
+    for f in sorted(root.rglob("*")):
+        if f.suffix not in DATA_SUFFIXES or not f.is_file() or "__pycache__" in f.parts:
+            continue
+        folders = []
+        for p in f.parents:
+            if (p / "__init__.py").is_file():
+                break
+            folders.append(p.name)
+        out.append((f, tuple(folders)))
+    return tuple(out)
 
 
 def _data_files(root: Path, strings: set[str]) -> set[Path]:
     """Data files of the package that a module names: by file name, or by the name of the folder (not a
     package) that holds them."""
-    files = set()
-    for f in root.rglob("*"):
-        if f.suffix not in DATA_SUFFIXES or not f.is_file() or "__pycache__" in f.parts:
-            continue
-        folders = []  # the folders between the file and the package directory that holds it
-        for p in f.parents:
-            if (p / "__init__.py").is_file():
-                break
-            folders.append(p.name)
-        if f.name in strings or any(name in strings for name in folders):
-            files.add(f)
-    return files
+    return {f for f, folders in _package_data(root) if f.name in strings or any(n in strings for n in folders)}
 
 
 @cache
