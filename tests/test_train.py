@@ -108,7 +108,7 @@ class Interrupt(TrainerCallback):
 
 
 @pytest.mark.parametrize("objective,adapter", [("sft", "full"), ("dpo", "lora")])
-def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch, tmp_path, objective, adapter):
+def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch, tmp_path, objective, adapter, caplog):
     data = tmp_path / "more"
     shutil.copytree(fixed_batch, data)
     with open(data / "train.jsonl", "a") as f:  # more rows than a batch, so the data position matters
@@ -131,9 +131,16 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch,
     with pytest.raises(KeyboardInterrupt):
         train(request(tiny_llm, data, tmp_path / "resumed", **kw), callbacks=[Interrupt()])
     assert not (tmp_path / "resumed").exists()  # an unfinished run never looks finished
-    assert (tmp_path / ".resumed.work" / "checkpoint-4").is_dir()
-    manifest = train(request(tiny_llm, data, tmp_path / "resumed", **kw))
-    assert manifest["resumed_from"].endswith("checkpoint-4")
+    work = tmp_path / ".resumed.work"
+    assert (work / "checkpoint-4").is_dir()
+    # a later save killed half way (or a full disk): its state truncated, its scheduler never written
+    shutil.copytree(work / "checkpoint-4", work / "checkpoint-6")
+    (work / "checkpoint-6" / "trainer_state.json").write_text('{"global_step": 6, "log_hi')
+    (work / "checkpoint-6" / "scheduler.pt").unlink()
+    with caplog.at_level("WARNING", logger="resm_core.train.trainer"):
+        manifest = train(request(tiny_llm, data, tmp_path / "resumed", **kw))
+    assert manifest["resumed_from"].endswith("checkpoint-4")  # the last complete one
+    assert "checkpoint-6 is incomplete (no scheduler.pt, a readable trainer_state.json" in caplog.text
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert [r["loss"] for r in loss_curve(tmp_path / "straight")] == [

@@ -145,10 +145,39 @@ def _work_dir(req: TrainRequest, fingerprint: str) -> Path:
     return work
 
 
-def _last_checkpoint(work: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+CHECKPOINT_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
-    return get_last_checkpoint(str(work))
+
+def _missing_from(checkpoint: Path) -> list[str]:
+    """What a checkpoint lacks to be resumed from: transformers writes one in place, so a kill or a full
+    disk during a save leaves a `checkpoint-N` without some of its files (or with a truncated state)."""
+    missing = [name for name in CHECKPOINT_FILES if not (checkpoint / name).is_file()]
+    if not any((checkpoint / name).is_file() for name in CHECKPOINT_WEIGHTS):
+        missing.append("weights")
+    if "trainer_state.json" not in missing:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            missing.append("a readable trainer_state.json")
+    return missing
+
+
+def _last_checkpoint(work: Path) -> str | None:
+    """The newest complete checkpoint. Newer incomplete ones are said and removed: a run saving into one
+    again would mix its files with the broken ones."""
+    found = sorted(
+        (int(p.name.split("-")[1]), p) for p in work.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()
+    )
+    for _, checkpoint in reversed(found):
+        missing = _missing_from(checkpoint)
+        if not missing:
+            return str(checkpoint)
+        log.warning(
+            "%s is incomplete (no %s; a save was interrupted): skipped and removed", checkpoint, ", ".join(missing)
+        )
+        shutil.rmtree(checkpoint)
+    return None
 
 
 def train(req: TrainRequest, callbacks: list | None = None) -> dict:
