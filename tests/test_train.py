@@ -210,3 +210,18 @@ def test_options_and_trainer_args_reach_the_trainer(tiny_llm, fixed_batch, tmp_p
     assert seen == {"weight_decay": 0.1, "warmup_steps": 0.5, "logging_steps": 2, "accumulate": 2}
     with pytest.raises(ConfigError, match="gradient_accumulation_steps are set by their own options"):
         train(request(tiny_llm, fixed_batch, tmp_path / "x", extra={"gradient_accumulation_steps": 4}))
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_the_rerun_resumes(tiny_llm, fixed_batch, tmp_path):
+    import errno
+
+    class DiskFills(TrainerCallback):  # the disk fills up just after the second checkpoint
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 8:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(TrainingError, match=r"\.m\.work: no space left on device while training; free space and rerun"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "m", steps=12), callbacks=[DiskFills()])
+    assert not (tmp_path / "m").exists()
+    manifest = train(request(tiny_llm, fixed_batch, tmp_path / "m", steps=12))
+    assert manifest["resumed_from"].endswith("checkpoint-8") and manifest["steps"] == 12

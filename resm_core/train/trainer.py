@@ -9,9 +9,12 @@ RNG and data position included) and ends with the same weights as an uninterrupt
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -163,6 +166,20 @@ def _missing_from(checkpoint: Path) -> list[str]:
     return missing
 
 
+@contextmanager
+def _disk_full_is_an_error(where: Path) -> Iterator[None]:
+    """A full disk ends the run with one line: what filled up, and that a rerun resumes."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise TrainingError(
+            f"{where}: no space left on device while training; free space and rerun the same command "
+            f"(it resumes from the last complete checkpoint)"
+        ) from None
+
+
 def _last_checkpoint(work: Path) -> str | None:
     """The newest complete checkpoint. Newer incomplete ones are said and removed: a run saving into one
     again would mix its files with the broken ones."""
@@ -306,10 +323,11 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with _disk_full_is_an_error(work):
+        result = trainer.train(resume_from_checkpoint=resume)
     loss_rows = _loss_table(trainer.state.log_history)
 
-    with AtomicDirectory(Path(req.out), force=req.force) as staging:
+    with _disk_full_is_an_error(Path(req.out)), AtomicDirectory(Path(req.out), force=req.force) as staging:
         trained = trainer.model
         if req.adapter == "lora":
             trained.save_pretrained(staging / "adapter")
