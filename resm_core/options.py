@@ -24,6 +24,7 @@ import shlex
 import types
 import typing
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,18 @@ from resm_core.errors import ConfigError
 MISSING = dataclasses.MISSING
 
 
+def split_pair(text: str, shape: str = "KEY=VALUE") -> tuple[str, str]:
+    """`key=value` as (key, value text); anything else is argparse's one-line error."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected {shape}, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
 def key_value(text: str) -> tuple[str, object]:
     """KEY=VALUE with the value read as YAML (numbers, booleans, lists)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    key, value = split_pair(text)
+    return key, yaml.safe_load(value) if value.strip() else None
 
 
 def option(
@@ -82,24 +89,12 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+_DEFAULT_META = dict(option().metadata)
+
+
 def _meta(f: dataclasses.Field) -> dict:
-    return {
-        "help": "",
-        "flag": None,
-        "flags": (),
-        "choices": (),
-        "minimum": None,
-        "maximum": None,
-        "exclusive_minimum": None,
-        "pattern": None,
-        "parse": None,
-        "config": True,
-        "cli": True,
-        "append": False,
-        "metavar": None,
-        "nargs": None,
-        **dict(f.metadata),
-    }
+    """A field's option metadata; a plain dataclass field gets `option()`'s defaults."""
+    return {**_DEFAULT_META, **dict(f.metadata)}
 
 
 def _base_type(annotation: Any) -> Any:
@@ -110,10 +105,12 @@ def _base_type(annotation: Any) -> Any:
     return typing.get_origin(annotation) or annotation
 
 
-def declared(cls: type) -> list[tuple[dataclasses.Field, Any, dict]]:
-    """(field, its base type, its metadata) for every field of a request dataclass."""
+@cache
+def declared(cls: type) -> tuple[tuple[dataclasses.Field, Any, dict], ...]:
+    """(field, its base type, its metadata) for every field of a request dataclass (read once per class:
+    rules ask for every job)."""
     hints = typing.get_type_hints(cls)
-    return [(f, _base_type(hints[f.name]), _meta(f)) for f in dataclasses.fields(cls)]
+    return tuple((f, _base_type(hints[f.name]), _meta(f)) for f in dataclasses.fields(cls))
 
 
 def default_of(f: dataclasses.Field) -> Any:
@@ -124,8 +121,12 @@ def default_of(f: dataclasses.Field) -> Any:
     return MISSING
 
 
+def _own_flag(f: dataclasses.Field) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
 def flag_of(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return f.metadata.get("flag") or _own_flag(f)
 
 
 def add_arguments(
@@ -153,22 +154,29 @@ def add_arguments(
                 kw["action"] = "append"
             if meta["nargs"]:
                 kw["nargs"] = meta["nargs"]
-        names = dict.fromkeys([flag_of(f), "--" + f.name.replace("_", "-"), *meta["flags"]])
+        names = dict.fromkeys([flag_of(f), _own_flag(f), *meta["flags"]])
         parser.add_argument(*names, **kw)
+
+
+def command_line(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of `cls` a parsed command line sets (an absent flag is absent); repeated KEY=VALUE
+    pairs become a dict."""
+    values: dict[str, Any] = {}
+    for f, kind, _ in declared(cls):
+        if f.name not in vars(args):
+            continue
+        value = getattr(args, f.name)
+        if kind is dict and isinstance(value, list):
+            if len(dict(value)) != len(value):
+                raise ConfigError(f"{flag_of(f)}: a key is given twice")
+            value = dict(value)
+        values[f.name] = value
+    return values
 
 
 def from_namespace(cls: type, args: argparse.Namespace, **given: Any) -> Any:
     """The request a parsed command line asks for (fields without a flag come from `given`)."""
-    values = dict(given)
-    for f, kind, _ in declared(cls):
-        if f.name in vars(args) and f.name not in given:
-            value = getattr(args, f.name)
-            if kind is dict and isinstance(value, list):  # repeated KEY=VALUE pairs
-                if len(dict(value)) != len(value):
-                    raise ConfigError(f"{flag_of(f)}: a key is given twice")
-                value = dict(value)
-            values[f.name] = value
-    return build(cls, values)
+    return build(cls, {**command_line(cls, args), **given})
 
 
 def build(cls: type, values: dict[str, Any], source: str | None = None) -> Any:
@@ -186,7 +194,8 @@ def build(cls: type, values: dict[str, Any], source: str | None = None) -> Any:
 
 def check(request: Any, section: str) -> None:
     """The declared ranges and choices: a bad value names its key before any work starts."""
-    for f, kind, meta in declared(type(request)):
+    cls: type = type(request)
+    for f, kind, meta in declared(cls):
         value = getattr(request, f.name)
         if value is None or kind is bool or meta["parse"] is not None and not meta["choices"]:
             continue

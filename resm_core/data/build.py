@@ -39,9 +39,7 @@ def holdout_keys(root, dims_sources: list, load=None) -> set[str]:
 
 def build_dim(dim: str, source_specs: list, out: Path, **options) -> dict:
     """One dimension's dataset; `options` are BuildRequest fields (resm_core/data/request.py)."""
-    return build(
-        build_request(BuildRequest, {"dim": dim, "sources": list(source_specs), "out": Path(out), **options}, "data")
-    )
+    return build(build_request(BuildRequest, {"dim": dim, "sources": list(source_specs), "out": Path(out), **options}))
 
 
 def build(req: BuildRequest) -> dict:

@@ -102,9 +102,7 @@ def _read_inputs(inputs: dict[str, Path]) -> dict[str, list[dict]]:
 
 def mix(strategy: str, inputs: dict[str, Path], out: Path, judge=None, **options) -> dict:
     """A mixture; `judge` is a judge object (resm_core.judges), `options` are MixRequest fields."""
-    req = build_request(
-        MixRequest, {"strategy": strategy, "inputs": dict(inputs), "out": Path(out), **options}, "mixtures"
-    )
+    req = build_request(MixRequest, {"strategy": strategy, "inputs": dict(inputs), "out": Path(out), **options})
     return mix_request(req, judge)
 
 

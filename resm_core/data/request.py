@@ -14,7 +14,7 @@ import yaml
 from resm_core.data.near_duplicates import DEFAULT_COSINE
 from resm_core.data.schema import DIMS
 from resm_core.data.splits import DEFAULT_SALT
-from resm_core.options import device_option, option
+from resm_core.options import device_option, option, split_pair
 
 STRATEGIES = ("uniform", "ratio", "reward_weighted", "conflict_filtered")
 
@@ -26,10 +26,8 @@ def source_spec(text: str) -> str | dict:
 
 
 def keyed_path(text: str) -> tuple[str, Path]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected DIM=DIR, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), Path(value)
+    key, value = split_pair(text, "DIM=DIR")
+    return key, Path(value)
 
 
 def ratios(text: str) -> dict[str, float]:

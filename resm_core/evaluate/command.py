@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from resm_core.evaluate.request import EvalRequest
-from resm_core.options import add_arguments, key_value
+from resm_core.options import add_arguments, command_line, key_value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
     from resm_core.evaluate.request import read_config, request_from
     from resm_core.evaluate.run import evaluate
 
-    flags = {k: v for k, v in vars(args).items() if k in EvalRequest.__dataclass_fields__}
+    flags = command_line(EvalRequest, args)
     req = request_from(
         {**flags, "progress": not args.quiet},
         read_config(args.config) if args.config else None,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from resm_core.merge.request import MergeRequest
-from resm_core.options import add_arguments
+from resm_core.options import add_arguments, command_line
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,8 +33,7 @@ def run_merge(args: argparse.Namespace) -> None:
     from resm_core.merge.recipe import read_recipe, request_from
 
     recipe = read_recipe(args.recipe) if args.recipe else {}
-    flags = {k: v for k, v in vars(args).items() if k in MergeRequest.__dataclass_fields__}
-    flags["params"] = dict(flags.get("params") or [])
+    flags = command_line(MergeRequest, args)
     if args.quiet:
         flags["progress"] = False
     request = request_from(recipe, flags, source=str(args.recipe or "command line"))

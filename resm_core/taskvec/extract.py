@@ -27,7 +27,7 @@ STATS_NAME = "taskvec_stats.csv"
 def extract(base: Path, expert: Path, out: Path, **options) -> pd.DataFrame:
     """`options` are ExtractRequest fields (resm_core/taskvec/request.py)."""
     return extract_request(
-        build(ExtractRequest, {"base": Path(base), "expert": Path(expert), "out": Path(out), **options}, "extract")
+        build(ExtractRequest, {"base": Path(base), "expert": Path(expert), "out": Path(out), **options})
     )
 
 

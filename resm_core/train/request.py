@@ -79,9 +79,9 @@ class TrainRequest:
     )
 
     def validate(self) -> None:
-        check(self, "training")
+        check(self, self.SECTION)
         if self.warmup >= 1 and self.warmup != int(self.warmup):
-            raise ConfigError(f"training.warmup: a step count must be whole, got {self.warmup!r}")
+            raise ConfigError(f"{self.SECTION}.warmup: a step count must be whole, got {self.warmup!r}")
 
     def fingerprint(self) -> str:
         """What must match for a work directory to be resumed: the settings (not out, force, progress,
