@@ -31,7 +31,7 @@ class EvalRequest:
         help="benchmark name -> options (n, n_val, sources, models)",
         cli=False,
         config=False,
-        default_factory=lambda: {name: {} for name in _default_benchmarks()},
+        default_factory=lambda: _default_benchmarks(),
     )
     backend: str = option("transformers", help="generation backend", choices=BACKENDS)
     max_new_tokens: int = option(48, help="tokens per generated answer", minimum=1)
@@ -51,10 +51,11 @@ class EvalRequest:
             self.arm = Path(self.model).name
 
 
-def _default_benchmarks() -> list[str]:
+def _default_benchmarks() -> dict[str, dict]:
+    """Every default benchmark, with its own options."""
     from resm_core.evaluate.benchmarks import DEFAULT
 
-    return DEFAULT
+    return {name: {} for name in DEFAULT}
 
 
 FILE_KEYS = {"benchmarks", "seed", *(f.name for f, _, meta in declared(EvalRequest) if meta["config"])}
@@ -81,7 +82,7 @@ def request_from(
     """Flags over the config file; the benchmarks from the config, replaced by `options` (benchmark ->
     options), narrowed to `names`, with `counts` (BENCH=N) setting each one's n."""
     config = dict(config or {})
-    benchmarks = config.pop("benchmarks", None) or {name: {} for name in _default_benchmarks()}
+    benchmarks = config.pop("benchmarks", None) or _default_benchmarks()
     if isinstance(benchmarks, list):
         benchmarks = {name: {} for name in benchmarks}
     if options is not None:

@@ -184,7 +184,9 @@ def _last_checkpoint(work: Path) -> str | None:
     """The newest complete checkpoint. Newer incomplete ones are said and removed: a run saving into one
     again would mix its files with the broken ones."""
     found = sorted(
-        (int(p.name.split("-")[1]), p) for p in work.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()
+        (int(step), p)
+        for p in work.glob("checkpoint-*")
+        if p.is_dir() and (step := p.name.removeprefix("checkpoint-")).isdigit()
     )
     for _, checkpoint in reversed(found):
         missing = _missing_from(checkpoint)
