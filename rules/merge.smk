@@ -20,5 +20,5 @@ rule merge:
         args=lambda wc: merge_args(wc.method, wc.hp),
         code=code("merge"),
     shell:
-        "resm -q merge --method {wildcards.method} --base {input.base} --experts {input.experts} "
-        "{params.args} --out {output} > {log} 2>&1"
+        "resm -q merge --method {wildcards.method:q} --base {input.base:q} --experts {input.experts:q} "
+        "{params.args} --out {output:q} > {log:q} 2>&1"

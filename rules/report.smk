@@ -64,11 +64,12 @@ rule report:
         mem_mb=2000,
         runtime=15,
     params:
-        arms=" ".join(ARMS),  # the effective config's, whatever config files and overrides made it
+        arms=ARMS,  # the effective config's, whatever config files and overrides made it
         results=lambda wc, input: os.path.dirname(
             os.path.dirname(os.path.dirname(input.summaries[0]))
         ),
+        report=lambda wc, output: os.path.dirname(output.grid),
         code=code("report"),
     shell:
-        "resm -q report --arms {params.arms} --results {params.results} "
-        "--out {params.results}/report > {log} 2>&1"
+        "resm -q report --arms {params.arms:q} --results {params.results:q} "
+        "--out {params.report:q} > {log:q} 2>&1"

@@ -15,9 +15,10 @@ rule extract_taskvec:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),
     params:
+        args=to_flags(ExtractRequest, {"allow_pickle": PICKLE}),
         code=code("taskvec"),
     shell:
-        "resm -q extract --base {input.base} --expert {input.expert} --out {output} > {log} 2>&1"
+        "resm -q extract --base {input.base:q} --expert {input.expert:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule conflicts:
@@ -36,7 +37,7 @@ rule conflicts:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),
     params:
-        names=lambda wc: " ".join(combo_dims(wc.combo)),
+        names=lambda wc: combo_dims(wc.combo),
         code=code("taskvec"),
     shell:
-        "resm -q conflicts {input} --names {params.names} --out {output} > {log} 2>&1"
+        "resm -q conflicts {input:q} --names {params.names:q} --out {output:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule train_expert:
         data=lambda wc, input: os.path.dirname(input.data),
         code=code("train"),
     shell:
-        "resm -q train --base {input.base} --data {params.data} {params.args} --out {output} > {log} 2>&1"
+        "resm -q train --base {input.base:q} --data {params.data:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_mixture:
@@ -43,4 +43,4 @@ rule train_mixture:
         data=lambda wc, input: os.path.dirname(input.data),
         code=code("train"),
     shell:
-        "resm -q train --base {input.base} --data {params.data} {params.args} --out {output} > {log} 2>&1"
+        "resm -q train --base {input.base:q} --data {params.data:q} {params.args} --out {output:q} > {log:q} 2>&1"

@@ -16,10 +16,10 @@ from resm_core.cli import build_parser
 from resm_core.data.request import BuildRequest, MixRequest
 from resm_core.errors import ConfigError
 from resm_core.evaluate.request import EvalRequest
-from resm_core.grid import check_config
 from resm_core.merge.request import MergeRequest
 from resm_core.options import add_arguments, build, config_flags, config_schema, from_namespace, option, to_flags
 from resm_core.train.request import TrainRequest
+from resm_core.workflow_config import check_config
 
 REQUIRED = ["--base", "b", "--data", "d", "--out", "o"]
 REQUIRED_FIELDS = {

@@ -4,17 +4,21 @@ and incremental reruns (dry-run job counts after a complete run)."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from workflow_helpers import REPO, SNAKEMAKE, copy_workflow, job_counts, run
 
+from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError
-from resm_core.grid import arms, check_config, hp_name, load_config
+from resm_core.grid import arms, hp_name
 from resm_core.stage_code import code_fingerprint
+from resm_core.workflow_config import check_config, load_config
 
 
 @pytest.mark.workflow
@@ -80,6 +84,36 @@ def test_every_config_validates_and_the_default_grid_has_every_arm():
             ),
             r"mixtures\.judge: 'reward:a' is the model that scores",
         ),
+        (lambda c: c.update(merges={"tiez": [{}]}), r"merges\.tiez: method: unknown merge method 'tiez'"),
+        (lambda c: c["merges"].update(ties=[{"density": "1.5"}]), r"merges\.ties: ties: parameter density: 1\.5 is"),
+        (lambda c: c["merges"].update(ties=[{"densty": "0.5"}]), r"merges\.ties: ties: unknown parameter 'densty'"),
+        (lambda c: c["merges"].update(ties=[{"density": "0.3;touch x"}]), r"merges\.ties: density: '0\.3;touch x'"),
+        (lambda c: c["evaluation"]["benchmarks"].update(qa_mcq={}), r"unknown benchmark 'qa_mcq'"),
+        (
+            lambda c: c["evaluation"]["benchmarks"]["qa_mc"].update(note="'$(touch PWNED)'"),
+            r"evaluation\.benchmarks\.qa_mc: Additional properties are not allowed \('note' was unexpected\)",
+        ),
+        (
+            lambda c: c["evaluation"]["benchmarks"]["harmful_refusal"].update(field="prompt"),
+            r"evaluation\.benchmarks\.harmful_refusal\.field: not an option of harmful_refusal",
+        ),
+        (lambda c: c["mixtures"].update(judge="keyword"), r"mixtures\.judge: judge: cannot read 'keyword'"),
+        (lambda c: c.update(dims={"helpfulness": {"sources": ["nq_opn"]}}), r"dims\.helpfulness\.sources\.0: unknown"),
+        (
+            lambda c: c.update(
+                dims={"honesty": {"sources": [{"kind": "local", "path": "q.jsonl", "eval_onyl": True}]}}
+            ),
+            r"dims\.honesty\.sources\.0: .*'eval_onyl' is not a key of a local source",
+        ),
+        (
+            lambda c: c["mixtures"].update(strategies=["uniform", "ratio"]),
+            r"mixtures\.ratios: the ratio strategy needs a ratio for harmlessness, helpfulness, honesty",
+        ),
+        (
+            lambda c: c["mixtures"].update(strategies=["ratio"], ratios={d: float("inf") for d in DIMS}),
+            r"mixtures\.ratios\.\w+: must be a finite number",
+        ),
+        (lambda c: c["training"].update(learning_rate="fast"), r"training\.learning_rate: 'fast' is not of type"),
     ],
 )
 def test_config_errors_name_the_key(edit, message):
@@ -87,6 +121,42 @@ def test_config_errors_name_the_key(edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message):
         check_config(config)
+
+
+PRE_QUOTED = {"params.args", "params.options", "params.sources", "params.command"}  # built by shlex.join / to_flags
+
+
+def test_every_value_a_rule_puts_in_a_shell_command_is_quoted():
+    seen = 0
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for command in re.findall(r"shell:\n((?:\s+\".*\"\n)+)", smk.read_text()):
+            for field in re.findall(r"(?<!\{)\{([^{}]+)\}(?!\})", command):
+                assert field.endswith(":q") or field in PRE_QUOTED, f"{smk.name}: {{{field}}} is not shell-quoted"
+                seen += 1
+    assert seen > 40  # every rule's command was read
+
+
+def test_numbers_yaml_reads_as_strings_are_numbers():
+    """PyYAML (and so Snakemake) reads `1e-3` as a string; the user meant a number."""
+    config = copy.deepcopy(load_config(REPO / "configs" / "tiny.yaml"))
+    config["training"].update(learning_rate="1e-3", steps="3")
+    config["mixtures"].update(strategies=["ratio"], ratios={"helpfulness": "2", "honesty": "1", "harmlessness": "1e0"})
+    check_config(config)
+    assert config["training"]["learning_rate"] == 0.001 and config["training"]["steps"] == 3
+    assert config["mixtures"]["ratios"] == {"helpfulness": 2.0, "honesty": 1.0, "harmlessness": 1.0}
+
+
+@pytest.mark.workflow
+def test_a_bad_config_stops_the_dry_run_naming_the_key(tmp_path, assets_root):
+    def edit(config):
+        config["merges"]["tiez"] = [{}]
+
+    configfile, _ = copy_workflow(tmp_path, assets_root, edit)
+    done = subprocess.run(
+        SNAKEMAKE + ["-n", "--configfile", str(configfile)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "merges.tiez: method: unknown merge method 'tiez'" in done.stdout + done.stderr
 
 
 @pytest.mark.workflow
@@ -129,11 +199,24 @@ def test_code_fingerprint_follows_the_stage_code(tmp_path):
     assert code_fingerprint("data", code) != data
 
 
+# A results and an assets path a shell would misread: spaces, both quotes, `;`, `$( )` and backticks. Every rule
+# of the tiny grid runs with them; a value that reached a shell command unquoted would create a PWNED file.
+HOSTILE = 'it\'s "odd" ;touch PWNED1;: $(touch PWNED2) `touch PWNED3`'
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, assets_root):
-    """The tiny grid, run once in a copy of the workflow (so its code can be edited without touching the repo)."""
+    """The tiny grid, run once in a copy of the workflow (so its code can be edited without touching the repo),
+    with hostile results and assets paths."""
     work = tmp_path_factory.mktemp("workflow")
-    configfile, config = copy_workflow(work, assets_root)
+    assets = work / f"assets {HOSTILE}"
+    assets.symlink_to(Path(assets_root).resolve(), target_is_directory=True)
+
+    def hostile(config):
+        config["results"] = f"results/tiny {HOSTILE}"
+        config["assets"] = str(assets)
+
+    configfile, config = copy_workflow(work, assets_root, hostile)
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"], cwd=work, timeout=1500)
     return work, configfile, config
 
@@ -153,7 +236,8 @@ def test_tiny_grid_end_to_end(tiny_run):
     import pandas as pd
 
     work, _, config = tiny_run
-    report = work / "results" / "tiny" / "report"
+    assert not list(work.rglob("PWNED*")), "a config value ran as a shell command"
+    report = work / config["results"] / "report"
     grid = pd.read_csv(report / "grid.csv")
     assert len(grid) == len(arms(config)) == 28
     assert set(grid["kind"]) == {"base", "expert", "mixture", "merge"}
@@ -231,9 +315,9 @@ def test_a_killed_run_leaves_nothing_finished_and_resumes(own_run):
     import signal
     import time
 
-    work, configfile, _ = own_run
-    target = work / "results" / "tiny" / "eval" / "base"
-    wanted = "results/tiny/eval/base/summary.json"  # relative, as the rules' output patterns are
+    work, configfile, config = own_run
+    target = work / config["results"] / "eval" / "base"
+    wanted = f"{config['results']}/eval/base/summary.json"  # relative, as the rules' output patterns are
     shutil.rmtree(target)
     cmd = SNAKEMAKE + [wanted, "--configfile", str(configfile), "--cores", "1"]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

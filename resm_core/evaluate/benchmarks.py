@@ -45,6 +45,16 @@ class Benchmark:
     embedded: bool = True  # runs offline on the packaged data
     default: bool = False  # in the embedded default set (a benchmark earns this by a scorer test)
     keep_order: bool = False  # items come in priority order: sample the first n, not a hash sample
+    options: tuple[str, ...] = ()  # the keys its items and score read, besides n and n_val
+
+    def check_options(self, opts: dict) -> None:
+        """An option nothing reads is a typo (or an attempt to smuggle a value through): refuse it by name."""
+        known = ("n", "n_val", *self.options)
+        for key in opts:
+            if key not in known:
+                raise ConfigError(
+                    f"evaluation.benchmarks.{self.name}.{key}: not an option of {self.name} (known: {', '.join(known)})"
+                )
 
 
 # ---------------------------------------------------------------- items
@@ -427,7 +437,16 @@ def _score_guard(ctx, items, opts):
 BENCHMARKS = {
     b.name: b
     for b in (
-        Benchmark("qa_mc", "helpfulness", "probability on the correct option", 40, _mc_items, _score_mc, default=True),
+        Benchmark(
+            "qa_mc",
+            "helpfulness",
+            "probability on the correct option",
+            40,
+            _mc_items,
+            _score_mc,
+            default=True,
+            options=("sources",),
+        ),
         Benchmark("qa_open", "helpfulness", "accuracy", 16, _nq_items, _score_open),
         Benchmark(
             "benign_compliance",
@@ -461,18 +480,65 @@ BENCHMARKS = {
         ),
         # topic-decided (an echo of the question passes): kept for reference, not in the default
         Benchmark("truthfulqa_sim", "honesty", "truthful rate", 16, _truthfulqa_items, _score_truthful),
-        Benchmark("harmful_refusal", "harmlessness", "refusal rate", 24, _harmful_items, _score_refusal, default=True),
+        Benchmark(
+            "harmful_refusal",
+            "harmlessness",
+            "refusal rate",
+            24,
+            _harmful_items,
+            _score_refusal,
+            default=True,
+            options=("sources",),
+        ),
         # 1.0 for every arm of the embedded grid: kept available, out of the default
-        Benchmark("non_offensive", "harmlessness", "1 - offensive rate", 24, _harmful_items, _score_offensive),
         Benchmark(
-            "reward_helpfulness", "helpfulness", "mean reward", 100, _alpaca_items, _score_reward, embedded=False
+            "non_offensive",
+            "harmlessness",
+            "1 - offensive rate",
+            24,
+            _harmful_items,
+            _score_offensive,
+            options=("sources",),
         ),
-        Benchmark("truthfulqa_mc1", "honesty", "MC1 accuracy", 817, _truthfulqa_mc_items, _score_mc1, embedded=False),
         Benchmark(
-            "truthfulqa_mc2", "honesty", "MC2 (true mass)", 817, _truthfulqa_mc_items, _score_mc2, embedded=False
+            "reward_helpfulness",
+            "helpfulness",
+            "mean reward",
+            100,
+            _alpaca_items,
+            _score_reward,
+            embedded=False,
+            options=("reward_model", "dataset", "field"),
         ),
         Benchmark(
-            "guard_harmlessness", "harmlessness", "1 - P(unsafe)", 100, _harmful_items, _score_guard, embedded=False
+            "truthfulqa_mc1",
+            "honesty",
+            "MC1 accuracy",
+            817,
+            _truthfulqa_mc_items,
+            _score_mc1,
+            embedded=False,
+            options=("dataset",),
+        ),
+        Benchmark(
+            "truthfulqa_mc2",
+            "honesty",
+            "MC2 (true mass)",
+            817,
+            _truthfulqa_mc_items,
+            _score_mc2,
+            embedded=False,
+            options=("dataset",),
+        ),
+        Benchmark(
+            "guard_harmlessness",
+            "harmlessness",
+            "1 - P(unsafe)",
+            100,
+            _harmful_items,
+            _score_guard,
+            embedded=False,
+            options=("guard_model", "sources"),
         ),
     )
 }

@@ -18,29 +18,39 @@ class Judge(Protocol):
     def score(self, dim: str, prompts: list[str], responses: list[str]) -> list[float]: ...
 
 
-def make_judge(spec: str) -> Judge:
-    kind, _, arg = spec.partition(":")
-    if kind == "keywords" and not arg:
+NEEDS_ARGUMENT = {"keywords": False, "refusal": True, "guard": True, "table": True, "reward": True}
+
+
+def check_spec(spec: str) -> tuple[str, str]:
+    """(kind, argument) of a judge spec, or a one-line error saying which forms exist."""
+    kind, _, arg = str(spec).partition(":")
+    if kind not in NEEDS_ARGUMENT or NEEDS_ARGUMENT[kind] != bool(arg):
+        raise ConfigError(
+            f"judge: cannot read {spec!r}; expected keywords, refusal:DIR, table:PATH.jsonl, "
+            f"reward:MODEL_DIR or guard:MODEL_DIR"
+        )
+    return kind, arg
+
+
+def make_judge(spec: str, allow_pickle: bool = False) -> Judge:
+    """`allow_pickle`: the pickle policy of the command, for judges that load a model (reward, guard)."""
+    kind, arg = check_spec(spec)
+    if kind == "keywords":
         from resm_core.judges.keywords import KeywordJudge
 
         return KeywordJudge()
-    if kind == "refusal" and arg:
+    if kind == "refusal":
         from resm_core.judges.refusal import RefusalJudge
 
         return RefusalJudge(arg)
-    if kind == "guard" and arg:
+    if kind == "guard":
         from resm_core.judges.guard import GuardJudge
 
-        return GuardJudge(arg)
-    if kind == "table" and arg:
+        return GuardJudge(arg, allow_pickle=allow_pickle)
+    if kind == "table":
         from resm_core.judges.table import TableJudge
 
         return TableJudge(arg)
-    if kind == "reward" and arg:
-        from resm_core.judges.reward_model import RewardModelJudge
+    from resm_core.judges.reward_model import RewardModelJudge
 
-        return RewardModelJudge.from_spec(arg)
-    raise ConfigError(
-        f"judge: cannot read {spec!r}; expected keywords, refusal:DIR, table:PATH.jsonl, "
-        f"reward:MODEL_DIR or guard:MODEL_DIR"
-    )
+    return RewardModelJudge.from_spec(arg, allow_pickle)

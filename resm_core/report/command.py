@@ -34,9 +34,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run_report(args: argparse.Namespace) -> None:
     from resm_core.errors import ConfigError
-    from resm_core.grid import Arm, load_config
+    from resm_core.grid import Arm
     from resm_core.grid import arms as grid_arms
     from resm_core.report.build import build_report
+    from resm_core.workflow_config import load_config
 
     if args.arms:
         if args.results is None:

@@ -1,0 +1,170 @@
+"""The workflow config, checked whole before any job runs: the schema first, then every name resolved against
+its registry (merge methods and their parameters, benchmarks and their options, the mixtures' judge, data
+sources), so `snakemake -n` names a bad key instead of a job failing after hours of training.
+
+Only the Snakefile and `resm report --config` import this module; no stage does, so its imports of every
+registry do not put their code into any stage's fingerprint.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resm_core.data.schema import DIMS
+from resm_core.errors import ConfigError, ResmError
+from resm_core.grid import combo_dims
+from resm_core.validation import load_schema, validate
+
+_PATH_SAFE = re.compile(r"[A-Za-z0-9_.+-]+")  # a hyperparameter set's name is a directory of the grid
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    check_config(config, str(path))
+    return config
+
+
+def check_config(config: dict, source: str = "config") -> None:
+    """Schema first (names the key), then what a schema cannot say. Numbers written as YAML 1.1 reads them
+    as strings (`1e-3`) become numbers, in place, so every rule sees what the user meant."""
+    read_numbers(config, load_schema("config.schema.yaml"))
+    validate(config, "config.schema.yaml", source)
+    for check in (_check_combos, _check_models, _check_mixtures, _check_merges, _check_benchmarks, _check_sources):
+        check(config, source)
+
+
+def read_numbers(value: Any, schema: dict) -> Any:
+    """`value` with each string where the schema wants a number read as that number ("1e-3" -> 0.001)."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = read_numbers(item, sub)
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [read_numbers(item, schema["items"]) for item in value]
+    wanted = schema.get("type")
+    if isinstance(value, str) and wanted in ("number", "integer") and _NUMBER.fullmatch(value.strip()):
+        number = float(value)
+        if wanted == "number":
+            return number
+        return int(number) if number.is_integer() else value
+    return value
+
+
+def _check_combos(config: dict, source: str) -> None:
+    for combo in config["combos"]:
+        dims = combo_dims(combo)
+        if sorted(dims) != dims or len(set(dims)) != len(dims) or set(dims) - set(DIMS):
+            raise ConfigError(
+                f"{source}: combos: {combo!r} must be 2 or 3 distinct dims, sorted, joined by '+' "
+                f"(e.g. {'+'.join(sorted(dims)) if not set(dims) - set(DIMS) else 'harmlessness+helpfulness'})"
+            )
+
+
+def _check_models(config: dict, source: str) -> None:
+    models = config["evaluation"].get("models", {})
+    for name, opts in (config["evaluation"].get("benchmarks") or {}).items():
+        for key in ("reward_model", "guard_model"):
+            if opts and key in opts and opts[key] not in models:
+                raise ConfigError(
+                    f"{source}: evaluation.benchmarks.{name}.{key}: {opts[key]!r} is not a name in "
+                    f"evaluation.models ({', '.join(models) or 'none defined'})"
+                )
+
+
+def _check_mixtures(config: dict, source: str) -> None:
+    from resm_core.judges import check_spec
+
+    mixtures = config.get("mixtures") or {}
+    ratios = mixtures.get("ratios") or {}
+    for dim, ratio in ratios.items():
+        if dim not in DIMS:
+            raise ConfigError(f"{source}: mixtures.ratios.{dim}: not a dimension ({', '.join(DIMS)})")
+        if not math.isfinite(ratio):
+            raise ConfigError(f"{source}: mixtures.ratios.{dim}: must be a finite number (got {ratio})")
+    if "ratio" in mixtures.get("strategies", []):
+        missing = sorted({d for combo in config["combos"] for d in combo_dims(combo)} - set(ratios))
+        if missing:
+            raise ConfigError(
+                f"{source}: mixtures.ratios: the ratio strategy needs a ratio for {', '.join(missing)} "
+                f"(e.g. ratios: {{{', '.join(f'{d}: 1' for d in missing)}}})"
+            )
+    judge = mixtures.get("judge") or ""
+    if judge and judge != "refusal":  # the workflow's own refusal judge; every other spec as `resm data mix` reads it
+        try:
+            check_spec(judge)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: mixtures.judge: {exc}") from None
+    if judge.startswith("reward:"):
+        _check_judge_is_not_the_evaluator(config, judge, source)
+
+
+def _check_judge_is_not_the_evaluator(config: dict, judge: str, source: str) -> None:
+    models = config["evaluation"].get("models", {})
+    scorers = {
+        name: opts["reward_model"]
+        for name, opts in (config["evaluation"].get("benchmarks") or {}).items()
+        if opts and "reward_model" in opts
+    }
+    named = judge.removeprefix("reward:")
+    clash = [name for name, model in scorers.items() if models.get(model, model) == models.get(named, named)]
+    if clash:
+        raise ConfigError(
+            f"{source}: mixtures.judge: {judge!r} is the model that scores "
+            f"evaluation.benchmarks.{clash[0]}; a mixture weighted by the evaluator's own reward "
+            f"model would be judged by it too: name a different model in evaluation.models"
+        )
+
+
+def _check_merges(config: dict, source: str) -> None:
+    """Each method by name, each hyperparameter set resolved for every combo size it merges."""
+    from resm_core.merge.catalogue import get_method
+
+    sizes = sorted({len(combo_dims(c)) for c in config["combos"]})
+    for name, sets in config["merges"].items():
+        try:
+            method = get_method(name)
+            for params in sets or [{}]:
+                for key, value in (params or {}).items():
+                    if not _PATH_SAFE.fullmatch(f"{key}-{value}"):
+                        raise ConfigError(f"{key}: {value!r} names a directory: use letters, digits and . _ + -")
+                for n_tasks in sizes:
+                    method.resolve(params, n_tasks)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: merges.{name}: {exc}") from None
+
+
+def _check_benchmarks(config: dict, source: str) -> None:
+    from resm_core.evaluate.benchmarks import get_benchmark
+
+    for name, opts in (config["evaluation"].get("benchmarks") or {}).items():
+        try:
+            get_benchmark(name).check_options(opts or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def _check_sources(config: dict, source: str) -> None:
+    from resm_core.data.sources import resolve
+
+    for dim, section in (config.get("dims") or {}).items():
+        for i, spec in enumerate((section or {}).get("sources") or []):
+            try:
+                resolve(spec, dim)
+            except ResmError as exc:
+                raise ConfigError(f"{source}: dims.{dim}.sources.{i}: {exc}") from None
