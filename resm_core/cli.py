@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except ResmError as exc:
         print(f"resm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only or full output, a file that vanished: the path and the reason suffice
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"resm {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"resm {args.command}: interrupted; no partial output was left behind", file=sys.stderr)
         return 130

@@ -18,19 +18,23 @@ import torch
 from tqdm.auto import tqdm
 
 from resm_core.checkpoint.manifest import input_files, sha256_file
+from resm_core.checkpoint.reader import check_pickle_policy
 from resm_core.devices import resolve_device
 from resm_core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def load_chat_model(model_dir: str | Path, device: str = "auto", dtype: torch.dtype | None = None):
-    """Model and tokenizer, with the checks every chat consumer needs (template, pad token)."""
+def load_chat_model(
+    model_dir: str | Path, device: str = "auto", dtype: torch.dtype | None = None, allow_pickle: bool = False
+):
+    """Model and tokenizer, with the checks every chat consumer needs (template, pad token, pickle policy)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise CheckpointError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+    check_pickle_policy(model_dir, allow_pickle)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as exc:
@@ -112,6 +116,7 @@ def cached_generate(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = True,
+    allow_pickle: bool = False,
 ) -> list[dict]:
     """Greedy answers, generated once per (model content, prompt, token limit) and kept in a JSONL file."""
     cache_dir = Path(cache_dir)
@@ -129,7 +134,7 @@ def cached_generate(
     todo = sorted({p for p in prompts if p not in cached}, key=lambda p: (len(p), p))  # similar lengths batch together
     if todo:
         log.info("generating %d answer(s) with %s (%d cached)", len(todo), model_dir, len(prompts) - len(todo))
-        model, tokenizer = load_chat_model(model_dir, device)
+        model, tokenizer = load_chat_model(model_dir, device, allow_pickle=allow_pickle)
         results = generate(model, tokenizer, todo, max_new_tokens, batch_size, progress=progress, desc="base answers")
         with open(path, "a", encoding="utf-8") as f:
             for prompt, res in zip(todo, results):
@@ -152,8 +157,9 @@ class TransformersBackend:
         temperature: float = 0.0,
         seed: int = 0,
         progress: bool = True,
+        allow_pickle: bool = False,
     ):
-        self.model, self.tokenizer = load_chat_model(model_dir, device)
+        self.model, self.tokenizer = load_chat_model(model_dir, device, allow_pickle=allow_pickle)
         self.batch_size, self.temperature, self.seed, self.progress = batch_size, temperature, seed, progress
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[dict]:

@@ -162,8 +162,8 @@ def command_line(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     """The fields of `cls` a parsed command line sets (an absent flag is absent); repeated KEY=VALUE
     pairs become a dict."""
     values: dict[str, Any] = {}
-    for f, kind, _ in declared(cls):
-        if f.name not in vars(args):
+    for f, kind, meta in declared(cls):
+        if f.name not in vars(args) or not meta["cli"]:  # a command's own flag of the same name is not this field
             continue
         value = getattr(args, f.name)
         if kind is dict and isinstance(value, list):
@@ -271,6 +271,14 @@ def to_flags(cls: type, values: dict[str, Any]) -> str:
             text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
             parts += [flag_of(f), text]
     return shlex.join(parts)
+
+
+def pickle_option() -> Any:
+    """One pickle policy for every model a command loads; the workflow sets it from the top-level config key
+    `allow_pickle`, not per section."""
+    return option(
+        False, help="also read pytorch_model.bin weights (loaded with torch.load(weights_only=True))", config=False
+    )
 
 
 def device_option(config: bool = False) -> Any:

@@ -7,7 +7,6 @@ reader never materialises more than the tensor asked for. Safetensors files are 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from safetensors import safe_open
 
 from resm_core.errors import CheckpointError
+from resm_core.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,8 @@ _ST_DTYPES = {
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    data: dict[str, Any] = read_json(path, CheckpointError)
+    return data
 
 
 def _weight_map_from_index(index_path: Path) -> dict[str, str]:
@@ -52,6 +49,25 @@ def _weight_map_from_index(index_path: Path) -> dict[str, str]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index_path}: has no 'weight_map'")
     return weight_map
+
+
+def pickle_refused(file: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{file}: pickle weights are refused because unpickling can run code; convert to safetensors or "
+        "allow them (--allow-pickle, or `allow_pickle: true` in the workflow config; loaded with weights_only=True)"
+    )
+
+
+def check_pickle_policy(model_dir: str | Path, allow_pickle: bool) -> None:
+    """The rule every model load follows (merge, extract, train, evaluate, data build, judges): weights come
+    from safetensors; a directory with only pickle weights is refused unless allowed. Transformers loads .bin
+    with weights_only=True when allowed."""
+    directory = Path(model_dir)
+    if allow_pickle or not directory.is_dir() or any(directory.glob("*.safetensors")):
+        return
+    for name in (PICKLE_INDEX, PICKLE_SINGLE):
+        if (directory / name).is_file():
+            raise pickle_refused(directory / name)
 
 
 class CheckpointReader:
@@ -118,10 +134,7 @@ class CheckpointReader:
             names = list(handle.keys())
         elif file.suffix == ".bin":
             if not allow_pickle:
-                raise CheckpointError(
-                    f"{file}: pickle weights are refused because unpickling can run code; "
-                    "convert to safetensors or pass --allow-pickle (loaded with weights_only=True)"
-                )
+                raise pickle_refused(file)
             try:
                 state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
             except Exception as exc:

@@ -8,12 +8,16 @@ anywhere inside the `with` block removes the temp directory and leaves no output
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -65,24 +69,80 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def prepare_output(out_dir: Path, force: bool) -> None:
-    """Refuse to overwrite unless asked, before any expensive work starts."""
+STALE_ELSEWHERE_S = 6 * 3600  # a staging directory of another host untouched this long is a killed run's
+
+
+def prepare_output(out_dir: Path, force: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse to overwrite unless asked, and to replace an input at all, before any expensive work starts;
+    clear what killed runs left staged for this output; refuse while another live run writes it."""
+    out_dir = Path(out_dir)
+    target = out_dir.resolve()
+    for given in inputs:
+        path = Path(given).resolve()
+        if path == target or target in path.parents:
+            raise ConfigError(f"{out_dir}: the output is (or holds) the input {given}; it would be deleted")
     if out_dir.exists() and not force:
         raise CheckpointError(f"{out_dir}: output already exists; pass --force to replace it")
     if not out_dir.parent.exists():
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_staging(out_dir)
+
+
+def _staging_name(out_dir: Path) -> str:
+    """`.NAME.tmp-HOST-PID-RANDOM`: whose it is, so a later run can tell a live writer from a killed one."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+    return f".{out_dir.name}.tmp-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _clear_stale_staging(out_dir: Path) -> None:
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+    prefix = f".{out_dir.name}.tmp-"
+    for staged in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
+        m = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}", staged.name[len(prefix) :])
+        age = time.time() - staged.stat().st_mtime
+        if m and m["host"] == host:
+            if _pid_alive(int(m["pid"])) and int(m["pid"]) != os.getpid():
+                raise CheckpointError(
+                    f"{out_dir}: process {m['pid']} is writing this output now ({staged.name}); "
+                    f"wait for it, or stop it and rerun"
+                )
+        elif age < STALE_ELSEWHERE_S:
+            continue  # another host's (a shared file system): it may be live; publish refuses a clobber
+        log.warning("%s: removing %s, left by a run that was killed", out_dir, staged.name)
+        _remove(staged)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class AtomicDirectory:
-    """A directory that appears under its final name only when the `with` block succeeds."""
+    """A directory that appears under its final name only when the `with` block succeeds. `inputs` are paths
+    the output must not replace (it would delete them)."""
 
-    def __init__(self, out_dir: str | Path, force: bool = False):
+    def __init__(self, out_dir: str | Path, force: bool = False, inputs: Iterable[str | Path] = ()):
         self.out_dir = Path(out_dir)
         self.force = force
-        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.inputs = list(inputs)
+        self.tmp_dir = self.out_dir.parent / _staging_name(self.out_dir)
+        self.existed = False
 
     def __enter__(self) -> Path:
-        prepare_output(self.out_dir, self.force)
+        prepare_output(self.out_dir, self.force, self.inputs)
+        self.existed = self.out_dir.exists()
         self.tmp_dir.mkdir()
         return self.tmp_dir
 
@@ -103,13 +163,24 @@ class AtomicDirectory:
             if item.is_file():
                 _fsync_path(item)
         _fsync_path(self.tmp_dir)
-        if self.out_dir.exists():  # only reachable with force=True
+        exists = self.out_dir.exists() or self.out_dir.is_symlink()
+        if exists and not (self.force and self.existed):
+            raise CheckpointError(
+                f"{self.out_dir}: appeared while this run was writing it (another run with the same output?); "
+                f"this run's result was not published"
+            )
+        if exists:  # replacing what was there at the start, as --force asked
             trash = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
             self.out_dir.rename(trash)
             self.tmp_dir.rename(self.out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
+            _remove(trash)
         else:
-            self.tmp_dir.rename(self.out_dir)
+            try:
+                self.tmp_dir.rename(self.out_dir)
+            except OSError as exc:  # created between the check and the rename (ENOTEMPTY, EEXIST)
+                raise CheckpointError(
+                    f"{self.out_dir}: appeared while this run was writing it; this run's result was not published"
+                ) from exc
         _fsync_path(self.out_dir.parent)
 
 
@@ -118,12 +189,17 @@ class ShardedWriter:
     shard of its own) and publish them atomically with an index, as `save_pretrained` would."""
 
     def __init__(
-        self, out_dir: str | Path, max_shard_bytes: int, force: bool = False, metadata: dict[str, str] | None = None
+        self,
+        out_dir: str | Path,
+        max_shard_bytes: int,
+        force: bool = False,
+        metadata: dict[str, str] | None = None,
+        inputs: Iterable[str | Path] = (),
     ):
         self.out_dir = Path(out_dir)
         self.max_shard_bytes = max_shard_bytes
         self.metadata = {"format": "pt", **(metadata or {})}
-        self._dir = AtomicDirectory(out_dir, force)
+        self._dir = AtomicDirectory(out_dir, force, inputs)
         self.tmp_dir = self._dir.tmp_dir
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_bytes = 0

@@ -132,6 +132,7 @@ def build(req: BuildRequest) -> dict:
             batch_size=batch_size,
             device=device,
             progress=progress,
+            allow_pickle=req.allow_pickle,
         )
         refused = set()
         for row, ans in zip(needing, answers):
@@ -171,7 +172,7 @@ def build(req: BuildRequest) -> dict:
         },
         "dropped": {k: v for k, v in counts.items() if v},
     }
-    with AtomicDirectory(out, force=force) as staging:
+    with AtomicDirectory(out, force=force, inputs=[base] if base else []) as staging:
         for split in SPLITS:
             write_jsonl(staging / f"{split}.jsonl", splits[split])
         (staging / "composition.json").write_text(json.dumps(composition, indent=2) + "\n")

@@ -116,6 +116,8 @@ def mix_request(req: MixRequest, judge=None) -> dict:
         raise DataError(f"mixture: a combo is 2 or 3 of {', '.join(DIMS)}, got {', '.join(dims) or 'none'}")
     if strategy == "ratio" and not ratios:
         raise DataError("mixture ratio: give ratios for every dimension (e.g. helpfulness=2,harmlessness=1)")
+    if ratios and strategy == "uniform":
+        raise DataError("mixture uniform: takes no ratios (use --strategy ratio, or drop --ratios)")
     if ratios and set(ratios) != set(dims):
         raise DataError(f"mixture: ratios name {', '.join(sorted(ratios))} but the combo is {', '.join(dims)}")
     if strategy in ("reward_weighted", "conflict_filtered") and judge is None:
@@ -187,7 +189,7 @@ def mix_request(req: MixRequest, judge=None) -> dict:
         val_path = Path(p) / "val.jsonl" if Path(p).is_dir() else Path(p).with_name("val.jsonl")
         if val_path.is_file():
             val_rows += read_rows(val_path)
-    with AtomicDirectory(out, force=force) as staging:
+    with AtomicDirectory(out, force=force, inputs=list(inputs.values())) as staging:
         write_jsonl(staging / "train.jsonl", rows)
         write_jsonl(staging / "val.jsonl", val_rows)
         (staging / "composition.json").write_text(json.dumps(composition, indent=2) + "\n")

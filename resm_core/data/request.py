@@ -14,14 +14,19 @@ import yaml
 from resm_core.data.near_duplicates import DEFAULT_COSINE
 from resm_core.data.schema import DIMS
 from resm_core.data.splits import DEFAULT_SALT
-from resm_core.options import device_option, option, split_pair
+from resm_core.options import device_option, option, pickle_option, split_pair
 
 STRATEGIES = ("uniform", "ratio", "reward_weighted", "conflict_filtered")
 
 
 def source_spec(text: str) -> str | dict:
     """A source name, or an inline YAML mapping such as '{kind: local, path: x.jsonl}'."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a source name or a YAML mapping ({str(exc).splitlines()[0]})"
+        ) from None
     return value if isinstance(value, dict) else text
 
 
@@ -80,6 +85,7 @@ class BuildRequest:
     )
     batch_size: int = option(8, help="generation batch size for the base model's answers", minimum=1, config=False)
     device: str = device_option()
+    allow_pickle: bool = pickle_option()
     holdout: list | None = option(None, config=False, cli=False)
     force: bool = option(False, help="replace the output if it exists", config=False)
     progress: bool = option(True, config=False, cli=False)

@@ -86,15 +86,25 @@ def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):  # one JSON array of records, as many tools write
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        numbered = list(enumerate(rows, 1))
+    else:
+        numbered = []
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    numbered.append((n, json.loads(line)))
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-    return rows
+    for n, row in numbered:
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: expected a JSON object (one record per line), got {type(row).__name__}")
+    return [row for _, row in numbered]
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -50,6 +50,15 @@ def _field(record: dict, name: str, where: str):
     return record[name]
 
 
+def _text(record: dict, name: str, where: str) -> str:
+    """A text field of a user's record: null or a number is refused, not trained on as "None" or "42"."""
+    value = _field(record, name, where)
+    if not isinstance(value, str):
+        shown = "null" if value is None else f"{type(value).__name__} {json.dumps(value, default=str)[:40]}"
+        raise DataError(f"{where}: field {name!r} is {shown}, not text")
+    return value
+
+
 # ---------------------------------------------------------------- packaged: helpfulness
 
 
@@ -557,13 +566,13 @@ def _load_local(spec: dict, dim: str, name: str) -> list[dict]:
     rows = []
     for i, r in enumerate(records):
         where = f"{path}:{i + 1}"
-        prompt, chosen = _field(r, fields["prompt"], where), _field(r, fields["chosen"], where)
+        prompt, chosen = _text(r, fields["prompt"], where), _text(r, fields["chosen"], where)
         rejected = r.get(fields["rejected"]) if fields["rejected"] in r else None
         if "rejected" in (spec.get("fields") or {}) and rejected is None:
             raise DataError(f"{where}: record lacks field {fields['rejected']!r} mapped to rejected")
-        rows.append(
-            check_row(make_row(name, dim, str(prompt), str(chosen), None if rejected is None else str(rejected)), where)
-        )
+        if rejected is not None:
+            rejected = _text(r, fields["rejected"], where)
+        rows.append(check_row(make_row(name, dim, prompt, chosen, rejected), where))
     return rows
 
 
@@ -582,6 +591,28 @@ class LoadedSource:
     rows: list[dict] = field(default_factory=list)
 
 
+SPEC_KEYS = {
+    "hub": ("kind", "preset", "name", "dim", "path", "data_dir", "split", "data_files", "limit"),
+    "local": ("kind", "path", "name", "dim", "fields", "eval_only"),
+}
+
+
+def _flag(spec: dict, key: str, name: str) -> bool:
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise DataError(f"source {name}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _check_keys(spec: dict, kind: str) -> None:
+    for key in spec:
+        if key not in SPEC_KEYS[kind]:
+            raise DataError(
+                f"source spec {json.dumps(spec, default=str)}: {key!r} is not a key of a {kind} source "
+                f"(known: {', '.join(SPEC_KEYS[kind])})"
+            )
+
+
 def resolve(spec, dim: str | None = None) -> Source:
     """A `Source` for a spec (see the module docstring); unknown names list what exists."""
     if isinstance(spec, str):
@@ -597,6 +628,8 @@ def resolve(spec, dim: str | None = None) -> Source:
     if not isinstance(spec, dict):
         raise DataError(f"source spec must be a name or a mapping, got {spec!r}")
     kind = spec.get("kind")
+    if kind in SPEC_KEYS:
+        _check_keys(spec, kind)
     if kind == "hub":
         preset = spec.get("preset")
         if preset not in HUB_PRESETS:
@@ -618,7 +651,7 @@ def resolve(spec, dim: str | None = None) -> Source:
             local_dim,
             "local",
             lambda root: _load_local(spec, local_dim, name),
-            eval_only=bool(spec.get("eval_only", False)),
+            eval_only=_flag(spec, "eval_only", name),
         )
     raise DataError(f"source spec {json.dumps(spec, default=str)}: kind must be 'hub' or 'local'")
 

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
+from resm_core.checkpoint.reader import check_pickle_policy
 from resm_core.errors import ConfigError
 from resm_core.generation import TransformersBackend, chat_prompt
 
@@ -37,8 +38,10 @@ class VLLMBackend:
         temperature: float = 0.0,
         seed: int = 0,
         progress: bool = True,
+        allow_pickle: bool = False,
         **engine_args,
     ):
+        check_pickle_policy(model_dir, allow_pickle)
         try:
             from vllm import LLM
         except ImportError as exc:

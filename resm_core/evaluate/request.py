@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import yaml
 
 from resm_core.errors import ConfigError
-from resm_core.options import build, declared, device_option, option
+from resm_core.options import build, declared, device_option, option, pickle_option
 
 BACKENDS = ("transformers", "vllm")
 
@@ -40,6 +40,7 @@ class EvalRequest:
     n_bootstrap: int = option(1000, help="bootstrap replicates of each interval", minimum=10, flags=("--bootstrap",))
     seed: int = option(0, help="seed of sampling and the bootstrap", config=False)
     device: str = device_option()
+    allow_pickle: bool = pickle_option()
     asset_root: Path | None = option(
         None, help="asset cache (default: $RESM_CACHE or resources/)", flag="--cache", config=False
     )

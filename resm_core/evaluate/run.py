@@ -72,7 +72,7 @@ class EvalContext:
         if spec not in self._judges:
             from resm_core.judges import make_judge
 
-            self._judges[spec] = make_judge(spec)
+            self._judges[spec] = make_judge(spec, self.req.allow_pickle)
         return self._judges[spec]
 
     def fitted(self, kind: str):
@@ -124,8 +124,11 @@ def evaluate(req: EvalRequest) -> dict:
     if not req.benchmarks:
         raise ConfigError("evaluation.benchmarks: no benchmarks given")
     benches = {name: (get_benchmark(name), dict(opts or {})) for name, opts in req.benchmarks.items()}
+    for bench, opts in benches.values():
+        bench.check_options(opts)
     started = time.perf_counter()
-    with AtomicDirectory(req.out, force=req.force) as staging:
+    inputs = [p for p in (req.model, req.data_root, req.judges) if p is not None]
+    with AtomicDirectory(req.out, force=req.force, inputs=inputs) as staging:
         # items first: a missing split or an empty benchmark fails before the model loads
         chosen = {}
         for name, (bench, opts) in benches.items():
@@ -145,6 +148,7 @@ def evaluate(req: EvalRequest) -> dict:
             temperature=req.temperature,
             seed=req.seed,
             progress=req.progress,
+            allow_pickle=req.allow_pickle,
         )
         ctx = EvalContext(req, backend)
         load_s = time.perf_counter() - load_start

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from resm_core.errors import JudgeError
+from resm_core.jsonfile import read_json
 
 
 def write_report(out_dir: str | Path, name: str, report: dict) -> None:
@@ -21,4 +22,5 @@ def read_report(judge_dir: str | Path, name: str, what: str) -> dict:
     path = Path(judge_dir) / name
     if not path.is_file():
         raise JudgeError(f"{path}: the {what} is not fitted; run `resm judge fit --out {judge_dir}`")
-    return json.loads(path.read_text())
+    report: dict = read_json(path, JudgeError)
+    return report

@@ -27,10 +27,13 @@ class GuardJudge:
         batch_size: int = 8,
         safe: str = "safe",
         unsafe: str = "unsafe",
+        allow_pickle: bool = False,
     ):
         from resm_core.generation import TransformersBackend
 
-        self.backend = TransformersBackend(model_dir, device=device, batch_size=batch_size, progress=False)
+        self.backend = TransformersBackend(
+            model_dir, device=device, batch_size=batch_size, progress=False, allow_pickle=allow_pickle
+        )
         self.name = f"guard:{Path(model_dir).name}"
         self.safe, self.unsafe = safe, unsafe
 

@@ -1,6 +1,7 @@
 """Offensive-language probability from alt-profanity-check's sklearn model (TF-IDF + calibrated linear SVM).
 
-The model ships as joblib pickles; they are loaded only from the pinned, SHA-256-verified wheel."""
+The model ships as joblib pickles; they are loaded only when each file's SHA-256 matches its pin, checked
+at every load, not only at fetch."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import functools
 
 import numpy as np
 
-from resm_core.assets import asset_path
+from resm_core.assets import pickled_path
 
 
 @functools.lru_cache(maxsize=1)
 def _model(root: str | None):
     import joblib
 
-    vectorizer = joblib.load(asset_path("profanity", "profanity_check/data/vectorizer.joblib", root))
-    model = joblib.load(asset_path("profanity", "profanity_check/data/model.joblib", root))
+    vectorizer = joblib.load(pickled_path("profanity", "profanity_check/data/vectorizer.joblib", root))
+    model = joblib.load(pickled_path("profanity", "profanity_check/data/model.joblib", root))
     return vectorizer, model
 
 

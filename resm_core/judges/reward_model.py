@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from resm_core.checkpoint.reader import check_pickle_policy
 from resm_core.devices import resolve_device
 from resm_core.errors import ConfigError, JudgeError
 
@@ -20,6 +21,7 @@ class RewardModelJudge:
         batch_size: int = 8,
         device: str = "auto",
         max_length: int = 1024,
+        allow_pickle: bool = False,
     ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -28,6 +30,7 @@ class RewardModelJudge:
             raise JudgeError(f"judge reward: {self.model_dir} is not a model directory (no config.json)")
         self.name = f"reward:{self.model_dir.name}"
         self.device = resolve_device(device)
+        check_pickle_policy(self.model_dir, allow_pickle)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -42,7 +45,7 @@ class RewardModelJudge:
         self.batch_size, self.max_length = batch_size, max_length
 
     @classmethod
-    def from_spec(cls, arg: str) -> RewardModelJudge:
+    def from_spec(cls, arg: str, allow_pickle: bool = False) -> RewardModelJudge:
         path, _, mapping = arg.partition(":")
         heads = {}
         for item in filter(None, mapping.split(",")):
@@ -51,7 +54,7 @@ class RewardModelJudge:
                 heads[dim.strip()] = int(head)
             except ValueError:
                 raise ConfigError(f"judge reward: cannot read head mapping {item!r} (expected dim=index)") from None
-        return cls(path, heads)
+        return cls(path, heads, allow_pickle=allow_pickle)
 
     def _text(self, prompt: str, response: str) -> str:
         chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]

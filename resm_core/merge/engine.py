@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from resm_core.checkpoint.finite import all_finite, fits
 from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
 from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
@@ -51,7 +52,7 @@ class MergeJob:
         self.device = resolve_device(request.device)
         self.out_dtype = resolve_dtype(request.out_dtype, "out_dtype") if request.out_dtype else None
         self.shard_bytes = parse_size(request.shard_size)
-        prepare_output(Path(request.out), request.force)
+        prepare_output(Path(request.out), request.force, [request.base, *request.experts])
         self.base = CheckpointReader(request.base, allow_pickle=request.allow_pickle)
         self.experts: list[DeltaSource] = [open_expert(p, request.allow_pickle) for p in request.experts]
         config = self.base.config or {}
@@ -59,6 +60,7 @@ class MergeJob:
         self.keys = self._output_keys(config)
         for expert in self.experts:
             expert.check_against(self.base, required=set(self.keys))
+            expert.check_base(self.base, request.allow_other_base)
         self.experts_dtype = widest_dtype(d for d in (e.weights_dtype() for e in self.experts) if d is not None)
 
     def _output_keys(self, config: dict[str, Any]) -> list[str]:
@@ -145,7 +147,11 @@ class MergeJob:
                 )
             diagnostics: list[dict[str, Any]] = []
             with ShardedWriter(
-                req.out, self.shard_bytes, force=req.force, metadata={"resm_method": self.method.name}
+                req.out,
+                self.shard_bytes,
+                force=req.force,
+                metadata={"resm_method": self.method.name},
+                inputs=[req.base, *req.experts],
             ) as writer:
                 for name in tqdm(self.keys, desc=f"merge {self.method.name}", unit="tensor", disable=not req.progress):
                     if not self._is_float(name):
@@ -160,7 +166,9 @@ class MergeJob:
                             f"its inputs are finite; nothing was written (diagnostics: "
                             f"{ctx.diagnostics})"
                         )
-                    writer.add(name, merged.to(dtype=self.output_dtype(name)).cpu())
+                    writer.add(
+                        name, fits(merged, self.output_dtype(name), f"{self.method.name}: the merged tensor {name}")
+                    )
                     diagnostics.append({"tensor": name, **ctx.diagnostics})
                     del base, deltas, merged
                 writer.copy_aux_files(self.base.directory)
@@ -193,14 +201,6 @@ class MergeJob:
 
 def output_dtype(base: torch.dtype, experts: torch.dtype | None) -> torch.dtype:
     return widest_dtype([base] + ([experts] if experts is not None else [])) or base
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """No NaN or Inf. A sum is non-finite whenever an entry is (inf + x = inf, inf - inf = nan,
-    nan + x = nan), so one reduction without a mask usually decides; an overflowing sum of
-    finite values falls back to the elementwise test."""
-    total = t.sum()
-    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
 
 
 def tensor_rule(name: str, shape: tuple[int, ...], vocab_rule: str, vocab_size: int | None) -> str:

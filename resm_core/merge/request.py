@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from resm_core.devices import DTYPE_CHOICES
-from resm_core.options import device_option, key_value, option
+from resm_core.options import device_option, key_value, option, pickle_option
 
 VOCAB_RULES = ("method", "task_arithmetic", "mean", "base")
 
@@ -58,6 +58,9 @@ class MergeRequest:
         "task_arithmetic for the SVD family, the method itself otherwise)",
         choices=VOCAB_RULES,
     )
-    allow_pickle: bool = option(False, help="also read pytorch_model.bin (loaded with torch.load(weights_only=True))")
+    allow_pickle: bool = pickle_option()
+    allow_other_base: bool = option(
+        False, help="merge task vectors onto a base other than the one they were extracted from", config=False
+    )
     force: bool = option(False, help="replace the output if it exists")
     progress: bool = option(True, config=False, cli=False)

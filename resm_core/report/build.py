@@ -35,7 +35,7 @@ def build_report(results: Path, arms: list[str], out: Path, force: bool = True, 
     mvm = merge_vs_mix(compared, selected)
     rank = ranking(selected)
     power = power_line(compared)
-    with AtomicDirectory(out, force=force) as staging:
+    with AtomicDirectory(out, force=force, inputs=[Path(results) / "eval"]) as staging:
         table.to_csv(staging / "grid.csv", index=False)
         selected.to_csv(staging / "selection.csv", index=False)
         compared.to_csv(staging / "comparisons.csv", index=False)

@@ -27,6 +27,7 @@ from scipy.stats import norm
 
 from resm_core.errors import ReportError
 from resm_core.evaluate.scores import harmonic_mean
+from resm_core.jsonfile import read_json
 
 ALPHA = 0.05
 POWER = 0.80
@@ -52,13 +53,16 @@ def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
     for result in sorted(folder.glob("*.json")):
         if result.name == "summary.json":
             continue
-        meta = json.loads(result.read_text())
+        meta = read_json(result, ReportError)
         records = folder / f"{meta['benchmark']}.jsonl"
         if not records.is_file():
             raise ReportError(f"{records}: missing; the per-item answers are the input of a paired comparison")
         with open(records, encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
+            for n, line in enumerate(f, 1):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ReportError(f"{records}:{n}: not valid JSON ({exc.msg}); was it cut short?") from None
                 split = benches.setdefault(rec.get("split", "test"), {})
                 split.setdefault(meta["benchmark"], (meta["dim"], {}))[1][str(rec["id"])] = float(rec["score"])
     return {split: ArmItems(arm, split, b) for split, b in benches.items()}

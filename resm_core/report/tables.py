@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +9,7 @@ import pandas as pd
 from resm_core.data.schema import DIMS
 from resm_core.errors import ReportError
 from resm_core.grid import Arm
+from resm_core.jsonfile import read_json
 
 AGGREGATES = ("mean_3h", "balance", "min_dim")
 
@@ -20,19 +20,27 @@ def grid(results: Path, arms: list[str]) -> pd.DataFrame:
         path = Path(results) / "eval" / arm / "summary.json"
         if not path.is_file():
             raise ReportError(f"{path}: missing; evaluate arm {arm!r} first")
-        s = json.loads(path.read_text())
-        row: dict[str, object] = {"arm": arm, **Arm.parse(arm).describe()}
-        for dim in DIMS:
-            d = s["dims"].get(dim)
-            row[dim] = d["score"] if d else None
-            row[f"{dim}_ci"] = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d else ""
-        for agg in AGGREGATES:
-            row[agg] = s[agg]["score"]
-            row[f"{agg}_ci_low"], row[f"{agg}_ci_high"] = s[agg]["ci_low"], s[agg]["ci_high"]
-        row["truncated"] = s.get("truncated", 0)
-        row["eval_s"] = s["timing"]["total_s"]
-        rows.append(row)
+        try:
+            rows.append(_grid_row(arm, read_json(path, ReportError)))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ReportError(
+                f"{path}: not a summary of `resm evaluate` (no {exc}); evaluate arm {arm!r} again"
+            ) from None
     return pd.DataFrame(rows)
+
+
+def _grid_row(arm: str, s: dict) -> dict[str, object]:
+    row: dict[str, object] = {"arm": arm, **Arm.parse(arm).describe()}
+    for dim in DIMS:
+        d = s["dims"].get(dim)
+        row[dim] = d["score"] if d else None
+        row[f"{dim}_ci"] = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d else ""
+    for agg in AGGREGATES:
+        row[agg] = s[agg]["score"]
+        row[f"{agg}_ci_low"], row[f"{agg}_ci_high"] = s[agg]["ci_low"], s[agg]["ci_high"]
+    row["truncated"] = s.get("truncated", 0)
+    row["eval_s"] = s["timing"]["total_s"]
+    return row
 
 
 def merge_vs_mix(table: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:

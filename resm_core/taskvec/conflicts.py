@@ -87,7 +87,7 @@ def conflicts(
     per_tensor = finish_rates(pd.DataFrame(rows))
     per_layer = finish_rates(per_tensor.groupby(["task_a", "task_b", "layer"], as_index=False)[_SUMS].sum())
     summary = finish_rates(per_tensor.groupby(["task_a", "task_b"], as_index=False)[_SUMS].sum())
-    with AtomicDirectory(out, force) as tmp:
+    with AtomicDirectory(out, force, inputs=task_vectors) as tmp:
         per_tensor.to_csv(tmp / TENSOR_TABLE, index=False)
         per_layer.to_csv(tmp / LAYER_TABLE, index=False)
         summary.to_csv(tmp / SUMMARY_TABLE, index=False)

@@ -48,7 +48,7 @@ def extract_request(req: ExtractRequest) -> pd.DataFrame:
     source.check_against(base_reader)
     recorder = ManifestRecorder({"base": Path(base), "expert": Path(expert)})
     rows = []
-    with ShardedWriter(out, parse_size(req.shard_size), force=req.force) as writer:
+    with ShardedWriter(out, parse_size(req.shard_size), force=req.force, inputs=[base, expert]) as writer:
         for name in tqdm(base_reader.keys, desc="extract", unit="tensor", disable=not progress):
             if not base_reader.dtype(name).is_floating_point:
                 continue

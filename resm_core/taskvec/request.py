@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from resm_core.options import device_option, option
+from resm_core.options import device_option, option, pickle_option
 
 
 @dataclass
@@ -31,8 +31,6 @@ class ExtractRequest:
     spectrum: bool = option(True, help="the SVD statistics (--no-spectrum is faster)", config=False)
     device: str = device_option()
     shard_size: str = option("2GB", help="maximum output shard size", config=False)
-    allow_pickle: bool = option(
-        False, help="also read pytorch_model.bin (loaded with torch.load(weights_only=True))", config=False
-    )
+    allow_pickle: bool = pickle_option()
     force: bool = option(False, help="replace the output if it exists", config=False)
     progress: bool = option(True, config=False, cli=False)

@@ -6,7 +6,7 @@ one base tensor, computed only when asked for, so experts are streamed like the 
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -14,8 +14,12 @@ from pathlib import Path
 import torch
 
 from resm_core.checkpoint.compat import check_config, check_tensors, check_tokenizer
+from resm_core.checkpoint.manifest import MANIFEST_NAME, sha256_file
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.errors import CheckpointError, CompatibilityError
+from resm_core.jsonfile import read_json
+
+log = logging.getLogger(__name__)
 
 TASKVEC_MARKER = "resm_taskvec.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -62,9 +66,17 @@ class DeltaSource:
         out.copy_(self.reader.get(name))
         out.sub_(base)
 
+    def check_base(self, base: CheckpointReader, allow_other: bool = False) -> None:
+        """A full model or an adapter carries no record of the base it was extracted against."""
+
     def check_against(self, base: CheckpointReader, required: set[str] | None = None) -> None:
         """Config, tokenizer, keys and shapes agree with the base; `required` names the base
         tensors this source must provide (default: all of them)."""
+        if self.kind == "model" and self.path.is_dir() and self.config is None:
+            raise CompatibilityError(
+                f"{self.directory}: no config.json; a full-model expert is a Hugging Face model directory "
+                f"(its architecture is checked against the base's)"
+            )
         check_config(base.directory, base.config, self.directory, self.config)
         check_tokenizer(base.directory, self.directory)
         check_tensors(
@@ -81,10 +93,27 @@ class TaskVectorSource(DeltaSource):
 
     kind = "task_vector"
 
+    def check_base(self, base: CheckpointReader, allow_other: bool = False) -> None:
+        """A task vector added to a base other than the one it was extracted from is a different model: its
+        manifest's digests of the base's weight files must match (digests are cached, so this is cheap)."""
+        manifest = self.directory / MANIFEST_NAME
+        recorded = read_json(manifest, CheckpointError).get("inputs", {}).get("base") if manifest.is_file() else None
+        if not recorded:
+            return
+        digests = recorded[0].get("files", {})
+        for weights in base.files:
+            if digests.get(weights.name) != sha256_file(weights):
+                what = f"{self.directory}: extracted from the base {recorded[0].get('path')}, not {base.directory} "
+                what += f"({weights.name} differs)"
+                if not allow_other:
+                    raise CompatibilityError(f"{what}; pass --allow-other-base to merge it onto this base anyway")
+                log.warning("%s; merging anyway (--allow-other-base)", what)
+                return
+
     def weights_dtype(self) -> torch.dtype | None:
         """The expert's own precision as `resm extract` recorded it (a task vector of a bf16 expert is
         stored in fp32 by default, but the expert was bf16); the stored dtype for older task vectors."""
-        marker = json.loads((self.directory / TASKVEC_MARKER).read_text())
+        marker = read_json(self.directory / TASKVEC_MARKER, CheckpointError)
         recorded = marker.get("expert_dtype")
         return getattr(torch, recorded) if recorded else super().weights_dtype()
 
@@ -110,7 +139,7 @@ class LoraSource(DeltaSource):
     def __init__(self, path: Path, allow_pickle: bool = False):
         super().__init__(path, allow_pickle)
         cfg_path = self.directory / ADAPTER_CONFIG
-        self.adapter_config = json.loads(cfg_path.read_text())
+        self.adapter_config = read_json(cfg_path, CheckpointError)
         peft_type = self.adapter_config.get("peft_type", "LORA")
         if peft_type != "LORA":
             raise CheckpointError(f"{cfg_path}: peft_type {peft_type} is not supported (only LORA)")

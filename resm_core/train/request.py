@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from resm_core.devices import DTYPE_NAMES
 from resm_core.errors import ConfigError
-from resm_core.options import check, device_option, key_value, option
+from resm_core.options import check, device_option, key_value, option, pickle_option
 
 OBJECTIVES = ("sft", "dpo")
 ADAPTERS = ("full", "lora")
@@ -59,6 +59,7 @@ class TrainRequest:
         None, help="refuse a base whose config.model_type differs (e.g. llama)", flags=("--arch",), config=False
     )
     device: str = device_option()
+    allow_pickle: bool = pickle_option()
     model_dtype: str = option(
         "auto", help="weights while training: auto is float32 on CPU, bfloat16 on CUDA", choices=("auto", *DTYPE_NAMES)
     )

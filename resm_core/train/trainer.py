@@ -21,11 +21,14 @@ from typing import Any
 
 import torch
 
+from resm_core.checkpoint.finite import check_finite
 from resm_core.checkpoint.manifest import ManifestRecorder
+from resm_core.checkpoint.reader import check_pickle_policy
 from resm_core.checkpoint.writer import AtomicDirectory, prepare_output
 from resm_core.data.schema import read_rows
 from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, TrainingError
+from resm_core.jsonfile import read_json
 from resm_core.train.request import TrainRequest
 
 log = logging.getLogger(__name__)
@@ -199,6 +202,22 @@ def _last_checkpoint(work: Path) -> str | None:
     return None
 
 
+def _check_trainer_args(extra: dict, objective: str) -> None:
+    """--trainer-arg names a field of TRL's config class: a typo is refused before the model loads."""
+    import dataclasses
+    import difflib
+
+    from trl import DPOConfig, SFTConfig
+
+    config_class = SFTConfig if objective == "sft" else DPOConfig
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    for key in extra:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"training.extra: {key!r} is not an argument of TRL's {config_class.__name__}{hint}")
+
+
 def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -210,11 +229,13 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-    prepare_output(Path(req.out), req.force)
+    prepare_output(Path(req.out), req.force, [req.base, req.data])
+    _check_trainer_args(req.extra, req.objective)
     base = Path(req.base)
     if not (base / "config.json").is_file():
         raise TrainingError(f"{base}: not a Hugging Face model directory (no config.json)")
-    config = json.loads((base / "config.json").read_text())
+    config = read_json(base / "config.json", TrainingError)
+    check_pickle_policy(base, req.allow_pickle)
     if req.architecture and config.get("model_type") != req.architecture:
         raise TrainingError(
             f"{base}: model_type is {config.get('model_type')!r}, but the config asks for {req.architecture!r}"
@@ -329,12 +350,20 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         result = trainer.train(resume_from_checkpoint=resume)
     loss_rows = _loss_table(trainer.state.log_history)
 
-    with _disk_full_is_an_error(Path(req.out)), AtomicDirectory(Path(req.out), force=req.force) as staging:
+    with (
+        _disk_full_is_an_error(Path(req.out)),
+        AtomicDirectory(Path(req.out), force=req.force, inputs=[req.base, req.data]) as staging,
+    ):
         trained = trainer.model
         if req.adapter == "lora":
             trained.save_pretrained(staging / "adapter")
             trained = trained.merge_and_unload()
         trained = trained.to(save_dtype)
+        check_finite(
+            trained.state_dict().items(),
+            f"training {req.out}",
+            f"the run diverged: lower --learning-rate (now {req.learning_rate}) or check the data",
+        )
         trained.config.dtype = str(save_dtype).removeprefix("torch.")
         trained.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
