@@ -88,10 +88,13 @@ def prepare_output(out_dir: Path, force: bool, inputs: Iterable[str | Path] = ()
     _clear_stale_staging(out_dir)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+
+
 def _staging_name(out_dir: Path) -> str:
     """`.NAME.tmp-HOST-PID-RANDOM`: whose it is, so a later run can tell a live writer from a killed one."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
-    return f".{out_dir.name}.tmp-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f".{out_dir.name}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -105,7 +108,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _clear_stale_staging(out_dir: Path) -> None:
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+    host = _host()
     prefix = f".{out_dir.name}.tmp-"
     for staged in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
         m = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}", staged.name[len(prefix) :])
