@@ -263,11 +263,13 @@ def test_an_output_that_appears_while_writing_is_not_replaced(tmp_path):
     from resm_core.errors import CheckpointError
 
     out = tmp_path / "out"
-    with pytest.raises(CheckpointError, match="appeared while this run was writing it"):
-        with AtomicDirectory(out) as staging:
-            (staging / "mine.txt").write_text("mine")
-            out.mkdir()
-            (out / "theirs.txt").write_text("theirs")  # another run published first
+    with (
+        pytest.raises(CheckpointError, match="appeared while this run was writing it"),
+        AtomicDirectory(out) as staging,
+    ):
+        (staging / "mine.txt").write_text("mine")
+        out.mkdir()
+        (out / "theirs.txt").write_text("theirs")  # another run published first
     assert [p.name for p in out.iterdir()] == ["theirs.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
