@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
+
+import yaml
 
 from resm_core.merge.request import MergeRequest
 from resm_core.options import add_arguments, command_line
@@ -11,7 +14,12 @@ from resm_core.options import add_arguments, command_line
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m = sub.add_parser("merge", help="merge experts into the base with one method")
-    m.add_argument("recipe", nargs="?", type=Path, help="YAML recipe (flags override its values)")
+    m.add_argument(
+        "recipe", nargs="?", type=Path, help="YAML recipe, resm's or mergekit's format (flags override its values)"
+    )
+    m.add_argument(
+        "--to-mergekit", type=Path, metavar="FILE", help="write the merge as a mergekit recipe instead of running it"
+    )
     add_arguments(m, MergeRequest, required=False)
     m.set_defaults(run=run_merge)
 
@@ -30,13 +38,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run_merge(args: argparse.Namespace) -> None:
     from resm_core.merge.engine import merge
+    from resm_core.merge.mergekit import write_mergekit
     from resm_core.merge.recipe import read_recipe, request_from
 
-    recipe = read_recipe(args.recipe) if args.recipe else {}
+    recipe, translated = read_recipe(args.recipe) if args.recipe else ({}, False)
+    if translated:
+        print(f"{args.recipe}: a mergekit recipe, read as this resm recipe:\n{yaml.safe_dump(recipe, sort_keys=False)}")
     flags = command_line(MergeRequest, args)
     if args.quiet:
         flags["progress"] = False
+    if args.to_mergekit:
+        flags.setdefault("out", Path("unused"))  # the reverse needs no output directory
     request = request_from(recipe, flags, source=str(args.recipe or "command line"))
+    if args.to_mergekit:
+        write_mergekit(
+            {**asdict(request), "experts": [str(e) for e in request.experts], "base": str(request.base)},
+            args.to_mergekit,
+        )
+        print(f"mergekit recipe written to {args.to_mergekit}")
+        return
     manifest = merge(request)
     print(
         f"merged {len(request.experts)} experts with {manifest['method']} into {request.out} "

@@ -9,12 +9,14 @@ from typing import Any
 import yaml
 
 from resm_core.errors import ConfigError
+from resm_core.merge.mergekit import from_mergekit, is_mergekit
 from resm_core.merge.request import MergeRequest
 from resm_core.options import build
 from resm_core.validation import validate
 
 
-def read_recipe(path: Path) -> dict[str, Any]:
+def read_recipe(path: Path) -> tuple[dict[str, Any], bool]:
+    """(the resm recipe, whether it was translated from a mergekit-format file)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
@@ -22,9 +24,12 @@ def read_recipe(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    translated = isinstance(data, dict) and is_mergekit(data)
+    if translated:
+        data = from_mergekit(data, str(path))
     validate(data, "merge_recipe.schema.yaml", str(path))
     recipe: dict[str, Any] = data
-    return recipe
+    return recipe, translated
 
 
 def request_from(recipe: dict[str, Any], overrides: dict[str, Any], source: str = "recipe") -> MergeRequest:
