@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -189,20 +190,16 @@ def build_tiny(req: TinyBaseRequest, texts: list[str]) -> Path:
     return out
 
 
-def download_base(repo_id: str, out: Path, revision: str | None = None, force: bool = False) -> Path:
-    """A hub model (weights, config, tokenizer, chat template) into a plain directory, atomically."""
-    from huggingface_hub import snapshot_download
+def download_base(
+    repo_id: str, out: Path, revision: str | None = None, force: bool = False, allow_pickle: bool = False
+) -> Path:
+    """A hub model (weights, config, tokenizer, chat template) into a directory of its own, atomically, through
+    the huggingface_hub cache (so an offline node with the cache filled needs no network)."""
+    from resm_core.hub import HubId, fetch, parse_id
 
-    with AtomicDirectory(out, force=force) as staging:
-        try:
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                local_dir=staging,
-                allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"],
-            )
-        except Exception as exc:  # network, authentication (gated models), unknown repo
-            raise CheckpointError(f"base {repo_id}: download failed: {type(exc).__name__}: {exc}") from None
-        if not (staging / "config.json").is_file():
-            raise CheckpointError(f"base {repo_id}: the download has no config.json")
-    return out
+    hub_id = parse_id(repo_id) or HubId(repo_id)
+    fetch(HubId(hub_id.repo, revision or hub_id.revision), Path(out), allow_pickle=allow_pickle, force=force)
+    if not (Path(out) / "config.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        raise CheckpointError(f"{repo_id}: the download has no config.json (not a transformers model?)")
+    return Path(out)

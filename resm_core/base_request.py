@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from resm_core.devices import DTYPE_NAMES
-from resm_core.options import option
+from resm_core.options import option, pickle_option
 
 
 @dataclass
@@ -33,3 +33,16 @@ class TinyBaseRequest:
     intermediate: int = option(128, help="MLP size", minimum=8)
     dtype: str = option("bfloat16", help="weights on disk", choices=DTYPE_NAMES, config=False)
     force: bool = option(False, help="replace the output if it exists", config=False)
+
+
+@dataclass
+class ModelRequest:
+    """`resm model adopt` (and the pickle/force options of `resm base download`): a model made elsewhere."""
+
+    SECTION: ClassVar[str] = "experts"  # where such models are named in a config
+
+    source: str = option(help="model directory, PEFT LoRA adapter directory, or hub id ORG/NAME[@REVISION]")
+    base: str = option(help="the grid's base model (directory or hub id): the source is checked against it")
+    out: Path = option(help="output model directory")
+    allow_pickle: bool = pickle_option()
+    force: bool = option(False, help="replace the output if it exists")

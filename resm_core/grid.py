@@ -85,10 +85,21 @@ class Arm:
         return {"kind": self.kind, "combo": self.combo, "family": self.family, "variant": self.variant}
 
 
+def outside_models(config: dict) -> dict[str, dict]:
+    """Arm path -> model source, for every arm the config names instead of training (experts of kind hub,
+    local or lora; ready-made mixture models)."""
+    out = {Arm.expert(d).path: s for d, s in (config.get("experts") or {}).items() if s["kind"] != "trained"}
+    for combo, named in (config["mixtures"].get("models") or {}).items():
+        out.update({Arm("mixture", family=name, combo=combo).path: spec for name, spec in named.items()})
+    return out
+
+
 def grid_arms(config: dict) -> list[Arm]:
     """Every model the config asks to evaluate."""
     out = [Arm("base")] + [Arm.expert(d) for d in DIMS]
     out += [Arm("mixture", family=s, combo=c) for s in config["mixtures"]["strategies"] for c in config["combos"]]
+    named = config["mixtures"].get("models") or {}
+    out += [Arm("mixture", family=name, combo=c) for c in config["combos"] for name in named.get(c, {})]
     out += [Arm("merge", family=m, combo=c, variant=h) for m, c, h, _ in merge_cells(config)]
     return out
 

@@ -273,11 +273,20 @@ def to_flags(cls: type, values: dict[str, Any]) -> str:
     return shlex.join(parts)
 
 
-def pickle_option() -> Any:
+def pickle_option(config: bool = False) -> Any:
     """One pickle policy for every model a command loads; the workflow sets it from the top-level config key
-    `allow_pickle`, not per section."""
+    `allow_pickle`, not per section (config: a merge recipe key)."""
     return option(
-        False, help="also read pytorch_model.bin weights (loaded with torch.load(weights_only=True))", config=False
+        False, help="also read pytorch_model.bin weights (loaded with torch.load(weights_only=True))", config=config
+    )
+
+
+def base_vocabulary_option(config: bool = False) -> Any:
+    """Experts with added tokens, opt-in: one declaration for merge and extract (config: a merge recipe key)."""
+    return option(
+        False,
+        help="experts with added tokens: keep the base's tokenizer and vocabulary, drop their extra embedding rows",
+        config=config,
     )
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resm_core.base_request import TinyBaseRequest
-from resm_core.options import add_arguments, from_namespace
+from resm_core.base_request import ModelRequest, TinyBaseRequest
+from resm_core.options import add_arguments, command_line, from_namespace
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,8 +36,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bd.add_argument("repo_id", help="e.g. meta-llama/Meta-Llama-3-8B-Instruct (gated models need HF_TOKEN)")
     bd.add_argument("--out", required=True, type=Path)
     bd.add_argument("--revision")
-    bd.add_argument("--force", action="store_true")
+    add_arguments(bd, ModelRequest, skip=("source", "base", "out"))
     bd.set_defaults(run=run_download)
+
+    m = sub.add_parser("model", help="take a model made elsewhere (hub id, directory, LoRA adapter) into a grid")
+    m_sub = m.add_subparsers(dest="model_command", required=True)
+    ma = m_sub.add_parser("adopt", help="a full model or a LoRA adapter as a model directory, checked, with a card")
+    add_arguments(ma, ModelRequest)
+    ma.set_defaults(run=run_adopt)
     bt = b_sub.add_parser("tiny", help="a tiny random Llama with a locally trained tokenizer (tests, CI)")
     add_arguments(bt, TinyBaseRequest)
     bt.set_defaults(run=run_tiny)
@@ -68,8 +74,23 @@ def run_prepare(args: argparse.Namespace) -> None:
 def run_download(args: argparse.Namespace) -> None:
     from resm_core import base_models
 
-    base_models.download_base(args.repo_id, args.out, revision=args.revision, force=args.force)
+    flags = command_line(ModelRequest, args)  # --allow-pickle, --force: absent flags are absent
+    base_models.download_base(
+        args.repo_id,
+        args.out,
+        revision=args.revision,
+        force=flags.get("force", False),
+        allow_pickle=flags.get("allow_pickle", False),
+    )
     print(f"base model written to {args.out}")
+
+
+def run_adopt(args: argparse.Namespace) -> None:
+    from resm_core.adopt import adopt
+
+    req = from_namespace(ModelRequest, args)
+    manifest = adopt(req.source, req.base, req.out, allow_pickle=req.allow_pickle, force=req.force)
+    print(f"{req.source}: taken as {req.out} ({manifest['kind']} model)")
 
 
 def run_tiny(args: argparse.Namespace) -> None:

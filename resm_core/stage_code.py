@@ -26,6 +26,8 @@ STAGE_ENTRIES = {
     "data": ["resm_core.data.build"],
     "mix": ["resm_core.data.mixtures", "resm_core.judges"],
     "train": ["resm_core.train.trainer"],
+    "hub": ["resm_core.hub", "resm_core.base_models"],
+    "adopt": ["resm_core.adopt"],
     "taskvec": ["resm_core.taskvec.extract", "resm_core.taskvec.conflicts"],
     "merge": ["resm_core.merge.engine", "resm_core.merge.recipe"],
     "judges": ["resm_core.judges.refusal", "resm_core.judges.similarity"],

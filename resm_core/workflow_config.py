@@ -41,7 +41,16 @@ def check_config(config: dict, source: str = "config") -> None:
     as strings (`1e-3`) become numbers, in place, so every rule sees what the user meant."""
     read_numbers(config, load_schema("config.schema.yaml"))
     validate(config, "config.schema.yaml", source)
-    for check in (_check_combos, _check_models, _check_mixtures, _check_merges, _check_benchmarks, _check_sources):
+    checks = (
+        _check_combos,
+        _check_models,
+        _check_mixtures,
+        _check_merges,
+        _check_benchmarks,
+        _check_sources,
+        _check_outside_models,
+    )
+    for check in checks:
         check(config, source)
 
 
@@ -157,6 +166,41 @@ def _check_benchmarks(config: dict, source: str) -> None:
             get_benchmark(name).check_options(opts or {})
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+
+
+_NEEDS = {"trained": set(), "hub": {"repo"}, "local": {"path"}}
+
+
+def _check_model_source(spec: dict, where: str) -> None:
+    kind, given = spec["kind"], set(spec) - {"kind"}
+    if kind == "lora":
+        if len(given & {"repo", "path"}) != 1:
+            raise ConfigError(f"{where}: a lora adapter needs repo (hub, with revision) or path, one of them")
+        if "revision" in given and "repo" not in given:
+            raise ConfigError(f"{where}: revision is for a hub adapter (repo)")
+        return
+    allowed = _NEEDS[kind] | ({"revision"} if kind == "hub" else set())
+    if not _NEEDS[kind] <= given or given - allowed:
+        wanted = ", ".join(sorted(_NEEDS[kind])) or "no other key"
+        raise ConfigError(f"{where}: kind {kind} takes {wanted} (got {', '.join(sorted(given)) or 'none'})")
+
+
+def _check_outside_models(config: dict, source: str) -> None:
+    """Experts and mixture models made elsewhere: each spec well-formed, each named mixture a new arm."""
+    from resm_core.data.request import STRATEGIES
+
+    for dim, spec in (config.get("experts") or {}).items():
+        _check_model_source(spec, f"{source}: experts.{dim}")
+    for combo, named in ((config.get("mixtures") or {}).get("models") or {}).items():
+        if combo not in config["combos"]:
+            raise ConfigError(f"{source}: mixtures.models.{combo}: not one of combos ({', '.join(config['combos'])})")
+        for name, spec in named.items():
+            where = f"{source}: mixtures.models.{combo}.{name}"
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in STRATEGIES:
+                raise ConfigError(f"{where}: a name of lowercase letters, digits and _, not a strategy name")
+            if spec["kind"] == "trained":
+                raise ConfigError(f"{where}: kind trained is what mixtures.strategies are; name hub, local or lora")
+            _check_model_source(spec, where)
 
 
 def _check_sources(config: dict, source: str) -> None:

@@ -1,17 +1,19 @@
 # Config validation, grid helpers and wildcard constraints shared by every rule.
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
 from resm_core.assets import asset_dir
-from resm_core.base_request import TinyBaseRequest
+from resm_core.base_request import ModelRequest, TinyBaseRequest
 from resm_core.data.request import BuildRequest, MixRequest
 from resm_core.data.schema import DIMS
 from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
     arms,
     combo_dims,
+    outside_models,
     merge_cells,
     merge_params,
 )
@@ -32,9 +34,11 @@ TRAIN = config["training"]
 DATA = config.get("data", {})
 EVAL = config["evaluation"]
 MIX = config["mixtures"]
-PICKLE = bool(
-    config.get("allow_pickle", False)
-)  # one pickle policy for every rule that loads a model
+# one pickle policy for every rule that loads a model
+PICKLE = bool(config.get("allow_pickle", False))
+# arm -> model source: made elsewhere, adopted instead of trained
+OUTSIDE = outside_models(config)
+TRAINED_DIMS = [d for d in DIMS if f"expert/{d}" not in OUTSIDE]
 
 
 wildcard_constraints:
@@ -43,6 +47,24 @@ wildcard_constraints:
     strategy="uniform|ratio|reward_weighted|conflict_filtered",
     method="[a-z_]+",
     hp="[A-Za-z0-9_.+=-]+",
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing, when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def hub_source(arm):
+    """The hub id of an adopted model that comes from the hub, else None."""
+    spec = OUTSIDE[arm]
+    if spec["kind"] == "hub" or (spec["kind"] == "lora" and "repo" in spec):
+        return spec["repo"] + (f"@{spec['revision']}" if spec.get("revision") else "")
+    return None
+
+
+def adopt_source(arm):
+    """What `resm model adopt` reads: the fetched hub directory, or the local path the config names."""
+    return f"{RESULTS}/hub/models/{arm}" if hub_source(arm) else OUTSIDE[arm]["path"]
 
 
 def code(stage):
@@ -81,7 +103,11 @@ def base_command():
         name = b.get("name", "smollm2-135m-instruct")
         return shlex.join(["resm", "-q", "base", "prepare", name, "--cache", CACHE])
     if b["kind"] == "hub":
-        return shlex.join(["resm", "-q", "base", "download", b["name"]])
+        revision = ["--revision", b["revision"]] if b.get("revision") else []
+        pickle = ["--allow-pickle"] if PICKLE else []
+        return shlex.join(
+            ["resm", "-q", "base", "download", b["name"], *revision, *pickle]
+        )
     options = config_flags(TinyBaseRequest, b, cache=CACHE, dtype="float32")
     return f"resm -q base tiny {options}"
 

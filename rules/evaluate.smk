@@ -30,6 +30,8 @@ rule download_judge_model:
         f"{RESULTS}/logs/hub/{{name}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/hub/{{name}}.tsv"
+    wildcard_constraints:
+        name=one_of(EVAL.get("models", {})),
     conda:
         "../envs/resm.yaml"
     threads: 1

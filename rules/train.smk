@@ -6,6 +6,8 @@ rule train_expert:
         protected(directory(f"{RESULTS}/models/expert/{{dim}}")),
     log:
         f"{RESULTS}/logs/train/expert/{{dim}}.log",
+    wildcard_constraints:
+        dim=one_of(TRAINED_DIMS),  # an expert named in `experts:` is adopted, not trained
     cache: True
     conda:
         "../envs/resm.yaml"

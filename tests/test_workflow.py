@@ -114,6 +114,30 @@ def test_every_config_validates_and_the_default_grid_has_every_arm():
             r"mixtures\.ratios\.\w+: must be a finite number",
         ),
         (lambda c: c["training"].update(learning_rate="fast"), r"training\.learning_rate: 'fast' is not of type"),
+        (
+            lambda c: c.update(experts={"honesty": {"kind": "hub"}}),
+            r"experts\.honesty: kind hub takes repo \(got none\)",
+        ),
+        (
+            lambda c: c.update(experts={"honesty": {"kind": "local", "path": "x", "repo": "a/b"}}),
+            r"experts\.honesty: kind local takes path \(got path, repo\)",
+        ),
+        (
+            lambda c: c.update(experts={"honesty": {"kind": "lora", "path": "x", "repo": "a/b"}}),
+            r"experts\.honesty: a lora adapter needs repo \(hub, with revision\) or path, one of them",
+        ),
+        (lambda c: c.update(experts={"kindness": {"kind": "trained"}}), r"experts: Additional properties"),
+        (
+            lambda c: c["mixtures"].update(models={"helpfulness+honesty": {"uniform": {"kind": "local", "path": "x"}}}),
+            r"mixtures\.models\.helpfulness\+honesty\.uniform: a name of lowercase letters",
+        ),
+        (
+            lambda c: (
+                c.update(combos=["helpfulness+honesty"])
+                or c["mixtures"].update(models={"harmlessness+honesty": {"joint": {"kind": "local", "path": "x"}}})
+            ),
+            r"mixtures\.models\.harmlessness\+honesty: not one of combos",
+        ),
     ],
 )
 def test_config_errors_name_the_key(edit, message):
@@ -168,6 +192,16 @@ def test_paper_dags_build_from_the_dry_run():
         assert counts["train_mixture"] == 4 * 4 and counts["mix_data"] == 16
         assert counts["merge"] == sum(len(v) for v in config["merges"].values()) * 4
         assert counts["download_judge_model"] == 3  # helpfulness reward model, guard, and the mixtures' own judge
+
+
+@pytest.mark.workflow
+def test_the_released_experts_presets_train_no_expert():
+    for family in ("llama3", "mistral"):
+        path = REPO / "configs" / f"paper-released-{family}.yaml"
+        config, counts = load_config(path), job_counts(REPO, path)
+        assert "train_expert" not in counts  # the three released experts are adopted, not trained
+        assert counts["fetch_model"] == counts["adopt_model"] == 5  # three experts, two joint-annotation models
+        assert counts["evaluate"] == len(arms(config)) and "mix/joint/helpfulness+honesty" in arms(config)
 
 
 @pytest.mark.workflow

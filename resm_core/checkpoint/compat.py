@@ -7,6 +7,7 @@ so every mismatch is an error that names the file and the key.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,29 @@ ARCH_KEYS = (
 )
 
 
+VOCABULARY_HINT = (
+    "an expert with added tokens can be merged with --base-vocabulary (config `base_vocabulary: true`): "
+    "the base's tokenizer and vocabulary are kept and the expert's extra embedding rows dropped"
+)
+
+
 def check_config(
-    base_dir: Path, base_cfg: dict[str, Any] | None, other_dir: Path, other_cfg: dict[str, Any] | None
+    base_dir: Path,
+    base_cfg: dict[str, Any] | None,
+    other_dir: Path,
+    other_cfg: dict[str, Any] | None,
+    base_vocabulary: bool = False,
 ) -> None:
     if base_cfg is None or other_cfg is None:
         return
     for key in ARCH_KEYS:
         if key in base_cfg and key in other_cfg and base_cfg[key] != other_cfg[key]:
+            if key == "vocab_size" and base_vocabulary and other_cfg[key] > base_cfg[key]:
+                continue
+            hint = f"; {VOCABULARY_HINT}" if key == "vocab_size" and other_cfg[key] > base_cfg[key] else ""
             raise CompatibilityError(
                 f"{other_dir / 'config.json'}: {key} = {other_cfg[key]!r} but the base "
-                f"{base_dir / 'config.json'} has {base_cfg[key]!r}"
+                f"{base_dir / 'config.json'} has {base_cfg[key]!r}{hint}"
             )
 
 
@@ -45,11 +59,33 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_tokenizer(base_dir: Path, other_dir: Path) -> None:
+def check_tokenizer(base_dir: Path, other_dir: Path, base_vocabulary: bool = False) -> None:
+    """Same token <-> id files; with `base_vocabulary`, the base's vocabulary must be the start of the
+    expert's (added tokens come after it), so the base's rows mean the same tokens in both."""
     for name in TOKENIZER_FILES:
         a, b = base_dir / name, other_dir / name
-        if a.is_file() and b.is_file() and _digest(a) != _digest(b):
-            raise CompatibilityError(f"{b}: differs from the base's {a}; experts must share the base tokenizer")
+        if not (a.is_file() and b.is_file()) or _digest(a) == _digest(b):
+            continue
+        if base_vocabulary and name == "tokenizer.json" and _extends(a, b):
+            continue
+        if not base_vocabulary:
+            raise CompatibilityError(
+                f"{b}: differs from the base's {a}; experts must share the base tokenizer ({VOCABULARY_HINT})"
+            )
+        if name == "tokenizer.json":
+            raise CompatibilityError(f"{b}: its tokens do not extend the base's {a} (ids of base tokens differ)")
+
+
+def _vocabulary(path: Path) -> dict[str, int]:
+    data = json.loads(path.read_text())
+    vocab = dict((data.get("model") or {}).get("vocab") or {})
+    vocab.update({t["content"]: t["id"] for t in data.get("added_tokens") or []})
+    return vocab
+
+
+def _extends(base_file: Path, other_file: Path) -> bool:
+    base, other = _vocabulary(base_file), _vocabulary(other_file)
+    return all(other.get(token) == i for token, i in base.items())
 
 
 def check_tensors(
@@ -58,9 +94,12 @@ def check_tensors(
     other_path: Path,
     require_all: bool = True,
     required: set[str] | None = None,
-) -> None:
+    extra_rows_of: set[str] | None = None,
+) -> dict[str, int]:
     """No keys the base lacks, every `required` base key present (all of them by default, none
-    when not `require_all`), and the same shape for every shared key."""
+    when not `require_all`), and the same shape for every shared key. For the tensors of `extra_rows_of`
+    (vocabulary matrices, with --base-vocabulary) more rows than the base's are allowed: the count per tensor
+    is returned, and those rows are dropped."""
     extra = sorted(set(other_shapes) - set(base_shapes))
     if extra:
         raise CompatibilityError(
@@ -74,8 +113,15 @@ def check_tensors(
                 f"{other_path}: tensor {missing[0]} of the base is missing"
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             )
+    dropped: dict[str, int] = {}
     for name, shape in other_shapes.items():
-        if tuple(base_shapes[name]) != tuple(shape):
-            raise CompatibilityError(
-                f"{other_path}: tensor {name} has shape {tuple(shape)}, the base has {tuple(base_shapes[name])}"
-            )
+        want = tuple(base_shapes[name])
+        if tuple(shape) == want:
+            continue
+        more_rows = len(shape) == len(want) and shape[0] > want[0] and tuple(shape[1:]) == want[1:]
+        if more_rows and name in (extra_rows_of or set()):
+            dropped[name] = shape[0] - want[0]
+            continue
+        hint = f"; {VOCABULARY_HINT}" if more_rows else ""
+        raise CompatibilityError(f"{other_path}: tensor {name} has shape {tuple(shape)}, the base has {want}{hint}")
+    return dropped

@@ -101,9 +101,15 @@ class ManifestRecorder:
 
     def build(self, *, action: str, device: str, **fields: Any) -> dict[str, Any]:
         wall = time.perf_counter() - self.started
+        from resm_core.hub import hub_origin
+
         inputs = {
             role: [
-                {"path": str(path.resolve()), "files": {f.name: fut.result() for f, fut in files}}
+                {
+                    "path": str(path.resolve()),
+                    "files": {f.name: fut.result() for f, fut in files},
+                    **({"hub": origin} if (origin := hub_origin(path)) else {}),
+                }
                 for path, files in entries
             ]
             for role, entries in self._inputs.items()

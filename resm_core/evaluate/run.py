@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from resm_core.evaluate.backends import make_backend
 from resm_core.evaluate.benchmarks import get_benchmark
 from resm_core.evaluate.request import EvalRequest
 from resm_core.evaluate.scores import CI_LEVEL, bootstrap, interval, summarise
+from resm_core.hub import hub_origin, local_model
 from resm_core.validation import validate
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def evaluate(req: EvalRequest) -> dict:
+    req = replace(req, model=local_model(req.model, req.allow_pickle))
     if not req.benchmarks:
         raise ConfigError("evaluation.benchmarks: no benchmarks given")
     benches = {name: (get_benchmark(name), dict(opts or {})) for name, opts in req.benchmarks.items()}
@@ -213,6 +216,7 @@ def evaluate(req: EvalRequest) -> dict:
             "schema_version": 1,
             "arm": req.arm,
             "model": str(req.model),
+            **({"model_hub": origin} if (origin := hub_origin(req.model)) else {}),
             "benchmarks": {
                 n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for n, r in results.items()
             },

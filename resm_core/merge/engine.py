@@ -14,12 +14,14 @@ import json
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from resm_core.card import write_merge_files
 from resm_core.checkpoint.finite import all_finite, fits
 from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
 from resm_core.checkpoint.names import is_vocab_tensor
@@ -27,6 +29,7 @@ from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter, parse_size, prepare_output
 from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, NumericError
+from resm_core.hub import local_model
 from resm_core.merge.api import MergeMethod, TensorContext, task_sum
 from resm_core.merge.catalogue import get_method
 from resm_core.merge.request import VOCAB_RULES, MergeRequest
@@ -54,7 +57,9 @@ class MergeJob:
         self.shard_bytes = parse_size(request.shard_size)
         prepare_output(Path(request.out), request.force, [request.base, *request.experts])
         self.base = CheckpointReader(request.base, allow_pickle=request.allow_pickle)
-        self.experts: list[DeltaSource] = [open_expert(p, request.allow_pickle) for p in request.experts]
+        self.experts: list[DeltaSource] = [
+            open_expert(p, request.allow_pickle, request.base_vocabulary) for p in request.experts
+        ]
         config = self.base.config or {}
         self.vocab_size = config.get("vocab_size")
         self.keys = self._output_keys(config)
@@ -189,8 +194,10 @@ class MergeJob:
                     experts_dtype=str(self.experts_dtype),
                     shard_size=self.shard_bytes,
                     n_tensors=len(self.keys),
+                    dropped_vocabulary_rows={str(e.path): e.extra_rows for e in self.experts if e.extra_rows},
                 )
                 writer.write_json(MANIFEST_NAME, manifest)
+                write_merge_files(writer.staging_dir, manifest, Path(req.out))
             return manifest
         except BaseException:
             recorder.cancel()
@@ -245,7 +252,12 @@ def _diagnostics_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def merge(request: MergeRequest) -> dict[str, Any]:
-    """Validate, then run; returns the manifest."""
+    """Resolve hub ids, validate, then run; returns the manifest."""
+    request = replace(
+        request,
+        base=local_model(request.base, request.allow_pickle),
+        experts=[local_model(e, request.allow_pickle) for e in request.experts],
+    )
     return MergeJob(request).run()
 
 

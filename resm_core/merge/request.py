@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from resm_core.devices import DTYPE_CHOICES
-from resm_core.options import device_option, key_value, option, pickle_option
+from resm_core.options import base_vocabulary_option, device_option, key_value, option, pickle_option
 
 VOCAB_RULES = ("method", "task_arithmetic", "mean", "base")
 
@@ -58,7 +58,8 @@ class MergeRequest:
         "task_arithmetic for the SVD family, the method itself otherwise)",
         choices=VOCAB_RULES,
     )
-    allow_pickle: bool = pickle_option()
+    allow_pickle: bool = pickle_option(config=True)
+    base_vocabulary: bool = base_vocabulary_option(config=True)
     allow_other_base: bool = option(
         False, help="merge task vectors onto a base other than the one they were extracted from", config=False
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter, parse_size
 from resm_core.devices import dtype_name, resolve_device, resolve_dtype
 from resm_core.errors import NumericError
+from resm_core.hub import local_model
 from resm_core.options import build
 from resm_core.taskvec.request import ExtractRequest
 from resm_core.taskvec.sources import TASKVEC_MARKER, open_expert
@@ -32,6 +34,7 @@ def extract(base: Path, expert: Path, out: Path, **options) -> pd.DataFrame:
 
 
 def extract_request(req: ExtractRequest) -> pd.DataFrame:
+    req = replace(req, base=local_model(req.base, req.allow_pickle), expert=local_model(req.expert, req.allow_pickle))
     base, expert, out, tol, outlier_m, energy_top = (
         req.base,
         req.expert,
@@ -44,7 +47,7 @@ def extract_request(req: ExtractRequest) -> pd.DataFrame:
     dtype = dtype_name(req.dtype, "extract.dtype")
     dev = resolve_device(device)
     base_reader = CheckpointReader(base, allow_pickle=allow_pickle)
-    source = open_expert(expert, allow_pickle)
+    source = open_expert(expert, allow_pickle, req.base_vocabulary)
     source.check_against(base_reader)
     recorder = ManifestRecorder({"base": Path(base), "expert": Path(expert)})
     rows = []
@@ -79,6 +82,7 @@ def extract_request(req: ExtractRequest) -> pd.DataFrame:
             recorder.build(
                 action="extract",
                 device=str(dev),
+                dropped_vocabulary_rows=source.extra_rows,
                 dtype=dtype,
                 tol=tol,
                 outlier_m=outlier_m,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from resm_core.options import device_option, option, pickle_option
+from resm_core.options import base_vocabulary_option, device_option, option, pickle_option
 
 
 @dataclass
@@ -32,5 +32,6 @@ class ExtractRequest:
     device: str = device_option()
     shard_size: str = option("2GB", help="maximum output shard size", config=False)
     allow_pickle: bool = pickle_option()
+    base_vocabulary: bool = base_vocabulary_option()
     force: bool = option(False, help="replace the output if it exists", config=False)
     progress: bool = option(True, config=False, cli=False)

@@ -15,6 +15,7 @@ import torch
 
 from resm_core.checkpoint.compat import check_config, check_tensors, check_tokenizer
 from resm_core.checkpoint.manifest import MANIFEST_NAME, sha256_file
+from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.errors import CheckpointError, CompatibilityError
 from resm_core.jsonfile import read_json
@@ -31,10 +32,17 @@ class DeltaSource:
     kind = "model"
     covers_all_keys = True
 
-    def __init__(self, path: Path, allow_pickle: bool = False):
+    def __init__(self, path: Path, allow_pickle: bool = False, base_vocabulary: bool = False):
         self.path = Path(path)
         self.reader = CheckpointReader(self.path, allow_pickle=allow_pickle)
         self.directory = self.reader.directory
+        self.base_vocabulary = base_vocabulary  # keep the base's vocabulary: extra embedding rows are dropped
+        self.extra_rows: dict[str, int] = {}  # tensor -> rows beyond the base's (filled by check_against)
+
+    def stored(self, name: str, base: torch.Tensor) -> torch.Tensor:
+        """The stored tensor, cut to the base's rows where the expert has added tokens."""
+        tensor = self.reader.get(name)
+        return tensor[: base.shape[0]] if name in self.extra_rows else tensor
 
     @property
     def config(self) -> dict | None:
@@ -63,7 +71,7 @@ class DeltaSource:
 
     def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
         """Write the delta into a preallocated fp32 buffer (no temporaries: copy_ converts dtype)."""
-        out.copy_(self.reader.get(name))
+        out.copy_(self.stored(name, base))
         out.sub_(base)
 
     def check_base(self, base: CheckpointReader, allow_other: bool = False) -> None:
@@ -77,14 +85,13 @@ class DeltaSource:
                 f"{self.directory}: no config.json; a full-model expert is a Hugging Face model directory "
                 f"(its architecture is checked against the base's)"
             )
-        check_config(base.directory, base.config, self.directory, self.config)
-        check_tokenizer(base.directory, self.directory)
-        check_tensors(
-            {k: base.shape(k) for k in base.keys},
-            self.shapes(),
-            self.path,
-            require_all=self.covers_all_keys,
-            required=required,
+        check_config(base.directory, base.config, self.directory, self.config, self.base_vocabulary)
+        check_tokenizer(base.directory, self.directory, self.base_vocabulary)
+        vocab_size = (base.config or {}).get("vocab_size")
+        shapes = {k: base.shape(k) for k in base.keys}
+        vocab = {k for k, s in shapes.items() if is_vocab_tensor(k, s, vocab_size)} if self.base_vocabulary else set()
+        self.extra_rows = check_tensors(
+            shapes, self.shapes(), self.path, require_all=self.covers_all_keys, required=required, extra_rows_of=vocab
         )
 
 
@@ -118,11 +125,11 @@ class TaskVectorSource(DeltaSource):
         return getattr(torch, recorded) if recorded else super().weights_dtype()
 
     def delta(self, name: str, base: torch.Tensor) -> torch.Tensor:
-        """The stored delta; `base` only gives the device (a task vector needs no base)."""
-        return self.reader.get(name).to(device=base.device, dtype=torch.float32)
+        """The stored delta; `base` only gives the device and the rows (a task vector needs no base)."""
+        return self.stored(name, base).to(device=base.device, dtype=torch.float32)
 
     def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
-        out.copy_(self.reader.get(name))
+        out.copy_(self.stored(name, base))
 
 
 class LoraSource(DeltaSource):
@@ -136,8 +143,8 @@ class LoraSource(DeltaSource):
         r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"
     )
 
-    def __init__(self, path: Path, allow_pickle: bool = False):
-        super().__init__(path, allow_pickle)
+    def __init__(self, path: Path, allow_pickle: bool = False, base_vocabulary: bool = False):
+        super().__init__(path, allow_pickle, base_vocabulary)
         cfg_path = self.directory / ADAPTER_CONFIG
         self.adapter_config = read_json(cfg_path, CheckpointError)
         peft_type = self.adapter_config.get("peft_type", "LORA")
@@ -207,9 +214,11 @@ class LoraSource(DeltaSource):
 
     def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
         if name in self._pairs:
-            out.copy_(self._dense(name, out.device))
+            dense = self._dense(name, out.device)
+            out.copy_(dense[: base.shape[0]] if name in self.extra_rows else dense)
         elif name in self._full:
-            out.copy_(self.reader.get(self._full[name]))
+            full = self.reader.get(self._full[name])
+            out.copy_(full[: base.shape[0]] if name in self.extra_rows else full)
             out.sub_(base)
         else:
             out.zero_()
@@ -234,14 +243,14 @@ def widest_dtype(dtypes) -> torch.dtype | None:
     return widest
 
 
-def open_expert(path: str | Path, allow_pickle: bool = False) -> DeltaSource:
+def open_expert(path: str | Path, allow_pickle: bool = False, base_vocabulary: bool = False) -> DeltaSource:
     """Pick the source type from what the directory holds."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such expert directory")
     directory = path if path.is_dir() else path.parent
     if (directory / TASKVEC_MARKER).exists():
-        return TaskVectorSource(path, allow_pickle)
+        return TaskVectorSource(path, allow_pickle, base_vocabulary)
     if (directory / ADAPTER_CONFIG).exists():
-        return LoraSource(path, allow_pickle)
-    return DeltaSource(path, allow_pickle)
+        return LoraSource(path, allow_pickle, base_vocabulary)
+    return DeltaSource(path, allow_pickle, base_vocabulary)

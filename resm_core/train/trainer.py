@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from resm_core.card import CARD_NAME, trained_card
 from resm_core.checkpoint.finite import check_finite
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.reader import check_pickle_policy
@@ -388,6 +389,7 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
             final_loss=loss_rows[-1]["loss"] if loss_rows else None,
         )
         (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        (staging / CARD_NAME).write_text(trained_card(json.loads(json.dumps(manifest, default=str)), Path(req.out)))
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained %s/%s for %d steps into %s", req.objective, req.adapter, trainer.state.global_step, req.out)
     return manifest

@@ -1,0 +1,94 @@
+"""Models named by hub id (`org/name`, optionally `@revision`) wherever a command takes a model directory.
+
+A hub id resolves through `huggingface_hub` into its cache (offline from the cache when HF_HUB_OFFLINE=1),
+so a second use downloads nothing; the snapshot directory's name is the commit, and every manifest records
+repo and commit next to the path (`hub_origin`). `fetch` puts a snapshot into a plain directory of its own
+(hard links where the file system allows, else copies) for the workflow, whose compute nodes may not see
+the login node's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.errors import CheckpointError
+
+SOURCE_FILE = "resm_source.json"  # where a fetched directory says which repo and commit it holds
+_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")
+_SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})")
+_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt", "*.md"]
+
+
+@dataclass(frozen=True)
+class HubId:
+    repo: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return self.repo + (f"@{self.revision}" if self.revision else "")
+
+
+def parse_id(text: str | Path) -> HubId | None:
+    """A hub id, or None for anything that exists locally or does not look like `org/name[@revision]`."""
+    text = str(text)
+    if Path(text).exists():
+        return None
+    m = _ID.fullmatch(text)
+    return HubId(m["repo"], m["revision"]) if m else None
+
+
+def snapshot(hub_id: HubId, allow_pickle: bool = False) -> Path:
+    """The snapshot directory of a hub model in the huggingface_hub cache (downloaded if missing)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = _PATTERNS + (["*.bin"] if allow_pickle else [])
+    try:
+        path = snapshot_download(hub_id.repo, revision=hub_id.revision, allow_patterns=patterns)
+    except Exception as exc:  # offline without the files, a gated repo, an unknown repo or revision
+        raise CheckpointError(
+            f"{hub_id}: not a local directory, and the hub did not give it ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    return Path(path)
+
+
+def local_model(arg: str | Path, allow_pickle: bool = False) -> Path:
+    """A model argument as a local directory: itself, or the cache snapshot of the hub id it names."""
+    hub_id = parse_id(arg)
+    return snapshot(hub_id, allow_pickle) if hub_id else Path(arg)
+
+
+def hub_origin(path: str | Path) -> dict[str, str] | None:
+    """{repo, commit} of a cache snapshot or a fetched directory; None for a plain local directory."""
+    path = Path(path)
+    source = path / SOURCE_FILE
+    if path.is_dir() and source.is_file():
+        data = json.loads(source.read_text())
+        return {k: data[k] for k in ("repo", "revision", "commit") if data.get(k)}
+    m = _SNAPSHOT.search(path.resolve().as_posix())
+    return {"repo": f"{m['org']}/{m['name']}", "commit": m["commit"]} if m else None
+
+
+def fetch(hub_id: HubId, out: Path, allow_pickle: bool = False, force: bool = False) -> Path:
+    """The snapshot as a directory of its own, with `resm_source.json` naming repo, revision and commit."""
+    source = snapshot(hub_id, allow_pickle)
+    with AtomicDirectory(out, force=force) as staging:
+        for item in sorted(source.rglob("*")):
+            if item.is_dir():
+                continue
+            target = staging / item.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            real = item.resolve()  # cache snapshots are symlinks into blobs/
+            try:
+                os.link(real, target)
+            except OSError:  # another file system: copy
+                shutil.copy2(real, target)
+        origin = {"repo": hub_id.repo, "revision": hub_id.revision, "commit": source.name}
+        (staging / SOURCE_FILE).write_text(json.dumps(origin, indent=2) + "\n")
+    return out
