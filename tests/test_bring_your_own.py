@@ -173,7 +173,9 @@ def model_dir(base_dir: Path, out: Path, state: dict, shards: int = 1, pickle: b
 
 
 @pytest.mark.workflow
-def test_the_grid_adopts_released_hub_local_pickled_and_lora_experts(tiny_llm, assets_root, judges_dir, tmp_path):
+def test_the_grid_adopts_released_hub_local_pickled_and_lora_experts(
+    tiny_llm, assets_root, built, judges_dir, tmp_path
+):
     import pandas as pd
     import peft
     from workflow_helpers import SNAKEMAKE, copy_workflow, job_counts
@@ -216,7 +218,9 @@ def test_the_grid_adopts_released_hub_local_pickled_and_lora_experts(tiny_llm, a
     work = tmp_path / "work"
     work.mkdir()
     configfile, config = copy_workflow(work, assets_root, edit)
-    shutil.copytree(judges_dir, work / config["results"] / "judges")  # fitted once per session: not what this tests
+    for dim, data in built.items():  # built and fitted once per session (for this base): not what this tests
+        shutil.copytree(data, work / config["results"] / "data" / dim)
+    shutil.copytree(judges_dir, work / config["results"] / "judges")
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"],
@@ -224,7 +228,7 @@ def test_the_grid_adopts_released_hub_local_pickled_and_lora_experts(tiny_llm, a
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = work / config["results"]
-    assert not (results / "logs" / "train").exists()  # nothing was trained
+    assert not (results / "logs" / "train").exists() and not (results / "logs" / "data").exists()  # nothing trained
     grid = pd.read_csv(results / "report" / "grid.csv")
     assert set(grid["arm"]) == {
         "base", "expert/helpfulness", "expert/honesty", "expert/harmlessness",
