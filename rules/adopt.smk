@@ -20,6 +20,7 @@ rule fetch_model:
     resources:
         mem_mb=2000,
         runtime=240,
+        disk_mb=res("merge", "disk_mb", 2000),
     params:
         repo=lambda wc: hub_source(wc.arm),
         args=to_flags(ModelRequest, {"allow_pickle": PICKLE}),
@@ -44,6 +45,7 @@ rule adopt_model:
     resources:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),
+        disk_mb=res("merge", "disk_mb", 2000),
     params:
         args=to_flags(ModelRequest, {"allow_pickle": PICKLE}),
         code=code("adopt"),

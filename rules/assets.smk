@@ -1,3 +1,14 @@
+# Downloads run where snakemake runs (the login node of a cluster): compute nodes are often offline.
+localrules:
+    fetch_assets,
+
+
+if config["base"]["kind"] == "hub":  # a download; packaged and tiny bases are computed
+
+    localrules:
+        prepare_base,
+
+
 rule fetch_assets:
     output:
         [asset_marker(name) for name in needed_assets()],
@@ -33,6 +44,7 @@ rule prepare_base:
     resources:
         mem_mb=4000,
         runtime=30,
+        disk_mb=res("default", "disk_mb", 2000),
     params:
         command=base_command(),
         code=code("base"),

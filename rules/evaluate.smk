@@ -23,6 +23,10 @@ rule fit_judges:
         "resm -q judge fit --cache {params.cache:q} --out {params.out:q} > {log:q} 2>&1"
 
 
+localrules:
+    download_judge_model,
+
+
 rule download_judge_model:
     output:
         directory(f"{RESULTS}/hub/{{name}}"),

@@ -14,6 +14,7 @@ rule merge:
     resources:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),
+        disk_mb=res("merge", "disk_mb", 2000),
         gpu=res("merge", "gpu", 0),
     params:
         hp=lambda wc: merge_params(config, wc.method, wc.hp),

@@ -14,6 +14,7 @@ rule extract_taskvec:
     resources:
         mem_mb=res("merge", "mem_mb", 4000),
         runtime=res("merge", "runtime", 60),
+        disk_mb=res("merge", "disk_mb", 2000),
     params:
         args=to_flags(ExtractRequest, {"allow_pickle": PICKLE}),
         code=code("taskvec"),

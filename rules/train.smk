@@ -15,6 +15,7 @@ rule train_expert:
     resources:
         mem_mb=res("train", "mem_mb", 6000),
         runtime=res("train", "runtime", 120),
+        disk_mb=res("train", "disk_mb", 2000),
         gpu=res("train", "gpu", 0),
     params:
         args=train_args(TRAIN["steps"]),
@@ -39,6 +40,7 @@ rule train_mixture:
     resources:
         mem_mb=res("train", "mem_mb", 6000),
         runtime=res("train", "runtime", 120),
+        disk_mb=res("train", "disk_mb", 2000),
         gpu=res("train", "gpu", 0),
     params:
         args=lambda wc: train_args(TRAIN["steps"] * len(combo_dims(wc.combo))),

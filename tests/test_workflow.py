@@ -195,6 +195,24 @@ def test_paper_dags_build_from_the_dry_run():
 
 
 @pytest.mark.workflow
+def test_the_slurm_site_template_works_as_the_readme_says(tmp_path):
+    """cp -r profiles/slurm profiles/mysite, then the documented dry run: no traceback (the template's caching
+    needed SNAKEMAKE_OUTPUT_CACHE), CPU-only rules on the CPU partition, GPU rules on the GPU one."""
+    for item in ("Snakefile", "rules", "captions", "envs", "profiles", "configs", "config.yaml"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
+    shutil.copytree(tmp_path / "profiles" / "slurm", tmp_path / "profiles" / "mysite")
+    cmd = ["--workflow-profile", "profiles/mysite", "--configfile", "configs/paper-llama3-8b.yaml", "-n"]
+    out = run(SNAKEMAKE + cmd, cwd=tmp_path)
+    partitions: dict[str, set[str]] = {}
+    for rule, resources in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", out):
+        partitions.setdefault(rule, set()).update(re.findall(r"slurm_partition=(\w+)", resources))
+    for rule in ("build_data", "mix_data", "fit_judges", "conflicts", "report"):
+        assert partitions[rule] == {"cpu"}, (rule, partitions[rule])
+    for rule in ("train_expert", "train_mixture", "merge", "evaluate"):
+        assert partitions[rule] == {"gpu"}, (rule, partitions[rule])
+
+
+@pytest.mark.workflow
 def test_the_released_experts_presets_train_no_expert():
     for family in ("llama3", "mistral"):
         path = REPO / "configs" / f"paper-released-{family}.yaml"
