@@ -162,7 +162,7 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
             str(merges / method),
             "--force",
             "--device",
-            "cpu",
+            args.device,
             *params,
         ]
         res = measured(cmd)
@@ -197,7 +197,7 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
             str(merges / "tsv_m_lowrank"),
             "--force",
             "--device",
-            "cpu",
+            args.device,
             "--param",
             "svd=lowrank",
         ]
@@ -282,6 +282,7 @@ def main() -> None:
         help="also time tsv_m with svd=lowrank where it ran exact, and report the error",
     )
     parser.add_argument("--mergekit", help="path to mergekit-yaml (installed in a separate venv)")
+    parser.add_argument("--device", default="cpu", help="where resm merges: cpu (default), cuda, cuda:N")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     parser.add_argument("--repeat", type=int, default=1, help="report the best of N runs")

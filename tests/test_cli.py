@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -265,3 +266,18 @@ def test_data_train_errors_are_one_line(argv, message, tmp_path, capsys, monkeyp
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_the_gpu_check_says_when_there_is_no_gpu():
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: run benchmarks/gpu_check.sh itself")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(
+        ["bash", str(script)], env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "no CUDA device visible" in done.stderr and "Traceback" not in done.stderr
