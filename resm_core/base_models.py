@@ -199,7 +199,7 @@ def download_base(
 
     hub_id = parse_id(repo_id) or HubId(repo_id)
     fetch(HubId(hub_id.repo, revision or hub_id.revision), Path(out), allow_pickle=allow_pickle, force=force)
-    if not (Path(out) / "config.json").is_file():
+    if not any((Path(out) / name).is_file() for name in ("config.json", "adapter_config.json")):
         shutil.rmtree(out, ignore_errors=True)
-        raise CheckpointError(f"{repo_id}: the download has no config.json (not a transformers model?)")
+        raise CheckpointError(f"{repo_id}: the download has no config.json (not a transformers model or adapter?)")
     return Path(out)

@@ -304,3 +304,26 @@ def test_the_refusal_names_the_option(tiny_llm, tmp_path, capsys):
     assert main(argv) == 2
     assert "--base-vocabulary" in capsys.readouterr().err
     assert main([*argv, "--base-vocabulary"]) == 0
+
+
+def test_a_lora_adapter_from_the_hub_is_fetched_and_adopted(tiny_llm, tmp_path):
+    import peft
+
+    lora = peft.get_peft_model(
+        transformers.AutoModelForCausalLM.from_pretrained(tiny_llm),
+        peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False),
+    )
+    lora.save_pretrained(tmp_path / "adapter")
+    cache = tmp_path / "cache"
+    commit = put_in_cache(cache, "lab/adapter", tmp_path / "adapter")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    done = resm(env, "base", "download", "lab/adapter", "--out", tmp_path / "fetched")  # the workflow's fetch_model
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "fetched" / "adapter_config.json").is_file()
+    done = resm(env, "model", "adopt", "--source", "lab/adapter", "--base", tiny_llm, "--out", tmp_path / "adopted")
+    assert done.returncode == 0, done.stderr
+    manifest = yaml.safe_load((tmp_path / "adopted" / "resm_manifest.json").read_text())
+    assert manifest["kind"] == "lora" and manifest["inputs"]["source"][0]["hub"]["commit"] == commit
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "adopted")
+    expected = lora.merge_and_unload().state_dict()
+    assert all(torch.allclose(merged.state_dict()[k], v, atol=1e-6) for k, v in expected.items())

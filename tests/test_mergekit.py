@@ -85,6 +85,10 @@ def test_a_mergekit_recipe_gives_the_weights_of_its_resm_equivalent(
         (lambda r: r.update(parameters={"normalize": False}), "normalize: false with ties"),
         (lambda r: r.update(chat_template="chatml"), "'chat_template' is not supported"),
         (lambda r: r.pop("base_model"), "base_model is required"),
+        (
+            lambda r: r["models"][0].update(model={"model": "a", "lora": "l"}),
+            "models.0: expected `model: PATH_OR_HUB_ID`",
+        ),
     ],
 )
 def test_what_resm_does_not_do_is_refused_by_name(tmp_path, capsys, change, message):

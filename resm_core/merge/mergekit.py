@@ -61,7 +61,12 @@ def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, A
         raise ConfigError(f"{where}: base_model is required (resm merges task vectors against a base)")
     base = str(recipe["base_model"])
     top = {k: _scalar(v, f"{where}: parameters.{k}") for k, v in (recipe.get("parameters") or {}).items()}
-    models = [m for m in recipe.get("models") or [] if str(m.get("model")) != base]  # the base may be listed
+    for i, m in enumerate(recipe.get("models") or []):
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str):
+            raise ConfigError(
+                f"{where}: models.{i}: expected `model: PATH_OR_HUB_ID` (a model with a LoRA spec is not supported)"
+            )
+    models = [m for m in recipe.get("models") or [] if m["model"] != base]  # the base may be listed
     if not models:
         raise ConfigError(f"{where}: models lists no model besides the base")
     per_model: list[dict[str, Any]] = []
