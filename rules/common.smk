@@ -36,6 +36,8 @@ EVAL = config["evaluation"]
 MIX = config["mixtures"]
 # one pickle policy for every rule that loads a model
 PICKLE = bool(config.get("allow_pickle", False))
+# a merged model deleted once evaluated (its records stay) when false
+KEEP_MERGED = bool(config.get("keep_merged_models", True))
 # arm -> model source: made elsewhere, adopted instead of trained
 OUTSIDE = outside_models(config)
 TRAINED_DIMS = [d for d in DIMS if f"expert/{d}" not in OUTSIDE]
@@ -47,6 +49,11 @@ wildcard_constraints:
     strategy="uniform|ratio|reward_weighted|conflict_filtered",
     method="[a-z_]+",
     hp="[A-Za-z0-9_.+=-]+",
+
+
+def merged_model(path):
+    """A merge's output: kept, or deleted once its evaluation no longer needs it."""
+    return directory(path) if KEEP_MERGED else temp(directory(path))
 
 
 def one_of(names):

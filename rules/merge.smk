@@ -3,7 +3,8 @@ rule merge:
         base=base_dir(),
         experts=lambda wc: [f"{RESULTS}/taskvec/{d}" for d in combo_dims(wc.combo)],
     output:
-        directory(f"{RESULTS}/models/merge/{{method}}/{{combo}}/{{hp}}"),
+        model=merged_model(f"{RESULTS}/models/merge/{{method}}/{{combo}}/{{hp}}"),
+        records=directory(f"{RESULTS}/records/merge/{{method}}/{{combo}}/{{hp}}"),
     log:
         f"{RESULTS}/logs/merge/{{method}}/{{combo}}/{{hp}}.log",
     benchmark:
@@ -22,4 +23,4 @@ rule merge:
         code=code("merge"),
     shell:
         "resm -q merge --method {wildcards.method:q} --base {input.base:q} --experts {input.experts:q} "
-        "{params.args} --out {output:q} > {log:q} 2>&1"
+        "{params.args} --records {output.records:q} --out {output.model:q} > {log:q} 2>&1"

@@ -101,8 +101,13 @@ def test_a_merge_carries_a_card_and_a_recipe_that_reproduces_it(hub, tmp_path):
     recipe = yaml.safe_load((out / "resm_recipe.yaml").read_text())
     assert recipe["base"] == f"org/base@{hub['commits']['org/base']}"
     assert recipe["params"]["density"] == 0.4 and [e["weight"] for e in recipe["experts"]] == [0.7, 0.3]
-    again = resm(hub["env"], "merge", out / "resm_recipe.yaml", "--out", tmp_path / "again")
+    again = resm(
+        hub["env"], "merge", out / "resm_recipe.yaml", "--out", tmp_path / "again", "--records", tmp_path / "rec"
+    )
     assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == [
+        "README.md", "config.json", "merge_diagnostics.csv", "resm_manifest.json", "resm_recipe.yaml",
+    ]  # fmt: skip
     first, second = load_dir(out), load_dir(tmp_path / "again")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
@@ -203,6 +208,7 @@ def test_the_grid_adopts_released_hub_local_pickled_and_lora_experts(
             },
             combos=["helpfulness+honesty"],
             merges={"task_arithmetic": [{"scale": "0.5"}]},
+            keep_merged_models=False,  # as in the paper presets: deleted once evaluated, records kept
         )
         config["mixtures"] = {
             "strategies": [],
@@ -244,8 +250,11 @@ def test_the_grid_adopts_released_hub_local_pickled_and_lora_experts(
     assert (experts / "harmlessness" / "adapter" / "adapter_config.json").is_file()
     adopted = load_dir(experts / "helpfulness")
     assert all(torch.allclose(adopted[k], v) for k, v in perturbed(tiny_llm, 1).items())
-    card = results / "models" / "merge" / "task_arithmetic" / "helpfulness+honesty" / "scale-0.5" / "README.md"
-    assert "base_model_relation: merge" in card.read_text()
+    cell = Path("merge") / "task_arithmetic" / "helpfulness+honesty" / "scale-0.5"
+    assert not (results / "models" / cell).exists()  # evaluated, then deleted
+    records = results / "records" / cell
+    assert "base_model_relation: merge" in (records / "README.md").read_text()
+    assert yaml.safe_load((records / "resm_recipe.yaml").read_text())["method"] == "task_arithmetic"
     assert job_counts(work, configfile) == {}  # a complete run: nothing left to do
 
 

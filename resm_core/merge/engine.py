@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,12 +22,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from resm_core.card import write_merge_files
+from resm_core.card import CARD_NAME, RECIPE_NAME, write_merge_files
 from resm_core.checkpoint.finite import all_finite, fits
 from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
 from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
-from resm_core.checkpoint.writer import ShardedWriter, parse_size, prepare_output
+from resm_core.checkpoint.writer import AtomicDirectory, ShardedWriter, parse_size, prepare_output
 from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, NumericError
 from resm_core.hub import local_model
@@ -198,12 +199,25 @@ class MergeJob:
                 )
                 writer.write_json(MANIFEST_NAME, manifest)
                 write_merge_files(writer.staging_dir, manifest, Path(req.out))
+            if req.records:
+                keep_records(Path(req.out), Path(req.records))
             return manifest
         except BaseException:
             recorder.cancel()
             raise
         finally:
             self.base.close()
+
+
+RECORDS = (CARD_NAME, RECIPE_NAME, MANIFEST_NAME, DIAGNOSTICS_NAME, "resm_layer_stats.json", "config.json")
+
+
+def keep_records(model: Path, records: Path) -> None:
+    """The small files that describe a merge, beside it, so they outlive the weights."""
+    with AtomicDirectory(records, force=True, inputs=[model]) as staging:
+        for name in RECORDS:
+            if (model / name).is_file():
+                shutil.copy2(model / name, staging / name)
 
 
 def output_dtype(base: torch.dtype, experts: torch.dtype | None) -> torch.dtype:

@@ -64,4 +64,10 @@ class MergeRequest:
         False, help="merge task vectors onto a base other than the one they were extracted from", config=False
     )
     force: bool = option(False, help="replace the output if it exists")
+    records: Path | None = option(
+        None,
+        help="also put the card, recipe, manifest and diagnostics here: they outlive a merged model that is "
+        "deleted after its evaluation (the recipe rebuilds it)",
+        config=False,
+    )
     progress: bool = option(True, config=False, cli=False)
