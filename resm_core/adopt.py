@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from resm_core.card import CARD_NAME
 from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
-from resm_core.checkpoint.reader import PICKLE_INDEX, PICKLE_SINGLE, CheckpointReader, check_pickle_policy
+from resm_core.checkpoint.reader import PICKLE_INDEX, PICKLE_SINGLE, CheckpointReader
 from resm_core.checkpoint.writer import AUX_FILES, AtomicDirectory, ShardedWriter, parse_size, prepare_output
 from resm_core.errors import CheckpointError
-from resm_core.hub import local_model
+from resm_core.hub import link_or_copy, local_model
 from resm_core.taskvec.sources import ADAPTER_CONFIG, DeltaSource
 
 log = logging.getLogger(__name__)
@@ -65,16 +64,8 @@ def adopt(
     return manifest
 
 
-def _link(src: Path, dst: Path) -> None:
-    try:
-        os.link(src.resolve(), dst)
-    except OSError:
-        shutil.copy2(src.resolve(), dst)
-
-
 def _take_full_model(src: Path, base: Path, staging: Path, allow_pickle: bool) -> dict[str, Any]:
-    check_pickle_policy(src, allow_pickle)
-    expert = DeltaSource(src, allow_pickle)
+    expert = DeltaSource(src, allow_pickle)  # its reader refuses pickle weights unless allowed
     expert.check_against(CheckpointReader(base, allow_pickle=allow_pickle))
     pickled = any(f.suffix == ".bin" for f in expert.reader.files)
     notes: dict[str, Any] = {"converted_from_pickle": pickled, "tokenizer_from_base": []}
@@ -88,9 +79,9 @@ def _take_full_model(src: Path, base: Path, staging: Path, allow_pickle: bool) -
     skip = {PICKLE_SINGLE, PICKLE_INDEX, CARD_NAME, MANIFEST_NAME, *(f.name for f in expert.reader.files if pickled)}
     for f in sorted(src.iterdir()):
         if f.is_file() and f.name not in skip and not f.name.startswith(".") and not (staging / f.name).exists():
-            _link(f, staging / f.name)
+            link_or_copy(f, staging / f.name)
     if (src / CARD_NAME).is_file():
-        _link(src / CARD_NAME, staging / SOURCE_CARD)  # the authors' own card, kept beside ours
+        link_or_copy(src / CARD_NAME, staging / SOURCE_CARD)  # the authors' own card, kept beside ours
     for name in TOKENIZER_FILES:  # an expert that ships weights only still needs the base's tokenizer
         if not (staging / name).exists() and (base / name).is_file():
             shutil.copy2(base / name, staging / name)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.errors import CheckpointError
+from resm_core.jsonfile import read_json
 
 SOURCE_FILE = "resm_source.json"  # where a fetched directory says which repo and commit it holds
 _ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")
@@ -69,10 +70,20 @@ def hub_origin(path: str | Path) -> dict[str, str] | None:
     path = Path(path)
     source = path / SOURCE_FILE
     if path.is_dir() and source.is_file():
-        data = json.loads(source.read_text())
+        data = read_json(source, CheckpointError)
         return {k: data[k] for k in ("repo", "revision", "commit") if data.get(k)}
     m = _SNAPSHOT.search(path.resolve().as_posix())
     return {"repo": f"{m['org']}/{m['name']}", "commit": m["commit"]} if m else None
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """`dst` as a hard link to the file behind `src` (a cache snapshot entry is a symlink into blobs/), or a
+    copy where the two are on different file systems."""
+    real = src.resolve()
+    try:
+        os.link(real, dst)
+    except OSError:
+        shutil.copy2(real, dst)
 
 
 def fetch(hub_id: HubId, out: Path, allow_pickle: bool = False, force: bool = False) -> Path:
@@ -84,11 +95,7 @@ def fetch(hub_id: HubId, out: Path, allow_pickle: bool = False, force: bool = Fa
                 continue
             target = staging / item.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            real = item.resolve()  # cache snapshots are symlinks into blobs/
-            try:
-                os.link(real, target)
-            except OSError:  # another file system: copy
-                shutil.copy2(real, target)
+            link_or_copy(item, target)
         origin = {"repo": hub_id.repo, "revision": hub_id.revision, "commit": source.name}
         (staging / SOURCE_FILE).write_text(json.dumps(origin, indent=2) + "\n")
     return out

@@ -388,8 +388,9 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
             mean_tokens_per_example=round(tokens, 1),
             final_loss=loss_rows[-1]["loss"] if loss_rows else None,
         )
-        (staging / "resm_manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        (staging / CARD_NAME).write_text(trained_card(json.loads(json.dumps(manifest, default=str)), Path(req.out)))
+        text = json.dumps(manifest, indent=2, default=str)
+        (staging / "resm_manifest.json").write_text(text + "\n")
+        (staging / CARD_NAME).write_text(trained_card(json.loads(text), Path(req.out)))  # as written
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained %s/%s for %d steps into %s", req.objective, req.adapter, trainer.state.global_step, req.out)
     return manifest
