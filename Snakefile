@@ -8,6 +8,14 @@
 
 
 include: "rules/common.smk"
+
+
+# An image with resm-3h inside (containers/): `container:` in the config, then --sdm apptainer.
+if config.get("container"):
+
+    container: config["container"]
+
+
 include: "rules/assets.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"

@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from resm_core import setup_commands
+from resm_core import plan, setup_commands
 from resm_core.data import command as data_command
 from resm_core.errors import ResmError
 from resm_core.evaluate import command as evaluate_command
@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     judges_command,
     evaluate_command,
     report_command,
+    plan,
 )
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher runs again, in each process
     level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -107,3 +107,22 @@ def grid_arms(config: dict) -> list[Arm]:
 def arms(config: dict) -> list[str]:
     """Every model to evaluate, as its path under models/ and eval/."""
     return [arm.path for arm in grid_arms(config)]
+
+
+def hub_datasets(config: dict) -> dict[str, dict]:
+    """name -> what `resm data fetch` downloads, for every hub source the dims name (once each)."""
+    from resm_core.data.sources import hub_download
+
+    found: dict[str, dict] = {}
+    for dim, section in (config.get("dims") or {}).items():
+        for spec in section.get("sources") or []:
+            download = hub_download(spec)
+            if download is None:
+                continue
+            name = download["name"]
+            if name in found and found[name]["download"] != download:
+                raise ConfigError(
+                    f"dims.{dim}.sources: two different hub sources are named {name!r}; give one a `name:`"
+                )
+            found[name] = {"spec": spec, "download": download}
+    return found

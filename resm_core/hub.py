@@ -44,13 +44,17 @@ def parse_id(text: str | Path) -> HubId | None:
     return HubId(m["repo"], m["revision"]) if m else None
 
 
-def snapshot(hub_id: HubId, allow_pickle: bool = False) -> Path:
-    """The snapshot directory of a hub model in the huggingface_hub cache (downloaded if missing)."""
+def snapshot(
+    hub_id: HubId, allow_pickle: bool = False, repo_type: str = "model", patterns: list[str] | None = None
+) -> Path:
+    """The snapshot directory of a hub model (or dataset, with its own `patterns`; None: every file) in the
+    huggingface_hub cache, downloaded if missing."""
     from huggingface_hub import snapshot_download
 
-    patterns = _PATTERNS + (["*.bin"] if allow_pickle else [])
+    if repo_type == "model":
+        patterns = _PATTERNS + (["*.bin"] if allow_pickle else [])
     try:
-        path = snapshot_download(hub_id.repo, revision=hub_id.revision, allow_patterns=patterns)
+        path = snapshot_download(hub_id.repo, revision=hub_id.revision, repo_type=repo_type, allow_patterns=patterns)
     except Exception as exc:  # offline without the files, a gated repo, an unknown repo or revision
         raise CheckpointError(
             f"{hub_id}: not a local directory, and the hub did not give it ({type(exc).__name__}: "
@@ -86,13 +90,23 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(real, dst)
 
 
-def fetch(hub_id: HubId, out: Path, allow_pickle: bool = False, force: bool = False) -> Path:
+def fetch(
+    hub_id: HubId,
+    out: Path,
+    allow_pickle: bool = False,
+    force: bool = False,
+    repo_type: str = "model",
+    patterns: list[str] | None = None,
+) -> Path:
     """The snapshot as a directory of its own, with `resm_source.json` naming repo, revision and commit."""
-    source = snapshot(hub_id, allow_pickle)
+    from huggingface_hub.utils import filter_repo_objects
+
+    source = snapshot(hub_id, allow_pickle, repo_type, patterns)
+    # offline, the cache gives the whole snapshot: only the files asked for are taken
+    files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if not p.is_dir())
     with AtomicDirectory(out, force=force) as staging:
-        for item in sorted(source.rglob("*")):
-            if item.is_dir():
-                continue
+        for name in filter_repo_objects(files, allow_patterns=patterns):
+            item = source / name
             target = staging / item.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             link_or_copy(item, target)

@@ -89,6 +89,20 @@ SHAPES = {
     "small": LlamaShape(hidden=128, layers=4, intermediate=352, heads=4, kv_heads=2, vocab=1024, tied=True),
     "smollm2-135m": LlamaShape(hidden=576, layers=30, intermediate=1536, heads=9, kv_heads=3, vocab=49152, tied=True),
     "llama-1.1b": LlamaShape(hidden=2048, layers=22, intermediate=5632, heads=32, kv_heads=4, vocab=32000, tied=False),
+    # the paper bases (their config.json), and Llama-3-8B cut to 2 layers: where the 128256-row embedding
+    # and lm_head dominate memory
+    "llama3-8b": LlamaShape(hidden=4096, layers=32, intermediate=14336, heads=32, kv_heads=8, vocab=128256, tied=False),
+    "llama3-8b-2layer": LlamaShape(
+        hidden=4096, layers=2, intermediate=14336, heads=32, kv_heads=8, vocab=128256, tied=False
+    ),
+    "mistral-7b": LlamaShape(hidden=4096, layers=32, intermediate=14336, heads=32, kv_heads=8, vocab=32000, tied=False),
+}
+# hub bases whose architecture is one of SHAPES: `resm plan` sizes them without the hub
+HUB_SHAPES = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": "llama3-8b",
+    "meta-llama/Meta-Llama-3-8B": "llama3-8b",
+    "mistralai/Mistral-7B-Instruct-v0.2": "mistral-7b",
+    "mistralai/Mistral-7B-v0.1": "mistral-7b",
 }
 
 

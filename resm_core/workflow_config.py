@@ -17,7 +17,7 @@ import yaml
 
 from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError, ResmError
-from resm_core.grid import combo_dims
+from resm_core.grid import combo_dims, hub_datasets
 from resm_core.validation import load_schema, validate
 
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_.+-]+")  # a hyperparameter set's name is a directory of the grid
@@ -49,6 +49,7 @@ def check_config(config: dict, source: str = "config") -> None:
         _check_benchmarks,
         _check_sources,
         _check_outside_models,
+        _check_training_gpus,
     )
     for check in checks:
         check(config, source)
@@ -73,6 +74,17 @@ def read_numbers(value: Any, schema: dict) -> Any:
             return number
         return int(number) if number.is_integer() else value
     return value
+
+
+def _check_training_gpus(config: dict, source: str) -> None:
+    """A data-parallel run on GPUs takes one GPU per process: the job must ask for as many."""
+    processes = config["training"].get("processes", 1)
+    gpus = config.get("resources", {}).get("train", {}).get("gpu", 0)
+    if gpus and processes != gpus:
+        raise ConfigError(
+            f"{source}: training.processes is {processes}, but resources.train.gpu asks for {gpus} GPU(s); "
+            f"a training job runs one process per GPU, so set them equal"
+        )
 
 
 def _check_combos(config: dict, source: str) -> None:
@@ -212,3 +224,7 @@ def _check_sources(config: dict, source: str) -> None:
                 resolve(spec, dim)
             except ResmError as exc:
                 raise ConfigError(f"{source}: dims.{dim}.sources.{i}: {exc}") from None
+    try:
+        hub_datasets(config)  # each fetched hub source has a directory of its own
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

@@ -15,7 +15,7 @@ rule fetch_model:
     wildcard_constraints:
         arm=one_of([a for a in OUTSIDE if hub_source(a)]),
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: 1
     resources:
         mem_mb=2000,
@@ -40,7 +40,7 @@ rule adopt_model:
     wildcard_constraints:
         arm=one_of(OUTSIDE),
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("default", "threads", 1)
     resources:
         mem_mb=res("merge", "mem_mb", 4000),

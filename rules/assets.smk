@@ -17,7 +17,7 @@ rule fetch_assets:
     benchmark:
         f"{RESULTS}/benchmarks/assets.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: 1
     resources:
         mem_mb=1000,
@@ -39,7 +39,7 @@ rule prepare_base:
         f"{RESULTS}/logs/base.log",
     cache: True
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("default", "threads", 1)
     resources:
         mem_mb=4000,

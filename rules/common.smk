@@ -9,10 +9,12 @@ from resm_core.assets import asset_dir
 from resm_core.base_request import ModelRequest, TinyBaseRequest
 from resm_core.data.request import BuildRequest, MixRequest
 from resm_core.data.schema import DIMS
+from resm_core.data.sources import fetched, hub_download
 from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
     arms,
     combo_dims,
+    hub_datasets,
     outside_models,
     merge_cells,
     merge_params,
@@ -41,6 +43,18 @@ KEEP_MERGED = bool(config.get("keep_merged_models", True))
 # arm -> model source: made elsewhere, adopted instead of trained
 OUTSIDE = outside_models(config)
 TRAINED_DIMS = [d for d in DIMS if f"expert/{d}" not in OUTSIDE]
+# hub sources, fetched on the login node before the builds
+HUB_DATA = hub_datasets(config)
+# Each rule's conda environment (--sdm conda). The env files install this checkout from $RESM_REPO: Snakemake
+# copies an env file into .snakemake/conda/ before creating it, so a relative path would point there.
+os.environ["RESM_REPO"] = str(Path(workflow.basedir).resolve())
+RESM_ENV = str(Path(workflow.basedir) / "envs" / "resm.yaml")
+# vLLM pins its own CUDA torch: evaluation with it runs in its own environment
+EVAL_ENV = (
+    RESM_ENV.replace("resm.yaml", "vllm.yaml")
+    if EVAL.get("backend") == "vllm"
+    else RESM_ENV
+)
 
 
 wildcard_constraints:
@@ -119,9 +133,26 @@ def base_command():
     return f"resm -q base tiny {options}"
 
 
+def fetched_dataset(name):
+    return f"{RESULTS}/hub/datasets/{name}"
+
+
+def dim_hub_datasets(dim):
+    """The fetched directories of the hub sources a dim builds from."""
+    sources = config.get("dims", {}).get(dim, {}).get("sources") or []
+    return [fetched_dataset(d["name"]) for d in map(hub_download, sources) if d]
+
+
 def source_args(dim):
+    """The dim's sources as `--source` flags; a hub source is read from the directory fetch_dataset filled."""
     sources = config.get("dims", {}).get(dim, {}).get("sources")
-    return to_flags(BuildRequest, {"sources": sources}) if sources else ""
+    if not sources:
+        return ""
+    local = [
+        fetched(s, fetched_dataset(d["name"])) if (d := hub_download(s)) else s
+        for s in sources
+    ]
+    return to_flags(BuildRequest, {"sources": local})
 
 
 def model_dir(arm):

@@ -1,7 +1,27 @@
+localrules:
+    fetch_dataset,
+
+
+rule fetch_dataset:
+    output:
+        directory(fetched_dataset("{source}")),
+    log:
+        f"{RESULTS}/logs/hub/datasets/{{source}}.log",
+    wildcard_constraints:
+        source=one_of(HUB_DATA),
+    conda:
+        RESM_ENV
+    params:
+        spec=lambda wc: json.dumps(HUB_DATA[wc.source]["spec"]),
+    shell:
+        "resm -q data fetch {params.spec:q} --out {output:q} --force > {log:q} 2>&1"
+
+
 rule build_data:
     input:
         assets=[asset_marker(name) for name in needed_assets()],
         base=base_dir(),
+        hub=lambda wc: dim_hub_datasets(wc.dim),
     output:
         train=f"{RESULTS}/data/{{dim}}/train.jsonl",
         val=f"{RESULTS}/data/{{dim}}/val.jsonl",
@@ -11,7 +31,7 @@ rule build_data:
     benchmark:
         f"{RESULTS}/benchmarks/data/{{dim}}.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("default", "threads", 1)
     resources:
         mem_mb=4000,
@@ -40,7 +60,7 @@ rule mix_data:
     benchmark:
         f"{RESULTS}/benchmarks/mix/{{strategy}}/{{combo}}.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -10,7 +10,7 @@ rule fit_judges:
     benchmark:
         f"{RESULTS}/benchmarks/judges.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("default", "threads", 1)
     resources:
         mem_mb=3000,
@@ -37,7 +37,7 @@ rule download_judge_model:
     wildcard_constraints:
         name=one_of(EVAL.get("models", {})),
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: 1
     resources:
         mem_mb=2000,
@@ -62,7 +62,7 @@ rule evaluate:
     benchmark:
         f"{RESULTS}/benchmarks/eval/{{arm}}.tsv"
     conda:
-        "../envs/resm.yaml"
+        EVAL_ENV
     threads: res("evaluate", "threads", 1)
     resources:
         mem_mb=res("evaluate", "mem_mb", 4000),

@@ -10,7 +10,7 @@ rule merge:
     benchmark:
         f"{RESULTS}/benchmarks/merge/{{method}}/{{combo}}/{{hp}}.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("merge", "threads", 1)
     resources:
         mem_mb=res("merge", "mem_mb", 4000),

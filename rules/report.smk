@@ -58,7 +58,7 @@ rule report:
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: 1
     resources:
         mem_mb=2000,

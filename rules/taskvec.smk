@@ -9,7 +9,7 @@ rule extract_taskvec:
     benchmark:
         f"{RESULTS}/benchmarks/taskvec/{{dim}}.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("merge", "threads", 1)
     resources:
         mem_mb=res("merge", "mem_mb", 4000),
@@ -32,7 +32,7 @@ rule conflicts:
     benchmark:
         f"{RESULTS}/benchmarks/conflicts/{{combo}}.tsv"
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("merge", "threads", 1)
     resources:
         mem_mb=res("merge", "mem_mb", 4000),

@@ -10,7 +10,7 @@ rule train_expert:
         dim=one_of(TRAINED_DIMS),  # an expert named in `experts:` is adopted, not trained
     cache: True
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("train", "threads", 1)
     resources:
         mem_mb=res("train", "mem_mb", 6000),
@@ -35,7 +35,7 @@ rule train_mixture:
         f"{RESULTS}/logs/train/mix/{{strategy}}/{{combo}}.log",
     cache: True
     conda:
-        "../envs/resm.yaml"
+        RESM_ENV
     threads: res("train", "threads", 1)
     resources:
         mem_mb=res("train", "mem_mb", 6000),

@@ -4,6 +4,7 @@ reproducing recipes in merged outputs."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -336,3 +337,43 @@ def test_a_lora_adapter_from_the_hub_is_fetched_and_adopted(tiny_llm, tmp_path):
     merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "adopted")
     expected = lora.merge_and_unload().state_dict()
     assert all(torch.allclose(merged.state_dict()[k], v, atol=1e-6) for k, v in expected.items())
+
+
+def test_a_hub_dataset_is_fetched_then_built_offline_from_its_directory(assets_root, tmp_path):
+    """`resm data fetch` (the workflow's local rule) copies the preset's files out of the hub cache; the build
+    then reads that directory with the hub cache gone, as a compute node without internet would."""
+    from resm_core.data.sources import fetched
+
+    repo = "Anthropic/hh-rlhf"
+    commit = fake_commit(repo)
+    root = tmp_path / "cache" / f"datasets--{repo.replace('/', '--')}"
+    topics = ["bread", "a bicycle", "tomatoes", "a fence", "soup", "a kite", "rice", "a shelf", "tea", "a raft"]
+    for part in ("helpful-base", "harmless-base"):
+        (root / "snapshots" / commit / part).mkdir(parents=True)
+        with open(root / "snapshots" / commit / part / "train.jsonl", "w") as f:
+            for i, topic in enumerate(topics * 3):
+                ask = f"\n\nHuman: How do I make {topic}, take {i}?\n\nAssistant:"
+                f.write(json.dumps({"chosen": f"{ask} Step {i}: gather what {topic} needs.", "rejected": f"{ask} No."}))
+                f.write("\n")
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env["HF_DATASETS_CACHE"] = str(tmp_path / "datasets")
+
+    done = resm(env, "data", "fetch", "hub:hh_rlhf_helpful", "--out", tmp_path / "fetched")
+    assert done.returncode == 0, done.stderr
+    files = sorted(str(p.relative_to(tmp_path / "fetched")) for p in (tmp_path / "fetched").rglob("*") if p.is_file())
+    assert files == ["helpful-base/train.jsonl", "resm_source.json"]  # only the preset's data_dir
+    origin = json.loads((tmp_path / "fetched" / "resm_source.json").read_text())
+    assert origin["repo"] == repo and origin["commit"] == commit
+
+    shutil.rmtree(tmp_path / "cache")  # the build needs only the fetched directory
+    spec = fetched("hub:hh_rlhf_helpful", str(tmp_path / "fetched"))
+    done = resm(env, "data", "build", "--dim", "helpfulness", "--source", json.dumps(spec), "--cache", assets_root,
+                "--near-duplicate-cosine", "1", "--out", tmp_path / "built")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "built" / "train.jsonl").read_text().splitlines()]
+    assert rows and {r["source"] for r in rows} == {"hh_rlhf_helpful"} and all(r["rejected"] == "No." for r in rows)
+
+    not_hub = resm(env, "data", "fetch", "nq_open", "--out", tmp_path / "nq")
+    assert not_hub.returncode == 2 and "not a hub source" in not_hub.stderr

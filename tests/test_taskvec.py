@@ -10,8 +10,10 @@ import pytest
 import torch
 from conftest import load_dir
 
+from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.errors import CheckpointError, ConfigError
 from resm_core.merge.engine import MergeRequest, merge
+from resm_core.synthetic import SHAPES, write_base, write_experts
 from resm_core.taskvec.conflicts import conflicts
 from resm_core.taskvec.extract import STATS_NAME, extract
 from resm_core.taskvec.stats import tensor_stats
@@ -99,3 +101,42 @@ def test_conflicts_refuses_models_and_single_inputs(tiny, tmp_path):
         conflicts(tiny["experts"][:2], tmp_path / "c", progress=False)
     with pytest.raises(ConfigError, match="at least two"):
         conflicts(tiny["experts"][:1], tmp_path / "c", progress=False)
+
+
+def bf16_step(x: torch.Tensor) -> torch.Tensor:
+    """The gap between x and the next bf16 number away from zero (8 significant bits)."""
+    return torch.exp2(torch.floor(torch.log2(x.float().abs().clamp_min(2.0**-126))) - 7)
+
+
+def test_bf16_experts_give_bf16_task_vectors_whose_rounding_is_recorded(tmp_path):
+    """auto: base and expert in bf16 -> the task vector is stored in bf16 (half the disk). Fine-tuning deltas
+    are exact there wherever an entry keeps its exponent; the manifest records what did round, and merging
+    the bf16 task vectors gives the merge of the experts themselves."""
+    base = write_base(tmp_path / "base", SHAPES["tiny"], seed=3, dtype=torch.bfloat16)
+    experts = write_experts(base, [tmp_path / "e0", tmp_path / "e1"], seed=3)
+    assert CheckpointReader(experts[0]).dtype("model.embed_tokens.weight") == torch.bfloat16
+    tvs = [tmp_path / "tv0", tmp_path / "tv1"]
+    for expert, tv in zip(experts, tvs, strict=True):
+        extract(base, expert, tv, progress=False)
+    stored = CheckpointReader(tvs[0])
+    assert stored.dtype("model.embed_tokens.weight") == torch.bfloat16
+    rounding = json.loads((tvs[0] / "resm_manifest.json").read_text())["rounding"]
+    # these synthetic deltas are 10% of the weights, so 6% of entries change exponent and round; the error is
+    # below bf16's unit roundoff (2^-9) relative to the task vector
+    assert 0 < rounding["inexact_fraction"] < 0.1 and rounding["relative_error"] < 2**-9
+    b, e, tv = load_dir(base), load_dir(experts[0]), load_dir(tvs[0])
+    exact = {k: e[k].float() - b[k].float() for k in tv}
+    inexact = sum(int((tv[k].float() != exact[k]).sum()) for k in tv) / sum(v.numel() for v in tv.values())
+    assert inexact == pytest.approx(rounding["inexact_fraction"], abs=1e-9)  # the record is the truth
+
+    extract(base, experts[0], tmp_path / "tv32", dtype="float32", progress=False)  # asked for: kept exact
+    assert CheckpointReader(tmp_path / "tv32").dtype("model.embed_tokens.weight") == torch.float32
+    for name, inputs in (("a", experts), ("b", tvs)):
+        merge(MergeRequest(base=base, experts=inputs, method="task_arithmetic", out=tmp_path / name, progress=False))
+    a, m = load_dir(tmp_path / "a"), load_dir(tmp_path / "b")
+    assert a.keys() == m.keys() and all(a[k].dtype == m[k].dtype == torch.bfloat16 for k in a)
+    # the deltas' rounding adds at most their recorded largest error each (scale <= 1) to the result's own
+    errors = [json.loads((tv / "resm_manifest.json").read_text())["rounding"]["max_abs_error"] for tv in tvs]
+    assert all(((a[k].float() - m[k].float()).abs() <= bf16_step(a[k]) + sum(errors)).all() for k in a)
+    differ = sum(int((a[k] != m[k]).sum()) for k in a) / sum(v.numel() for v in a.values())
+    assert differ < 0.05

@@ -107,25 +107,20 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("objective,adapter", [("sft", "full"), ("dpo", "lora")])
-def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch, tmp_path, objective, adapter, caplog):
+def more_rows(fixed_batch: Path, tmp_path: Path) -> Path:
+    """Eight rows: more than one global batch, so which process sees which rows matters."""
     data = tmp_path / "more"
     shutil.copytree(fixed_batch, data)
-    with open(data / "train.jsonl", "a") as f:  # more rows than a batch, so the data position matters
+    with open(data / "train.jsonl", "a") as f:
         for i, (p, c, r) in enumerate(ROWS):
-            f.write(
-                json.dumps(
-                    {
-                        "id": f"x{i}",
-                        "dim": "helpfulness",
-                        "source": "t",
-                        "prompt": p + " Briefly.",
-                        "chosen": c,
-                        "rejected": r,
-                    }
-                )
-                + "\n"
-            )
+            row = {"id": f"x{i}", "dim": "helpfulness", "source": "t", "prompt": p + " Briefly.", "chosen": c}
+            f.write(json.dumps({**row, "rejected": r}) + "\n")
+    return data
+
+
+@pytest.mark.parametrize("objective,adapter", [("sft", "full"), ("dpo", "lora")])
+def test_resume_after_interruption_gives_the_same_weights(tiny_llm, fixed_batch, tmp_path, objective, adapter, caplog):
+    data = more_rows(fixed_batch, tmp_path)  # more rows than a batch, so the data position matters
     kw = dict(objective=objective, adapter=adapter, batch_size=2)
     train(request(tiny_llm, data, tmp_path / "straight", **kw))
     with pytest.raises(KeyboardInterrupt):
@@ -225,3 +220,45 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_rerun_resumes(tiny_llm, 
     assert not (tmp_path / "m").exists()
     manifest = train(request(tiny_llm, fixed_batch, tmp_path / "m", steps=12))
     assert manifest["resumed_from"].endswith("checkpoint-8") and manifest["steps"] == 12
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tiny_llm, fixed_batch, tmp_path):
+    """`--processes 2` (gloo on CPU) against one process accumulating two micro-batches: each optimizer
+    step sees the same four rows, so the weights agree within 1e-5 of the update's norm (measured: equal)."""
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    data = more_rows(fixed_batch, tmp_path)
+    flags = ["--base", str(tiny_llm), "--data", str(data), "--steps", "4", "--lr", "1e-2", "--batch-size", "2"]
+    flags += ["--max-length", "96", "--objective", "sft"]
+    two = tmp_path / "two"
+    done = subprocess.run(
+        [sys.executable, "-m", "resm_core.cli", "-q", "train", *flags, "--processes", "2", "--out", str(two)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("sft/full: 4 steps") == 1  # rank 0 reports; the other rank says nothing
+    one = tmp_path / "one"
+    train(request(tiny_llm, data, one, objective="sft", steps=4, learning_rate=1e-2, batch_size=2, grad_accum=2))
+
+    manifest = json.loads((two / "resm_manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["sequences_per_step"] == 4 and manifest["sharding"] is None
+    curve = loss_curve(two)
+    assert len(curve) == 4 and curve[-1]["loss"] < curve[0]["loss"] - 0.3
+    AutoModelForCausalLM.from_pretrained(two)  # the saved weights load
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    base = load_file(Path(tiny_llm) / "model.safetensors")
+    update = sum(float((a[k] - base[k]).pow(2).sum()) for k in a) ** 0.5
+    gap = sum(float((a[k] - b[k]).pow(2).sum()) for k in a) ** 0.5
+    assert a.keys() == b.keys() and update > 0.5 and gap <= 1e-5 * update
+    assert not list(tmp_path.glob(".two*"))  # no staging or work directory of either rank is left
+
+
+def test_processes_must_match_the_launcher(tiny_llm, fixed_batch, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match="training.processes is 2, but the launcher started 4 processes"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "m", processes=2))

@@ -4,6 +4,8 @@ and incremental reruns (dry-run job counts after a complete run)."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -52,6 +54,9 @@ def test_every_config_validates_and_the_default_grid_has_every_arm():
     for bench in default["evaluation"]["benchmarks"].values():
         assert bench["n_val"] >= 1  # the choice is made on validation items
     assert hp_name({"scale": "0.3", "density": "0.2"}) == "density-0.2_scale-0.3" and hp_name({}) == "default"
+
+
+TWIN = {"kind": "hub", "preset": "hh_rlhf_harmless", "name": "hh_rlhf_helpful"}  # another source, the same name
 
 
 @pytest.mark.parametrize(
@@ -138,6 +143,14 @@ def test_every_config_validates_and_the_default_grid_has_every_arm():
             ),
             r"mixtures\.models\.harmlessness\+honesty: not one of combos",
         ),
+        (
+            lambda c: c["training"].update(processes=4) or c.update(resources={"train": {"gpu": 2}}),
+            r"training\.processes is 4, but resources\.train\.gpu asks for 2 GPU",
+        ),
+        (
+            lambda c: c.update(dims={"helpfulness": {"sources": ["hub:hh_rlhf_helpful", TWIN]}}),
+            r"dims\.helpfulness\.sources: two different hub sources are named 'hh_rlhf_helpful'",
+        ),
     ],
 )
 def test_config_errors_name_the_key(edit, message):
@@ -196,20 +209,125 @@ def test_paper_dags_build_from_the_dry_run():
 
 @pytest.mark.workflow
 def test_the_slurm_site_template_works_as_the_readme_says(tmp_path):
-    """cp -r profiles/slurm profiles/mysite, then the documented dry run: no traceback (the template's caching
-    needed SNAKEMAKE_OUTPUT_CACHE), CPU-only rules on the CPU partition, GPU rules on the GPU one."""
+    """cp -r profiles/slurm profiles/mysite, then the documented dry run of each paper preset: no traceback (the
+    template's caching needed SNAKEMAKE_OUTPUT_CACHE), downloads run where snakemake runs (compute nodes are often
+    offline), CPU-only rules on the CPU partition, GPU rules on the GPU one."""
     for item in ("Snakefile", "rules", "captions", "envs", "profiles", "configs", "config.yaml"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
     shutil.copytree(tmp_path / "profiles" / "slurm", tmp_path / "profiles" / "mysite")
-    cmd = ["--workflow-profile", "profiles/mysite", "--configfile", "configs/paper-llama3-8b.yaml", "-n"]
-    out = run(SNAKEMAKE + cmd, cwd=tmp_path)
-    partitions: dict[str, set[str]] = {}
-    for rule, resources in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", out):
-        partitions.setdefault(rule, set()).update(re.findall(r"slurm_partition=(\w+)", resources))
-    for rule in ("build_data", "mix_data", "fit_judges", "conflicts", "report"):
-        assert partitions[rule] == {"cpu"}, (rule, partitions[rule])
-    for rule in ("train_expert", "train_mixture", "merge", "evaluate"):
-        assert partitions[rule] == {"gpu"}, (rule, partitions[rule])
+    for preset in ("paper-llama3-8b", "paper-mistral-7b"):
+        cmd = ["--workflow-profile", "profiles/mysite", "--configfile", f"configs/{preset}.yaml", "-n"]
+        out = run(SNAKEMAKE + cmd, cwd=tmp_path)
+        partitions: dict[str, set[str]] = {}
+        for rule, resources in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", out):
+            partitions.setdefault(rule, set()).update(re.findall(r"slurm_partition=(\w+)", resources))
+        for rule in ("build_data", "mix_data", "fit_judges", "conflicts", "report"):
+            assert partitions[rule] == {"cpu"}, (preset, rule, partitions[rule])
+        for rule in ("train_expert", "train_mixture", "merge", "evaluate"):
+            assert partitions[rule] == {"gpu"}, (preset, rule, partitions[rule])
+        rules = parsed_rules(tmp_path / "configs" / f"{preset}.yaml", cwd=tmp_path)
+        local = {name for name, rule in rules.items() if name != "RESM_REPO" and rule["local"]}
+        assert local == {"fetch_assets", "prepare_base", "fetch_dataset", "download_judge_model", "fetch_model"}
+
+
+def parsed_rules(configfile: Path, cwd: Path = REPO) -> dict:
+    """rule -> {env: the conda env file it runs in (what --sdm conda builds), local: run where snakemake runs},
+    read from the parsed workflow; under `RESM_REPO`, the checkout the workflow tells the env files to install."""
+    script = (
+        "import json, os, sys\n"
+        "from pathlib import Path\n"
+        "from snakemake.api import SnakemakeApi\n"
+        "from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings\n"
+        "with SnakemakeApi(OutputSettings()) as api:\n"
+        "    wf = api.workflow(resource_settings=ResourceSettings(), storage_settings=StorageSettings(),\n"
+        "        config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]), snakefile=Path('Snakefile'))\n"
+        "    w = wf._workflow\n"
+        "    rules = {r.name: {'env': r.conda_env and str(r.conda_env), 'local': r.name in w._localrules,\n"
+        "                      'container': r.container_img} for r in w.rules}\n"
+        "    print(json.dumps({**rules, 'RESM_REPO': os.environ.get('RESM_REPO')}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(configfile)], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.workflow
+def test_each_rule_runs_in_the_environment_it_needs(tmp_path):
+    """Every rule runs in envs/resm.yaml; evaluation runs in envs/vllm.yaml when the backend is vllm."""
+    for preset, evaluation in (("paper-llama3-8b", "vllm.yaml"), ("paper-mistral-7b", "vllm.yaml")):
+        rules = parsed_rules(REPO / "configs" / f"{preset}.yaml")
+        assert rules.pop("RESM_REPO") == str(REPO)  # what ${RESM_REPO} in the env files expands to
+        envs = {name: rule["env"] for name, rule in rules.items()}
+        assert envs.pop("all") is None
+        assert Path(envs.pop("evaluate")).name == evaluation
+        assert {Path(e).name for e in envs.values()} == {"resm.yaml"}, envs
+    tiny = parsed_rules(REPO / "configs" / "tiny.yaml")
+    assert Path(tiny["evaluate"]["env"]).name == "resm.yaml"
+    assert {rule["container"] for name, rule in tiny.items() if name != "RESM_REPO"} == {None}
+    # `container:` in the config (an image built from containers/): every rule runs in it under --sdm apptainer
+    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    (tmp_path / "boxed.yaml").write_text(yaml.safe_dump({**config, "container": "docker://resm-3h:latest"}))
+    boxed = parsed_rules(tmp_path / "boxed.yaml")
+    assert {rule["container"] for name, rule in boxed.items() if name != "RESM_REPO"} == {"docker://resm-3h:latest"}
+
+
+def test_the_container_recipes_copy_what_the_package_and_the_workflow_need():
+    """containers/Dockerfile and containers/resm.def install this package (torch pinned first) and carry the
+    workflow; every path they copy exists, so a build cannot fail on a renamed file."""
+    docker = (REPO / "containers" / "Dockerfile").read_text()
+    apptainer = (REPO / "containers" / "resm.def").read_text()
+    copied = {p for line in docker.splitlines() if line.startswith("COPY ") for p in line.split()[1:-1]}
+    files = apptainer.split("%files")[1].split("%")[0].split()
+    assert copied == set(files[0::2])  # the two recipes carry the same paths
+    needed = {"pyproject.toml", "resm_core", "Snakefile", "rules", "envs", "captions", "config.yaml"}
+    assert needed <= copied and all((REPO / p).exists() for p in copied)
+    for recipe in (docker, apptainer):
+        assert recipe.index("pip install torch==2.13.0") < recipe.index("pip install /opt/resm-3h")
+
+
+def test_the_conda_envs_install_this_checkout_from_where_snakemake_copies_them(tmp_path):
+    """Snakemake copies an env file into .snakemake/conda/ and conda hands its pip section to pip as a file
+    there: the package must still resolve to this checkout (`-e ..` pointed into .snakemake/)."""
+    for name in ("resm.yaml", "vllm.yaml"):
+        env = yaml.safe_load((REPO / "envs" / name).read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        ours = [line for line in pip if line.startswith("-")]
+        assert ours == ["-e ${RESM_REPO}"], (name, pip)
+        where = tmp_path / name / ".snakemake" / "conda" / "0123abcd"
+        where.mkdir(parents=True)
+        (where / "condaenv.requirements.txt").write_text("\n".join(ours) + "\n")
+        report = where / "report.json"
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--no-deps", "--no-build-isolation",
+             "--report", str(report), "-r", "condaenv.requirements.txt"],
+            cwd=where, env={**os.environ, "RESM_REPO": str(REPO)}, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (install,) = json.loads(report.read_text())["install"]
+        assert install["metadata"]["name"] == "resm-3h" and install["download_info"]["url"] == REPO.as_uri()
+
+
+@pytest.mark.workflow
+def test_plan_prints_jobs_gpu_hours_and_disk_for_each_paper_preset(tmp_path):
+    """`resm plan` under the site template: the dry run's jobs and resources, the base's size from its published
+    architecture (8,030,261,248 and 7,241,732,096 parameters, as their model cards say), disk per kind."""
+    for item in ("Snakefile", "rules", "captions", "envs", "profiles", "configs", "config.yaml"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
+    for preset, params in (("paper-llama3-8b", 8_030_261_248), ("paper-mistral-7b", 7_241_732_096)):
+        cmd = [sys.executable, "-m", "resm_core.cli", "plan", f"configs/{preset}.yaml", "--profile", "profiles/slurm"]
+        out = run(cmd + ["--snakefile", "Snakefile"], cwd=tmp_path)
+        table = {m[0]: m[1:] for m in re.findall(r"\n(\w+) +(\d+) +(\d+) +([\d.]+) +(\d+)(.*)", out)}
+        counts = job_counts(tmp_path, tmp_path / "configs" / f"{preset}.yaml")
+        assert {rule: int(row[0]) for rule, row in table.items()} == {r: n for r, n in counts.items() if r != "all"}
+        gb = params * 2 / 1e9  # bfloat16
+        assert f"{params / 1e9:.2f} B parameters, bfloat16" in out
+        assert f"3 x {gb:.2f} GB bfloat16 task vector" in table["extract_taskvec"][4]
+        assert f"132 x {gb:.2f} GB bfloat16 merged, each deleted once evaluated" in table["merge"][4]
+        # the template asks one GPU per training, merge and evaluation job; runtime limits from the preset
+        gpu_hours = sum(int(row[0]) * int(row[1]) * float(row[2]) for row in table.values())
+        assert int(table["merge"][1]) == 1 and f"GPU hours asked for: {gpu_hours:.0f} " in out
+        kept = (1 + counts["train_expert"] + counts["train_mixture"] + 3) * gb  # base, trained, task vectors
+        assert f"models on disk at the end: {kept:.0f} GB" in out
 
 
 @pytest.mark.workflow

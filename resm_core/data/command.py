@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from resm_core.data.request import BuildRequest, MixRequest
+from resm_core.data.request import BuildRequest, MixRequest, source_spec
 from resm_core.options import add_arguments, from_namespace
 
 
@@ -18,6 +19,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_arguments(dm, MixRequest)
     dm.set_defaults(run=run_mix)
     d_sub.add_parser("sources", help="list packaged sources and hub presets").set_defaults(run=run_sources)
+    df = d_sub.add_parser(
+        "fetch", help="download a hub source's files into a directory, for a build on an offline node"
+    )
+    df.add_argument("source", type=source_spec, help="hub:PRESET or a YAML mapping with kind: hub")
+    df.add_argument("--out", type=Path, required=True, help="output directory")
+    df.add_argument("--force", action="store_true", help="replace the output if it exists")
+    df.set_defaults(run=run_fetch)
+
+
+def run_fetch(args: argparse.Namespace) -> None:
+    from resm_core import hub
+    from resm_core.data import sources as src
+    from resm_core.errors import DataError
+
+    download = src.hub_download(args.source)
+    if download is None:
+        raise DataError(f"source {args.source!r}: not a hub source; only hub sources are fetched")
+    hub_id = hub.HubId(download["repo"], download["revision"])
+    hub.fetch(hub_id, args.out, force=args.force, repo_type="dataset", patterns=download["patterns"])
+    print(f"{download['name']}: {hub_id} fetched into {args.out}")
 
 
 def run_sources(args: argparse.Namespace) -> None:

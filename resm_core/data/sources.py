@@ -506,6 +506,7 @@ def load_records(
     split: str = "train",
     data_files=None,
     limit: int | None = None,
+    revision: str | None = None,
 ) -> list[dict]:
     """Records of a hub dataset via `datasets.load_dataset`, or of local files shaped like it
     (`data_files`: jsonl/json or parquet), with the cause of any failure named."""
@@ -517,7 +518,7 @@ def load_records(
             builder = "parquet" if files[0].endswith(".parquet") else "json"
             dataset = load_dataset(builder, data_files=files, split="train")
         else:
-            dataset = load_dataset(path, name=name, data_dir=data_dir, split=split)
+            dataset = load_dataset(path, name=name, data_dir=data_dir, split=split, revision=revision)
     except Exception as exc:  # datasets raises many types; the user needs the source and the cause
         raise DataError(f"{what} ({data_files or path}): could not load: {type(exc).__name__}: {exc}") from None
     if limit:
@@ -530,11 +531,12 @@ def _load_hub(preset_name: str, spec: dict) -> list[dict]:
     records = load_records(
         f"source hub:{preset_name}",
         spec.get("path", preset.path),
-        spec.get("name", preset.name),
+        spec.get("config", preset.name),  # the dataset's config; `name` names the source
         spec.get("data_dir", preset.data_dir),
         spec.get("split", preset.split),
         spec.get("data_files"),
         spec.get("limit"),
+        spec.get("revision"),
     )
     return preset.mapper(records, preset_name)
 
@@ -592,7 +594,7 @@ class LoadedSource:
 
 
 SPEC_KEYS = {
-    "hub": ("kind", "preset", "name", "dim", "path", "data_dir", "split", "data_files", "limit"),
+    "hub": ("kind", "preset", "name", "dim", "path", "revision", "config", "data_dir", "split", "data_files", "limit"),
     "local": ("kind", "path", "name", "dim", "fields", "eval_only"),
 }
 
@@ -654,6 +656,33 @@ def resolve(spec, dim: str | None = None) -> Source:
             eval_only=_flag(spec, "eval_only", name),
         )
     raise DataError(f"source spec {json.dumps(spec, default=str)}: kind must be 'hub' or 'local'")
+
+
+def hub_download(spec) -> dict | None:
+    """What a hub source downloads, for fetching it ahead of the build (compute nodes are often offline):
+    {name, repo, revision, patterns}; None for a source that downloads nothing (packaged, local files)."""
+    if isinstance(spec, str):
+        if not spec.startswith("hub:"):
+            return None
+        spec = {"kind": "hub", "preset": spec[4:]}
+    if not isinstance(spec, dict) or spec.get("kind") != "hub" or spec.get("data_files"):
+        return None
+    resolve(spec)  # names an unknown preset or key
+    preset = HUB_PRESETS[spec["preset"]]
+    data_dir = spec.get("data_dir", preset.data_dir)
+    return {
+        "name": str(spec.get("name", spec["preset"])),
+        "repo": spec.get("path", preset.path),
+        "revision": spec.get("revision"),
+        "patterns": [f"{data_dir}/**", "*.md"] if data_dir else None,
+    }
+
+
+def fetched(spec, directory: str) -> dict:
+    """The spec of a hub source whose files were fetched into `directory`: the build reads them there."""
+    spec = {"kind": "hub", "preset": spec[4:]} if isinstance(spec, str) else dict(spec)
+    spec.pop("revision", None)
+    return {**spec, "name": str(spec.get("name", spec["preset"])), "path": directory}
 
 
 def load(source: Source, root=None) -> list[dict]:

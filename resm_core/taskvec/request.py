@@ -17,7 +17,11 @@ class ExtractRequest:
     expert: Path = option(help="fine-tuned model or PEFT LoRA adapter directory", config=False)
     out: Path = option(help="output directory", config=False)
     dtype: str = option(
-        "float32", help="task-vector dtype on disk", choices=("float32", "bfloat16", "fp32", "bf16"), config=False
+        "auto",
+        help="task-vector dtype on disk: auto is bfloat16 when base and expert are both bfloat16 (half the disk; "
+        "the rounding is measured and recorded), else float32",
+        choices=("auto", "float32", "bfloat16", "fp32", "bf16"),
+        config=False,
     )
     tol: float = option(1e-8, help="|delta| <= tol counts as zero for sparsity", minimum=0, config=False)
     outlier_m: float = option(5.0, help="outlier when |delta| > M * mean |delta|", exclusive_minimum=0, config=False)

@@ -15,10 +15,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> None:
+    from resm_core.train.launch import launch, launched
     from resm_core.train.trainer import train
 
     req = from_namespace(TrainRequest, args, progress=not args.quiet)
+    if req.processes > 1 and not launched():
+        launch(req.processes, args.argv)  # rank 0 prints the summary
+        return
     m = train(req)
+    if not m:  # not the main process of a distributed run: rank 0 wrote the output and reports
+        return
     print(
         f"{req.objective}/{req.adapter}: {m['steps']} steps in {m['wall_time_s']:.0f} s, final loss "
         f"{m['final_loss']:.4g}, into {req.out}"

@@ -58,6 +58,12 @@ class TrainRequest:
     architecture: str | None = option(
         None, help="refuse a base whose config.model_type differs (e.g. llama)", flags=("--arch",), config=False
     )
+    processes: int = option(
+        1,
+        help="data-parallel processes on this node, one per GPU (gloo on CPU); the global batch is "
+        "batch_size x grad_accum x processes. FSDP/ZeRO-3: training.extra",
+        minimum=1,
+    )
     device: str = device_option()
     allow_pickle: bool = pickle_option()
     model_dtype: str = option(

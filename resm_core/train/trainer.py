@@ -219,6 +219,40 @@ def _check_trainer_args(extra: dict, objective: str) -> None:
             raise ConfigError(f"training.extra: {key!r} is not an argument of TRL's {config_class.__name__}{hint}")
 
 
+def _process_state(req: TrainRequest, on_cuda: bool):
+    """This process's place in the run: one process, or a rank of a launched data-parallel run (whose
+    process group this starts: gloo on CPU, NCCL on CUDA)."""
+    from accelerate import PartialState
+
+    from resm_core.train.launch import launched, world_size
+
+    if launched() and world_size() != req.processes:
+        raise ConfigError(
+            f"training.processes is {req.processes}, but the launcher started {world_size()} processes "
+            f"(WORLD_SIZE); set them equal so the global batch is the one asked for"
+        )
+    return PartialState(cpu=not on_cuda)
+
+
+def _gathered_model(trainer: Any, work: Path, req: TrainRequest, dtype: torch.dtype) -> Any:
+    """The trained model, whole, on the main process. Under FSDP or DeepSpeed ZeRO-3 each rank holds a
+    shard: the Trainer gathers them into `work/final` (every rank must call it) and rank 0 reads it back."""
+    if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        return trainer.model
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    final = work / "final"
+    trainer.save_model(str(final))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return None
+    if req.adapter == "lora":
+        base = AutoModelForCausalLM.from_pretrained(req.base, dtype=dtype)
+        return PeftModel.from_pretrained(base, final)
+    return AutoModelForCausalLM.from_pretrained(final, dtype=dtype)
+
+
 def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -230,7 +264,6 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-    prepare_output(Path(req.out), req.force, [req.base, req.data])
     _check_trainer_args(req.extra, req.objective)
     base = Path(req.base)
     if not (base / "config.json").is_file():
@@ -266,6 +299,7 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
 
     device = resolve_device(req.device)
     on_cuda = device.type == "cuda"
+    state = _process_state(req, on_cuda)
     model_dtype = (
         resolve_dtype(req.model_dtype, "training.model_dtype")
         if req.model_dtype != "auto"
@@ -274,9 +308,12 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     save_dtype = resolve_dtype(req.save_dtype, "training.save_dtype") if req.save_dtype != "auto" else model_dtype
     recorder = ManifestRecorder({"base": base, "data": Path(req.data)})
     fingerprint = req.fingerprint()  # hashes the base and the data: once per run
-    work = _work_dir(req, fingerprint)
-    resume = _last_checkpoint(work)
-    if resume:
+    with state.main_process_first():  # rank 0 checks the output and readies the work directory; then the rest
+        if state.is_main_process:
+            prepare_output(Path(req.out), req.force, [req.base, req.data])
+        work = _work_dir(req, fingerprint)
+        resume = _last_checkpoint(work)
+    if resume and state.is_main_process:
         log.info("resuming from %s", resume)
 
     torch.manual_seed(req.seed)
@@ -343,6 +380,13 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
             peft_config=peft_config,
             callbacks=callbacks,
         )
+    sharding_asked = sorted(k for k in ("fsdp", "deepspeed") if req.extra.get(k))
+    if sharding_asked and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        log.warning(
+            "training.extra.%s: accelerate shards only across GPUs; this %s run is plain data-parallel",
+            sharding_asked[0],
+            device.type,
+        )
     if not req.progress:
         from transformers.trainer_callback import PrinterCallback
 
@@ -350,12 +394,14 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     with _disk_full_is_an_error(work):
         result = trainer.train(resume_from_checkpoint=resume)
     loss_rows = _loss_table(trainer.state.log_history)
+    trained = _gathered_model(trainer, work, req, model_dtype)  # collective under FSDP/ZeRO-3
+    if not state.is_main_process:
+        return {}
 
     with (
         _disk_full_is_an_error(Path(req.out)),
         AtomicDirectory(Path(req.out), force=req.force, inputs=[req.base, req.data]) as staging,
     ):
-        trained = trainer.model
         if req.adapter == "lora":
             trained.save_pretrained(staging / "adapter")
             trained = trained.merge_and_unload()
@@ -384,7 +430,9 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
             save_dtype=str(save_dtype),
             steps=trainer.state.global_step,
             train_runtime_s=result.metrics.get("train_runtime"),
-            sequences_per_step=req.batch_size * req.grad_accum,
+            processes=state.num_processes,
+            sharding="fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else None,
+            sequences_per_step=req.batch_size * req.grad_accum * state.num_processes,
             mean_tokens_per_example=round(tokens, 1),
             final_loss=loss_rows[-1]["loss"] if loss_rows else None,
         )
