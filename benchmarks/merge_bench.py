@@ -93,7 +93,8 @@ from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter
 base, *experts, out = sys.argv[1:]
 readers = [CheckpointReader(p) for p in [base, *experts]]
-with ShardedWriter(out, 2 * 10**9, force=True) as w:
+layout = [(k, readers[0].shape(k), readers[0].dtype(k)) for k in readers[0].keys]
+with ShardedWriter(out, 2 * 10**9, force=True, layout=layout) as w:  # streamed, as the engine writes
     for k in readers[0].keys:
         tensors = [r.get(k) for r in readers]
         w.add(k, tensors[0])
@@ -168,6 +169,7 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
         res = measured(cmd)
         label = method + (" (lowrank)" if params else "")
         rows.append({"size": size, "method": label, "tool": "resm", **_fmt(res, gb)})
+        rows[-1]["x_io_floor"] = round(res["wall_s"] / floor["wall_s"], 2)
         print(_line(rows[-1]), flush=True)
         if args.mergekit and method in MERGEKIT:
             rows.append(
@@ -179,6 +181,7 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
                 }
             )
             rows[-1]["speedup_vs_mergekit"] = round(rows[-1]["wall_s"] / rows[-2]["wall_s"], 2)
+            rows[-1]["rss_resm_over_mergekit"] = round(rows[-2]["peak_rss_mb"] / rows[-1]["peak_rss_mb"], 2)
             print(_line(rows[-1]), flush=True)
     if args.lowrank_error and "tsv_m" in methods and size not in args.lowrank_sizes:
         cmd = [
@@ -253,7 +256,9 @@ def _line(row: dict) -> str:
     extra = "".join(
         f"  {k}={row[k]}"
         for k in (
+            "x_io_floor",
             "speedup_vs_mergekit",
+            "rss_resm_over_mergekit",
             "merged_delta_diff_vs_exact",
             "truncation_error_exact",
             "truncation_error_lowrank",

@@ -102,3 +102,36 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     for entry in (tmp_path / "cache").iterdir():
         entry.write_text("garbage")  # damaged entries are recomputed
     assert manifest.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
+
+
+def test_a_streaming_writer_writes_rows_into_planned_shards(tmp_path):
+    """With a layout the writer writes each shard's header first and the bytes as they come (whole tensors or
+    row blocks): the same files a buffered writer would index, and no shard ever held in memory."""
+    tensors = {"a": torch.randn(6, 3), "b": torch.randn(5, 4).bfloat16(), "n": torch.arange(3), "s": torch.tensor(2.0)}
+    layout = [(k, tuple(v.shape), v.dtype) for k, v in tensors.items()]
+    with ShardedWriter(tmp_path / "out", max_shard_bytes=80, layout=layout) as w:
+        w.add_rows("a", tensors["a"][:4])
+        w.add_rows("a", tensors["a"][4:])
+        w.add("b", tensors["b"])
+        w.add("n", tensors["n"])
+        w.add("s", tensors["s"])
+    reader = CheckpointReader(tmp_path / "out")
+    assert reader.keys == list(tensors) and all(torch.equal(reader.get(k), v) for k, v in tensors.items())
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == {
+        "a": "model-00001-of-00002.safetensors",
+        **dict.fromkeys("bns", "model-00002-of-00002.safetensors"),
+    }
+    assert index["metadata"]["total_size"] == 72 + 40 + 24 + 4
+
+    def wrong(steps, match):
+        with pytest.raises(CheckpointError, match=match), ShardedWriter(tmp_path / "bad", 80, layout=layout) as w:
+            for name, value in steps:
+                w.add_rows(name, value)
+        assert not (tmp_path / "bad").exists()  # nothing published
+
+    wrong([("b", tensors["b"])], "got tensor b, expected a")
+    wrong([("a", tensors["a"].double())], r"got torch.float64 \(6, 3\), the layout says torch.float32")
+    wrong([("a", tensors["a"]), ("a", tensors["a"][:1])], "got tensor a, expected b")
+    wrong([("a", tensors["a"][:2]), ("a", tensors["a"][:5])], "more rows than its 6")
+    wrong([("a", tensors["a"])], "tensor b of the layout was never written")

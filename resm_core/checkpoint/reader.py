@@ -191,6 +191,15 @@ class CheckpointReader:
             tensor: torch.Tensor = handle.get_tensor(name)
             return tensor
 
+    def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows start:stop of the tensor, read alone (the rest of it is never loaded)."""
+        file = self.file_of(name)
+        if file in self._pickled:
+            return self._pickled[file][name][start:stop]
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            rows: torch.Tensor = handle.get_slice(name)[start:stop]
+            return rows
+
     @property
     def config(self) -> dict[str, Any] | None:
         cfg = self.directory / "config.json"

@@ -198,7 +198,11 @@ class ShardedWriter:
         force: bool = False,
         metadata: dict[str, str] | None = None,
         inputs: Iterable[str | Path] = (),
+        layout: list[tuple[str, tuple[int, ...], torch.dtype]] | None = None,
     ):
+        """`layout` (every tensor's name, shape and dtype, in the order they will come) turns on streaming:
+        each shard's header is written first and tensors, or row blocks of them (`add_rows`), go straight
+        to disk, so memory holds no shard, whatever the model."""
         self.out_dir = Path(out_dir)
         self.max_shard_bytes = max_shard_bytes
         self.metadata = {"format": "pt", **(metadata or {})}
@@ -208,6 +212,8 @@ class ShardedWriter:
         self._pending_bytes = 0
         self._shards: list[tuple[Path, list[str]]] = []
         self._total_bytes = 0
+        self._layout = _plan_shards(layout, max_shard_bytes) if layout is not None else None
+        self._stream: _ShardStream | None = None
 
     def __enter__(self) -> ShardedWriter:
         self._dir.__enter__()
@@ -227,6 +233,9 @@ class ShardedWriter:
     # -- content -------------------------------------------------------------------------------
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
+        if self._layout is not None:
+            self.add_rows(name, tensor)
+            return
         if name in self._pending or any(name in keys for _, keys in self._shards):
             raise CheckpointError(f"{self.out_dir}: tensor {name} written twice")
         size = tensor.numel() * tensor.element_size()
@@ -235,6 +244,24 @@ class ShardedWriter:
         self._pending[name] = tensor.detach().to("cpu").contiguous()
         self._pending_bytes += size
         self._total_bytes += size
+
+    def add_rows(self, name: str, rows: torch.Tensor) -> None:
+        """The next rows of tensor `name` (streaming mode): a tensor is complete once all its rows came."""
+        if self._layout is None:
+            raise CheckpointError(f"{self.out_dir}: add_rows needs the writer's layout")
+        if self._stream is None or self._stream.done:
+            if self._stream is not None:
+                self._close_stream()
+            if not self._layout:
+                raise CheckpointError(f"{self.out_dir}: tensor {name} is not in the layout")
+            path = self.tmp_dir / f"shard-{len(self._shards):05d}.safetensors"
+            self._stream = _ShardStream(path, self._layout.pop(0), self.metadata)
+        self._total_bytes += self._stream.write(name, rows)
+
+    def _close_stream(self) -> None:
+        assert self._stream is not None
+        self._shards.append((self._stream.path, self._stream.close()))
+        self._stream = None
 
     def copy_aux_files(self, source_dir: Path, names: tuple[str, ...] = AUX_FILES) -> list[str]:
         copied = []
@@ -271,6 +298,11 @@ class ShardedWriter:
 
     def _finish_shards(self) -> None:
         self._flush()
+        if self._stream is not None:
+            self._close_stream()
+        if self._layout:
+            missing = [name for shard in self._layout for name, _, _ in shard]
+            raise CheckpointError(f"{self.out_dir}: tensor {missing[0]} of the layout was never written")
         n = len(self._shards)
         if n == 0:
             raise CheckpointError(f"{self.out_dir}: no tensors were written")
@@ -286,3 +318,96 @@ class ShardedWriter:
                 SAFETENSORS_INDEX, {"metadata": {"total_size": self._total_bytes}, "weight_map": weight_map}
             )
         log.info("writing %s (%d shard%s, %.1f MB)", self.out_dir, n, "" if n == 1 else "s", self._total_bytes / 1e6)
+
+
+ST_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+Entry = tuple[str, tuple[int, ...], torch.dtype]
+
+
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n * torch.empty((), dtype=dtype).element_size()
+
+
+def _plan_shards(layout: list[Entry], max_bytes: int) -> list[list[Entry]]:
+    """The tensors of each shard, as the buffered writer would group them (a new shard when the next
+    tensor would pass `max_bytes`; a larger tensor gets a shard of its own)."""
+    shards: list[list[Entry]] = []
+    size = 0
+    for entry in layout:
+        nbytes = _nbytes(entry[1], entry[2])
+        if not shards or (shards[-1] and size + nbytes > max_bytes):
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += nbytes
+    return shards
+
+
+class _ShardStream:
+    """One safetensors file written front to back: the header (known from the layout), then each tensor's
+    bytes as they come, in layout order. A tensor arriving out of order or with the wrong shape is an error."""
+
+    def __init__(self, path: Path, entries: list[Entry], metadata: dict[str, str]):
+        self.path = path
+        self.entries = entries
+        header: dict[str, object] = {"__metadata__": metadata}
+        offset = 0
+        for name, shape, dtype in entries:
+            if dtype not in ST_DTYPES:
+                raise CheckpointError(f"{path}: tensor {name}: dtype {dtype} cannot be written to safetensors")
+            end = offset + _nbytes(shape, dtype)
+            header[name] = {"dtype": ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
+            offset = end
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.file.write(len(text).to_bytes(8, "little") + text)
+        self.index = 0
+        self.rows_done = 0
+
+    @property
+    def done(self) -> bool:
+        return self.index == len(self.entries)
+
+    def write(self, name: str, rows: torch.Tensor) -> int:
+        if self.done or self.entries[self.index][0] != name:
+            expected = self.entries[self.index][0] if not self.done else "nothing more in this shard"
+            raise CheckpointError(f"{self.path}: got tensor {name}, expected {expected}")
+        _, shape, dtype = self.entries[self.index]
+        rows = rows.detach().to("cpu").contiguous()
+        whole = tuple(rows.shape) == tuple(shape)
+        if rows.dtype != dtype or (not whole and (not shape or tuple(rows.shape[1:]) != tuple(shape[1:]))):
+            raise CheckpointError(
+                f"{self.path}: tensor {name}: got {rows.dtype} {tuple(rows.shape)}, the layout says {dtype} {shape}"
+            )
+        self.file.write(rows.view(-1).view(torch.uint8).numpy().data if rows.numel() else b"")
+        self.rows_done += shape[0] if whole and shape else (rows.shape[0] if shape else 1)
+        if self.rows_done > (shape[0] if shape else 1):
+            raise CheckpointError(f"{self.path}: tensor {name}: more rows than its {shape[0]}")
+        if self.rows_done == (shape[0] if shape else 1):
+            self.index += 1
+            self.rows_done = 0
+        return rows.numel() * rows.element_size()
+
+    def close(self) -> list[str]:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        if not self.done:
+            raise CheckpointError(f"{self.path}: tensor {self.entries[self.index][0]} was not written whole")
+        return [name for name, _, _ in self.entries]

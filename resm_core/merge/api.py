@@ -141,6 +141,7 @@ class MergeMethod:
     prepare: PrepareFn | None = None
     needs_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False
     validate: Callable[[Mapping[str, Any], int], None] | None = None
+    blockwise: bool = False  # each output entry depends on the same entries of the inputs only
 
     @property
     def default_vocab_rule(self) -> str:
@@ -191,7 +192,11 @@ def register(
     prepare: PrepareFn | None = None,
     needs_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
     validate: Callable[[Mapping[str, Any], int], None] | None = None,
+    blockwise: bool = False,
 ) -> Callable[[MergeFn], MergeFn]:
+    """`blockwise`: the method is elementwise, so the engine may hand it row blocks of a large tensor
+    (memory that does not grow with the vocabulary); the result must equal the whole tensor's."""
+
     def decorator(fn: MergeFn) -> MergeFn:
         if name in METHODS:
             raise RuntimeError(f"merge method {name} registered twice")
@@ -207,6 +212,7 @@ def register(
             prepare=prepare,
             needs_prepare=needs_prepare or (lambda p: prepare is not None),
             validate=validate,
+            blockwise=blockwise,
         )
         return fn
 

@@ -1,9 +1,12 @@
 """The merge engine: streams tensors through a registered method; owns devices, dtypes and I/O.
 
-Memory stays near (T + 2) x the largest tensor plus one output shard: for each tensor the base
-and the T deltas are loaded (fp32, on the compute device), merged, cast, and handed to the
-sharded writer, which flushes every `shard_size` bytes. Checks that can fail run before any
-tensor arithmetic; the output appears atomically, with a manifest, or not at all.
+For each tensor the base and the T deltas are loaded (fp32, on the compute device), merged, cast, and
+written straight into the output shard, whose header is written first (every output's name, shape and
+dtype is known up front), so no shard is held in memory. A large tensor that an elementwise rule merges
+(a `blockwise` method, or the vocabulary rules of any method) goes a block of rows at a time, within
+`block_mb` of working memory: the vocabulary-sized matrices of an 8B model are never whole in fp32.
+Other methods hold (T + 2) x the largest tensor. Checks that can fail run before any tensor arithmetic;
+the output appears atomically, with a manifest, or not at all.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import io
 import json
 import logging
 import math
+import queue
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +40,11 @@ from resm_core.hub import local_model
 from resm_core.merge.api import MergeMethod, TensorContext, task_sum
 from resm_core.merge.catalogue import get_method
 from resm_core.merge.request import VOCAB_RULES, MergeRequest
-from resm_core.taskvec.sources import DeltaSource, open_expert, widest_dtype
+from resm_core.taskvec.sources import LORA_CHUNK, DeltaSource, open_expert, widest_dtype
 
 log = logging.getLogger(__name__)
+# (tensor name, base or None for a tensor copied as it is, deltas or that tensor, whether it ends the tensor)
+WorkItem = tuple[str, torch.Tensor | None, torch.Tensor, bool]
 
 DIAGNOSTICS_NAME = "merge_diagnostics.csv"
 
@@ -106,6 +114,71 @@ class MergeJob:
                 raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
         return base, deltas
 
+    def block_rows(self, name: str) -> int | None:
+        """Rows per block when `name` is merged in row blocks (an elementwise rule whose whole-tensor
+        working set, base + T deltas + result in fp32, passes `block_mb`), else None."""
+        shape = self.base.shape(name)
+        rule = self._rule_for(name)
+        if len(shape) < 2 or not (rule != "method" or self.method.blockwise):
+            return None
+        row_bytes = 4 * (len(self.experts) + 2) * math.prod(shape[1:])
+        budget = int(self.request.block_mb * 2**20)
+        if row_bytes * shape[0] <= budget:
+            return None
+        rows = max(1, budget // row_bytes)
+        return rows - rows % LORA_CHUNK if rows > LORA_CHUNK else rows  # whole LoRA chunks: none computed twice
+
+    def load_rows(self, name: str, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`load` for rows start:stop."""
+        base = self.base.get_rows(name, start, stop).to(device=self.device, dtype=torch.float32)
+        if not all_finite(base):
+            raise NumericError(f"{self.base.file_of(name)}: tensor {name} of the base holds NaN or Inf")
+        deltas = torch.empty((len(self.experts), *base.shape), dtype=torch.float32, device=self.device)
+        for expert, row in zip(self.experts, deltas):
+            expert.delta_rows_into(name, base, start, row)
+            if not all_finite(row):
+                raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
+        return base, deltas
+
+    def _copied(self, name: str) -> WorkItem:
+        return name, None, self.base.get(name), True
+
+    def _rows(self, name: str, start: int | None, stop: int | None) -> WorkItem:
+        """The whole tensor (start None), or rows start:stop; the flag says whether it ends the tensor."""
+        if start is None or stop is None:
+            return name, *self.load(name), True
+        return name, *self.load_rows(name, start, stop), stop == self.base.shape(name)[0]
+
+    def work(self) -> Iterator[WorkItem]:
+        """(name, base, deltas, last block of the tensor) for every float tensor, and (name, None, tensor,
+        True) for the others, read one item ahead of the merge on a background thread (reading overlaps
+        the arithmetic and the writing). An item larger than `block_mb` is read only once the previous
+        one is done, so it is never in memory twice."""
+        budget = self.request.block_mb * 2**20
+
+        def tasks() -> Iterator[tuple[int, Callable[[], WorkItem]]]:
+            for name in self.keys:
+                if not self._is_float(name):
+                    yield 1, partial(self._copied, name)
+                    continue
+                rows = self.block_rows(name)
+                if rows is None:
+                    size = 4 * (len(self.experts) + 1) * math.prod(self.base.shape(name))
+                    yield (2 if size > budget else 1), partial(self._rows, name, None, None)
+                    continue
+                n_rows = self.base.shape(name)[0]
+                for start in range(0, n_rows, rows):
+                    yield 1, partial(self._rows, name, start, min(start + rows, n_rows))
+
+        return prefetched(tasks())
+
+    def layout(self) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        """Every output tensor's name, shape and dtype, in writing order: the streaming writer's plan."""
+        return [
+            (n, self.base.shape(n), self.output_dtype(n) if self._is_float(n) else self.base.dtype(n))
+            for n in self.keys
+        ]
+
     def method_keys(self) -> list[str]:
         """The tensors the method itself merges (not those routed by the vocab rule)."""
         return [n for n in self.keys if self._is_float(n) and self._rule_for(n) == "method"]
@@ -158,13 +231,18 @@ class MergeJob:
                 force=req.force,
                 metadata={"resm_method": self.method.name},
                 inputs=[req.base, *req.experts],
+                layout=self.layout(),
             ) as writer:
-                for name in tqdm(self.keys, desc=f"merge {self.method.name}", unit="tensor", disable=not req.progress):
-                    if not self._is_float(name):
-                        writer.add(name, self.base.get(name))
+                progress = tqdm(total=len(self.keys), desc=f"merge {self.method.name}", unit="tensor",
+                                disable=not req.progress)  # fmt: skip
+                ctx = None
+                for name, base, deltas, last in self.work():
+                    if base is None:  # not floating point: copied as it is
+                        writer.add(name, deltas)
+                        progress.update()
                         continue
-                    base, deltas = self.load(name)
-                    ctx = TensorContext(name=name, seed=req.seed, stats=stats)
+                    if ctx is None or ctx.name != name:
+                        ctx = TensorContext(name=name, seed=req.seed, stats=stats)
                     merged = self.merge_tensor(name, base, deltas, ctx)
                     if not all_finite(merged):  # finite inputs, non-finite result: a numerical failure
                         raise NumericError(
@@ -172,11 +250,14 @@ class MergeJob:
                             f"its inputs are finite; nothing was written (diagnostics: "
                             f"{ctx.diagnostics})"
                         )
-                    writer.add(
+                    writer.add_rows(
                         name, fits(merged, self.output_dtype(name), f"{self.method.name}: the merged tensor {name}")
                     )
-                    diagnostics.append({"tensor": name, **ctx.diagnostics})
                     del base, deltas, merged
+                    if last:
+                        diagnostics.append({"tensor": name, **ctx.diagnostics})
+                        progress.update()
+                progress.close()
                 writer.copy_aux_files(self.base.directory)
                 self._record_dtype(writer.staging_dir / "config.json")
                 writer.write_text(DIAGNOSTICS_NAME, _diagnostics_csv(diagnostics))
@@ -210,6 +291,44 @@ class MergeJob:
 
 
 RECORDS = (CARD_NAME, RECIPE_NAME, MANIFEST_NAME, DIAGNOSTICS_NAME, "resm_layer_stats.json", "config.json")
+
+
+def prefetched(tasks: Iterator[tuple[int, Callable[[], Any]]]) -> Iterator[Any]:
+    """The results of `tasks` (weight, thunk), each computed on one background thread ahead of its use:
+    at most 2 weight units are in memory at once (an item of weight 2 waits until the previous is done).
+    An exception in a thunk is raised here; leaving early stops the thread."""
+    permits = threading.Semaphore(2)
+    done: queue.Queue[tuple[int, Any, BaseException | None] | None] = queue.Queue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for weight, thunk in tasks:
+                for _ in range(weight):
+                    permits.acquire()
+                if stop.is_set():
+                    return
+                done.put((weight, thunk(), None))
+            done.put(None)
+        except BaseException as error:  # handed to the consumer, which raises it
+            done.put((0, None, error))
+
+    thread = threading.Thread(target=produce, name="merge-read", daemon=True)
+    thread.start()
+    try:
+        while (item := done.get()) is not None:
+            weight, value, error = item
+            if error is not None:
+                raise error
+            yield value
+            del value, item
+            for _ in range(weight):
+                permits.release()
+    finally:
+        stop.set()
+        for _ in range(2):
+            permits.release()
+        thread.join()
 
 
 def keep_records(model: Path, records: Path) -> None:

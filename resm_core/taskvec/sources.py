@@ -23,6 +23,7 @@ from resm_core.jsonfile import read_json
 log = logging.getLogger(__name__)
 
 TASKVEC_MARKER = "resm_taskvec.json"
+LORA_CHUNK = 1024  # rows of a LoRA product computed at once (see LoraSource._dense)
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -73,6 +74,11 @@ class DeltaSource:
         """Write the delta into a preallocated fp32 buffer (no temporaries: copy_ converts dtype)."""
         out.copy_(self.stored(name, base))
         out.sub_(base)
+
+    def delta_rows_into(self, name: str, base_rows: torch.Tensor, start: int, out: torch.Tensor) -> None:
+        """The delta of rows start:start+len(base_rows) only: what a merge in row blocks reads."""
+        out.copy_(self.reader.get_rows(name, start, start + base_rows.shape[0]))
+        out.sub_(base_rows)
 
     def check_base(self, base: CheckpointReader, allow_other: bool = False) -> None:
         """A full model or an adapter carries no record of the base it was extracted against."""
@@ -131,6 +137,9 @@ class TaskVectorSource(DeltaSource):
     def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
         out.copy_(self.stored(name, base))
 
+    def delta_rows_into(self, name: str, base_rows: torch.Tensor, start: int, out: torch.Tensor) -> None:
+        out.copy_(self.reader.get_rows(name, start, start + base_rows.shape[0]))
+
 
 class LoraSource(DeltaSource):
     """A PEFT LoRA adapter made dense: delta = scale * B @ A per target module (scale = alpha/r,
@@ -180,20 +189,24 @@ class LoraSource(DeltaSource):
                 return float(alpha)
         return self.lora_alpha
 
-    def _dense(self, target: str, device: torch.device) -> torch.Tensor:
+    def _dense(self, target: str, device: torch.device, rows: slice = slice(None)) -> torch.Tensor:
+        """scale * B @ A as the base tensor is laid out, or only its `rows`. The product is taken in aligned
+        chunks of LORA_CHUNK rows, so any rows come out bit-identical whether the tensor is merged whole or
+        in row blocks of any size (a GEMM over fewer rows may round differently)."""
         parts = self._pairs[target]
-        if "lora_A" in parts:
-            a = self.reader.get(parts["lora_A"]).to(device, torch.float32)
-            b = self.reader.get(parts["lora_B"]).to(device, torch.float32)
-            rank = a.shape[0]
-            dense = b @ a
-            if self.fan_in_fan_out:
-                dense = dense.T
-        else:  # embedding LoRA: A is (r, num_embeddings), B is (dim, r)
-            a = self.reader.get(parts["lora_embedding_A"]).to(device, torch.float32)
-            b = self.reader.get(parts["lora_embedding_B"]).to(device, torch.float32)
-            rank = a.shape[0]
-            dense = (b @ a).T
+        embedding = "lora_A" not in parts
+        a = self.reader.get(parts["lora_embedding_A" if embedding else "lora_A"]).to(device, torch.float32)
+        b = self.reader.get(parts["lora_embedding_B" if embedding else "lora_B"]).to(device, torch.float32)
+        rank = a.shape[0]
+        by_columns = embedding or self.fan_in_fan_out  # rows of the base tensor are columns of A
+        n_rows = a.shape[1] if by_columns else b.shape[0]
+        start, stop, _ = rows.indices(n_rows)
+        pieces = []
+        for c0 in range(start - start % LORA_CHUNK, stop, LORA_CHUNK):
+            c1 = min(c0 + LORA_CHUNK, n_rows)
+            chunk = (b @ a[:, c0:c1]).T if by_columns else b[c0:c1] @ a
+            pieces.append(chunk[max(start, c0) - c0 : min(stop, c1) - c0])
+        dense = torch.cat(pieces) if pieces else a.new_zeros((0, b.shape[0] if by_columns else a.shape[1]))
         alpha = self._alpha(target)
         return dense * (alpha / math.sqrt(rank) if self.rslora else alpha / rank)
 
@@ -220,6 +233,16 @@ class LoraSource(DeltaSource):
             full = self.reader.get(self._full[name])
             out.copy_(full[: base.shape[0]] if name in self.extra_rows else full)
             out.sub_(base)
+        else:
+            out.zero_()
+
+    def delta_rows_into(self, name: str, base_rows: torch.Tensor, start: int, out: torch.Tensor) -> None:
+        rows = slice(start, start + base_rows.shape[0])
+        if name in self._pairs:
+            out.copy_(self._dense(name, out.device, rows))
+        elif name in self._full:
+            out.copy_(self.reader.get_rows(self._full[name], rows.start, rows.stop))
+            out.sub_(base_rows)
         else:
             out.zero_()
 
