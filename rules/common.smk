@@ -47,7 +47,7 @@ TRAINED_DIMS = [d for d in DIMS if f"expert/{d}" not in OUTSIDE]
 HUB_DATA = hub_datasets(config)
 # Each rule's conda environment (--sdm conda). The env files install this checkout from $RESM_REPO: Snakemake
 # copies an env file into .snakemake/conda/ before creating it, so a relative path would point there.
-os.environ["RESM_REPO"] = str(Path(workflow.basedir).resolve())
+os.environ.update(RESM_REPO=str(Path(workflow.basedir).resolve()))
 RESM_ENV = str(Path(workflow.basedir) / "envs" / "resm.yaml")
 # vLLM pins its own CUDA torch: evaluation with it runs in its own environment
 EVAL_ENV = (

@@ -209,25 +209,47 @@ def test_paper_dags_build_from_the_dry_run():
 
 @pytest.mark.workflow
 def test_the_slurm_site_template_works_as_the_readme_says(tmp_path):
-    """cp -r profiles/slurm profiles/mysite, then the documented dry run of each paper preset: no traceback (the
-    template's caching needed SNAKEMAKE_OUTPUT_CACHE), downloads run where snakemake runs (compute nodes are often
-    offline), CPU-only rules on the CPU partition, GPU rules on the GPU one."""
+    """cp -r profiles/slurm profiles/mysite, then the documented dry run and `resm plan` of each paper preset: no
+    traceback (the template's caching needed SNAKEMAKE_OUTPUT_CACHE); downloads run where snakemake runs (compute
+    nodes are often offline); CPU-only rules on the CPU partition, GPU rules on the GPU one; each rule in the
+    conda env it needs; the plan's jobs are the dry run's, its sizes those of the published architectures
+    (8,030,261,248 and 7,241,732,096 parameters, as the model cards say)."""
     for item in ("Snakefile", "rules", "captions", "envs", "profiles", "configs", "config.yaml"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
     shutil.copytree(tmp_path / "profiles" / "slurm", tmp_path / "profiles" / "mysite")
-    for preset in ("paper-llama3-8b", "paper-mistral-7b"):
+    for preset, params in (("paper-llama3-8b", 8_030_261_248), ("paper-mistral-7b", 7_241_732_096)):
         cmd = ["--workflow-profile", "profiles/mysite", "--configfile", f"configs/{preset}.yaml", "-n"]
         out = run(SNAKEMAKE + cmd, cwd=tmp_path)
         partitions: dict[str, set[str]] = {}
+        counts: dict[str, int] = {}
         for rule, resources in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", out):
             partitions.setdefault(rule, set()).update(re.findall(r"slurm_partition=(\w+)", resources))
+            counts[rule] = counts.get(rule, 0) + 1
         for rule in ("build_data", "mix_data", "fit_judges", "conflicts", "report"):
             assert partitions[rule] == {"cpu"}, (preset, rule, partitions[rule])
         for rule in ("train_expert", "train_mixture", "merge", "evaluate"):
             assert partitions[rule] == {"gpu"}, (preset, rule, partitions[rule])
+
         rules = parsed_rules(tmp_path / "configs" / f"{preset}.yaml", cwd=tmp_path)
-        local = {name for name, rule in rules.items() if name != "RESM_REPO" and rule["local"]}
+        assert rules.pop("RESM_REPO") == str(tmp_path)  # what ${RESM_REPO} in the env files expands to
+        local = {name for name, rule in rules.items() if rule["local"]}
         assert local == {"fetch_assets", "prepare_base", "fetch_dataset", "download_judge_model", "fetch_model"}
+        envs = {name: rule["env"] for name, rule in rules.items()}
+        assert envs.pop("all") is None and Path(envs.pop("evaluate")).name == "vllm.yaml"  # backend: vllm
+        assert {Path(e).name for e in envs.values()} == {"resm.yaml"}, envs
+
+        plan = [sys.executable, "-m", "resm_core.cli", "plan", f"configs/{preset}.yaml", "--profile", "profiles/mysite"]
+        out = run(plan + ["--snakefile", "Snakefile"], cwd=tmp_path)
+        table = {m[0]: m[1:] for m in re.findall(r"\n(\w+) +(\d+) +(\d+) +([\d.]+) +(\d+)(.*)", out)}
+        assert {rule: int(row[0]) for rule, row in table.items()} == {r: n for r, n in counts.items() if r != "all"}
+        gb = params * 2 / 1e9  # bfloat16
+        assert f"{params / 1e9:.2f} B parameters, bfloat16" in out
+        assert f"3 x {gb:.2f} GB bfloat16 task vector" in table["extract_taskvec"][4]
+        assert f"132 x {gb:.2f} GB bfloat16 merged, each deleted once evaluated" in table["merge"][4]
+        gpu_hours = sum(int(row[0]) * int(row[1]) * float(row[2]) for row in table.values())
+        assert int(table["merge"][1]) == 1 and f"GPU hours asked for: {gpu_hours:.0f} " in out
+        kept = (1 + counts["train_expert"] + counts["train_mixture"] + 3) * gb  # base, trained, task vectors
+        assert f"models on disk at the end: {kept:.0f} GB" in out
 
 
 def parsed_rules(configfile: Path, cwd: Path = REPO) -> dict:
@@ -253,18 +275,12 @@ def parsed_rules(configfile: Path, cwd: Path = REPO) -> dict:
 
 @pytest.mark.workflow
 def test_each_rule_runs_in_the_environment_it_needs(tmp_path):
-    """Every rule runs in envs/resm.yaml; evaluation runs in envs/vllm.yaml when the backend is vllm."""
-    for preset, evaluation in (("paper-llama3-8b", "vllm.yaml"), ("paper-mistral-7b", "vllm.yaml")):
-        rules = parsed_rules(REPO / "configs" / f"{preset}.yaml")
-        assert rules.pop("RESM_REPO") == str(REPO)  # what ${RESM_REPO} in the env files expands to
-        envs = {name: rule["env"] for name, rule in rules.items()}
-        assert envs.pop("all") is None
-        assert Path(envs.pop("evaluate")).name == evaluation
-        assert {Path(e).name for e in envs.values()} == {"resm.yaml"}, envs
+    """With the transformers backend evaluation runs in envs/resm.yaml like every rule (the paper presets, with
+    vllm, are checked under the site template); `container:` in the config reaches every rule."""
     tiny = parsed_rules(REPO / "configs" / "tiny.yaml")
-    assert Path(tiny["evaluate"]["env"]).name == "resm.yaml"
-    assert {rule["container"] for name, rule in tiny.items() if name != "RESM_REPO"} == {None}
-    # `container:` in the config (an image built from containers/): every rule runs in it under --sdm apptainer
+    assert tiny.pop("RESM_REPO") == str(REPO)
+    assert {Path(rule["env"]).name for name, rule in tiny.items() if name != "all"} == {"resm.yaml"}
+    assert {rule["container"] for rule in tiny.values()} == {None}
     config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
     (tmp_path / "boxed.yaml").write_text(yaml.safe_dump({**config, "container": "docker://resm-3h:latest"}))
     boxed = parsed_rules(tmp_path / "boxed.yaml")
@@ -305,29 +321,6 @@ def test_the_conda_envs_install_this_checkout_from_where_snakemake_copies_them(t
         assert done.returncode == 0, done.stderr
         (install,) = json.loads(report.read_text())["install"]
         assert install["metadata"]["name"] == "resm-3h" and install["download_info"]["url"] == REPO.as_uri()
-
-
-@pytest.mark.workflow
-def test_plan_prints_jobs_gpu_hours_and_disk_for_each_paper_preset(tmp_path):
-    """`resm plan` under the site template: the dry run's jobs and resources, the base's size from its published
-    architecture (8,030,261,248 and 7,241,732,096 parameters, as their model cards say), disk per kind."""
-    for item in ("Snakefile", "rules", "captions", "envs", "profiles", "configs", "config.yaml"):
-        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
-    for preset, params in (("paper-llama3-8b", 8_030_261_248), ("paper-mistral-7b", 7_241_732_096)):
-        cmd = [sys.executable, "-m", "resm_core.cli", "plan", f"configs/{preset}.yaml", "--profile", "profiles/slurm"]
-        out = run(cmd + ["--snakefile", "Snakefile"], cwd=tmp_path)
-        table = {m[0]: m[1:] for m in re.findall(r"\n(\w+) +(\d+) +(\d+) +([\d.]+) +(\d+)(.*)", out)}
-        counts = job_counts(tmp_path, tmp_path / "configs" / f"{preset}.yaml")
-        assert {rule: int(row[0]) for rule, row in table.items()} == {r: n for r, n in counts.items() if r != "all"}
-        gb = params * 2 / 1e9  # bfloat16
-        assert f"{params / 1e9:.2f} B parameters, bfloat16" in out
-        assert f"3 x {gb:.2f} GB bfloat16 task vector" in table["extract_taskvec"][4]
-        assert f"132 x {gb:.2f} GB bfloat16 merged, each deleted once evaluated" in table["merge"][4]
-        # the template asks one GPU per training, merge and evaluation job; runtime limits from the preset
-        gpu_hours = sum(int(row[0]) * int(row[1]) * float(row[2]) for row in table.values())
-        assert int(table["merge"][1]) == 1 and f"GPU hours asked for: {gpu_hours:.0f} " in out
-        kept = (1 + counts["train_expert"] + counts["train_mixture"] + 3) * gb  # base, trained, task vectors
-        assert f"models on disk at the end: {kept:.0f} GB" in out
 
 
 @pytest.mark.workflow
