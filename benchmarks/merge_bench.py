@@ -142,6 +142,7 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
     rows = []
     floor = measured([sys.executable, "-c", IO_FLOOR, str(base), *map(str, experts), str(merges / "_io_floor")])
     rows.append({"size": size, "method": "(I/O floor)", "tool": "read+write", **_fmt(floor, gb)})
+    shutil.rmtree(merges / "_io_floor", ignore_errors=True)
     print(_line(rows[-1]), flush=True)
     for method in methods:
         params = []
@@ -183,6 +184,9 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
             rows[-1]["speedup_vs_mergekit"] = round(rows[-1]["wall_s"] / rows[-2]["wall_s"], 2)
             rows[-1]["rss_resm_over_mergekit"] = round(rows[-2]["peak_rss_mb"] / rows[-1]["peak_rss_mb"], 2)
             print(_line(rows[-1]), flush=True)
+            shutil.rmtree(merges / f"mergekit_{method}", ignore_errors=True)
+        if method != "tsv_m":  # an 8B-shaped merge is 3 GB: only the one the lowrank error is measured against stays
+            shutil.rmtree(merges / method, ignore_errors=True)
     if args.lowrank_error and "tsv_m" in methods and size not in args.lowrank_sizes:
         cmd = [
             sys.executable,

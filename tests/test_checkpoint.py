@@ -135,3 +135,35 @@ def test_a_streaming_writer_writes_rows_into_planned_shards(tmp_path):
     wrong([("a", tensors["a"]), ("a", tensors["a"][:1])], "got tensor a, expected b")
     wrong([("a", tensors["a"][:2]), ("a", tensors["a"][:5])], "more rows than its 6")
     wrong([("a", tensors["a"])], "tensor b of the layout was never written")
+
+
+def test_a_full_disk_while_streaming_is_an_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """The shard is written by a background thread: its failure reaches the caller, and nothing is published."""
+    import errno
+
+    from resm_core.checkpoint import writer as writer_module
+
+    class FullFile:
+        def __init__(self, *args):
+            self.writes = 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes > 1:  # the header fits, the first tensor does not
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return 0
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(writer_module, "open", FullFile, raising=False)
+    layout = [(f"t{i}", (64,), torch.float32) for i in range(8)]
+    with pytest.raises(OSError, match="No space left"), ShardedWriter(tmp_path / "out", 10**6, layout=layout) as w:
+        for name, _, _ in layout:
+            w.add(name, torch.ones(64))
+    assert list(tmp_path.iterdir()) == []

@@ -226,9 +226,18 @@ class ShardedWriter:
             try:
                 self._finish_shards()
             except BaseException as error:
+                self._abort_stream()
                 self._dir.__exit__(type(error), error, None)
                 raise
+        else:
+            self._abort_stream()
         self._dir.__exit__(exc_type, exc, tb)
+
+    def _abort_stream(self) -> None:
+        """Stop the shard being written (its file goes with the staging directory)."""
+        if self._stream is not None:
+            self._stream.file.abort()
+            self._stream = None
 
     # -- content -------------------------------------------------------------------------------
 
@@ -375,7 +384,7 @@ class _ShardStream:
             offset = end
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
-        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.file = _WriteBehind(path)
         self.file.write(len(text).to_bytes(8, "little") + text)
         self.index = 0
         self.rows_done = 0
@@ -395,7 +404,7 @@ class _ShardStream:
             raise CheckpointError(
                 f"{self.path}: tensor {name}: got {rows.dtype} {tuple(rows.shape)}, the layout says {dtype} {shape}"
             )
-        self.file.write(rows.view(-1).view(torch.uint8).numpy().data if rows.numel() else b"")
+        self.file.write(rows)
         self.rows_done += shape[0] if whole and shape else (rows.shape[0] if shape else 1)
         if self.rows_done > (shape[0] if shape else 1):
             raise CheckpointError(f"{self.path}: tensor {name}: more rows than its {shape[0]}")
@@ -405,9 +414,63 @@ class _ShardStream:
         return rows.numel() * rows.element_size()
 
     def close(self) -> list[str]:
-        self.file.flush()
-        os.fsync(self.file.fileno())
         self.file.close()
         if not self.done:
             raise CheckpointError(f"{self.path}: tensor {self.entries[self.index][0]} was not written whole")
         return [name for name, _, _ in self.entries]
+
+
+class _WriteBehind:
+    """A file written by a background thread, so that writing a block overlaps merging the next one. At most
+    two blocks wait; an error in the thread (a full disk) is raised at the next write or at close."""
+
+    def __init__(self, path: Path):
+        import queue
+        import threading
+
+        self.path = path
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by the thread
+        self.pending: queue.Queue[bytes | torch.Tensor | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="shard-write", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (item := self.pending.get()) is not None:
+                if self.error is None:
+                    data = item if isinstance(item, bytes) else item.view(-1).view(torch.uint8).numpy().data
+                    self.file.write(data)
+        except BaseException as error:  # raised in the caller's thread
+            self.error = error
+            while self.pending.get() is not None:  # drain, so that the caller never blocks on a dead thread
+                pass
+        finally:
+            try:
+                if self.error is None:
+                    self.file.flush()
+                    os.fsync(self.file.fileno())
+            except BaseException as error:
+                self.error = error
+            self.file.close()
+
+    def write(self, data: bytes | torch.Tensor) -> None:
+        if self.error is not None:
+            raise self.error
+        if isinstance(data, torch.Tensor) and data.numel() == 0:
+            return
+        self.pending.put(data)
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.pending.put(None)
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Stop without raising: the run failed already, and the file is discarded."""
+        self.error = self.error or CheckpointError(f"{self.path}: writing was stopped")
+        if self.thread.is_alive():
+            self.pending.put(None)
+            self.thread.join()
