@@ -28,6 +28,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    """This process's rank in a launched run (0 for a lone process)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def launch(processes: int, argv: list[str]) -> None:
     """Run `python -m CLI_MODULE ARGV` in `processes` local processes and wait for all of them. A rank
     that fails ends the run with one line naming it (its own error is above, in the same log)."""

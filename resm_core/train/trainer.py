@@ -30,6 +30,7 @@ from resm_core.data.schema import read_rows
 from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, TrainingError
 from resm_core.jsonfile import read_json
+from resm_core.train.launch import rank
 from resm_core.train.request import TrainRequest
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,8 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
+    if rank() == 0:  # before any work: one process checks the output (a launched run has several)
+        prepare_output(Path(req.out), req.force, [req.base, req.data])
     _check_trainer_args(req.extra, req.objective)
     base = Path(req.base)
     if not (base / "config.json").is_file():
@@ -308,9 +311,7 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     save_dtype = resolve_dtype(req.save_dtype, "training.save_dtype") if req.save_dtype != "auto" else model_dtype
     recorder = ManifestRecorder({"base": base, "data": Path(req.data)})
     fingerprint = req.fingerprint()  # hashes the base and the data: once per run
-    with state.main_process_first():  # rank 0 checks the output and readies the work directory; then the rest
-        if state.is_main_process:
-            prepare_output(Path(req.out), req.force, [req.base, req.data])
+    with state.main_process_first():  # rank 0 readies the work directory; then the rest
         work = _work_dir(req, fingerprint)
         resume = _last_checkpoint(work)
     if resume and state.is_main_process:
