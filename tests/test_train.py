@@ -262,3 +262,6 @@ def test_processes_must_match_the_launcher(tiny_llm, fixed_batch, tmp_path, monk
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ConfigError, match="training.processes is 2, but the launcher started 4 processes"):
         train(request(tiny_llm, fixed_batch, tmp_path / "m", processes=2))
+    monkeypatch.delenv("LOCAL_RANK")
+    with pytest.raises(ConfigError, match=r"started by `resm train --processes N` .*not by a call to train\(\)"):
+        train(request(tiny_llm, fixed_batch, tmp_path / "m", processes=2))

@@ -102,14 +102,19 @@ class MergeJob:
     def _rule_for(self, name: str) -> str:
         return tensor_rule(name, self.base.shape(name), self.vocab_rule, self.vocab_size)
 
-    def load(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The base tensor and the stacked task deltas, fp32 on the compute device, checked finite."""
-        base = self.base.get(name).to(device=self.device, dtype=torch.float32)
+    def load(self, name: str, start: int | None = None, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base tensor and the stacked task deltas (or only rows start:stop of them), fp32 on the
+        compute device, checked finite."""
+        stored = self.base.get(name) if start is None or stop is None else self.base.get_rows(name, start, stop)
+        base = stored.to(device=self.device, dtype=torch.float32)
         if not all_finite(base):
             raise NumericError(f"{self.base.file_of(name)}: tensor {name} of the base holds NaN or Inf")
         deltas = torch.empty((len(self.experts), *base.shape), dtype=torch.float32, device=self.device)
         for expert, row in zip(self.experts, deltas):
-            expert.delta_into(name, base, row)
+            if start is None or stop is None:
+                expert.delta_into(name, base, row)
+            else:
+                expert.delta_rows_into(name, base, start, row)
             if not all_finite(row):
                 raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
         return base, deltas
@@ -128,26 +133,13 @@ class MergeJob:
         rows = max(1, budget // row_bytes)
         return rows - rows % LORA_CHUNK if rows > LORA_CHUNK else rows  # whole LoRA chunks: none computed twice
 
-    def load_rows(self, name: str, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`load` for rows start:stop."""
-        base = self.base.get_rows(name, start, stop).to(device=self.device, dtype=torch.float32)
-        if not all_finite(base):
-            raise NumericError(f"{self.base.file_of(name)}: tensor {name} of the base holds NaN or Inf")
-        deltas = torch.empty((len(self.experts), *base.shape), dtype=torch.float32, device=self.device)
-        for expert, row in zip(self.experts, deltas):
-            expert.delta_rows_into(name, base, start, row)
-            if not all_finite(row):
-                raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
-        return base, deltas
-
     def _copied(self, name: str) -> WorkItem:
         return name, None, self.base.get(name), True
 
     def _rows(self, name: str, start: int | None, stop: int | None) -> WorkItem:
         """The whole tensor (start None), or rows start:stop; the flag says whether it ends the tensor."""
-        if start is None or stop is None:
-            return name, *self.load(name), True
-        return name, *self.load_rows(name, start, stop), stop == self.base.shape(name)[0]
+        last = stop is None or stop == self.base.shape(name)[0]
+        return name, *self.load(name, start, stop), last
 
     def work(self) -> Iterator[WorkItem]:
         """(name, base, deltas, last block of the tensor) for every float tensor, and (name, None, tensor,

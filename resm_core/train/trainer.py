@@ -136,9 +136,13 @@ def _write_loss_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _work_dir(req: TrainRequest, fingerprint: str) -> Path:
+def _work_path(req: TrainRequest) -> Path:
     out = Path(req.out)
-    work = out.parent / f".{out.name}.work"
+    return out.parent / f".{out.name}.work"
+
+
+def _work_dir(req: TrainRequest, fingerprint: str) -> Path:
+    work = _work_path(req)
     stamp = work / "request.json"
     if work.exists():
         same = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
@@ -227,6 +231,11 @@ def _process_state(req: TrainRequest, on_cuda: bool):
 
     from resm_core.train.launch import launched, world_size
 
+    if req.processes > 1 and not launched():
+        raise ConfigError(
+            f"training.processes is {req.processes}: several processes are started by `resm train --processes N` "
+            f"(or torchrun/accelerate launch), not by a call to train()"
+        )
     if launched() and world_size() != req.processes:
         raise ConfigError(
             f"training.processes is {req.processes}, but the launcher started {world_size()} processes "
@@ -311,8 +320,8 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
     save_dtype = resolve_dtype(req.save_dtype, "training.save_dtype") if req.save_dtype != "auto" else model_dtype
     recorder = ManifestRecorder({"base": base, "data": Path(req.data)})
     fingerprint = req.fingerprint()  # hashes the base and the data: once per run
-    with state.main_process_first():  # rank 0 readies the work directory; then the rest
-        work = _work_dir(req, fingerprint)
+    with state.main_process_first():  # rank 0 readies the work directory; then the rest read it
+        work = _work_dir(req, fingerprint) if state.is_main_process else _work_path(req)
         resume = _last_checkpoint(work)
     if resume and state.is_main_process:
         log.info("resuming from %s", resume)
