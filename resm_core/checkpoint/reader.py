@@ -24,7 +24,7 @@ SAFETENSORS_SINGLE = "model.safetensors"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 PICKLE_SINGLE = "pytorch_model.bin"
 
-_ST_DTYPES = {
+SAFETENSORS_DTYPES = {  # the format's dtype codes (the writer uses the same table)
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,
@@ -176,9 +176,9 @@ class CheckpointReader:
         if file in self._pickled:
             return self._pickled[file][name].dtype
         code = self._handles[file].get_slice(name).get_dtype()
-        if code not in _ST_DTYPES:
+        if code not in SAFETENSORS_DTYPES:
             raise CheckpointError(f"{file}: tensor {name} has unsupported dtype {code}")
-        return _ST_DTYPES[code]
+        return SAFETENSORS_DTYPES[code]
 
     def get(self, name: str) -> torch.Tensor:
         """The tensor, read through a short-lived handle: a long-lived memory map would keep every

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from types import TracebackType
 import torch
 from safetensors.torch import save_file
 
-from resm_core.checkpoint.reader import SAFETENSORS_INDEX, SAFETENSORS_SINGLE
+from resm_core.checkpoint.reader import SAFETENSORS_DTYPES, SAFETENSORS_INDEX, SAFETENSORS_SINGLE
 from resm_core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -329,27 +330,13 @@ class ShardedWriter:
         log.info("writing %s (%d shard%s, %.1f MB)", self.out_dir, n, "" if n == 1 else "s", self._total_bytes / 1e6)
 
 
-ST_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.bfloat16: "BF16",
-    torch.float16: "F16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+ST_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 
 Entry = tuple[str, tuple[int, ...], torch.dtype]
 
 
 def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n * torch.empty((), dtype=dtype).element_size()
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
 
 
 def _plan_shards(layout: list[Entry], max_bytes: int) -> list[list[Entry]]:
@@ -377,10 +364,10 @@ class _ShardStream:
         header: dict[str, object] = {"__metadata__": metadata}
         offset = 0
         for name, shape, dtype in entries:
-            if dtype not in ST_DTYPES:
+            if dtype not in ST_CODES:
                 raise CheckpointError(f"{path}: tensor {name}: dtype {dtype} cannot be written to safetensors")
             end = offset + _nbytes(shape, dtype)
-            header[name] = {"dtype": ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
+            header[name] = {"dtype": ST_CODES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
             offset = end
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
@@ -405,10 +392,11 @@ class _ShardStream:
                 f"{self.path}: tensor {name}: got {rows.dtype} {tuple(rows.shape)}, the layout says {dtype} {shape}"
             )
         self.file.write(rows)
-        self.rows_done += shape[0] if whole and shape else (rows.shape[0] if shape else 1)
-        if self.rows_done > (shape[0] if shape else 1):
-            raise CheckpointError(f"{self.path}: tensor {name}: more rows than its {shape[0]}")
-        if self.rows_done == (shape[0] if shape else 1):
+        n_rows = shape[0] if shape else 1  # a 0-d tensor comes whole, as one row
+        self.rows_done += rows.shape[0] if shape else 1
+        if self.rows_done > n_rows:
+            raise CheckpointError(f"{self.path}: tensor {name}: more rows than its {n_rows}")
+        if self.rows_done == n_rows:
             self.index += 1
             self.rows_done = 0
         return rows.numel() * rows.element_size()

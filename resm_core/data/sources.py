@@ -619,7 +619,7 @@ def resolve(spec, dim: str | None = None) -> Source:
     """A `Source` for a spec (see the module docstring); unknown names list what exists."""
     if isinstance(spec, str):
         if spec.startswith("hub:"):
-            spec = {"kind": "hub", "preset": spec[4:]}
+            spec = _hub_mapping(spec)
         elif spec in PACKAGED:
             return PACKAGED[spec]
         else:
@@ -658,20 +658,24 @@ def resolve(spec, dim: str | None = None) -> Source:
     raise DataError(f"source spec {json.dumps(spec, default=str)}: kind must be 'hub' or 'local'")
 
 
+def _hub_mapping(spec) -> dict | None:
+    """A hub source's spec as a mapping of its own (`hub:PRESET` spelled out); None for any other source."""
+    if isinstance(spec, str):
+        return {"kind": "hub", "preset": spec[4:]} if spec.startswith("hub:") else None
+    return dict(spec) if isinstance(spec, dict) and spec.get("kind") == "hub" else None
+
+
 def hub_download(spec) -> dict | None:
     """What a hub source downloads, for fetching it ahead of the build (compute nodes are often offline):
     {name, repo, revision, patterns}; None for a source that downloads nothing (packaged, local files)."""
-    if isinstance(spec, str):
-        if not spec.startswith("hub:"):
-            return None
-        spec = {"kind": "hub", "preset": spec[4:]}
-    if not isinstance(spec, dict) or spec.get("kind") != "hub" or spec.get("data_files"):
+    spec = _hub_mapping(spec)
+    if spec is None or spec.get("data_files"):
         return None
-    resolve(spec)  # names an unknown preset or key
+    name = resolve(spec).name  # names an unknown preset or key
     preset = HUB_PRESETS[spec["preset"]]
     data_dir = spec.get("data_dir", preset.data_dir)
     return {
-        "name": str(spec.get("name", spec["preset"])),
+        "name": name,
         "repo": spec.get("path", preset.path),
         "revision": spec.get("revision"),
         "patterns": [f"{data_dir}/**", "*.md"] if data_dir else None,
@@ -680,9 +684,11 @@ def hub_download(spec) -> dict | None:
 
 def fetched(spec, directory: str) -> dict:
     """The spec of a hub source whose files were fetched into `directory`: the build reads them there."""
-    spec = {"kind": "hub", "preset": spec[4:]} if isinstance(spec, str) else dict(spec)
-    spec.pop("revision", None)
-    return {**spec, "name": str(spec.get("name", spec["preset"])), "path": directory}
+    mapping = _hub_mapping(spec)
+    if mapping is None:
+        raise DataError(f"source {spec!r}: not a hub source")
+    mapping.pop("revision", None)
+    return {**mapping, "name": resolve(mapping).name, "path": directory}
 
 
 def load(source: Source, root=None) -> list[dict]:

@@ -103,8 +103,8 @@ def _stored_dtype(asked: str, base_reader: CheckpointReader, source) -> str:
     the weights), below bfloat16's own rounding of the merged weights, and `Rounding` records it."""
     if asked != "auto":
         return dtype_name(asked, "extract.dtype")
-    floating = [k for k in base_reader.keys if base_reader.dtype(k).is_floating_point]
-    base_dtype = base_reader.dtype(floating[0]) if floating else None
+    floating = (base_reader.dtype(k) for k in base_reader.keys if base_reader.dtype(k).is_floating_point)
+    base_dtype = next(floating, None)
     both_bf16 = base_dtype == torch.bfloat16 and source.weights_dtype() == torch.bfloat16
     return "bfloat16" if both_bf16 else "float32"
 
@@ -119,8 +119,7 @@ class Rounding:
 
     def add(self, stored: torch.Tensor, exact: torch.Tensor) -> None:
         self.entries += exact.numel()
-        if stored.dtype == torch.float32:
-            self.delta_sq += float(exact.square().sum())
+        if stored.dtype == torch.float32:  # exact: no pass over the tensor
             return
         error = stored.float() - exact
         self.inexact += int(torch.count_nonzero(error))
