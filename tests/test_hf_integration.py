@@ -90,11 +90,24 @@ def test_merged_model_loads_with_transformers(hf, tmp_path):
     assert torch.equal(model.model.norm.weight.data, written["model.norm.weight"].to(model.dtype))
 
 
-@pytest.mark.parametrize("method", ["task_arithmetic", "linear", "tsv_m"])
-def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, method):
-    """A merge in row blocks (elementwise methods; the vocabulary rule of the SVD family) reads each expert's
-    rows alone, from a full model, a task vector and LoRA adapters, and writes them
-    straight into the shard: every tensor equals the whole-tensor merge, bit for bit."""
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("task_arithmetic", {}),
+        ("linear", {}),
+        ("tsv_m", {}),
+        ("ties", {}),
+        ("ties", {"granularity": "model"}),
+        ("breadcrumbs", {"density": 0.5, "gamma": 0.1}),
+        ("dare_ties", {}),
+        ("della", {}),
+    ],
+)
+def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, method, params):
+    """A merge in row blocks (elementwise methods, given the whole tensor's top-k thresholds or the random
+    draws' generator states; the vocabulary rule of the SVD family) reads each expert's rows alone, from a
+    full model, a task vector and LoRA adapters, and writes them straight into the shard: every tensor
+    equals the whole-tensor merge, bit for bit."""
     extract(hf["base"], hf["experts"][1], tmp_path / "tv", progress=False)
     lora_cfg = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "o_proj"], init_lora_weights=False)
     peft.get_peft_model(tiny_llama(0), lora_cfg).save_pretrained(tmp_path / "lora2")
@@ -102,8 +115,8 @@ def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, method
     outs = {}
     for block_mb in (1e4, 0.002):  # whole tensors; blocks of a few rows
         outs[block_mb] = tmp_path / f"m{block_mb}"
-        merge(MergeRequest(base=hf["base"], experts=experts, method=method, block_mb=block_mb, out=outs[block_mb],
-                           shard_size="20KB", progress=False))  # fmt: skip
+        merge(MergeRequest(base=hf["base"], experts=experts, method=method, params=params, block_mb=block_mb,
+                           out=outs[block_mb], shard_size="20KB", progress=False))  # fmt: skip
     whole, blocked = load_dir(outs[1e4]), load_dir(outs[0.002])
     assert whole.keys() == blocked.keys() and all(torch.equal(whole[k], blocked[k]) for k in whole)
     assert (outs[0.002] / "model.safetensors.index.json").is_file()  # several streamed shards, with an index

@@ -208,7 +208,7 @@ def test_magnitude_prune_equals_peft():
 def test_dare_equals_peft_with_the_same_mask(method, monkeypatch):
     d = _tasks(seed=23)
     density, name, seed = 0.3, "layer.w", 7
-    masks = iter(list(dare(d, density, TensorContext(name, seed=seed).generator()) != 0))
+    masks = iter(list(dare(d, density, TensorContext(name, seed=seed).uniform(d.shape)) != 0))
     monkeypatch.setattr(peft_merge.torch, "bernoulli", lambda p: next(masks).to(p.dtype))
     ours, _ = run(method, d, name=name, seed=seed, density=density, scale=1.0)
     ref = getattr(peft_merge, method)(list(d), torch.ones(3), density)

@@ -127,7 +127,7 @@ def test_della_keep_probability_spans_density_plus_minus_epsilon_and_expectation
     mean = torch.zeros(201)
     trials = 2000
     for s in range(trials):
-        out = magprune(row, density=0.5, epsilon=0.2, generator=torch.Generator().manual_seed(s))
+        out = magprune(row, density=0.5, epsilon=0.2, uniform=torch.rand(row.shape, generator=torch.Generator().manual_seed(s)))
         kept += (out[0, 0] != 0).float()
         mean += out[0, 0]
     kept /= trials
@@ -147,7 +147,7 @@ def test_della_elects_signs_and_della_linear_sums():
     d = torch.randn(3, 16, 24, generator=torch.Generator().manual_seed(9))
     params = {"density": 0.4, "epsilon": 0.1}
     elected, ctx = run("della", d, name="layer.w", seed=3, scale=1.0, **params)
-    pruned = magprune(d, 0.4, 0.1, TensorContext("layer.w", seed=3).generator())
+    pruned = magprune(d, 0.4, 0.1, TensorContext("layer.w", seed=3).uniform(d.shape))
     assert torch.allclose(elected, ties_combine(pruned.clone(), {"weights": [1.0] * 3, "scale": 1.0}))
     summed, _ = run("della_linear", d, name="layer.w", seed=3, scale=0.5, **params)
     assert torch.allclose(summed, 0.5 * pruned.sum(0), atol=1e-6)

@@ -103,12 +103,25 @@ class Param:
 @dataclass
 class TensorContext:
     """Per-tensor context handed to a method: the tensor's name, the run's seed, the statistics
-    pass result, and a place to record per-tensor diagnostics (ranks kept, outlier ratios...)."""
+    pass result, and a place to record per-tensor diagnostics (ranks kept, outlier ratios...).
+
+    When the engine merges a tensor in row blocks, each block gets its own context sharing the
+    tensor's `diagnostics`: `item` names the block (the key of its entries in `stats` and
+    `tensor_stats`), `tensor_stats` holds the method's statistics over the whole tensor, and `draws`
+    the block's share of the tensor's random draws."""
 
     name: str
     seed: int = 0
     stats: Mapping[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    item: str = ""
+    tensor_stats: Mapping[str, Any] | None = None
+    draws: torch.Tensor | None = None
+
+    @property
+    def key(self) -> str:
+        """The name statistics are keyed by: the block's when merged in blocks, else the tensor's."""
+        return self.item or self.name
 
     def tensor_seed(self) -> int:
         """A seed derived from (run seed, tensor name): random steps give the same result whatever
@@ -119,6 +132,16 @@ class TensorContext:
     def generator(self) -> torch.Generator:
         """A CPU generator (same stream on every device) seeded with `tensor_seed`."""
         return torch.Generator(device="cpu").manual_seed(self.tensor_seed())
+
+    def uniform(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """U[0, 1) draws of `shape` = [T, *tensor shape]: task 0's entries in row-major order, then
+        task 1's, from the tensor's generator. The engine draws them ahead, on its reading thread (and a
+        row block's share from saved generator states); otherwise they are drawn here, on the CPU."""
+        if self.draws is None:
+            self.draws = torch.rand(tuple(shape), generator=self.generator())
+        if tuple(self.draws.shape) != tuple(shape):
+            raise RuntimeError(f"tensor {self.key}: draws of shape {tuple(self.draws.shape)}, needed {tuple(shape)}")
+        return self.draws
 
     def record(self, key: str, value: Any) -> None:
         self.diagnostics[key] = value
@@ -141,7 +164,9 @@ class MergeMethod:
     prepare: PrepareFn | None = None
     needs_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False
     validate: Callable[[Mapping[str, Any], int], None] | None = None
-    blockwise: bool = False  # each output entry depends on the same entries of the inputs only
+    blockwise: Callable[[Mapping[str, Any]], bool] = lambda params: False
+    tensor_prepare: PrepareFn | None = None
+    needs_tensor_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False
 
     @property
     def default_vocab_rule(self) -> str:
@@ -177,6 +202,10 @@ class MergeMethod:
         return resolved
 
 
+def _always(answer: bool) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda params: answer
+
+
 METHODS: dict[str, MergeMethod] = {}  # filled by @register as the catalogue imports the method modules
 
 
@@ -192,10 +221,17 @@ def register(
     prepare: PrepareFn | None = None,
     needs_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
     validate: Callable[[Mapping[str, Any], int], None] | None = None,
-    blockwise: bool = False,
+    blockwise: bool | Callable[[Mapping[str, Any]], bool] = False,
+    tensor_prepare: PrepareFn | None = None,
+    needs_tensor_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
-    """`blockwise`: the method is elementwise, so the engine may hand it row blocks of a large tensor
-    (memory that does not grow with the vocabulary); the result must equal the whole tensor's."""
+    """`blockwise` (or a test of the parameters): each output entry depends on the same entries of the
+    inputs, given statistics of the whole tensor, so the engine may hand the method row blocks of a
+    large tensor (memory that does not grow with the vocabulary); the result must equal the whole
+    tensor's, bit for bit. `tensor_prepare` computes those statistics from a stream of the tensor's
+    blocks (keyed by `ctx.item`), as `prepare` does over the whole model; it reaches the method as
+    `ctx.tensor_stats` when `needs_tensor_prepare(params)`. Random methods take their draws from
+    `ctx.uniform`, which the engine can split into blocks."""
 
     def decorator(fn: MergeFn) -> MergeFn:
         if name in METHODS:
@@ -212,7 +248,9 @@ def register(
             prepare=prepare,
             needs_prepare=needs_prepare or (lambda p: prepare is not None),
             validate=validate,
-            blockwise=blockwise,
+            blockwise=blockwise if callable(blockwise) else _always(blockwise),
+            tensor_prepare=tensor_prepare,
+            needs_tensor_prepare=needs_tensor_prepare or (lambda p: tensor_prepare is not None),
         )
         return fn
 

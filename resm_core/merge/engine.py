@@ -5,7 +5,9 @@ written straight into the output shard, whose header is written first (every out
 dtype is known up front), so no shard is held in memory. A large tensor that an elementwise rule merges
 (a `blockwise` method, or the vocabulary rules of any method) goes a block of rows at a time, within
 `block_mb` of working memory: the vocabulary-sized matrices of an 8B model are never whole in fp32.
-Other methods hold (T + 2) x the largest tensor. Checks that can fail run before any tensor arithmetic;
+What a block needs from the whole tensor (a method's per-tensor top-k thresholds, a random method's
+generator states) is worked out from the tensor's blocks before the first is merged. Other methods
+hold (T + 2) x the largest tensor. Checks that can fail run before any tensor arithmetic;
 the output appears atomically, with a manifest, or not at all.
 """
 
@@ -19,8 +21,8 @@ import math
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,12 +41,29 @@ from resm_core.errors import ConfigError, NumericError
 from resm_core.hub import local_model
 from resm_core.merge.api import MergeMethod, TensorContext, task_sum
 from resm_core.merge.catalogue import get_method
+from resm_core.merge.draws import block_draws, block_states
 from resm_core.merge.request import VOCAB_RULES, MergeRequest
 from resm_core.taskvec.sources import LORA_CHUNK, DeltaSource, open_expert, widest_dtype
 
 log = logging.getLogger(__name__)
-# (tensor name, base or None for a tensor copied as it is, deltas or that tensor, whether it ends the tensor)
-WorkItem = tuple[str, torch.Tensor | None, torch.Tensor, bool]
+
+
+@dataclass
+class WorkItem:
+    """One tensor, or one row block of it, ready to merge."""
+
+    name: str
+    base: torch.Tensor | None  # None: not floating point, copied as it is (in `deltas`)
+    deltas: torch.Tensor
+    item: str = ""  # the block's key (see block_key) when the tensor comes in row blocks
+    last: bool = True  # whether it ends the tensor
+    tensor_stats: Mapping[str, Any] | None = None
+    draws: torch.Tensor | None = None
+
+
+def block_key(name: str, start: int, stop: int) -> str:
+    return f"{name}[{start}:{stop}]"
+
 
 DIAGNOSTICS_NAME = "merge_diagnostics.csv"
 
@@ -104,11 +123,10 @@ class MergeJob:
 
     def load(self, name: str, start: int | None = None, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The base tensor and the stacked task deltas (or only rows start:stop of them), fp32 on the
-        compute device, checked finite."""
+        compute device, checked finite. A NaN or Inf in the base makes every delta non-finite there, so
+        the deltas are checked, and the base only to name the culprit."""
         stored = self.base.get(name) if start is None or stop is None else self.base.get_rows(name, start, stop)
         base = stored.to(device=self.device, dtype=torch.float32)
-        if not all_finite(base):
-            raise NumericError(f"{self.base.file_of(name)}: tensor {name} of the base holds NaN or Inf")
         deltas = torch.empty((len(self.experts), *base.shape), dtype=torch.float32, device=self.device)
         for expert, row in zip(self.experts, deltas):
             if start is None or stop is None:
@@ -116,36 +134,111 @@ class MergeJob:
             else:
                 expert.delta_rows_into(name, base, start, row)
             if not all_finite(row):
+                self._check_base(name, base)
                 raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
         return base, deltas
 
+    def _check_base(self, name: str, base: torch.Tensor) -> None:
+        if not all_finite(base):
+            raise NumericError(f"{self.base.file_of(name)}: tensor {name} of the base holds NaN or Inf")
+
+    def _stored(self, name: str, base: torch.Tensor, merged: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
+        """The merged tensor in its output dtype, checked finite there (one pass over the smaller copy); a
+        failure is told apart afterwards: a NaN or Inf the merge made, or a finite value that overflows."""
+        what = f"{self.method.name}: the merged tensor {name}"
+        try:
+            return fits(merged, self.output_dtype(name), what)
+        except NumericError:
+            if all_finite(merged):
+                raise  # finite, but too large for the output dtype
+            self._check_base(name, base)  # rows no expert covers carry the base alone
+            raise NumericError(
+                f"{what} holds NaN or Inf although its inputs are finite; nothing was written "
+                f"(diagnostics: {ctx.diagnostics})"
+            ) from None
+
     def block_rows(self, name: str) -> int | None:
-        """Rows per block when `name` is merged in row blocks (an elementwise rule whose whole-tensor
-        working set, base + T deltas + result in fp32, passes `block_mb`), else None."""
+        """Rows per block when `name` is merged in row blocks (a rule that allows it, and a whole-tensor
+        working set, `_copies` fp32 copies of it, over `block_mb`), else None."""
         shape = self.base.shape(name)
         rule = self._rule_for(name)
-        if len(shape) < 2 or not (rule != "method" or self.method.blockwise):
+        if len(shape) < 2 or not (rule != "method" or self.method.blockwise(self.params)):
             return None
-        row_bytes = 4 * (len(self.experts) + 2) * math.prod(shape[1:])
+        row_bytes = 4 * self._copies(name) * math.prod(shape[1:])
         budget = int(self.request.block_mb * 2**20)
         if row_bytes * shape[0] <= budget:
             return None
         rows = max(1, budget // row_bytes)
         return rows - rows % LORA_CHUNK if rows > LORA_CHUNK else rows  # whole LoRA chunks: none computed twice
 
-    def _copied(self, name: str) -> WorkItem:
-        return name, None, self.base.get(name), True
+    def blocks(self, name: str) -> list[tuple[int, int]] | None:
+        """The row ranges `name` is merged in, or None when it is merged whole."""
+        rows = self.block_rows(name)
+        if rows is None:
+            return None
+        n_rows = self.base.shape(name)[0]
+        return [(start, min(start + rows, n_rows)) for start in range(0, n_rows, rows)]
 
-    def _rows(self, name: str, start: int | None, stop: int | None) -> WorkItem:
-        """The whole tensor (start None), or rows start:stop; the flag says whether it ends the tensor."""
-        last = stop is None or stop == self.base.shape(name)[0]
-        return name, *self.load(name, start, stop), last
+    def _draws(self, name: str) -> bool:
+        """Whether the method takes random draws for this tensor (drawn here, ahead of the merge)."""
+        return self.method.random and self._rule_for(name) == "method"
+
+    def _copies(self, name: str) -> int:
+        """fp32 copies of a tensor in its working set: the base, T deltas, the result, T draws."""
+        n_tasks = len(self.experts)
+        return n_tasks + 2 + (n_tasks if self._draws(name) else 0)
+
+    def _copied(self, name: str) -> WorkItem:
+        return WorkItem(name, None, self.base.get(name))
+
+    def _whole(self, name: str) -> WorkItem:
+        base, deltas = self.load(name)
+        draws = None
+        if self._draws(name):
+            draws = torch.rand(deltas.shape, generator=TensorContext(name, self.request.seed).generator())
+        return WorkItem(name, base, deltas, draws=draws)
+
+    def _block(self, name: str, blocks: list[tuple[int, int]], index: int, plan: dict[str, Any]) -> WorkItem:
+        """Block `index` of `name`; the first one also works out what every block needs from the whole
+        tensor (`plan`: the method's tensor statistics, the generator states of the draws)."""
+        if index == 0:
+            plan.update(self._tensor_plan(name, blocks))
+        start, stop = blocks[index]
+        base, deltas = self.load(name, start, stop)
+        draws = None if "states" not in plan else block_draws([s[index] for s in plan["states"]], tuple(base.shape))
+        return WorkItem(
+            name,
+            base,
+            deltas,
+            item=block_key(name, start, stop),
+            last=index == len(blocks) - 1,
+            tensor_stats=plan.get("stats"),
+            draws=draws,
+        )
+
+    def _tensor_plan(self, name: str, blocks: list[tuple[int, int]]) -> dict[str, Any]:
+        plan: dict[str, Any] = {}
+        if self._rule_for(name) != "method":
+            return plan
+        prepare = self.method.tensor_prepare
+        if prepare is not None and self.method.needs_tensor_prepare(self.params):
+
+            def stream() -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+                for start, stop in blocks:
+                    yield block_key(name, start, stop), *self.load(name, start, stop)
+
+            plan["stats"] = prepare(stream, self.params, len(self.experts))
+        if self._draws(name):
+            generator = TensorContext(name, self.request.seed).generator()
+            row_numel = math.prod(self.base.shape(name)[1:])
+            plan["states"] = block_states(generator, len(self.experts), row_numel, blocks)
+        return plan
 
     def work(self) -> Iterator[WorkItem]:
-        """(name, base, deltas, last block of the tensor) for every float tensor, and (name, None, tensor,
-        True) for the others, read one item ahead of the merge on a background thread (reading overlaps
-        the arithmetic and the writing). An item larger than `block_mb` is read only once the previous
-        one is done, so it is never in memory twice."""
+        """Every float tensor, whole or a row block at a time, loaded with its deltas (and draws), and the
+        other tensors as they are, read one item ahead of the merge on a background thread (reading
+        overlaps the arithmetic and the writing). An item larger than `block_mb` is read only once the
+        previous one is done, so it is never in memory twice."""
         budget = self.request.block_mb * 2**20
 
         def tasks() -> Iterator[tuple[int, Callable[[], WorkItem]]]:
@@ -153,14 +246,14 @@ class MergeJob:
                 if not self._is_float(name):
                     yield 1, partial(self._copied, name)
                     continue
-                rows = self.block_rows(name)
-                if rows is None:
-                    size = 4 * (len(self.experts) + 1) * math.prod(self.base.shape(name))
-                    yield (2 if size > budget else 1), partial(self._rows, name, None, None)
+                blocks = self.blocks(name)
+                if blocks is None:
+                    size = 4 * (self._copies(name) - 1) * math.prod(self.base.shape(name))
+                    yield (2 if size > budget else 1), partial(self._whole, name)
                     continue
-                n_rows = self.base.shape(name)[0]
-                for start in range(0, n_rows, rows):
-                    yield 1, partial(self._rows, name, start, min(start + rows, n_rows))
+                plan: dict[str, Any] = {}
+                for index in range(len(blocks)):
+                    yield 1, partial(self._block, name, blocks, index, plan)
 
         return prefetched(tasks())
 
@@ -176,12 +269,18 @@ class MergeJob:
         return [n for n in self.keys if self._is_float(n) and self._rule_for(n) == "method"]
 
     def method_stream(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(key, base, deltas) of every tensor the method merges, in the blocks the merge will use."""
         for name in self.method_keys():
-            base, deltas = self.load(name)
-            yield name, base, deltas
+            blocks = self.blocks(name)
+            if blocks is None:
+                yield name, *self.load(name)
+                continue
+            for start, stop in blocks:
+                yield block_key(name, start, stop), *self.load(name, start, stop)
 
     def merge_tensor(self, name: str, base: torch.Tensor, deltas: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
-        return base + merged_delta(self.method, self.params, self._rule_for(name), base, deltas, ctx)
+        delta = merged_delta(self.method, self.params, self._rule_for(name), base, deltas, ctx)
+        return delta.add_(base) if _fresh(delta, base, deltas) else base + delta
 
     def _record_dtype(self, config_path: Path) -> None:
         """config.json names the dtype the weights are stored in, so that loaders that honour it
@@ -227,27 +326,29 @@ class MergeJob:
             ) as writer:
                 progress = tqdm(total=len(self.keys), desc=f"merge {self.method.name}", unit="tensor",
                                 disable=not req.progress)  # fmt: skip
-                ctx = None
-                for name, base, deltas, last in self.work():
+                tensor_diagnostics: dict[str, Any] = {}
+                for item in self.work():
+                    name, base, deltas = item.name, item.base, item.deltas
                     if base is None:  # not floating point: copied as it is
                         writer.add(name, deltas)
                         progress.update()
                         continue
-                    if ctx is None or ctx.name != name:
-                        ctx = TensorContext(name=name, seed=req.seed, stats=stats)
-                    merged = self.merge_tensor(name, base, deltas, ctx)
-                    if not all_finite(merged):  # finite inputs, non-finite result: a numerical failure
-                        raise NumericError(
-                            f"{self.method.name}: the merged tensor {name} holds NaN or Inf although "
-                            f"its inputs are finite; nothing was written (diagnostics: "
-                            f"{ctx.diagnostics})"
-                        )
-                    writer.add_rows(
-                        name, fits(merged, self.output_dtype(name), f"{self.method.name}: the merged tensor {name}")
+                    ctx = TensorContext(
+                        name=name,
+                        seed=req.seed,
+                        stats=stats,
+                        diagnostics=tensor_diagnostics,  # shared by the blocks of a tensor
+                        item=item.item,
+                        tensor_stats=item.tensor_stats,
+                        draws=item.draws,
                     )
-                    del base, deltas, merged
+                    merged = self.merge_tensor(name, base, deltas, ctx)
+                    writer.add_rows(name, self._stored(name, base, merged, ctx))
+                    last = item.last
+                    del base, deltas, merged, item, ctx  # a block's memory goes before the next is merged
                     if last:
-                        diagnostics.append({"tensor": name, **ctx.diagnostics})
+                        diagnostics.append({"tensor": name, **tensor_diagnostics})
+                        tensor_diagnostics = {}
                         progress.update()
                 progress.close()
                 writer.copy_aux_files(self.base.directory)
@@ -360,6 +461,17 @@ def merged_delta(
         )
     ctx.record("rule", rule)
     return delta
+
+
+def _fresh(delta: torch.Tensor, base: torch.Tensor, deltas: torch.Tensor) -> bool:
+    """Whether a method's result is a tensor of its own, so the base can be added into it in place (the
+    same sum as base + delta, without a tensor-sized allocation)."""
+    storage = delta.untyped_storage().data_ptr()
+    return (
+        delta.dtype == base.dtype
+        and delta.is_contiguous()
+        and storage not in (base.untyped_storage().data_ptr(), deltas.untyped_storage().data_ptr())
+    )
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class MergeRequest:
     seed: int = option(0, help="seed of random methods (DARE, DELLA)", minimum=0)
     shard_size: str = option("2GB", help="maximum output shard size")
     block_mb: float = option(
-        256,
+        64,
         help="working memory of a tensor merged in row blocks (elementwise methods, and the vocabulary rules "
         "of every method): larger tensors are read, merged and written a block of rows at a time",
         exclusive_minimum=0,

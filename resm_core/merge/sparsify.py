@@ -115,23 +115,23 @@ def crumbs(
     return _masked_rows(deltas, row_mask)
 
 
-def dare(deltas: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
+def dare(deltas: torch.Tensor, density: float, uniform: torch.Tensor) -> torch.Tensor:
     """DARE: drop each entry with probability 1-density and rescale survivors by 1/density, so
-    the expectation of every entry is unchanged."""
+    the expectation of every entry is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):  # one task at a time: temporaries of one task's size
-        scaled_keep = torch.rand(deltas.shape[1:], generator=generator).lt_(density).mul_(1.0 / density)
-        torch.mul(deltas[t], scaled_keep.to(deltas.device), out=out[t])
+        keep = uniform[t].to(deltas.device) < density
+        torch.mul(deltas[t], keep, out=out[t]).mul_(1.0 / density)  # (x * 1) / density: as x / density
     return out
 
 
 def magprune(
-    deltas: torch.Tensor, density: float, epsilon: float, generator: torch.Generator, granularity: str = "row"
+    deltas: torch.Tensor, density: float, epsilon: float, uniform: torch.Tensor, granularity: str = "row"
 ) -> torch.Tensor:
     """DELLA's MagPrune: keep probabilities grow linearly with magnitude rank, from density - eps
     for the smallest entry to density + eps for the largest (per row, or per tensor; mergekit's
     spread, whose DELLA code came from the paper's first author); each kept entry is rescaled by
-    1/p_keep so its expectation is unchanged."""
+    1/p_keep so its expectation is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):
         x = deltas[t]
@@ -147,7 +147,7 @@ def magprune(
         else:
             p_keep = torch.full_like(rows, density)
         p_keep.clamp_(min=1e-6, max=1.0)
-        keep = torch.rand(rows.shape, generator=generator).to(rows.device) < p_keep
+        keep = uniform[t].reshape(rows.shape).to(rows.device) < p_keep
         out[t] = (rows * keep / p_keep).reshape(x.shape)
     return out
 

@@ -91,12 +91,21 @@ def _is_model_wide(params: Mapping[str, Any]) -> bool:
     return params.get("granularity") == "model"
 
 
+def _per_tensor(params: Mapping[str, Any]) -> bool:
+    return not _is_model_wide(params)
+
+
+def _thresholds(params: Mapping[str, Any], ctx: TensorContext) -> Mapping[str, Any] | None:
+    """Model-wide thresholds, or the whole tensor's when it comes in row blocks; None: rank here."""
+    return ctx.stats if _is_model_wide(params) else ctx.tensor_stats
+
+
 def _trim(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
-    return trim(deltas, params["density"], ctx.stats if _is_model_wide(params) else None, ctx.name)
+    return trim(deltas, params["density"], _thresholds(params, ctx), ctx.key)
 
 
 def _crumbs(deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
-    return crumbs(deltas, params["density"], params["gamma"], ctx.stats if _is_model_wide(params) else None, ctx.name)
+    return crumbs(deltas, params["density"], params["gamma"], _thresholds(params, ctx), ctx.key)
 
 
 def _check_band(params: Mapping[str, Any], n_tasks: int) -> None:
@@ -123,6 +132,9 @@ _DELLA_REF = "Deep et al., DELLA-Merging, 2024"
     reference=_TIES_REF,
     prepare=_model_thresholds(lambda p: [p["density"]]),
     needs_prepare=_is_model_wide,
+    blockwise=True,
+    tensor_prepare=_model_thresholds(lambda p: [p["density"]]),
+    needs_tensor_prepare=_per_tensor,
 )
 def ties(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     return ties_combine(_trim(deltas, params, ctx), params)
@@ -160,11 +172,12 @@ def register_pair(
 register_pair(
     "dare_linear",
     "dare_ties",
-    lambda d, p, ctx: dare(d, p["density"], ctx.generator()),
+    lambda d, p, ctx: dare(d, p["density"], ctx.uniform(d.shape)),
     (density_param(0.1),),
     "DARE random drop and rescale",
     _DARE_REF,
     random=True,
+    blockwise=True,
 )
 
 _band_fractions = lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]  # noqa: E731
@@ -178,15 +191,19 @@ register_pair(
     validate=_check_band,
     prepare=_model_thresholds(_band_fractions),
     needs_prepare=_is_model_wide,
+    blockwise=True,
+    tensor_prepare=_model_thresholds(_band_fractions),
+    needs_tensor_prepare=_per_tensor,
 )
 
 register_pair(
     "della_linear",
     "della",
-    lambda d, p, ctx: magprune(d, p["density"], p["epsilon"], ctx.generator(), p["granularity"]),
+    lambda d, p, ctx: magprune(d, p["density"], p["epsilon"], ctx.uniform(d.shape), p["granularity"]),
     (density_param(0.3, "mean keep probability per task"), EPSILON, DELLA_GRANULARITY),
     "MagPrune (magnitude-ranked keep probabilities, rescaled)",
     _DELLA_REF,
     random=True,
     validate=_check_della,
+    blockwise=lambda p: p["granularity"] == "row",  # ranks within a row: any block of whole rows
 )
