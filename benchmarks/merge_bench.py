@@ -43,12 +43,28 @@ MERGEKIT = {
 
 
 REPEAT = 1
+WARM: list[Path] = []  # the inputs, read into the page cache before every measured run
 
 
 def measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Best of REPEAT runs of `cmd`, each in a fresh child: wall time and the child's peak RSS."""
-    runs = [_measured_once(cmd, env) for _ in range(REPEAT)]
+    """Best of REPEAT runs of `cmd`, each in a fresh child and with its inputs in the page cache: wall time
+    and the child's peak RSS."""
+    runs = []
+    for _ in range(REPEAT):
+        warm(WARM)
+        runs.append(_measured_once(cmd, env))
     return min(runs, key=lambda r: r["wall_s"])
+
+
+def warm(dirs: list[Path]) -> None:
+    """Read every weight file once, so each run starts from the same state: inputs in the page cache, as
+    right after the step that wrote them. (This machine's kernel pages out cold page cache within minutes,
+    so without it a run's time depended on how long ago the previous run read the inputs.)"""
+    for d in dirs:
+        for f in sorted(d.glob("*.safetensors")):
+            with open(f, "rb", buffering=0) as handle:
+                while handle.read(64 << 20):
+                    pass
 
 
 def _measured_once(cmd: list[str], env: dict | None = None) -> dict:
@@ -137,6 +153,7 @@ def truncation_errors(base_dir: Path, expert_dir: Path, n_tasks: int = 3) -> tup
 
 def run_size(size: str, methods: list[str], args) -> list[dict]:
     base, experts = prepare(size, args.out)
+    WARM[:] = [base, *experts]
     gb = input_gb(base, experts)
     merges = args.out / size / "merges"
     rows = []

@@ -136,7 +136,8 @@ class TensorContext:
     def uniform(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
         """U[0, 1) draws of `shape` = [T, *tensor shape]: task 0's entries in row-major order, then
         task 1's, from the tensor's generator. The engine draws them ahead, on its reading thread (and a
-        row block's share from saved generator states); otherwise they are drawn here, on the CPU."""
+        row block's share from saved generator states); otherwise they are drawn here, on the CPU. They
+        are drawn for one use: the method may overwrite them."""
         if self.draws is None:
             self.draws = torch.rand(tuple(shape), generator=self.generator())
         if tuple(self.draws.shape) != tuple(shape):

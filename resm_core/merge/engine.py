@@ -66,6 +66,9 @@ def block_key(name: str, start: int, stop: int) -> str:
 
 
 DIAGNOSTICS_NAME = "merge_diagnostics.csv"
+# A random method's tensor in blocks costs a second pass of draws (see draws.py): it is blocked only when
+# its working set passes this many times block_mb (at the default, a 1.1B model's MLP matrices stay whole).
+RANDOM_WHOLE_FACTOR = 8
 
 
 class MergeJob:
@@ -165,10 +168,9 @@ class MergeJob:
         if len(shape) < 2 or not (rule != "method" or self.method.blockwise(self.params)):
             return None
         row_bytes = 4 * self._copies(name) * math.prod(shape[1:])
-        budget = int(self.request.block_mb * 2**20)
-        if row_bytes * shape[0] <= budget:
+        if row_bytes * shape[0] <= self._whole_limit(name):
             return None
-        rows = max(1, budget // row_bytes)
+        rows = max(1, int(self.request.block_mb * 2**20) // row_bytes)
         return rows - rows % LORA_CHUNK if rows > LORA_CHUNK else rows  # whole LoRA chunks: none computed twice
 
     def blocks(self, name: str) -> list[tuple[int, int]] | None:
@@ -182,6 +184,10 @@ class MergeJob:
     def _draws(self, name: str) -> bool:
         """Whether the method takes random draws for this tensor (drawn here, ahead of the merge)."""
         return self.method.random and self._rule_for(name) == "method"
+
+    def _whole_limit(self, name: str) -> int:
+        """The largest working set, in bytes, of a tensor merged whole (and read while another is merged)."""
+        return int(self.request.block_mb * 2**20) * (RANDOM_WHOLE_FACTOR if self._draws(name) else 1)
 
     def _copies(self, name: str) -> int:
         """fp32 copies of a tensor in its working set: the base, T deltas, the result, T draws."""
@@ -237,9 +243,8 @@ class MergeJob:
     def work(self) -> Iterator[WorkItem]:
         """Every float tensor, whole or a row block at a time, loaded with its deltas (and draws), and the
         other tensors as they are, read one item ahead of the merge on a background thread (reading
-        overlaps the arithmetic and the writing). An item larger than `block_mb` is read only once the
-        previous one is done, so it is never in memory twice."""
-        budget = self.request.block_mb * 2**20
+        overlaps the arithmetic and the writing). A whole tensor over `_whole_limit` (a method that cannot
+        take blocks) is read only once the previous item is done, so it is never in memory twice."""
 
         def tasks() -> Iterator[tuple[int, Callable[[], WorkItem]]]:
             for name in self.keys:
@@ -249,7 +254,7 @@ class MergeJob:
                 blocks = self.blocks(name)
                 if blocks is None:
                     size = 4 * (self._copies(name) - 1) * math.prod(self.base.shape(name))
-                    yield (2 if size > budget else 1), partial(self._whole, name)
+                    yield (2 if size > self._whole_limit(name) else 1), partial(self._whole, name)
                     continue
                 plan: dict[str, Any] = {}
                 for index in range(len(blocks)):

@@ -117,11 +117,12 @@ def crumbs(
 
 def dare(deltas: torch.Tensor, density: float, uniform: torch.Tensor) -> torch.Tensor:
     """DARE: drop each entry with probability 1-density and rescale survivors by 1/density, so
-    the expectation of every entry is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`."""
+    the expectation of every entry is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`, used once,
+    so they are overwritten (a float mask is several times faster to multiply by than a bool one)."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):  # one task at a time: temporaries of one task's size
-        keep = uniform[t].to(deltas.device) < density
-        torch.mul(deltas[t], keep, out=out[t]).mul_(1.0 / density)  # (x * 1) / density: as x / density
+        scaled_keep = uniform[t].lt_(density).mul_(1.0 / density)
+        torch.mul(deltas[t], scaled_keep.to(deltas.device), out=out[t])
     return out
 
 
