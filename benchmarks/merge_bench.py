@@ -33,6 +33,7 @@ from resm_core.synthetic import SHAPES, write_base, write_experts  # noqa: E402
 TASKS = ("helpfulness", "honesty", "harmlessness")
 # our method -> (mergekit method, parameters that make both compute the same merge)
 MERGEKIT = {
+    "linear": ("linear", {"weight": 1.0}, {"normalize": True}),  # the experts' mean: mergekit reads no base
     "task_arithmetic": ("task_arithmetic", {"weight": 0.3}, {"normalize": False}),
     "ties": ("ties", {"weight": 1.0, "density": 0.2}, {"normalize": True}),
     "dare_ties": ("dare_ties", {"weight": 1.0, "density": 0.1}, {"normalize": True}),
@@ -252,6 +253,8 @@ def run_mergekit(method: str, base: Path, experts: list[Path], out: Path, mergek
         "parameters": global_params,
         "models": [{"model": str(e), "parameters": model_params} for e in experts],
     }
+    if name == "linear":
+        del config["base_model"]
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = out.parent / f"{out.name}.yaml"
     import yaml

@@ -127,7 +127,9 @@ def test_della_keep_probability_spans_density_plus_minus_epsilon_and_expectation
     mean = torch.zeros(201)
     trials = 2000
     for s in range(trials):
-        out = magprune(row, density=0.5, epsilon=0.2, uniform=torch.rand(row.shape, generator=torch.Generator().manual_seed(s)))
+        out = magprune(
+            row, density=0.5, epsilon=0.2, uniform=torch.rand(row.shape, generator=torch.Generator().manual_seed(s))
+        )
         kept += (out[0, 0] != 0).float()
         mean += out[0, 0]
     kept /= trials
