@@ -6,7 +6,10 @@ and against mergekit on the methods both implement.
     python benchmarks/merge_bench.py --mergekit /path/to/venv/bin/mergekit-yaml
 
 Checkpoints (a base and 3 experts, bf16, random weights with structured deltas) are generated once
-under benchmarks/out/. Every measurement runs in a fresh child process, so peak RSS is per method.
+under --out (benchmarks/out/). Every measurement runs in a fresh child process, so peak RSS is per method.
+On a machine whose disk is slow or whose kernel pages out cold page cache (this project's VMs do both),
+put --out on a tmpfs (`--out /dev/shm/bench`): the inputs then stay in memory and every tool reads and
+writes at memory speed, which is what the figures compare; on a disk, run time follows the page cache.
 Throughput = GB of input weights (base + experts) read per second of wall time.
 Not a test: figures depend on the machine, and are reported in the README and closing notes.
 """
@@ -58,9 +61,9 @@ def measured(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def warm(dirs: list[Path]) -> None:
-    """Read every weight file once, so each run starts from the same state: inputs in the page cache, as
-    right after the step that wrote them. (This machine's kernel pages out cold page cache within minutes,
-    so without it a run's time depended on how long ago the previous run read the inputs.)"""
+    """Read every weight file once, so each run starts with its inputs in the page cache, as right after the
+    step that wrote them (a no-op cost on a tmpfs). A kernel that pages out cold page cache (DAMON) may still
+    evict them: use a tmpfs --out for figures that do not depend on the disk."""
     for d in dirs:
         for f in sorted(d.glob("*.safetensors")):
             with open(f, "rb", buffering=0) as handle:

@@ -25,8 +25,14 @@ def _nonzero_weight_sum(params: Mapping[str, Any], n_tasks: int) -> None:
     blockwise=True,
 )
 def linear(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
+    """sum_t w_t tau_t / sum_t w_t, accumulated one task at a time: the same products and the same
+    left-to-right sum as (w * deltas).sum(0), bit for bit, without the [T, ...] temporary."""
     w = weights_column(params, deltas)
-    return (w * deltas).sum(0) / w.sum()
+    total = deltas[0] * w[0]
+    product = torch.empty_like(total)
+    for t in range(1, deltas.shape[0]):
+        total.add_(torch.mul(deltas[t], w[t], out=product))
+    return total.div_(w.sum())
 
 
 @register(
