@@ -160,7 +160,7 @@ class MergeMethod:
     summary: str
     reference: str
     family: str = "task_arithmetic"  # "svd" methods default to task arithmetic on vocabulary tensors
-    random: bool = False
+    random: bool = False  # draws its randomness from ctx.uniform (the engine draws it ahead, and in blocks)
     uses_weights: bool = True
     prepare: PrepareFn | None = None
     needs_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False

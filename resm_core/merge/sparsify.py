@@ -117,8 +117,9 @@ def crumbs(
 
 def dare(deltas: torch.Tensor, density: float, uniform: torch.Tensor) -> torch.Tensor:
     """DARE: drop each entry with probability 1-density and rescale survivors by 1/density, so
-    the expectation of every entry is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`, used once,
-    so they are overwritten (a float mask is several times faster to multiply by than a bool one)."""
+    the expectation of every entry is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`, drawn for
+    this one use, so they become the (float) mask in place: the same products as before they were drawn
+    ahead, and a float mask multiplies faster than a bool one."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):  # one task at a time: temporaries of one task's size
         scaled_keep = uniform[t].lt_(density).mul_(1.0 / density)

@@ -76,7 +76,8 @@ def ties_combine(sparse: torch.Tensor, params: Mapping[str, Any]) -> torch.Tenso
 
 
 def _model_thresholds(fractions_of: Callable[[Mapping[str, Any]], list[float]]) -> PrepareFn:
-    """A `prepare` pass computing exact model-wide top-k thresholds for the given fractions."""
+    """A statistics pass computing exact top-k thresholds for the given fractions over its stream: the whole
+    model (`prepare`) or the row blocks of one tensor (`tensor_prepare`)."""
 
     def prepare(stream: TensorStream, params: Mapping[str, Any], n_tasks: int) -> dict[str, Any]:
         def mags() -> Iterator[tuple[str, torch.Tensor]]:
