@@ -228,12 +228,7 @@ class MergeJob:
             return plan
         prepare = self.method.tensor_prepare
         if prepare is not None and self.method.needs_tensor_prepare(self.params):
-
-            def stream() -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-                for start, stop in blocks:
-                    yield block_key(name, start, stop), *self.load(name, start, stop)
-
-            plan["stats"] = prepare(stream, self.params, len(self.experts))
+            plan["stats"] = prepare(partial(self._block_stream, name, blocks), self.params, len(self.experts))
         if self._draws(name):
             generator = TensorContext(name, self.request.seed).generator()
             row_numel = math.prod(self.base.shape(name)[1:])
@@ -279,9 +274,15 @@ class MergeJob:
             blocks = self.blocks(name)
             if blocks is None:
                 yield name, *self.load(name)
-                continue
-            for start, stop in blocks:
-                yield block_key(name, start, stop), *self.load(name, start, stop)
+            else:
+                yield from self._block_stream(name, blocks)
+
+    def _block_stream(
+        self, name: str, blocks: list[tuple[int, int]]
+    ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(block key, base rows, delta rows) of each block of `name`: what statistics passes read."""
+        for start, stop in blocks:
+            yield block_key(name, start, stop), *self.load(name, start, stop)
 
     def merge_tensor(self, name: str, base: torch.Tensor, deltas: torch.Tensor, ctx: TensorContext) -> torch.Tensor:
         delta = merged_delta(self.method, self.params, self._rule_for(name), base, deltas, ctx)
