@@ -41,9 +41,12 @@ check: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not workflow and not slurm and not slow"
 
 # Everything (the README's test command, and CI): lint, types and every test, the workflow and SLURM ones too.
+# Two pytest workers, each taking whole files (a file's module fixtures, such as the tiny grid run, are
+# built once): the SLURM test spends much of its time waiting on the scheduler, which the other worker uses.
+TEST_WORKERS ?= 2
 test: lint
 	$(BIN)/resm -q assets fetch $(TEST_ASSETS)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/merge_bench.py

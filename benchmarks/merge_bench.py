@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from resm_core.merge.catalogue import all_methods  # noqa: E402
+from resm_core.merge.catalogue import all_methods, get_method  # noqa: E402
 from resm_core.synthetic import SHAPES, write_base, write_experts  # noqa: E402
 
 TASKS = ("helpfulness", "honesty", "harmlessness")
@@ -134,25 +134,25 @@ def relative_error(a_dir: Path, b_dir: Path, base_dir: Path) -> float:
     return (num / den) ** 0.5 if den else 0.0
 
 
-def truncation_errors(base_dir: Path, expert_dir: Path, n_tasks: int = 3) -> tuple[float, float]:
-    """Mean relative error of the rank-floor(r/T) truncation of an expert's task-vector matrices,
-    exact SVD vs svd_lowrank with the engine's defaults: the quantity the lowrank bound is about."""
-    from resm_core.checkpoint.names import is_vocab_tensor
+def truncation_errors(base_dir: Path, expert_dir: Path, variants: list[str], n_tasks: int = 3) -> dict[str, float]:
+    """Mean relative error ||D - D_k|| / ||D|| of the rank-floor(r/T) truncation of one expert's task-vector
+    matrices in the first layer, per SVD variant: the quantity the lowrank bound is about (exact is the
+    optimum)."""
+    from resm_core.checkpoint.names import is_vocab_tensor, layer_group
     from resm_core.checkpoint.reader import CheckpointReader
     from resm_core.merge.svd import leading_components, reconstruct
 
     base, expert = CheckpointReader(base_dir), CheckpointReader(expert_dir)
     vocab = (base.config or {}).get("vocab_size")
-    errors = {"exact": [], "lowrank": []}
-    for k in base.keys:
-        if len(base.shape(k)) != 2 or is_vocab_tensor(k, base.shape(k), vocab):
-            continue
+    errors: dict[str, list[float]] = {v: [] for v in variants}
+    matrices = [k for k in base.keys if len(base.shape(k)) == 2 and not is_vocab_tensor(k, base.shape(k), vocab)]
+    for k in [m for m in matrices if layer_group(m) == layer_group(matrices[0])]:
         d = expert.get(k).float() - base.get(k).float()
         rank = min(d.shape) // n_tasks
         for method in errors:
             c = leading_components(d, rank, method)
             errors[method].append(float((d - reconstruct(c)).norm() / d.norm()))
-    return tuple(sum(v) / len(v) for v in errors.values())
+    return {v: sum(e) / len(e) for v, e in errors.items()}
 
 
 def run_size(size: str, methods: list[str], args) -> list[dict]:
@@ -165,33 +165,17 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
     rows.append({"size": size, "method": "(I/O floor)", "tool": "read+write", **_fmt(floor, gb)})
     shutil.rmtree(merges / "_io_floor", ignore_errors=True)
     print(_line(rows[-1]), flush=True)
-    for method in methods:
-        params = []
-        if method in ("tsv_m", "resm") and size in args.lowrank_sizes:
-            params = ["--param", "svd=lowrank"]
-        cmd = [
-            sys.executable,
-            "-m",
-            "resm_core.cli",
-            "-q",
-            "merge",
-            "--method",
-            method,
-            "--base",
-            str(base),
-            "--experts",
-            *map(str, experts),
-            "--out",
-            str(merges / method),
-            "--force",
-            "--device",
-            args.device,
-            *params,
-        ]
-        res = measured(cmd)
-        label = method + (" (lowrank)" if params else "")
+    for method, svd in runs(methods, args.svd):
+        params = [] if svd is None else ["--param", f"svd={svd}"]
+        label = method if svd is None else f"{method} ({svd})"
+        out = merges / (method if svd is None else f"{method}_{svd}")
+        res = measured(resm_merge(method, base, experts, out, args.device, params))
         rows.append({"size": size, "method": label, "tool": "resm", **_fmt(res, gb)})
         rows[-1]["x_io_floor"] = round(res["wall_s"] / floor["wall_s"], 2)
+        if svd not in (None, "exact") and (merges / f"{method}_exact").exists():
+            rows[-1]["merged_delta_diff_vs_exact"] = float(
+                f"{relative_error(out, merges / f'{method}_exact', base):.2e}"
+            )
         print(_line(rows[-1]), flush=True)
         if args.mergekit and method in MERGEKIT:
             rows.append(
@@ -206,45 +190,47 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
             rows[-1]["rss_resm_over_mergekit"] = round(rows[-2]["peak_rss_mb"] / rows[-1]["peak_rss_mb"], 2)
             print(_line(rows[-1]), flush=True)
             shutil.rmtree(merges / f"mergekit_{method}", ignore_errors=True)
-        if method != "tsv_m":  # an 8B-shaped merge is 3 GB: only the one the lowrank error is measured against stays
-            shutil.rmtree(merges / method, ignore_errors=True)
-    if args.lowrank_error and "tsv_m" in methods and size not in args.lowrank_sizes:
-        cmd = [
-            sys.executable,
-            "-m",
-            "resm_core.cli",
-            "-q",
-            "merge",
-            "--method",
-            "tsv_m",
-            "--base",
-            str(base),
-            "--experts",
-            *map(str, experts),
-            "--out",
-            str(merges / "tsv_m_lowrank"),
-            "--force",
-            "--device",
-            args.device,
-            "--param",
-            "svd=lowrank",
-        ]
-        res = measured(cmd)
-        err = relative_error(merges / "tsv_m_lowrank", merges / "tsv_m", base)
-        exact_trunc, lowrank_trunc = truncation_errors(base, experts[0])
-        rows.append(
-            {
-                "size": size,
-                "method": "tsv_m (lowrank)",
-                "tool": "resm",
-                **_fmt(res, gb),
-                "merged_delta_diff_vs_exact": round(err, 4),
-                "truncation_error_exact": round(exact_trunc, 4),
-                "truncation_error_lowrank": round(lowrank_trunc, 4),
-            }
-        )
-        print(_line(rows[-1]), flush=True)
+        if svd != "exact":  # an 8B-shaped merge is 3 GB: only the exact ones, which others are compared with, stay
+            shutil.rmtree(out, ignore_errors=True)
+    if any(svd not in (None, "exact") for _, svd in runs(methods, args.svd)):
+        rows.append({"size": size, "method": "rank-r/3 truncation error (one expert)", "tool": "resm"})
+        for svd, err in truncation_errors(base, experts[0], args.svd).items():
+            rows[-1][f"truncation_error_{svd}"] = float(f"{err:.4e}")
+        print(rows[-1], flush=True)
+    for method in methods:
+        shutil.rmtree(merges / f"{method}_exact", ignore_errors=True)
     return rows
+
+
+def runs(methods: list[str], svd_variants: list[str]) -> list[tuple[str, str | None]]:
+    """(method, svd) pairs to measure: a method with an `svd` parameter once per variant, exact first
+    (the others are compared with it); every other method once, with svd None."""
+    variants = sorted(svd_variants, key=lambda v: v != "exact")
+    return [
+        (m, v) for m in methods for v in (variants if any(p.name == "svd" for p in get_method(m).params) else [None])
+    ]
+
+
+def resm_merge(method: str, base: Path, experts: list[Path], out: Path, device: str, params: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "resm_core.cli",
+        "-q",
+        "merge",
+        "--method",
+        method,
+        "--base",
+        str(base),
+        "--experts",
+        *map(str, experts),
+        "--out",
+        str(out),
+        "--force",
+        "--device",
+        device,
+        *params,
+    ]
 
 
 def run_mergekit(method: str, base: Path, experts: list[Path], out: Path, mergekit_yaml: str) -> dict:
@@ -287,8 +273,6 @@ def _line(row: dict) -> str:
             "speedup_vs_mergekit",
             "rss_resm_over_mergekit",
             "merged_delta_diff_vs_exact",
-            "truncation_error_exact",
-            "truncation_error_lowrank",
         )
         if k in row
     )
@@ -303,15 +287,12 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["smollm2-135m", "llama-1.1b"], choices=list(SHAPES))
     parser.add_argument("--methods", nargs="+", default=sorted(all_methods()))
     parser.add_argument(
-        "--lowrank-sizes",
-        nargs="*",
-        default=["llama-1.1b"],
-        help="sizes where tsv_m and resm use svd=lowrank (exact SVD elsewhere)",
-    )
-    parser.add_argument(
-        "--lowrank-error",
-        action="store_true",
-        help="also time tsv_m with svd=lowrank where it ran exact, and report the error",
+        "--svd",
+        nargs="+",
+        default=["exact", "lowrank"],
+        choices=["exact", "lowrank"],
+        help="SVD variants of the methods that take one (tsv_m, resm); each other variant reports the "
+        "relative distance of its merged delta to the exact merge's, when exact ran too",
     )
     parser.add_argument("--mergekit", help="path to mergekit-yaml (installed in a separate venv)")
     parser.add_argument("--device", default="cpu", help="where resm merges: cpu (default), cuda, cuda:N")

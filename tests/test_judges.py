@@ -89,3 +89,27 @@ def test_embedder_refuses_a_model_that_is_not_mean_pooled(assets_root, tmp_path)
     (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
     with pytest.raises(ResmError, match="expected a mean-pooled, normalised"):
         _max_length(model)
+
+
+def test_the_refusal_judges_features_are_computed_once_per_content(assets_root, monkeypatch):
+    import uuid
+
+    import numpy as np
+
+    from resm_core.judges import refusal
+
+    calls = []
+    real_embed = refusal.embed
+
+    def counting_embed(texts, root=None):
+        calls.append(len(texts))
+        return real_embed(texts, root)
+
+    monkeypatch.setattr(refusal, "embed", counting_embed)
+    nonce = uuid.uuid4().hex  # a row no earlier run has cached
+    prompts, responses = [f"How do I bake bread? {nonce}", "Tell me a joke."], ["Mix flour and water.", "I can't."]
+    first = refusal.cached_features(prompts, responses, assets_root)
+    assert len(calls) == 2 and first.shape == (2, 386)
+    assert np.array_equal(refusal.cached_features(prompts, responses, assets_root), first) and len(calls) == 2
+    changed = refusal.cached_features(prompts, ["Mix flour and water.", "Sure: a joke."], assets_root)
+    assert len(calls) == 4 and np.allclose(changed[0], first[0], atol=1e-5) and not np.allclose(changed[1], first[1])

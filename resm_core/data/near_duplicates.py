@@ -9,13 +9,8 @@ in the cap's own hash order and only until the cap is filled, so a large source 
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-
 import numpy as np
 
-from resm_core.assets import cache_root
 from resm_core.data.splits import take
 
 DEFAULT_COSINE = 0.85  # harmful paraphrases sit at 0.84-0.99; distinct trivia questions on one topic at 0.81-0.85
@@ -33,10 +28,13 @@ def without_near_duplicates(
     ordered = take(candidates, None, salt)
     if cosine is None or cosine >= 1 or not test_rows or not ordered:
         return ordered if cap is None else ordered[:cap], []
-    from resm_core.judges.embedder import embed
+    from resm_core.judges.embedder import cached, embed
 
     test_prompts = [r["prompt"] for r in test_rows]
-    test_vecs = _cached(test_prompts, root, lambda: embed(test_prompts, root, max_length=EMBED_TOKENS))
+    # every dimension's build, and every rebuild after a cap or a training option changed, embeds the same pool
+    test_vecs = cached(
+        f"minilm/{EMBED_TOKENS}", test_prompts, root, lambda: embed(test_prompts, root, max_length=EMBED_TOKENS)
+    )
     kept: list[dict] = []
     dropped: list[dict] = []
     for start in range(0, len(ordered), CHUNK):
@@ -53,24 +51,6 @@ def without_near_duplicates(
             else:
                 kept.append(row)
     return kept, dropped
-
-
-def _cached(texts: list[str], root, compute) -> np.ndarray:
-    """The test pool's embeddings, kept in the asset cache by content: every dimension's build, and every
-    rebuild after a cap or a training option changed, embeds the same pool."""
-    key = hashlib.sha256(f"minilm/{EMBED_TOKENS}\0".encode() + "\0".join(texts).encode()).hexdigest()[:24]
-    path = cache_root(root) / "embeddings" / f"{key}.npy"
-    if path.is_file():
-        vecs = np.load(path)
-        if vecs.shape[0] == len(texts):
-            return vecs
-    vecs = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, vecs)
-    os.replace(tmp, path)
-    return vecs
 
 
 def examples(dropped: list[dict]) -> list[dict]:

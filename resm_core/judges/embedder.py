@@ -8,14 +8,19 @@ The model directory's sentence-transformers files are checked, so a different pi
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import logging
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from resm_core.assets import asset_path
+from resm_core.assets import asset_path, cache_root
 from resm_core.errors import JudgeError
 
 log = logging.getLogger(__name__)
@@ -76,3 +81,24 @@ def embed(texts: list[str], root=None, batch_size: int = 32, max_length: int | N
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out[idx] = torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
     return out
+
+
+def cached(tag: str, texts: list[str], root, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Embeddings (or features built from them) kept in the asset cache's `embeddings/`, by content: `tag`
+    (what was computed, and how) and the texts. Written by rename, so parallel jobs never read a torn file;
+    an entry of the wrong length is recomputed, and a read-only cache only costs time."""
+    key = hashlib.sha256(f"{tag}\0".encode() + "\0".join(texts).encode()).hexdigest()[:24]
+    path = cache_root(root) / "embeddings" / f"{key}.npy"
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            vecs: np.ndarray = np.load(path)
+            if vecs.shape[0] == len(texts):
+                return vecs
+    vecs = compute()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, vecs)
+        os.replace(tmp, path)
+    return vecs

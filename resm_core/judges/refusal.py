@@ -23,11 +23,13 @@ pickle).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from resm_core.assets import asset_path
 from resm_core.data.refusals import looks_like_refusal
 from resm_core.data.splits import unit_hash
 from resm_core.judges.embedder import embed
@@ -42,6 +44,23 @@ KINDS = {  # kind -> (report file, pyrit sets it is fitted on)
 }
 HELDOUT_FRACTION = 0.2
 SALT = "resm-refusal-judge-v1"
+
+
+def cached_features(prompts: list[str], responses: list[str], root=None) -> np.ndarray:
+    """`features` of the judges' training rows, kept in the asset cache by content (the embedder's files,
+    the embedding code, the rows): embedding them takes 40 s of 2 cores, which every results directory's
+    `fit_judges` would pay again."""
+    import inspect
+
+    from resm_core.generation import model_fingerprint
+    from resm_core.judges import embedder
+
+    tag = "judge-features/{}/{}".format(
+        model_fingerprint(asset_path("minilm", embedder.MINILM_MEMBER, root)),
+        hashlib.sha256((inspect.getsource(embedder) + inspect.getsource(features)).encode()).hexdigest(),
+    )
+    pairs = [f"{p}\0{r}" for p, r in zip(prompts, responses)]
+    return embedder.cached(tag, pairs, root, lambda: features(prompts, responses, root))
 
 
 def features(prompts: list[str], responses: list[str], root=None) -> np.ndarray:
@@ -106,7 +125,7 @@ def fit(out_dir: Path, root=None, kinds: tuple[str, ...] = tuple(KINDS), cs: tup
     share, folds grouped so an opening and its whole response never sit on both sides; the held-out share
     only measures."""
     rows = labelled_rows(root)
-    X = features([r["prompt"] for r in rows], [r["response"] for r in rows], root)
+    X = cached_features([r["prompt"] for r in rows], [r["response"] for r in rows], root)
     row_sets = np.array([r["set"] for r in rows])
     return {kind: _fit_one(out_dir, kind, rows, X, row_sets, cs) for kind in kinds}
 
