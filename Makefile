@@ -41,12 +41,13 @@ check: lint
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not workflow and not slurm and not slow"
 
 # Everything (the README's test command, and CI): lint, types and every test, the workflow and SLURM ones too.
-# Two pytest workers, each taking whole files (a file's module fixtures, such as the tiny grid run, are
-# built once): the SLURM test spends much of its time waiting on the scheduler, which the other worker uses.
-TEST_WORKERS ?= 2
+# Three pytest workers, each taking whole files (a file's module fixtures, such as the tiny grid run, are
+# built once), the three slowest first (tests/conftest.py). On 2 cores a third worker still gains: the
+# workflow and SLURM tests spend much of their time waiting on subprocesses and the scheduler.
+TEST_WORKERS ?= 3
 test: lint
 	$(BIN)/resm -q assets fetch $(TEST_ASSETS)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/python benchmarks/merge_bench.py

@@ -15,6 +15,16 @@ from resm_core.synthetic import SHAPES, write_base, write_experts
 TASKS = ("helpfulness", "honesty", "harmlessness")
 os.environ["RESM_HASH_CACHE"] = tempfile.mkdtemp(prefix="resm-test-hashes-")  # keep ~/.cache clean
 
+# The files whose tests take longest (the tiny grid, the SLURM grid, the adoption grid), collected first:
+# `make test` hands whole files to its pytest workers in collection order (--no-loadscope-reorder), so
+# these start at once on different workers instead of after everything else.
+SLOWEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_bring_your_own.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def load_dir(path: Path) -> dict[str, torch.Tensor]:
     reader = CheckpointReader(path)
