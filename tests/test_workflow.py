@@ -22,6 +22,13 @@ from resm_core.grid import arms
 HOSTILE = 'it\'s "odd" ;touch PWNED1;: $(touch PWNED2) `touch PWNED3`'
 
 
+# A pair and the triple: every per-combo rule is one code path for both kinds, and the tiny config's two
+# other pairs would add 20 jobs to the critical path of `make test` (the SLURM test runs one pair).
+COMBOS = ["harmlessness+helpfulness", "harmlessness+helpfulness+honesty"]
+N_MERGES = 3 * len(COMBOS)  # task arithmetic, TIES and RESM, one setting each
+N_ARMS = 1 + 3 + len(COMBOS) * (1 + 3)  # the base, 3 experts; per combo a uniform mixture and the merges
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, assets_root):
     """The tiny grid, run once in a copy of the workflow (so its code can be edited without touching the repo),
@@ -33,6 +40,7 @@ def tiny_run(tmp_path_factory, assets_root):
     def hostile(config):
         config["results"] = f"results/tiny {HOSTILE}"
         config["assets"] = str(assets)
+        config["combos"] = COMBOS
 
     configfile, config = copy_workflow(work, assets_root, hostile)
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"], cwd=work, timeout=1500)
@@ -57,13 +65,13 @@ def test_tiny_grid_end_to_end(tiny_run):
     assert not list(work.rglob("PWNED*")), "a config value ran as a shell command"
     report = work / config["results"] / "report"
     grid = pd.read_csv(report / "grid.csv")
-    assert len(grid) == len(arms(config)) == 20
+    assert len(grid) == len(arms(config)) == N_ARMS
     assert set(grid["kind"]) == {"base", "expert", "mixture", "merge"}
     assert grid[["helpfulness", "honesty", "harmlessness", "balance"]].notna().all().all()
-    assert len(pd.read_csv(report / "merge_vs_mix.csv")) == 4
+    assert len(pd.read_csv(report / "merge_vs_mix.csv")) == len(COMBOS)
     compared = pd.read_csv(report / "comparisons.csv")
     head = compared[(compared["comparison"] == "merge_vs_mix") & (compared["metric"] == "balance")]
-    assert len(head) == 4 and head["mdd_80"].notna().all() and (head["n_items"] > 0).all()
+    assert len(head) == len(COMBOS) and head["mdd_80"].notna().all() and (head["n_items"] > 0).all()
     selected = pd.read_csv(report / "selection.csv")
     assert selected.groupby(["combo", "kind"])["chosen"].sum().eq(1).all()  # one pick per combo and kind
     for plot in ("profile.png", "pareto.png", "conflicts.png", "resm_ranks.png", "forest.png"):
@@ -84,7 +92,8 @@ def test_changing_one_merge_hyperparameter_reruns_that_merge_its_evaluation_and_
     changed["merges"]["ties"] = [{"density": "0.3"}]
     path = work / "changed_merge.yaml"
     path.write_text(yaml.safe_dump(changed))
-    assert job_counts(work, path) == {"merge": 4, "evaluate": 4, "report": 1, "all": 1}  # one cell per combo
+    # one cell per combo
+    assert job_counts(work, path) == {"merge": len(COMBOS), "evaluate": len(COMBOS), "report": 1, "all": 1}
 
 
 @pytest.mark.workflow
@@ -94,7 +103,7 @@ def test_changing_the_evaluation_retrains_nothing(tiny_run):
     changed["evaluation"]["benchmarks"]["qa_mc"]["n"] = 5
     path = work / "changed_eval.yaml"
     path.write_text(yaml.safe_dump(changed))
-    assert job_counts(work, path) == {"evaluate": 20, "report": 1, "all": 1}
+    assert job_counts(work, path) == {"evaluate": N_ARMS, "report": 1, "all": 1}
 
 
 @pytest.mark.workflow
@@ -102,7 +111,7 @@ def test_changing_merge_code_reruns_merges_not_training(own_run):
     work, configfile, _ = own_run
     with open(work / "resm_core" / "merge" / "averaging.py", "a") as f:
         f.write("\n# a change to the merge code\n")
-    assert job_counts(work, configfile) == {"merge": 12, "evaluate": 12, "report": 1, "all": 1}
+    assert job_counts(work, configfile) == {"merge": N_MERGES, "evaluate": N_MERGES, "report": 1, "all": 1}
 
 
 @pytest.mark.workflow
@@ -114,13 +123,13 @@ def test_changing_the_splits_refits_the_judges(own_run):
     assert job_counts(work, configfile) == {
         "build_data": 3,
         "fit_judges": 1,
-        "mix_data": 4,
+        "mix_data": len(COMBOS),
         "train_expert": 3,
-        "train_mixture": 4,
+        "train_mixture": len(COMBOS),
         "extract_taskvec": 3,
-        "conflicts": 4,
-        "merge": 12,
-        "evaluate": 20,
+        "conflicts": len(COMBOS),
+        "merge": N_MERGES,
+        "evaluate": N_ARMS,
         "report": 1,
         "all": 1,
     }
