@@ -95,10 +95,15 @@ def cached(tag: str, texts: list[str], root, compute: Callable[[], np.ndarray]) 
             if vecs.shape[0] == len(texts):
                 return vecs
     vecs = compute()
-    with contextlib.suppress(OSError):
+    tmp = None
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
         with os.fdopen(fd, "wb") as f:
             np.save(f, vecs)
         os.replace(tmp, path)
+    except OSError:  # a full disk leaves no partial entry behind
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return vecs
