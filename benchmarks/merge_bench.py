@@ -165,7 +165,8 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
     rows.append({"size": size, "method": "(I/O floor)", "tool": "read+write", **_fmt(floor, gb)})
     shutil.rmtree(merges / "_io_floor", ignore_errors=True)
     print(_line(rows[-1]), flush=True)
-    for method, svd in runs(methods, args.svd):
+    plan = runs(methods, args.svd)
+    for method, svd in plan:
         params = [] if svd is None else ["--param", f"svd={svd}"]
         label = method if svd is None else f"{method} ({svd})"
         out = merges / (method if svd is None else f"{method}_{svd}")
@@ -192,7 +193,7 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
             shutil.rmtree(merges / f"mergekit_{method}", ignore_errors=True)
         if svd != "exact":  # an 8B-shaped merge is 3 GB: only the exact ones, which others are compared with, stay
             shutil.rmtree(out, ignore_errors=True)
-    if any(svd not in (None, "exact") for _, svd in runs(methods, args.svd)):
+    if any(svd not in (None, "exact") for _, svd in plan):
         rows.append({"size": size, "method": "rank-r/3 truncation error (one expert)", "tool": "resm"})
         for svd, err in truncation_errors(base, experts[0], args.svd).items():
             rows[-1][f"truncation_error_{svd}"] = float(f"{err:.4e}")
