@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import load_dir
 
+from resm_core.merge import engine
 from resm_core.merge.engine import MergeRequest, merge
 from resm_core.taskvec.extract import extract
 from resm_core.taskvec.sources import LoraSource, open_expert
@@ -100,25 +101,35 @@ def test_merged_model_loads_with_transformers(hf, tmp_path):
         ("ties", {"granularity": "model"}),
         ("breadcrumbs", {"density": 0.5, "gamma": 0.1}),
         ("dare_ties", {}),
+        ("dare_linear", {}),
         ("della", {}),
     ],
 )
-def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, method, params):
+def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, monkeypatch, method, params):
     """A merge in row blocks (elementwise methods, given the whole tensor's top-k thresholds or the random
     draws' generator states; the vocabulary rule of the SVD family) reads each expert's rows alone, from a
     full model, a task vector and LoRA adapters, and writes them straight into the shard: every tensor
-    equals the whole-tensor merge, bit for bit."""
+    equals the whole-tensor merge, bit for bit. So does an elementwise rule merged a piece at a time, in
+    pieces that cut across rows and end mid-row, against the same rule on whole fp32 tensors."""
     extract(hf["base"], hf["experts"][1], tmp_path / "tv", progress=False)
     lora_cfg = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "o_proj"], init_lora_weights=False)
     peft.get_peft_model(tiny_llama(0), lora_cfg).save_pretrained(tmp_path / "lora2")
     experts = [hf["experts"][0], tmp_path / "tv", hf["lora"], tmp_path / "lora2"]
-    outs = {}
-    for block_mb in (1e4, 0.002):  # whole tensors; blocks of a few rows
-        outs[block_mb] = tmp_path / f"m{block_mb}"
-        merge(MergeRequest(base=hf["base"], experts=experts, method=method, params=params, block_mb=block_mb,
-                           out=outs[block_mb], shard_size="20KB", progress=False))  # fmt: skip
-    whole, blocked = load_dir(outs[1e4]), load_dir(outs[0.002])
-    assert whole.keys() == blocked.keys() and all(torch.equal(whole[k], blocked[k]) for k in whole)
-    assert (outs[0.002] / "model.safetensors.index.json").is_file()  # several streamed shards, with an index
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(outs[0.002])
+    runs = {"whole, fp32": (1e4, 0), "whole, in pieces": (1e4, engine.PIECE), "blocks, in pieces": (0.002, 37)}
+    merged = {}
+    for run, (block_mb, piece) in runs.items():  # whole tensors; blocks of a few rows
+        with monkeypatch.context() as patch:
+            if piece:
+                patch.setattr(engine, "PIECE", piece)
+            else:
+                patch.setattr(engine.MergeJob, "_in_pieces", lambda job, name: False)
+            merge(MergeRequest(base=hf["base"], experts=experts, method=method, params=params, block_mb=block_mb,
+                               out=tmp_path / run, shard_size="20KB", progress=False))  # fmt: skip
+        merged[run] = load_dir(tmp_path / run)
+    whole = merged["whole, fp32"]
+    for run, other in merged.items():
+        assert other.keys() == whole.keys() and all(torch.equal(whole[k], other[k]) for k in whole), run
+    blocked = merged["blocks, in pieces"]
+    assert (tmp_path / "blocks, in pieces" / "model.safetensors.index.json").is_file()  # several streamed shards
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "blocks, in pieces")
     assert torch.equal(loaded.model.embed_tokens.weight, blocked["model.embed_tokens.weight"])

@@ -166,6 +166,7 @@ class MergeMethod:
     needs_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False
     validate: Callable[[Mapping[str, Any], int], None] | None = None
     blockwise: Callable[[Mapping[str, Any]], bool] = lambda params: False
+    elementwise: Callable[[Mapping[str, Any]], bool] = lambda params: False
     tensor_prepare: PrepareFn | None = None
     needs_tensor_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False
 
@@ -207,6 +208,13 @@ def _always(answer: bool) -> Callable[[Mapping[str, Any]], bool]:
     return lambda params: answer
 
 
+def _either(
+    a: bool | Callable[[Mapping[str, Any]], bool], b: bool | Callable[[Mapping[str, Any]], bool]
+) -> Callable[[Mapping[str, Any]], bool]:
+    first, second = (f if callable(f) else _always(f) for f in (a, b))
+    return lambda params: first(params) or second(params)
+
+
 METHODS: dict[str, MergeMethod] = {}  # filled by @register as the catalogue imports the method modules
 
 
@@ -223,6 +231,7 @@ def register(
     needs_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
     validate: Callable[[Mapping[str, Any], int], None] | None = None,
     blockwise: bool | Callable[[Mapping[str, Any]], bool] = False,
+    elementwise: bool | Callable[[Mapping[str, Any]], bool] = False,
     tensor_prepare: PrepareFn | None = None,
     needs_tensor_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
@@ -232,7 +241,10 @@ def register(
     tensor's, bit for bit. `tensor_prepare` computes those statistics from a stream of the tensor's
     blocks (keyed by `ctx.item`), as `prepare` does over the whole model; it reaches the method as
     `ctx.tensor_stats` when `needs_tensor_prepare(params)`. Random methods take their draws from
-    `ctx.uniform`, which the engine can split into blocks."""
+    `ctx.uniform`, which the engine can split into blocks. `elementwise` (implies `blockwise`): each output
+    entry depends on the same entries of the base, the deltas and the draws alone, with no statistics, so
+    the engine may hand the method any flat slice of a tensor ([T, n] deltas), in pieces that stay in the
+    CPU's cache; the result must be the same, bit for bit."""
 
     def decorator(fn: MergeFn) -> MergeFn:
         if name in METHODS:
@@ -249,7 +261,8 @@ def register(
             prepare=prepare,
             needs_prepare=needs_prepare or (lambda p: prepare is not None),
             validate=validate,
-            blockwise=blockwise if callable(blockwise) else _always(blockwise),
+            blockwise=_either(blockwise, elementwise),
+            elementwise=elementwise if callable(elementwise) else _always(elementwise),
             tensor_prepare=tensor_prepare,
             needs_tensor_prepare=needs_tensor_prepare or (lambda p: tensor_prepare is not None),
         )

@@ -7,8 +7,11 @@ dtype is known up front), so no shard is held in memory. A large tensor that an 
 `block_mb` of working memory: the vocabulary-sized matrices of an 8B model are never whole in fp32.
 What a block needs from the whole tensor (a method's per-tensor top-k thresholds, a random method's
 generator states) is worked out from the tensor's blocks before the first is merged. Other methods
-hold (T + 2) x the largest tensor. Checks that can fail run before any tensor arithmetic;
-the output appears atomically, with a manifest, or not at all.
+hold (T + 2) x the largest tensor. On the CPU, an `elementwise` rule (task arithmetic, linear, DARE, the
+vocabulary rules) reads its rows as stored and does all of its fp32 arithmetic, from the deltas to the
+output dtype, a cache-sized piece at a time (`PIECE`): the same operations on the same entries, so the
+same bits, without fp32 copies of a whole block in memory. Checks that can fail run before any tensor
+arithmetic; the output appears atomically, with a manifest, or not at all.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from resm_core.merge.api import MergeMethod, TensorContext, task_sum
 from resm_core.merge.catalogue import get_method
 from resm_core.merge.draws import block_draws, block_states
 from resm_core.merge.request import VOCAB_RULES, MergeRequest
-from resm_core.taskvec.sources import LORA_CHUNK, DeltaSource, open_expert, widest_dtype
+from resm_core.taskvec.sources import LORA_CHUNK, DeltaRows, DeltaSource, open_expert, widest_dtype
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class WorkItem:
     last: bool = True  # whether it ends the tensor
     tensor_stats: Mapping[str, Any] | None = None
     draws: torch.Tensor | None = None
+    parts: list[DeltaRows] | None = None  # set: `base` holds rows as stored, merged in pieces (see PIECE)
 
 
 def block_key(name: str, start: int, stop: int) -> str:
@@ -69,6 +73,9 @@ DIAGNOSTICS_NAME = "merge_diagnostics.csv"
 # A random method's tensor in blocks costs a second pass of draws (see draws.py): it is blocked only when
 # its working set passes this many times block_mb (at the default, a 1.1B model's MLP matrices stay whole).
 RANDOM_WHOLE_FACTOR = 8
+# Entries an elementwise rule merges at once on the CPU: its fp32 temporaries (the base, T deltas, the result)
+# stay in the cache, which made task arithmetic at 1.1B about 2x faster than whole row blocks.
+PIECE = 1 << 17
 
 
 class MergeJob:
@@ -98,6 +105,7 @@ class MergeJob:
             expert.check_against(self.base, required=set(self.keys))
             expert.check_base(self.base, request.allow_other_base)
         self.experts_dtype = widest_dtype(d for d in (e.weights_dtype() for e in self.experts) if d is not None)
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def _output_keys(self, config: dict[str, Any]) -> list[str]:
         keys = list(self.base.keys)
@@ -136,10 +144,16 @@ class MergeJob:
                 expert.delta_into(name, base, row)
             else:
                 expert.delta_rows_into(name, base, start, row)
-            if not all_finite(row):
+        if not all_finite(deltas):
+            self._check_deltas(name, base, deltas)
+        return base, deltas
+
+    def _check_deltas(self, name: str, base: torch.Tensor, deltas: torch.Tensor) -> None:
+        """A NumericError naming the expert whose delta holds NaN or Inf (the base, when it is the cause)."""
+        for expert, delta in zip(self.experts, deltas):
+            if not all_finite(delta):
                 self._check_base(name, base)
                 raise NumericError(f"{expert.path}: the delta of tensor {name} holds NaN or Inf")
-        return base, deltas
 
     def _check_base(self, name: str, base: torch.Tensor) -> None:
         if not all_finite(base):
@@ -197,12 +211,37 @@ class MergeJob:
     def _copied(self, name: str) -> WorkItem:
         return WorkItem(name, None, self.base.get(name))
 
+    def _in_pieces(self, name: str) -> bool:
+        """Whether `name` is merged a cache-sized piece at a time (see PIECE): an elementwise rule, on the CPU."""
+        rule = self._rule_for(name)
+        elementwise = rule != "method" or self.method.elementwise(self.params)
+        return elementwise and self.device.type == "cpu" and len(self.base.shape(name)) > 0
+
+    def _read(self, name: str, start: int, stop: int) -> tuple[torch.Tensor, list[DeltaRows]]:
+        """Rows start:stop of the base and of each expert's delta, as stored: what a merge in pieces reads. No
+        arithmetic here: torch's parallel ops on this thread while the merging thread runs its own (two OpenMP
+        teams spinning on 2 cores) made a merge in pieces twice as slow."""
+        whole = start == 0 and stop == self.base.shape(name)[0]
+        base = self.base.get(name) if whole else self.base.get_rows(name, start, stop)
+        return base, [expert.delta_rows(name, start, stop, self.device) for expert in self.experts]
+
+    def _inputs(
+        self, name: str, start: int | None = None, stop: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[DeltaRows] | None]:
+        """(base, deltas, None) loaded in fp32 as `load` does, or (base rows as stored, an empty tensor, the
+        experts' rows) for a merge in pieces; the whole tensor, or rows start:stop."""
+        if not self._in_pieces(name):
+            return *self.load(name, start, stop), None
+        base, parts = self._read(name, start or 0, self.base.shape(name)[0] if stop is None else stop)
+        return base, base.new_empty(0), parts
+
     def _whole(self, name: str) -> WorkItem:
-        base, deltas = self.load(name)
+        base, deltas, parts = self._inputs(name)
         draws = None
         if self._draws(name):
-            draws = torch.rand(deltas.shape, generator=TensorContext(name, self.request.seed).generator())
-        return WorkItem(name, base, deltas, draws=draws)
+            shape = (len(self.experts), *base.shape)
+            draws = torch.rand(shape, generator=TensorContext(name, self.request.seed).generator())
+        return WorkItem(name, base, deltas, draws=draws, parts=parts)
 
     def _block(self, name: str, blocks: list[tuple[int, int]], index: int, plan: dict[str, Any]) -> WorkItem:
         """Block `index` of `name`; the first one also works out what every block needs from the whole
@@ -210,7 +249,7 @@ class MergeJob:
         if index == 0:
             plan.update(self._tensor_plan(name, blocks))
         start, stop = blocks[index]
-        base, deltas = self.load(name, start, stop)
+        base, deltas, parts = self._inputs(name, start, stop)
         draws = None if "states" not in plan else block_draws([s[index] for s in plan["states"]], tuple(base.shape))
         return WorkItem(
             name,
@@ -220,6 +259,7 @@ class MergeJob:
             last=index == len(blocks) - 1,
             tensor_stats=plan.get("stats"),
             draws=draws,
+            parts=parts,
         )
 
     def _tensor_plan(self, name: str, blocks: list[tuple[int, int]]) -> dict[str, Any]:
@@ -288,6 +328,40 @@ class MergeJob:
         delta = merged_delta(self.method, self.params, self._rule_for(name), base, deltas, ctx)
         return delta.add_(base) if _fresh(delta, base, deltas) else base + delta
 
+    def merge_in_pieces(self, item: WorkItem, ctx: TensorContext) -> torch.Tensor:
+        """The merged rows of `item` (read as stored) in the output dtype, computed PIECE entries at a time:
+        each piece's base, deltas, merge, checks and cast, as `load`, `merge_tensor` and `_stored` do them
+        for the whole tensor, in buffers that stay in the cache."""
+        name, stored, parts = item.name, item.base, item.parts
+        assert stored is not None and parts is not None
+        n, n_tasks = stored.numel(), len(parts)
+        flat_out = torch.empty(n, dtype=self.output_dtype(name))  # its own memory: the writer writes it behind
+        flat_stored = stored.reshape(-1)
+        draws = None if item.draws is None else item.draws.reshape(n_tasks, -1)
+        base_buffer = self._scratch("base", min(PIECE, n), torch.float32)
+        deltas_buffer = self._scratch("deltas", n_tasks * min(PIECE, n), torch.float32)
+        for start in range(0, n, PIECE):
+            stop = min(start + PIECE, n)
+            base = base_buffer[: stop - start].copy_(flat_stored[start:stop])
+            deltas = deltas_buffer[: n_tasks * (stop - start)].view(n_tasks, stop - start)
+            for part, delta in zip(parts, deltas):
+                part.into(delta, base, start, stop)
+            if not all_finite(deltas):
+                self._check_deltas(name, base, deltas)
+            piece = replace(ctx, draws=None if draws is None else draws[:, start:stop])
+            merged = self.merge_tensor(name, base, deltas, piece)
+            if not all_finite(flat_out[start:stop].copy_(merged)):
+                self._stored(name, base, merged, piece)  # says why: an overflow, or a NaN the merge made
+        return flat_out.view(stored.shape)
+
+    def _scratch(self, key: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        """`numel` entries of a buffer kept for the whole merge, for temporaries that do not outlive a piece:
+        fresh memory for every block costs a page fault per 4 KB."""
+        buffer = self._buffers.get((key, dtype))
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._buffers[(key, dtype)] = torch.empty(numel, dtype=dtype)
+        return buffer[:numel]
+
     def _record_dtype(self, config_path: Path) -> None:
         """config.json names the dtype the weights are stored in, so that loaders that honour it
         (transformers with dtype="auto", vLLM) do not round an fp32 merge back to the base's bf16."""
@@ -348,8 +422,11 @@ class MergeJob:
                         tensor_stats=item.tensor_stats,
                         draws=item.draws,
                     )
-                    merged = self.merge_tensor(name, base, deltas, ctx)
-                    writer.add_rows(name, self._stored(name, base, merged, ctx))
+                    if item.parts is not None:
+                        merged = self.merge_in_pieces(item, ctx)
+                    else:
+                        merged = self._stored(name, base, self.merge_tensor(name, base, deltas, ctx), ctx)
+                    writer.add_rows(name, merged)
                     last = item.last
                     del base, deltas, merged, item, ctx  # a block's memory goes before the next is merged
                     if last:

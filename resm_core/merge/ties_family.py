@@ -178,7 +178,7 @@ register_pair(
     "DARE random drop and rescale",
     _DARE_REF,
     random=True,
-    blockwise=True,
+    elementwise=True,
 )
 
 _band_fractions = lambda p: [p["gamma"], min(1.0, p["gamma"] + p["density"])]  # noqa: E731

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +26,26 @@ log = logging.getLogger(__name__)
 TASKVEC_MARKER = "resm_taskvec.json"
 LORA_CHUNK = 1024  # rows of a LoRA product computed at once (see LoraSource._dense)
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class DeltaRows:
+    """Rows of one expert's delta as read, before any arithmetic: `values` (as stored, or fp32) minus the
+    base's rows when `minus_base`; no values: a zero delta. The engine reads these on its reading thread and
+    takes the fp32 delta of any flat slice of them where it merges, in cache-sized pieces."""
+
+    values: torch.Tensor | None
+    minus_base: bool
+
+    def into(self, out: torch.Tensor, base: torch.Tensor, start: int, stop: int) -> None:
+        """Entries start:stop of the flattened delta into `out`, `base` being the base's same entries (fp32):
+        the same fp32 arithmetic whatever the slice."""
+        if self.values is None:
+            out.zero_()
+            return
+        out.copy_(self.values.reshape(-1)[start:stop])
+        if self.minus_base:
+            out.sub_(base)
 
 
 class DeltaSource:
@@ -75,10 +96,15 @@ class DeltaSource:
         out.copy_(self.stored(name, base))
         out.sub_(base)
 
+    def delta_rows(self, name: str, start: int, stop: int, device: torch.device) -> DeltaRows:
+        """Rows start:stop of the delta, as read (see DeltaRows); what is computed (a LoRA product) is
+        computed on `device`."""
+        return DeltaRows(self.reader.get_rows(name, start, stop), minus_base=True)
+
     def delta_rows_into(self, name: str, base_rows: torch.Tensor, start: int, out: torch.Tensor) -> None:
         """The delta of rows start:start+len(base_rows) only: what a merge in row blocks reads."""
-        out.copy_(self.reader.get_rows(name, start, start + base_rows.shape[0]))
-        out.sub_(base_rows)
+        rows = self.delta_rows(name, start, start + base_rows.shape[0], out.device)
+        rows.into(out.view(-1), base_rows.reshape(-1), 0, out.numel())
 
     def check_base(self, base: CheckpointReader, allow_other: bool = False) -> None:
         """A full model or an adapter carries no record of the base it was extracted against."""
@@ -137,8 +163,8 @@ class TaskVectorSource(DeltaSource):
     def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
         out.copy_(self.stored(name, base))
 
-    def delta_rows_into(self, name: str, base_rows: torch.Tensor, start: int, out: torch.Tensor) -> None:
-        out.copy_(self.reader.get_rows(name, start, start + base_rows.shape[0]))
+    def delta_rows(self, name: str, start: int, stop: int, device: torch.device) -> DeltaRows:
+        return DeltaRows(self.reader.get_rows(name, start, stop), minus_base=False)
 
 
 class LoraSource(DeltaSource):
@@ -236,15 +262,12 @@ class LoraSource(DeltaSource):
         else:
             out.zero_()
 
-    def delta_rows_into(self, name: str, base_rows: torch.Tensor, start: int, out: torch.Tensor) -> None:
-        rows = slice(start, start + base_rows.shape[0])
+    def delta_rows(self, name: str, start: int, stop: int, device: torch.device) -> DeltaRows:
         if name in self._pairs:
-            out.copy_(self._dense(name, out.device, rows))
-        elif name in self._full:
-            out.copy_(self.reader.get_rows(self._full[name], rows.start, rows.stop))
-            out.sub_(base_rows)
-        else:
-            out.zero_()
+            return DeltaRows(self._dense(name, device, slice(start, stop)), minus_base=False)
+        if name in self._full:
+            return DeltaRows(self.reader.get_rows(self._full[name], start, stop), minus_base=True)
+        return DeltaRows(None, minus_base=False)
 
     def check_against(self, base: CheckpointReader, required: set[str] | None = None) -> None:
         try:
