@@ -109,8 +109,9 @@ def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, monkey
     """A merge in row blocks (elementwise methods, given the whole tensor's top-k thresholds or the random
     draws' generator states; the vocabulary rule of the SVD family) reads each expert's rows alone, from a
     full model, a task vector and LoRA adapters, and writes them straight into the shard: every tensor
-    equals the whole-tensor merge, bit for bit. So does an elementwise rule merged a piece at a time, in
-    pieces that cut across rows and end mid-row, against the same rule on whole fp32 tensors."""
+    equals the whole-tensor merge, bit for bit. So does a merge in cache-sized pieces, against the same
+    method on whole fp32 tensors: an elementwise rule in pieces that cut across rows and end mid-row,
+    DELLA in pieces of one row."""
     extract(hf["base"], hf["experts"][1], tmp_path / "tv", progress=False)
     lora_cfg = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "o_proj"], init_lora_weights=False)
     peft.get_peft_model(tiny_llama(0), lora_cfg).save_pretrained(tmp_path / "lora2")
@@ -122,7 +123,7 @@ def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, monkey
             if piece:
                 patch.setattr(engine, "PIECE", piece)
             else:
-                patch.setattr(engine.MergeJob, "_in_pieces", lambda job, name: False)
+                patch.setattr(engine.MergeJob, "piece_shape", lambda job, name: None)
             merge(MergeRequest(base=hf["base"], experts=experts, method=method, params=params, block_mb=block_mb,
                                out=tmp_path / run, shard_size="20KB", progress=False))  # fmt: skip
         merged[run] = load_dir(tmp_path / run)

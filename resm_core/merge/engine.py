@@ -8,9 +8,10 @@ dtype is known up front), so no shard is held in memory. A large tensor that an 
 What a block needs from the whole tensor (a method's per-tensor top-k thresholds, a random method's
 generator states) is worked out from the tensor's blocks before the first is merged. Other methods
 hold (T + 2) x the largest tensor. On the CPU, an `elementwise` rule (task arithmetic, linear, DARE, the
-vocabulary rules) reads its rows as stored and does all of its fp32 arithmetic, from the deltas to the
-output dtype, a cache-sized piece at a time (`PIECE`): the same operations on the same entries, so the
-same bits, without fp32 copies of a whole block in memory. Checks that can fail run before any tensor
+vocabulary rules), and a row-block method that needs no statistics of the tensor (DELLA), reads its rows as
+stored and does all of its fp32 arithmetic, from the deltas to the output dtype, a cache-sized piece at a
+time (`PIECE` entries, or whole rows): the same operations on the same entries, so the same bits, without
+fp32 copies of a whole block in memory. Checks that can fail run before any tensor
 arithmetic; the output appears atomically, with a manifest, or not at all.
 """
 
@@ -73,9 +74,10 @@ DIAGNOSTICS_NAME = "merge_diagnostics.csv"
 # A random method's tensor in blocks costs a second pass of draws (see draws.py): it is blocked only when
 # its working set passes this many times block_mb (at the default, a 1.1B model's MLP matrices stay whole).
 RANDOM_WHOLE_FACTOR = 8
-# Entries an elementwise rule merges at once on the CPU: its fp32 temporaries (the base, T deltas, the result)
-# stay in the cache, which made task arithmetic at 1.1B about 2x faster than whole row blocks.
-PIECE = 1 << 17
+# Entries an elementwise rule merges at once on the CPU: its fp32 temporaries (the base, T deltas, the result;
+# 1 MB each) stay in the cache. At 1.1B, 2**17 to 2**20 ran within the noise of each other; 2**16 was slower
+# (torch's overhead per call).
+PIECE = 1 << 18
 
 
 class MergeJob:
@@ -211,11 +213,25 @@ class MergeJob:
     def _copied(self, name: str) -> WorkItem:
         return WorkItem(name, None, self.base.get(name))
 
-    def _in_pieces(self, name: str) -> bool:
-        """Whether `name` is merged a cache-sized piece at a time (see PIECE): an elementwise rule, on the CPU."""
-        rule = self._rule_for(name)
-        elementwise = rule != "method" or self.method.elementwise(self.params)
-        return elementwise and self.device.type == "cpu" and len(self.base.shape(name)) > 0
+    def piece_shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of the cache-sized pieces `name` is merged in on the CPU (see PIECE), or None when it is
+        merged in fp32 blocks: any PIECE entries for an elementwise rule; whole rows for a method that takes
+        row blocks and needs no statistics of the tensor (DELLA ranks within rows), a 1-D tensor whole."""
+        shape = self.base.shape(name)
+        if self.device.type != "cpu" or not shape:
+            return None
+        if self._rule_for(name) != "method" or self.method.elementwise(self.params):
+            return (PIECE,)
+        if not self.method.blockwise(self.params) or self._needs_statistics():
+            return None
+        if len(shape) == 1:
+            return tuple(shape)
+        return (max(1, PIECE // math.prod(shape[1:])), *shape[1:])
+
+    def _needs_statistics(self) -> bool:
+        method, params = self.method, self.params
+        model_wide = method.prepare is not None and method.needs_prepare(params)
+        return model_wide or (method.tensor_prepare is not None and method.needs_tensor_prepare(params))
 
     def _read(self, name: str, start: int, stop: int) -> tuple[torch.Tensor, list[DeltaRows]]:
         """Rows start:stop of the base and of each expert's delta, as stored: what a merge in pieces reads. No
@@ -230,7 +246,7 @@ class MergeJob:
     ) -> tuple[torch.Tensor, torch.Tensor, list[DeltaRows] | None]:
         """(base, deltas, None) loaded in fp32 as `load` does, or (base rows as stored, an empty tensor, the
         experts' rows) for a merge in pieces; the whole tensor, or rows start:stop."""
-        if not self._in_pieces(name):
+        if self.piece_shape(name) is None:
             return *self.load(name, start, stop), None
         base, parts = self._read(name, start or 0, self.base.shape(name)[0] if stop is None else stop)
         return base, base.new_empty(0), parts
@@ -329,28 +345,32 @@ class MergeJob:
         return delta.add_(base) if _fresh(delta, base, deltas) else base + delta
 
     def merge_in_pieces(self, item: WorkItem, ctx: TensorContext) -> torch.Tensor:
-        """The merged rows of `item` (read as stored) in the output dtype, computed PIECE entries at a time:
-        each piece's base, deltas, merge, checks and cast, as `load`, `merge_tensor` and `_stored` do them
-        for the whole tensor, in buffers that stay in the cache."""
+        """The merged rows of `item` (read as stored) in the output dtype, computed a piece at a time (see
+        `piece_shape`): each piece's base, deltas, merge, checks and cast, as `load`, `merge_tensor` and
+        `_stored` do them for the whole tensor, in buffers that stay in the cache."""
         name, stored, parts = item.name, item.base, item.parts
         assert stored is not None and parts is not None
-        n, n_tasks = stored.numel(), len(parts)
+        shape = self.piece_shape(name)
+        assert shape is not None
+        n, n_tasks, step, row = stored.numel(), len(parts), math.prod(shape), math.prod(shape[1:])
         flat_out = torch.empty(n, dtype=self.output_dtype(name))  # its own memory: the writer writes it behind
         flat_stored = stored.reshape(-1)
         draws = None if item.draws is None else item.draws.reshape(n_tasks, -1)
-        base_buffer = self._scratch("base", min(PIECE, n), torch.float32)
-        deltas_buffer = self._scratch("deltas", n_tasks * min(PIECE, n), torch.float32)
-        for start in range(0, n, PIECE):
-            stop = min(start + PIECE, n)
+        base_buffer = self._scratch("base", min(step, n), torch.float32)
+        deltas_buffer = self._scratch("deltas", n_tasks * min(step, n), torch.float32)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            here = (stop - start,) if len(shape) == 1 else ((stop - start) // row, *shape[1:])
             base = base_buffer[: stop - start].copy_(flat_stored[start:stop])
             deltas = deltas_buffer[: n_tasks * (stop - start)].view(n_tasks, stop - start)
             for part, delta in zip(parts, deltas):
                 part.into(delta, base, start, stop)
             if not all_finite(deltas):
                 self._check_deltas(name, base, deltas)
-            piece = replace(ctx, draws=None if draws is None else draws[:, start:stop])
-            merged = self.merge_tensor(name, base, deltas, piece)
-            if not all_finite(flat_out[start:stop].copy_(merged)):
+            piece_draws = None if draws is None else draws[:, start:stop].reshape(n_tasks, *here)
+            piece = replace(ctx, draws=piece_draws)
+            merged = self.merge_tensor(name, base.view(here), deltas.view(n_tasks, *here), piece)
+            if not all_finite(flat_out[start:stop].copy_(merged.reshape(-1))):
                 self._stored(name, base, merged, piece)  # says why: an overflow, or a NaN the merge made
         return flat_out.view(stored.shape)
 
