@@ -107,7 +107,7 @@ class MergeJob:
             expert.check_against(self.base, required=set(self.keys))
             expert.check_base(self.base, request.allow_other_base)
         self.experts_dtype = widest_dtype(d for d in (e.weights_dtype() for e in self.experts) if d is not None)
-        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def _output_keys(self, config: dict[str, Any]) -> list[str]:
         keys = list(self.base.keys)
@@ -356,8 +356,8 @@ class MergeJob:
         flat_out = torch.empty(n, dtype=self.output_dtype(name))  # its own memory: the writer writes it behind
         flat_stored = stored.reshape(-1)
         draws = None if item.draws is None else item.draws.reshape(n_tasks, -1)
-        base_buffer = self._scratch("base", min(step, n), torch.float32)
-        deltas_buffer = self._scratch("deltas", n_tasks * min(step, n), torch.float32)
+        base_buffer = self._scratch("base", min(step, n))
+        deltas_buffer = self._scratch("deltas", n_tasks * min(step, n))
         for start in range(0, n, step):
             stop = min(start + step, n)
             here = (stop - start,) if len(shape) == 1 else ((stop - start) // row, *shape[1:])
@@ -374,12 +374,12 @@ class MergeJob:
                 self._stored(name, base, merged, piece)  # says why: an overflow, or a NaN the merge made
         return flat_out.view(stored.shape)
 
-    def _scratch(self, key: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
-        """`numel` entries of a buffer kept for the whole merge, for temporaries that do not outlive a piece:
-        fresh memory for every block costs a page fault per 4 KB."""
-        buffer = self._buffers.get((key, dtype))
+    def _scratch(self, key: str, numel: int) -> torch.Tensor:
+        """`numel` fp32 entries of a buffer kept for the whole merge, for temporaries that do not outlive a
+        piece: fresh memory for every block costs a page fault per 4 KB."""
+        buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < numel:
-            buffer = self._buffers[(key, dtype)] = torch.empty(numel, dtype=dtype)
+            buffer = self._buffers[key] = torch.empty(numel)
         return buffer[:numel]
 
     def _record_dtype(self, config_path: Path) -> None:
