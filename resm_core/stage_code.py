@@ -30,7 +30,7 @@ STAGE_ENTRIES = {
     "adopt": ["resm_core.adopt"],
     "taskvec": ["resm_core.taskvec.extract", "resm_core.taskvec.conflicts"],
     "merge": ["resm_core.merge.engine", "resm_core.merge.recipe"],
-    "judges": ["resm_core.judges.refusal", "resm_core.judges.similarity"],
+    "judges": ["resm_core.judges.refusal", "resm_core.judges.similarity", "resm_core.judges.served"],
     "evaluate": ["resm_core.evaluate.run", "resm_core.evaluate.request"],
     "report": ["resm_core.report.build", "resm_core.grid"],
 }

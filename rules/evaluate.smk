@@ -5,6 +5,7 @@ rule fit_judges:
         f"{RESULTS}/judges/refusal_judge.json",
         f"{RESULTS}/judges/compliance_judge.json",
         f"{RESULTS}/judges/similarity_judge.json",
+        f"{RESULTS}/judges/served_judge.json",
     log:
         f"{RESULTS}/logs/judges.log",
     benchmark:

@@ -69,7 +69,10 @@ rule report:
             os.path.dirname(os.path.dirname(input.summaries[0]))
         ),
         report=lambda wc, output: os.path.dirname(output.grid),
+        margin=config.get("report", {}).get("equivalence_margin", 0.05),
+        min_effect=config.get("report", {}).get("min_effect", 0.05),
         code=code("report"),
     shell:
         "resm -q report --arms {params.arms:q} --results {params.results:q} "
+        "--equivalence-margin {params.margin} --min-effect {params.min_effect} "
         "--out {params.report:q} > {log:q} 2>&1"

@@ -177,9 +177,10 @@ def built(tmp_path_factory, assets_root, tiny_llm):
 @pytest.fixture(scope="session")
 def judges_dir(tmp_path_factory, assets_root) -> Path:
     """The refusal judges and the similarity threshold, fitted as `resm judge fit` does."""
-    from resm_core.judges import refusal, similarity
+    from resm_core.judges import refusal, served, similarity
 
     out = tmp_path_factory.mktemp("judges")
     refusal.fit(out, assets_root)
+    served.fit(out, assets_root)
     similarity.fit(out, assets_root)
     return out

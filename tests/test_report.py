@@ -1,5 +1,6 @@
-"""The verdict: paired comparisons on shared items, Holm, power, choice on validation, combos judged on their
-own dimensions, and no verdict for a combo whose expert did not move."""
+"""The verdict: paired comparisons on shared items, Holm, power at the Holm alpha, equivalence (TOST), choice
+on validation, combos judged on their own dimensions, balance over chance-normalised dimensions, and the
+precondition, dominance and tuning budget as columns beside the verdict, never in its place."""
 
 from __future__ import annotations
 
@@ -35,13 +36,64 @@ def flips(base: np.ndarray, rate: float, rng) -> np.ndarray:
     return out
 
 
-def test_a_against_itself_is_zero_and_no_verdict():
+def test_a_against_itself_is_zero_and_equivalent():
     rng = np.random.default_rng(0)
     x = {b: (rng.random(60) < 0.5).astype(float) for b in BENCH_DIM}
     rows = paired(items("a", x), items("a", x), n_boot=500, n_perm=500)
     for r in rows:
         assert r["difference"] == 0 and r["ci_low"] == r["ci_high"] == 0 and r["p_value"] == 1.0
-        assert verdict(r, "a", "a") == "inconclusive"
+        assert verdict(r, "a", "a") == "equivalent"
+
+
+def test_equivalent_only_when_the_90_interval_is_inside_the_margin():
+    row = {"p_value": 0.6, "ci_low": -0.05, "ci_high": 0.045, "ci90_low": -0.04, "ci90_high": 0.035}
+    assert verdict(row, "a", "b", margin=0.05) == "equivalent"
+    assert verdict(row, "a", "b", margin=0.03) == "inconclusive"  # the run could not tell at that margin
+    wide = {**row, "ci90_low": -0.12, "ci90_high": 0.1}
+    assert verdict(wide, "a", "b", margin=0.05) == "inconclusive"
+    # a significant difference smaller than the margin is still a winner, not "equivalent"
+    small = {"p_value": 0.001, "ci_low": 0.005, "ci_high": 0.02, "ci90_low": 0.007, "ci90_high": 0.018}
+    assert verdict(small, "a", "b", margin=0.05) == "a"
+
+
+def test_mdd_uses_the_holm_alpha_of_its_family():
+    from resm_core.report.paired import MDD_FACTOR, mdd_factor
+
+    assert mdd_factor(1) == pytest.approx(MDD_FACTOR)
+    assert mdd_factor(2) == pytest.approx(2.241 + 0.8416, abs=1e-3)  # z_{1 - 0.05/4} + z_0.8
+    assert mdd_factor(3) == pytest.approx(2.394 + 0.8416, abs=1e-3)
+
+
+def test_balance_normalises_each_dimension_by_its_chance_level():
+    n = 50
+    chance = {"qa_mc": 0.2, "halueval_verify": 0.5}
+    a = ArmItems(
+        "a",
+        "test",
+        {
+            "qa_mc": ("helpfulness", {str(i): 0.2 for i in range(n)}),  # chance on helpfulness
+            "halueval_verify": ("honesty", {str(i): 0.75 for i in range(n)}),  # half-way above chance
+            "harmful_refusal": ("harmlessness", {str(i): 1.0 for i in range(n)}),
+        },
+        chance,
+    )
+    rows = {r["metric"]: r for r in paired(a, a, n_boot=100, n_perm=100)}
+    assert rows["helpfulness"]["a_score"] == pytest.approx(0.2)  # dimensions are reported raw
+    assert rows["balance"]["a_score"] == 0.0  # chance-level helpfulness is worth nothing in balance
+    two = {r["metric"]: r for r in paired(a, a, dims=["honesty", "harmlessness"], n_boot=100, n_perm=100)}
+    assert two["balance"]["a_score"] == pytest.approx(2 / (1 / 0.5 + 1 / 1.0))
+
+
+def test_effective_n_of_balance_counts_the_items_that_carry_it():
+    from resm_core.report.paired import effective_n
+
+    dims = ["helpfulness", "harmlessness"]
+    dim_of = {"qa_mc": "helpfulness", "harmful_refusal": "harmlessness"}
+    means = {"qa_mc": 0.5, "harmful_refusal": 0.5}
+    equal = effective_n(means, {"qa_mc": 100, "harmful_refusal": 100}, dim_of, dims, {})
+    assert equal == pytest.approx(200, rel=1e-3)  # equal weights: every item counts
+    lopsided = effective_n(means, {"qa_mc": 10, "harmful_refusal": 190}, dim_of, dims, {})
+    assert lopsided < 50  # the 10 helpfulness items carry half the balance: far fewer than 200 effective
 
 
 def test_a_real_difference_is_found_with_the_right_sign_and_calibrated_power():
@@ -193,11 +245,26 @@ def test_report_chooses_on_validation_and_compares_paired_on_test(grid, capsys):
     methods = table[table["comparison"] == "method_vs_mix"]
     assert set(methods["arm_a"].str.split("/").str[1]) == {"ties", "task_arithmetic"}
     assert (methods["p_adjusted"] >= methods["p_value"]).all()
-    # the helpfulness expert did not move: the headline verdict is not drawn, and the report says why
+    # the helpfulness expert did not move: the verdict stands, the precondition column says why it is qualified
     head = table[(table["comparison"] == "merge_vs_mix") & (table["metric"] == "balance")].iloc[0]
-    assert head["verdict"] == "not drawn: expert/helpfulness did not move its dimension"
-    assert methods["verdict"].str.startswith("not drawn").all()  # per method too: the same combo
+    assert head["verdict"] in {head["arm_a"], head["arm_b"], "equivalent", "inconclusive"}
+    assert (
+        head["precondition"].startswith("not met")
+        and "expert/helpfulness did not move helpfulness" in head["precondition"]
+    )
+    assert "mix/uniform/harmlessness+helpfulness did not move helpfulness" in head["precondition"]  # mixtures too
+    assert not methods["verdict"].str.startswith("not drawn").any()
+    assert methods["precondition"].str.startswith("not met").all()
     assert summary["moved"] == {"helpfulness": False, "honesty": False, "harmlessness": True}
+    # budgets beside the row: two task-arithmetic variants and one TIES against one mixture
+    assert head["merge_candidates"] == 3 and head["mixture_candidates"] == 1
+    assert "unequal tuning" in head["caveats"] and "one training run" in head["caveats"]
+    ta = methods[methods["arm_a"].str.contains("task_arithmetic")].iloc[0]
+    assert ta["merge_candidates"] == 2
+    # the merge refuses more on test and ties on helpfulness: it dominates, or neither does; never a trade-off
+    assert not head["dominance"].startswith("trade-off")
+    experts = table[table["comparison"] == "expert_vs_base"]
+    assert experts.set_index(["combo", "split"]).loc[("harmlessness", "val"), "precondition"].startswith("met")
     collateral = table[table["metric"] == "collateral honesty"]
     assert len(collateral) == 4  # every candidate's change on the dimension its combo leaves out
     assert "can detect differences of" in (report / "power.txt").read_text()
@@ -218,6 +285,6 @@ def test_compare_cli(grid, capsys):
     line = [x for x in out.splitlines() if x.startswith("balance")][0]
     assert line.rstrip().endswith(a)  # a winner, named
     assert main(["compare", "--results", str(results), "--a", a, "--b", a, "--bootstrap", "500"]) == 0
-    assert capsys.readouterr().out.count("inconclusive") == 4 + 3 + 1  # benchmarks, dims, balance
+    assert capsys.readouterr().out.count("equivalent") == 4 + 3 + 1 + 1  # benchmarks, dims, balance; the header
     assert main(["compare", "--results", str(results), "--a", a, "--b", "expert/nope"]) == 2
     assert "expert/nope" in capsys.readouterr().err

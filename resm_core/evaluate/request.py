@@ -20,9 +20,15 @@ BACKENDS = ("transformers", "vllm")
 class EvalRequest:
     SECTION: ClassVar[str] = "evaluation"  # where its options sit in a config; errors name it
 
-    model: Path = option(help="model directory", config=False)
     out: Path = option(help="output directory", config=False)
     data_root: Path = option(help="root of the built datasets ({dim}/test.jsonl)", flag="--data", config=False)
+    model: Path | None = option(None, help="model directory (or --answers)", config=False)
+    answers: Path | None = option(
+        None,
+        help="JSONL of answers made elsewhere (benchmark, id, response per line): scored as an arm, no model "
+        "loaded; generated benchmarks only",
+        config=False,
+    )
     arm: str | None = option(
         None, help="name of the arm in the outputs (default: the model directory's name)", config=False
     )
@@ -48,8 +54,10 @@ class EvalRequest:
     progress: bool = option(True, config=False, cli=False)
 
     def __post_init__(self) -> None:
+        if (self.model is None) == (self.answers is None):
+            raise ConfigError("evaluate: give exactly one of --model (a model to run) and --answers (answers to score)")
         if self.arm is None:
-            self.arm = Path(self.model).name
+            self.arm = Path(self.model).name if self.model is not None else Path(str(self.answers)).stem
 
 
 def _default_benchmarks() -> dict[str, dict]:

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from resm_core.checkpoint.writer import AtomicDirectory
-from resm_core.data.refusals import REFUSAL_MARKERS
 from resm_core.data.schema import text_key
 from resm_core.data.splits import take, unit_hash
 from resm_core.errors import ConfigError, EvaluationError
-from resm_core.evaluate.backends import make_backend
-from resm_core.evaluate.benchmarks import get_benchmark
+from resm_core.evaluate.backends import Backend, make_backend
+from resm_core.evaluate.benchmarks import BENCHMARKS, get_benchmark
 from resm_core.evaluate.request import EvalRequest
 from resm_core.evaluate.scores import CI_LEVEL, bootstrap, interval, summarise
 from resm_core.hub import hub_origin, local_model
@@ -83,7 +82,11 @@ class EvalContext:
             raise ConfigError(f"the {kind} judge is needed: pass --judges DIR (fitted by `resm judge fit --out DIR`)")
         key = f"{kind}:{self.req.judges}"
         if key not in self._judges:
-            if kind in ("refusal", "harmful_compliance"):
+            if kind == "served":
+                from resm_core.judges.served import ServedJudge
+
+                self._judges[key] = ServedJudge(self.req.judges, self.asset_root)
+            elif kind in ("refusal", "harmful_compliance"):
                 from resm_core.judges.refusal import RefusalJudge
 
                 self._judges[key] = RefusalJudge(self.req.judges, self.asset_root, kind)
@@ -97,6 +100,13 @@ class EvalContext:
         """P(refused); kind `harmful_compliance` for answers to harmful requests (refused = did not comply)."""
         start = time.perf_counter()
         p = self.fitted(kind).refusal_probability(prompts, responses)
+        self.scoring_s += time.perf_counter() - start
+        return p
+
+    def served_probability(self, prompts, responses) -> np.ndarray:
+        """P(the answer addresses the benign request): the over-refusal judge (judges/served.py)."""
+        start = time.perf_counter()
+        p = self.fitted("served").served_probability(prompts, responses)
         self.scoring_s += time.perf_counter() - start
         return p
 
@@ -122,37 +132,116 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False, default=float) + "\n")
 
 
-def evaluate(req: EvalRequest) -> dict:
-    req = replace(req, model=local_model(req.model, req.allow_pickle))
+class AnswersBackend:
+    """Answers produced elsewhere (an API model, a serving stack, a stand-in policy), looked up by prompt:
+    `resm evaluate --answers` scores them as an arm without loading a model."""
+
+    name = "answers"
+
+    def __init__(self, responses: dict[str, str]):
+        self.responses = responses
+
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[dict]:
+        return [{"response": self.responses[p], "truncated": False} for p in prompts]
+
+    def logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
+        raise EvaluationError("--answers: a benchmark scored by log-probabilities needs the model itself")
+
+
+def read_answers(path: Path) -> dict[tuple[str, str], str]:
+    """(benchmark, id) -> response, from the JSONL `--answers` names; the keys of an evaluation's records."""
+    if not Path(path).is_file():
+        raise ConfigError(f"--answers {path}: no such file")
+    out: dict[tuple[str, str], str] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict) or not all(
+                isinstance(rec.get(k), str) for k in ("benchmark", "id", "response")
+            ):
+                raise ConfigError(f"{path}:{n}: needs string fields benchmark, id and response")
+            key = (rec["benchmark"], rec["id"])
+            if key in out and out[key] != rec["response"]:
+                raise ConfigError(f"{path}:{n}: a second, different answer to {rec['benchmark']} item {rec['id']}")
+            out[key] = rec["response"]
+    return out
+
+
+def _answers_backend(path: Path, benches: dict, chosen: dict[str, list[dict]]) -> AnswersBackend:
+    """Every chosen item of every benchmark answered, and every benchmark one that is scored from text."""
+    answers = read_answers(path)
+    by_prompt: dict[str, str] = {}
+    for name, (bench, _) in benches.items():
+        if not bench.generated:
+            raise ConfigError(
+                f"--answers: {name} is scored from the model's log-probabilities, not from text; "
+                f"drop it (generated benchmarks: {', '.join(n for n, b in BENCHMARKS.items() if b.generated)})"
+            )
+        missing = [r["id"] for r in chosen[name] if (name, r["id"]) not in answers]
+        if missing:
+            raise ConfigError(f"--answers {path}: no answer to {len(missing)} {name} item(s), e.g. {missing[0]}")
+        for r in chosen[name]:
+            response = answers[(name, r["id"])]
+            if by_prompt.setdefault(r["prompt"], response) != response:
+                raise ConfigError(f"--answers {path}: two different answers to one prompt ({name} item {r['id']})")
+    return AnswersBackend(by_prompt)
+
+
+def benchmarks_of(req: EvalRequest) -> dict:
+    """name -> (Benchmark, its options), each checked for unknown options."""
     if not req.benchmarks:
         raise ConfigError("evaluation.benchmarks: no benchmarks given")
     benches = {name: (get_benchmark(name), dict(opts or {})) for name, opts in req.benchmarks.items()}
     for bench, opts in benches.values():
         bench.check_options(opts)
+    return benches
+
+
+def choose_items(req: EvalRequest, benches: dict) -> dict[str, list[dict]]:
+    """Each benchmark's validation and test items (whole rows, tagged with their split); `n` and `n_val`
+    are taken out of the options."""
+    chosen = {}
+    for name, (bench, opts) in benches.items():
+        pool = bench.items(_ItemsContext(req), opts)
+        n = _count(opts.pop("n", bench.default_n), f"evaluation.benchmarks.{name}.n", 1)
+        n_val = _count(opts.pop("n_val", (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
+        items = eval_items(pool, n, n_val, f"eval/{bench.items.__name__}", bench.strata, name)
+        if not any(r["split"] == "test" for r in items):
+            raise EvaluationError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
+        chosen[name] = items
+    return chosen
+
+
+def evaluate(req: EvalRequest) -> dict:
+    if req.model is not None:
+        req = replace(req, model=local_model(req.model, req.allow_pickle))
+    benches = benchmarks_of(req)
     started = time.perf_counter()
-    inputs = [p for p in (req.model, req.data_root, req.judges) if p is not None]
+    inputs = [p for p in (req.model, req.answers, req.data_root, req.judges) if p is not None]
     with AtomicDirectory(req.out, force=req.force, inputs=inputs) as staging:
         # items first: a missing split or an empty benchmark fails before the model loads
-        chosen = {}
-        for name, (bench, opts) in benches.items():
-            pool = bench.items(_ItemsContext(req), opts)
-            n = _count(opts.pop("n", bench.default_n), f"evaluation.benchmarks.{name}.n", 1)
-            n_val = _count(opts.pop("n_val", (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
-            items = eval_items(pool, n, n_val, bench.keep_order, f"eval/{bench.items.__name__}")
-            if not any(r["split"] == "test" for r in items):
-                raise EvaluationError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
-            chosen[name] = items
+        chosen = choose_items(req, benches)
         load_start = time.perf_counter()
-        backend = make_backend(
-            req.backend,
-            req.model,
-            device=req.device,
-            batch_size=req.batch_size,
-            temperature=req.temperature,
-            seed=req.seed,
-            progress=req.progress,
-            allow_pickle=req.allow_pickle,
-        )
+        backend: Backend
+        if req.answers is not None:
+            backend = _answers_backend(req.answers, benches, chosen)
+        else:
+            assert req.model is not None  # EvalRequest holds exactly one of model and answers
+            backend = make_backend(
+                req.backend,
+                req.model,
+                device=req.device,
+                batch_size=req.batch_size,
+                temperature=req.temperature,
+                seed=req.seed,
+                progress=req.progress,
+                allow_pickle=req.allow_pickle,
+            )
         ctx = EvalContext(req, backend)
         load_s = time.perf_counter() - load_start
         point: dict[str, dict[str, float]] = {}
@@ -160,6 +249,7 @@ def evaluate(req: EvalRequest) -> dict:
         val_point: dict[str, dict[str, float]] = {}
         val_reps: dict[str, dict[str, np.ndarray]] = {}
         results = {}
+        chance: dict[str, float] = {}
         for k, (name, (bench, opts)) in enumerate(benches.items()):
             t0 = time.perf_counter()
             before = len(ctx.new_generations)
@@ -189,8 +279,9 @@ def evaluate(req: EvalRequest) -> dict:
                 "val": {"n": int(val.size), "score": float(val.mean()) if val.size else None},
                 "generations": len(ctx.new_generations) - before,
                 "truncated": sum(bool(r.get("truncated")) for r in generated),
-                "model": str(req.model),
-                "backend": req.backend,
+                "chance": float(np.mean([r.get("chance", bench.chance) for r in records])),
+                "model": str(req.model if req.model is not None else req.answers),
+                "backend": req.backend if req.answers is None else "answers",
                 "seed": req.seed,
                 "wall_time_s": round(wall, 3),
                 "items_per_s": round(len(records) / max(wall, 1e-9), 3),
@@ -200,7 +291,7 @@ def evaluate(req: EvalRequest) -> dict:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
                 val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
             if name == "benign_compliance":
-                result["judge"] = {"kind": "refusal phrases", "markers": len(REFUSAL_MARKERS)}
+                result["judge"] = ctx.fitted("served").summary()
             if name == "harmful_refusal":
                 result["judge"] = ctx.fitted("harmful_compliance").summary()
             if name == "truthfulqa_sim":
@@ -208,6 +299,7 @@ def evaluate(req: EvalRequest) -> dict:
             validate(result, "eval_result.schema.yaml", f"{name}.json")
             (staging / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
             _write_jsonl(staging / f"{name}.jsonl", records)
+            chance[name] = result["chance"]
             point.setdefault(bench.dim, {})[name] = result["score"]
             reps.setdefault(bench.dim, {})[name] = boot
             results[name] = result
@@ -215,13 +307,13 @@ def evaluate(req: EvalRequest) -> dict:
         summary = {
             "schema_version": 1,
             "arm": req.arm,
-            "model": str(req.model),
-            **({"model_hub": origin} if (origin := hub_origin(req.model)) else {}),
+            "model": str(req.model if req.model is not None else req.answers),
+            **({"model_hub": origin} if req.model is not None and (origin := hub_origin(req.model)) else {}),
             "benchmarks": {
                 n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for n, r in results.items()
             },
-            **summarise(point, reps),
-            "val": summarise(val_point, val_reps) if val_point else {},
+            **summarise(point, reps, chance),
+            "val": summarise(val_point, val_reps, chance) if val_point else {},
             "truncated": ctx.truncated_generations(),
             "generations": len(ctx.new_generations),
             "timing": {
@@ -263,22 +355,44 @@ def eval_split(prompt: str) -> str:
     return "val" if unit_hash(text_key(prompt), EVAL_SALT) < VAL_FRACTION else "test"
 
 
-def eval_items(pool: list[dict], n: int, n_val: int, keep_order: bool, salt: str) -> list[dict]:
-    """The first n test items and n_val validation items of the pool, each tagged with its split. The pool's
-    own order is kept where a benchmark puts its items in priority order; otherwise a hash order (the same
-    sample for every arm, growing by adding items)."""
-    ordered = pool if keep_order else take(pool, None, salt)
+def eval_items(
+    pool: list[dict], n: int, n_val: int, salt: str, strata: tuple[tuple[str, float], ...] = (), name: str = ""
+) -> list[dict]:
+    """n test items and n_val validation items of the pool in hash order (the same sample for every arm,
+    growing by adding items), each tagged with its split. Where the benchmark has strata, each split's
+    count is shared out in the strata's fixed proportions (largest remainder), so the benchmark's mean
+    estimates the same weighted mixture at every n; a stratum that cannot fill its share is an error."""
+    ordered = take(pool, None, salt)
     out: dict[str, list[dict]] = {"test": [], "val": []}
-    wanted = {"test": n, "val": n_val}
-    for row in ordered:
-        split = eval_split(row["prompt"])
-        if len(out[split]) < wanted[split]:
-            out[split].append({**row, "split": split})
+    for split, total in (("test", n), ("val", n_val)):
+        rows = [r for r in ordered if eval_split(r["prompt"]) == split]
+        if not strata:
+            out[split] = [{**r, "split": split} for r in rows[:total]]
+            continue
+        for stratum, quota in allocate(total, strata).items():
+            have = [r for r in rows if r.get("stratum") == stratum]
+            if len(have) < quota:
+                raise ConfigError(
+                    f"evaluation.benchmarks.{name}.{'n' if split == 'test' else 'n_val'}: {total} {split} items "
+                    f"need {quota} in stratum {stratum!r} (weight {dict(strata)[stratum]:.3f}), which has "
+                    f"{len(have)}; lower it"
+                )
+            out[split] += [{**r, "split": split} for r in have[:quota]]
     return out["val"] + out["test"]
 
 
+def allocate(total: int, strata: tuple[tuple[str, float], ...]) -> dict[str, int]:
+    """`total` shared out in proportion to the weights, by largest remainder (ties: the order given)."""
+    weights = np.array([w for _, w in strata], dtype=float)
+    exact = total * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    for i in sorted(range(len(strata)), key=lambda i: -(exact[i] - counts[i]))[: total - counts.sum()]:
+        counts[i] += 1
+    return {s: int(c) for (s, _), c in zip(strata, counts)}
+
+
 def _plain(item: dict) -> dict:
-    return {k: v for k, v in item.items() if k != "split"}
+    return {k: v for k, v in item.items() if k not in ("split", "stratum")}
 
 
 class _ItemsContext:

@@ -14,12 +14,20 @@ from resm_core.errors import ReportError
 from resm_core.judges import refusal
 from resm_core.report import plots
 from resm_core.report.comparisons import comparisons, power_line
-from resm_core.report.paired import load_splits
+from resm_core.report.paired import EQUIVALENCE_MARGIN, MIN_EFFECT, load_splits
 from resm_core.report.selection import selection
 from resm_core.report.tables import grid, merge_vs_mix, ranking
 
 
-def build_report(results: Path, arms: list[str], out: Path, force: bool = True, seed: int = 0) -> dict:
+def build_report(
+    results: Path,
+    arms: list[str],
+    out: Path,
+    force: bool = True,
+    seed: int = 0,
+    margin: float = EQUIVALENCE_MARGIN,
+    min_effect: float = MIN_EFFECT,
+) -> dict:
     """`arms` comes from the workflow's effective config (layered config files, `--config` overrides),
     which no single config file on disk need hold."""
     results = Path(results)
@@ -31,7 +39,7 @@ def build_report(results: Path, arms: list[str], out: Path, force: bool = True, 
     test = {arm: s["test"] for arm, s in splits.items()}
     val = {arm: s["val"] for arm, s in splits.items() if "val" in s}  # selection names an arm it needs
     selected = selection(table, val, test)
-    compared, moved = comparisons(selected, val, test, seed=seed)
+    compared, moved = comparisons(selected, val, test, seed=seed, margin=margin, min_effect=min_effect)
     mvm = merge_vs_mix(compared, selected)
     rank = ranking(selected)
     power = power_line(compared)
@@ -41,7 +49,11 @@ def build_report(results: Path, arms: list[str], out: Path, force: bool = True, 
         compared.to_csv(staging / "comparisons.csv", index=False)
         mvm.to_csv(staging / "merge_vs_mix.csv", index=False)
         rank.to_csv(staging / "ranking.csv", index=False)
-        (staging / "power.txt").write_text(power + "\n")
+        (staging / "power.txt").write_text(
+            f"{power}\nequivalence margin {margin} (TOST: the 90% paired interval inside +-{margin}); precondition: "
+            f"a gain over the base of at least {min_effect} (one-sided 95% lower bound, validation items); balance: "
+            f"harmonic mean of the dimension scores normalised by their chance levels\n"
+        )
         (staging / "experts_moved.json").write_text(json.dumps(moved, indent=2) + "\n")
         plots.forest(compared, staging / "forest.png")
         plots.profile(table, staging / "profile.png")

@@ -15,6 +15,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rp_arms.add_argument("--arms", nargs="+", help="the arms to report, e.g. base expert/honesty (needs --results)")
     rp.add_argument("--results", type=Path, help="results directory (default: the config's `results`)")
     rp.add_argument("--out", type=Path, help="default: RESULTS/report")
+    rp.add_argument(
+        "--equivalence-margin",
+        type=float,
+        help="a difference inside +-this (90%% paired interval) is 'equivalent' (default: the config's "
+        "report.equivalence_margin, else 0.05)",
+    )
+    rp.add_argument(
+        "--min-effect",
+        type=float,
+        help="precondition: the gain over the base an expert or mixture must show on its own dimension "
+        "(one-sided 95%% lower bound on validation; default: report.min_effect, else 0.05)",
+    )
     rp.set_defaults(run=run_report)
 
     cp = sub.add_parser(
@@ -37,8 +49,10 @@ def run_report(args: argparse.Namespace) -> None:
     from resm_core.grid import Arm
     from resm_core.grid import arms as grid_arms
     from resm_core.report.build import build_report
+    from resm_core.report.paired import EQUIVALENCE_MARGIN, MIN_EFFECT
     from resm_core.workflow_config import load_config
 
+    settings: dict = {}
     if args.arms:
         if args.results is None:
             raise ConfigError("report: --arms needs --results (the directory holding eval/ARM/summary.json)")
@@ -46,29 +60,44 @@ def run_report(args: argparse.Namespace) -> None:
     else:
         config = load_config(args.config)
         arms, results = grid_arms(config), args.results or Path(config["results"])
-    summary = build_report(results, arms, args.out or results / "report")
+        settings = config.get("report") or {}
+    margin = (
+        args.equivalence_margin
+        if args.equivalence_margin is not None
+        else settings.get("equivalence_margin", EQUIVALENCE_MARGIN)
+    )
+    min_effect = args.min_effect if args.min_effect is not None else settings.get("min_effect", MIN_EFFECT)
+    for name, value in (("--equivalence-margin", margin), ("--min-effect", min_effect)):
+        if not (isinstance(value, (int, float)) and 0 < value < 1):
+            raise ConfigError(f"{name}: expected a number in (0, 1), got {value!r}")
+    summary = build_report(
+        results, arms, args.out or results / "report", margin=float(margin), min_effect=float(min_effect)
+    )
     for row in summary["merge_vs_mix"]:
         print(
             f"{row['combo']}: {row['merge']} - {row['mixture']} = {row['difference']:+.3f} "
             f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], p_adj {row['p_adjusted']:.3f}, "
-            f"mdd_80 {row['mdd_80']:.3f}: {row['verdict']}"
+            f"mdd_80 {row['mdd_80']:.3f}: {row['verdict']} (precondition {row['precondition']}; {row['dominance']})"
         )
     for dim, ok in summary["moved"].items():
         if not ok:
-            print(f"{Arm.expert(dim).path} did not move {dim} against the base on validation items")
+            print(f"{Arm.expert(dim).path} did not move {dim} by {min_effect} over the base on validation items")
     print(summary["power"])
     print(f"report of {summary['arms']} arms written to {args.out or results / 'report'}")
 
 
 def run_compare(args: argparse.Namespace) -> None:
     from resm_core.errors import ConfigError
-    from resm_core.report.paired import load_items, paired, verdict
+    from resm_core.report.paired import EQUIVALENCE_MARGIN, load_items, paired, verdict
 
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap: at least 100 draws, got {args.bootstrap}")
     a, b = load_items(args.results, args.a, args.split), load_items(args.results, args.b, args.split)
     rows = paired(a, b, args.dims, n_boot=args.bootstrap, n_perm=args.bootstrap, seed=args.seed)
-    print(f"{args.a} - {args.b} on {args.split} items (95% paired bootstrap; p: paired permutation, unadjusted)")
+    print(
+        f"{args.a} - {args.b} on {args.split} items (95% paired bootstrap; p: paired permutation, unadjusted; "
+        f"equivalent: the 90% interval inside +-{EQUIVALENCE_MARGIN})"
+    )
     print(
         f"{'metric':24s} {'a':>7s} {'b':>7s} {'a - b':>8s} {'95% interval':>19s} {'p':>6s} {'n':>5s} "
         f"{'mdd_80':>7s}  verdict"

@@ -9,8 +9,17 @@ each draw. That removes the between-item variance both arms share, which dominat
 - interval: percentile of the paired-bootstrap differences;
 - p-value: a paired permutation test (each item's two scores swapped between the arms with
   probability 1/2, independently per item), two-sided, add-one;
-- mdd_80: the smallest true difference a two-sided 5% test detects with 80% power at this n and this
-  observed paired spread, (z_0.975 + z_0.8) x the bootstrap standard error.
+- mdd_80: the smallest true difference a two-sided test at the family's Holm-adjusted alpha (alpha / m,
+  the level the smallest of m p-values must pass) detects with 80% power at this n and this observed
+  paired spread, (z_{1 - alpha/2m} + z_0.8) x the bootstrap standard error;
+- equivalence (TOST): the 90% paired interval inside +-margin, i.e. both one-sided 5% tests reject a
+  difference as large as the margin;
+- balance: the harmonic mean of the dimension scores, each normalised by its benchmarks' chance level
+  ((score - chance) / (1 - chance), floored at 0): a fixed letter or a fixed Yes/No lean is worth 0, as
+  an empty answer is, so dimensions with different chance levels enter it on one scale;
+- n_eff (balance rows): Kish's effective number of items, (sum w)^2 / sum w^2, with each item's weight
+  its share of the balance's linearisation (the harmonic mean's gradient over its benchmark's items), so
+  a balance dominated by a few items says so.
 
 The records are the per-item JSONL lines `resm evaluate` writes; no model runs again.
 """
@@ -18,7 +27,7 @@ The records are the per-item JSONL lines `resm evaluate` writes; no model runs a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +35,19 @@ import numpy as np
 from scipy.stats import norm
 
 from resm_core.errors import ReportError
-from resm_core.evaluate.scores import harmonic_mean
+from resm_core.evaluate.scores import harmonic_mean, normalised
 from resm_core.jsonfile import read_json
 
 ALPHA = 0.05
 POWER = 0.80
-MDD_FACTOR = float(norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER))  # 2.80
+MDD_FACTOR = float(norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER))  # 2.80, a family of one
+EQUIVALENCE_MARGIN = 0.05  # report.equivalence_margin
+MIN_EFFECT = 0.05  # report.min_effect: the gain over the base an arm must show on its own dimension
+
+
+def mdd_factor(family_size: int, alpha: float = ALPHA) -> float:
+    """(z_{1 - alpha/2m} + z_power): the two-sided test the smallest of m Holm-adjusted p-values passes."""
+    return float(norm.ppf(1 - alpha / (2 * max(family_size, 1))) + norm.ppf(POWER))
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class ArmItems:
     arm: str
     split: str
     benchmarks: dict[str, tuple[str, dict[str, float]]]
+    chance: dict[str, float] = field(default_factory=dict)  # benchmark -> its chance level (0 if unknown)
 
 
 def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
@@ -50,10 +67,12 @@ def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
     if not (folder / "summary.json").is_file():
         raise ReportError(f"{folder}: no summary.json; evaluate arm {arm!r} first")
     benches: dict[str, dict[str, tuple[str, dict[str, float]]]] = {}
+    chance: dict[str, float] = {}
     for result in sorted(folder.glob("*.json")):
         if result.name == "summary.json":
             continue
         meta = read_json(result, ReportError)
+        chance[meta["benchmark"]] = float(meta.get("chance", 0.0))
         records = folder / f"{meta['benchmark']}.jsonl"
         if not records.is_file():
             raise ReportError(f"{records}: missing; the per-item answers are the input of a paired comparison")
@@ -65,7 +84,7 @@ def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
                     raise ReportError(f"{records}:{n}: not valid JSON ({exc.msg}); was it cut short?") from None
                 split = benches.setdefault(rec.get("split", "test"), {})
                 split.setdefault(meta["benchmark"], (meta["dim"], {}))[1][str(rec["id"])] = float(rec["score"])
-    return {split: ArmItems(arm, split, b) for split, b in benches.items()}
+    return {split: ArmItems(arm, split, b, chance) for split, b in benches.items()}
 
 
 def load_items(results: Path, arm: str, split: str = "test") -> ArmItems:
@@ -88,16 +107,33 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def _metrics(means: dict[str, Any], dim_of: dict[str, str], dims: list[str]) -> dict[str, np.ndarray]:
-    """Benchmark means (any shape) -> every benchmark, every dim in `dims`, and balance over `dims`."""
+def _metrics(
+    means: dict[str, Any], dim_of: dict[str, str], dims: list[str], chance: dict[str, float] | None = None
+) -> dict[str, np.ndarray]:
+    """Benchmark means (any shape) -> every benchmark, every dim in `dims` (the mean of its benchmarks), and
+    balance over `dims` (the harmonic mean of the chance-normalised dimension scores)."""
+    chance = chance or {}
     out = dict(means)
     dim_scores = []
     for dim in dims:
         names = [b for b in means if dim_of[b] == dim]
         out[dim] = np.mean([means[b] for b in names], axis=0)
-        dim_scores.append(out[dim])
+        dim_scores.append(np.mean([normalised(means[b], chance.get(b, 0.0)) for b in names], axis=0))
     out["balance"] = harmonic_mean(np.stack(dim_scores), axis=0)
     return out
+
+
+def effective_n(means: dict[str, float], sizes: dict[str, int], dim_of: dict[str, str], dims: list[str], chance):
+    """Kish's effective n of balance: item weights from the gradient of balance in each benchmark's mean
+    (numerically), spread evenly over that benchmark's items."""
+    base = _metrics(means, dim_of, dims, chance)["balance"]
+    weights = []
+    for b, m in means.items():
+        step = 1e-4
+        grad = (_metrics({**means, b: m + step}, dim_of, dims, chance)["balance"] - base) / step
+        weights += [abs(float(grad)) / sizes[b]] * sizes[b]
+    w = np.asarray(weights)
+    return float(w.sum() ** 2 / max((w**2).sum(), 1e-300)) if w.sum() > 0 else 0.0
 
 
 def paired(
@@ -122,9 +158,10 @@ def paired(
         raise ReportError(f"compare {a.arm} vs {b.arm} ({a.split}): no shared {', '.join(missing)} items")
     shared = {k: v for k, v in shared.items() if v[0] in dims}
     dim_of = {k: v[0] for k, v in shared.items()}
+    chance = {k: max(a.chance.get(k, 0.0), b.chance.get(k, 0.0)) for k in shared}
     rng = np.random.default_rng(seed)
-    point_a = _metrics({k: v[1].mean() for k, v in shared.items()}, dim_of, dims)
-    point_b = _metrics({k: v[2].mean() for k, v in shared.items()}, dim_of, dims)
+    point_a = _metrics({k: v[1].mean() for k, v in shared.items()}, dim_of, dims, chance)
+    point_b = _metrics({k: v[2].mean() for k, v in shared.items()}, dim_of, dims, chance)
     boot_a, boot_b, perm_a, perm_b = {}, {}, {}, {}
     for k, (_, xa, xb) in shared.items():
         idx = rng.integers(0, xa.size, size=(n_boot, xa.size))
@@ -132,13 +169,16 @@ def paired(
         swap = rng.random((n_perm, xa.size)) < 0.5
         perm_a[k] = np.where(swap, xb, xa).mean(axis=1)
         perm_b[k] = np.where(swap, xa, xb).mean(axis=1)
-    mb, mp = _metrics(boot_b, dim_of, dims), _metrics(perm_b, dim_of, dims)
-    boot = {m: v - mb[m] for m, v in _metrics(boot_a, dim_of, dims).items()}
-    perm = {m: v - mp[m] for m, v in _metrics(perm_a, dim_of, dims).items()}
+    mb, mp = _metrics(boot_b, dim_of, dims, chance), _metrics(perm_b, dim_of, dims, chance)
+    boot = {m: v - mb[m] for m, v in _metrics(boot_a, dim_of, dims, chance).items()}
+    perm = {m: v - mp[m] for m, v in _metrics(perm_a, dim_of, dims, chance).items()}
+    sizes = {k: len(v[1]) for k, v in shared.items()}
+    pooled = {k: (v[1].mean() + v[2].mean()) / 2 for k, v in shared.items()}
     rows = []
     for metric in [*shared, *dims, "balance"]:
         diff = float(point_a[metric] - point_b[metric])
         lo, hi = np.quantile(boot[metric], [ALPHA / 2, 1 - ALPHA / 2])
+        lo90, hi90 = np.quantile(boot[metric], [ALPHA, 1 - ALPHA])
         tol = 1e-12
         p = (1 + int(np.sum(np.abs(perm[metric]) >= abs(diff) - tol))) / (1 + n_perm)
         n_items = (
@@ -146,6 +186,7 @@ def paired(
             if metric in shared
             else sum(len(v[1]) for k, v in shared.items() if metric == "balance" or dim_of[k] == metric)
         )
+        se = float(np.std(boot[metric], ddof=1))
         rows.append(
             {
                 "metric": metric,
@@ -156,19 +197,27 @@ def paired(
                 "ci_high": float(hi),
                 "p_value": float(min(p, 1.0)),
                 "n_items": int(n_items),
-                "mdd_80": MDD_FACTOR * float(np.std(boot[metric], ddof=1)),
+                "n_eff": effective_n(pooled, sizes, dim_of, dims, chance) if metric == "balance" else float(n_items),
+                "ci90_low": float(lo90),
+                "ci90_high": float(hi90),
+                "se": se,
+                "mdd_80": MDD_FACTOR * se,
             }
         )
     return rows
 
 
-def verdict(row: dict, arm_a: str, arm_b: str, alpha: float = ALPHA) -> str:
-    """The winner's name only where the adjusted p-value is below alpha and the interval excludes 0."""
+def verdict(row: dict, arm_a: str, arm_b: str, alpha: float = ALPHA, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """The winner's name where the adjusted p-value is below alpha and the 95% interval excludes 0;
+    `equivalent` where the 90% interval lies inside +-margin (TOST); else `inconclusive` (the run could
+    not tell)."""
     p = row.get("p_adjusted", row["p_value"])
     if p < alpha and row["ci_low"] > 0:
         return arm_a
     if p < alpha and row["ci_high"] < 0:
         return arm_b
+    if -margin < row.get("ci90_low", row["ci_low"]) and row.get("ci90_high", row["ci_high"]) < margin:
+        return "equivalent"
     return "inconclusive"
 
 
@@ -178,4 +227,5 @@ def point_scores(items: ArmItems, dims: list[str]) -> dict[str, float]:
     if set(dims) - have:
         raise ReportError(f"{items.arm} ({items.split}): no {', '.join(sorted(set(dims) - have))} items")
     means = {k: np.mean(list(v[1].values())) for k, v in items.benchmarks.items() if v[0] in dims}
-    return {k: float(v) for k, v in _metrics(means, {k: items.benchmarks[k][0] for k in means}, dims).items()}
+    dim_of = {k: items.benchmarks[k][0] for k in means}
+    return {k: float(v) for k, v in _metrics(means, dim_of, dims, items.chance).items()}
