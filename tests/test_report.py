@@ -288,3 +288,19 @@ def test_compare_cli(grid, capsys):
     assert capsys.readouterr().out.count("equivalent") == 4 + 3 + 1 + 1  # benchmarks, dims, balance; the header
     assert main(["compare", "--results", str(results), "--a", a, "--b", "expert/nope"]) == 2
     assert "expert/nope" in capsys.readouterr().err
+
+
+def test_dominance_names_a_trade_off_as_one():
+    from resm_core.report.comparisons import dominance
+
+    def row(metric, lo, hi):
+        return {"arm_a": "merge", "arm_b": "mix", "metric": metric, "ci_low": lo, "ci_high": hi}
+
+    dims = ["harmlessness", "helpfulness"]
+    trade = [row("helpfulness", 0.03, 0.14), row("harmlessness", -0.15, -0.04), row("balance", -0.01, 0.06)]
+    assert dominance(trade, dims).startswith("trade-off: merge better on helpfulness, mix better on harmlessness")
+    ahead = [row("helpfulness", 0.03, 0.14), row("harmlessness", -0.02, 0.05)]
+    assert dominance(ahead, dims).startswith("merge dominates")
+    behind = [row("helpfulness", -0.1, -0.01), row("harmlessness", -0.02, 0.05)]
+    assert dominance(behind, dims).startswith("mix dominates")
+    assert dominance([row("helpfulness", -0.1, 0.1), row("harmlessness", -0.02, 0.05)], dims).startswith("neither")
