@@ -74,5 +74,5 @@ rule report:
         code=code("report"),
     shell:
         "resm -q report --arms {params.arms:q} --results {params.results:q} "
-        "--equivalence-margin {params.margin} --min-effect {params.min_effect} "
+        "--equivalence-margin {params.margin:q} --min-effect {params.min_effect:q} "
         "--out {params.report:q} > {log:q} 2>&1"
