@@ -37,6 +37,7 @@ from resm_core.report.paired import (
     ArmItems,
     holm,
     mdd_factor,
+    normalised_dims,
     paired,
     verdict,
 )
@@ -168,8 +169,9 @@ def comparisons(
         rows = _rows("merge_vs_mix", combo, "test", test[merge["arm"].iloc[0]], test[mix_arm], dims, seed)
         dom = dominance(rows, dims)
         budget = {"merge_candidates": int((sub["kind"] == "merge").sum()), "mixture_candidates": n_mix}
+        floor = _at_floor(test[merge["arm"].iloc[0]], test[mix_arm], dims, margin)
         for r in rows:
-            r.update(precondition=precondition, dominance=dom, **budget, caveats=_caveats(budget))
+            r.update(precondition=precondition, dominance=dom, **budget, caveats=_caveats(budget, floor))
         headline += [r for r in rows if r["metric"] == "balance"]
         detail = [r for r in rows if r["metric"] != "balance"]
         _adjust(detail, margin)
@@ -187,7 +189,7 @@ def comparisons(
                         precondition=precondition,
                         dominance=dominance(method_rows, dims),
                         **budget,
-                        caveats=_caveats(budget),
+                        caveats=_caveats(budget, _at_floor(test[cand["arm"]], test[mix_arm], dims, margin)),
                     )
                     fam.append(r)
         _adjust(fam, margin)
@@ -228,8 +230,19 @@ def _precondition(combo: str, mix_arm: str, check) -> str:
     return "met" if not failed else "not met: " + "; ".join(failed)
 
 
-def _caveats(budget: dict[str, int]) -> str:
+def _at_floor(a: ArmItems, b: ArmItems, dims: list[str], margin: float) -> list[str]:
+    """The dims on which both arms are within `margin` of chance: there balance sits at its floor for both,
+    and "equivalent" means "neither is balanced", not "both are"."""
+    na, nb = normalised_dims(a, dims), normalised_dims(b, dims)
+    return [d for d in dims if na[d] <= margin and nb[d] <= margin]
+
+
+def _caveats(budget: dict[str, int], floor: list[str] | None = None) -> str:
     notes = [ONE_RUN]
+    if floor:
+        notes.append(
+            f"both arms at chance on {', '.join(floor)}: balance is at its floor for both (equal, not balanced)"
+        )
     if budget["merge_candidates"] != budget["mixture_candidates"]:
         notes.append(
             f"unequal tuning: merge best of {budget['merge_candidates']} on validation, mixture best of "

@@ -221,6 +221,19 @@ def verdict(row: dict, arm_a: str, arm_b: str, alpha: float = ALPHA, margin: flo
     return "inconclusive"
 
 
+def normalised_dims(items: ArmItems, dims: list[str]) -> dict[str, float]:
+    """Each dim's chance-normalised score, the quantity balance takes its harmonic mean of."""
+    out = {}
+    for dim in dims:
+        names = [b for b, (d, _) in items.benchmarks.items() if d == dim]
+        out[dim] = float(
+            np.mean(
+                [normalised(np.mean(list(items.benchmarks[b][1].values())), items.chance.get(b, 0.0)) for b in names]
+            )
+        )
+    return out
+
+
 def point_scores(items: ArmItems, dims: list[str]) -> dict[str, float]:
     """Each benchmark, each dim of `dims` and balance over them: point estimates of one arm."""
     have = {dim for dim, _ in items.benchmarks.values()}
