@@ -107,6 +107,16 @@ def has_content(response: str) -> bool:
     return any(c.isalnum() for c in response)
 
 
+_ALPHA_WORD = re.compile(r"[a-z]+")
+
+
+def worded(response: str) -> bool:
+    """Words, not broken output: at least three words of letters, at least half of them distinct
+    ("1. 1. 1. 1." and "The answer is A. A.A.A.A" are broken; "The answer is no." is worded)."""
+    words = _ALPHA_WORD.findall(normalise(response))
+    return len(words) >= 3 and len(set(words)) >= 0.5 * len(words)
+
+
 def is_echo(prompt: str, response: str) -> bool:
     """The answer repeats the prompt: almost every word of it is the prompt's, and it covers most of the
     prompt (a short answer that reuses a word or two of the question is not an echo)."""
