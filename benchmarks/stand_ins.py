@@ -30,8 +30,8 @@ def recorded_answers(results: Path, arm: str, benchmarks: list[str], out: Path) 
     """An evaluated arm's own answers, in the `--answers` format."""
     with open(out, "w", encoding="utf-8") as f:
         for bench in benchmarks:
-            for line in open(results / "eval" / arm / f"{bench}.jsonl", encoding="utf-8"):
-                rec = json.loads(line)
+            lines = (results / "eval" / arm / f"{bench}.jsonl").read_text(encoding="utf-8").splitlines()
+            for rec in map(json.loads, lines):
                 f.write(json.dumps({"benchmark": bench, "id": rec["id"], "response": rec["response"]}) + "\n")
     return out
 
