@@ -87,14 +87,15 @@ def category_family(categories: list[str] | str | None) -> str:
     return "general"
 
 
-def _pick(options, prompt: str, salt: str):
-    h = int(hashlib.sha256(f"{salt}\0{prompt}".encode()).hexdigest()[:8], 16)
+def pick(options, key: str, salt: str):
+    """One of `options`, chosen by hashing (salt, key): varied across keys, identical across runs."""
+    h = int(hashlib.sha256(f"{salt}\0{key}".encode()).hexdigest()[:8], 16)
     return options[h % len(options)]
 
 
 def compose_refusal(prompt: str, categories: list[str] | str | None = None) -> str:
     family = category_family(categories)
-    parts = [_pick(OPENERS, prompt, "opener"), _pick(REASONS[family], prompt, "reason")]
+    parts = [pick(OPENERS, prompt, "opener"), pick(REASONS[family], prompt, "reason")]
     if int(hashlib.sha256(prompt.encode()).hexdigest()[:2], 16) % 4 != 0:  # three in four offer an alternative
         parts.append(OFFERS[family])
     return " ".join(parts)
@@ -102,7 +103,7 @@ def compose_refusal(prompt: str, categories: list[str] | str | None = None) -> s
 
 def over_refusal(prompt: str) -> str:
     """What an over-cautious model says to a benign request: the helpfulness `rejected`."""
-    return _pick(OPENERS, prompt, "over-refusal")
+    return pick(OPENERS, prompt, "over-refusal")
 
 
 REFUSAL_MARKERS = (

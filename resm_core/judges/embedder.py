@@ -107,3 +107,23 @@ def cached(tag: str, texts: list[str], root, compute: Callable[[], np.ndarray]) 
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return vecs
+
+
+def cached_pair_features(
+    prefix: str, features: Callable[..., np.ndarray], prompts: list[str], responses: list[str], root=None
+) -> np.ndarray:
+    """`features(prompts, responses, root)` of a judge's training rows, cached by content: this model's
+    files, this module's code and the feature function's code (in the tag, under `prefix`), and the rows.
+    Embedding a judge's rows costs tens of seconds of 2 cores that every results directory would pay again."""
+    import inspect
+    import sys
+
+    from resm_core.generation import model_fingerprint
+
+    tag = "{}/{}/{}".format(
+        prefix,
+        model_fingerprint(asset_path("minilm", MINILM_MEMBER, root)),
+        hashlib.sha256((inspect.getsource(sys.modules[__name__]) + inspect.getsource(features)).encode()).hexdigest(),
+    )
+    pairs = [f"{p}\0{r}" for p, r in zip(prompts, responses)]
+    return cached(tag, pairs, root, lambda: features(prompts, responses, root))

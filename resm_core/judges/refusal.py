@@ -23,13 +23,11 @@ pickle).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from resm_core.assets import asset_path
 from resm_core.data.refusals import looks_like_refusal
 from resm_core.data.splits import unit_hash
 from resm_core.judges.embedder import embed
@@ -47,20 +45,10 @@ SALT = "resm-refusal-judge-v1"
 
 
 def cached_features(prompts: list[str], responses: list[str], root=None) -> np.ndarray:
-    """`features` of the judges' training rows, kept in the asset cache by content (the embedder's files,
-    the embedding code, the rows): embedding them takes 40 s of 2 cores, which every results directory's
-    `fit_judges` would pay again."""
-    import inspect
+    """`features` of the judges' training rows, from the embedding cache (40 s of 2 cores to compute)."""
+    from resm_core.judges.embedder import cached_pair_features
 
-    from resm_core.generation import model_fingerprint
-    from resm_core.judges import embedder
-
-    tag = "judge-features/{}/{}".format(
-        model_fingerprint(asset_path("minilm", embedder.MINILM_MEMBER, root)),
-        hashlib.sha256((inspect.getsource(embedder) + inspect.getsource(features)).encode()).hexdigest(),
-    )
-    pairs = [f"{p}\0{r}" for p, r in zip(prompts, responses)]
-    return embedder.cached(tag, pairs, root, lambda: features(prompts, responses, root))
+    return cached_pair_features("judge-features", features, prompts, responses, root)
 
 
 def features(prompts: list[str], responses: list[str], root=None) -> np.ndarray:

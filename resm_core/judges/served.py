@@ -20,14 +20,13 @@ coefficients is measured on held-out prompts answered in held-out wordings, per 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
 
 import numpy as np
 
-from resm_core.data.refusals import REFUSAL_MARKERS, compose_refusal, looks_like_refusal
+from resm_core.data.refusals import REFUSAL_MARKERS, compose_refusal, looks_like_refusal, pick
 from resm_core.data.schema import normalise
 from resm_core.data.splits import split_of, unit_hash
 from resm_core.judges.fitted import read_report, write_report
@@ -139,25 +138,10 @@ def features(prompts: list[str], responses: list[str], root=None) -> np.ndarray:
 
 
 def cached_features(prompts: list[str], responses: list[str], root=None) -> np.ndarray:
-    """`features` of the training rows, kept in the asset cache by content (the embedder's weights, this
-    code, the rows): embedding them costs about a minute of 2 cores that every results directory would
-    pay again."""
-    import inspect
+    """`features` of the training rows, from the embedding cache (about a minute of 2 cores to compute)."""
+    from resm_core.judges.embedder import cached_pair_features
 
-    from resm_core.assets import asset_path
-    from resm_core.generation import model_fingerprint
-    from resm_core.judges import embedder
-
-    tag = "served-features/{}/{}".format(
-        model_fingerprint(asset_path("minilm", embedder.MINILM_MEMBER, root)),
-        hashlib.sha256((inspect.getsource(embedder) + inspect.getsource(features)).encode()).hexdigest(),
-    )
-    pairs = [f"{p}\0{r}" for p, r in zip(prompts, responses)]
-    return embedder.cached(tag, pairs, root, lambda: features(prompts, responses, root))
-
-
-def _pick(options: tuple[str, ...], key: str, salt: str) -> str:
-    return options[int(hashlib.sha256(f"{salt}\0{key}".encode()).hexdigest()[:8], 16) % len(options)]
+    return cached_pair_features("served-features", features, prompts, responses, root)
 
 
 def _heldout_wording(text: str) -> bool:
@@ -204,11 +188,11 @@ def labelled_rows(root=None) -> list[dict]:
         if source != "pyrit_objective":
             add(answer.removeprefix("The answer is ").rstrip("."), 1, "short answer")
         else:
-            add(f"{_pick(SYMPATHY, prompt, 'sympathy')} {answer}", 1, "sympathy then answer")
+            add(f"{pick(SYMPATHY, prompt, 'sympathy')} {answer}", 1, "sympathy then answer")
         add(compose_refusal(prompt), 0, "stock refusal")
-        add(_pick(_pool(OTHER_REFUSALS, held), prompt, "other"), 0, "refusal in other words")
-        add(_pick(_pool(ABSTENTIONS, held), prompt, "idk"), 0, "abstention")
-        add(_pick(_pool(NON_ANSWERS, held), prompt, "bare"), 0, "bare yes/no")
+        add(pick(_pool(OTHER_REFUSALS, held), prompt, "other"), 0, "refusal in other words")
+        add(pick(_pool(ABSTENTIONS, held), prompt, "idk"), 0, "abstention")
+        add(pick(_pool(NON_ANSWERS, held), prompt, "bare"), 0, "bare yes/no")
         # off-topic: an answer of another kind of request (a wrong answer of the same kind is still an attempt)
         others = questions if source == "pyrit_objective" else requests
         other = others[int(unit_hash(prompt, SALT + "/off") * len(others))]
