@@ -2,10 +2,16 @@
 
 Names that become paths are strings built one way only, so one cell has one name: a combo is its sorted
 dims joined by `+`; a hyperparameter set is its sorted `key-value` pairs joined by `_` ("default" when empty).
+
+Training runs (`training.seeds`): an arm trained here is trained once per seed. The first seed's run keeps
+the arm's plain path, so adding seeds to a finished grid reuses it; each other seed's run lives under
+`seedN/` (`seed1/expert/honesty`, `seed1/merge/ties/...`: a merge of that seed's experts). The base and
+models made elsewhere have one run.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from resm_core.data.schema import DIMS
@@ -104,9 +110,52 @@ def grid_arms(config: dict) -> list[Arm]:
     return out
 
 
+def training_seeds(config: dict) -> list[int]:
+    """The seeds each trained arm is trained with: `training.seeds`, else the one `training.seed`."""
+    training = config["training"]
+    return list(training.get("seeds") or [training.get("seed", 0)])
+
+
+def run_prefix(seed: int, seeds: list[int]) -> str:
+    """The directory prefix of one training run: none for the first seed, `seedN/` for the others."""
+    return "" if seed == seeds[0] else f"seed{seed}/"
+
+
+_RUN = re.compile(r"seed([0-9]+)/")
+
+
+def run_of(path: str) -> tuple[str, int | None]:
+    """(the arm a run path belongs to, its seed prefix's seed or None for the plain path)."""
+    match = _RUN.match(path)
+    return (path[match.end() :], int(match.group(1))) if match else (path, None)
+
+
+def runs_by_arm(paths: list[str]) -> dict[str, list[str]]:
+    """Run paths grouped by their arm, in the order given (the plain path first where present)."""
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        groups.setdefault(run_of(path)[0], []).append(path)
+    return {arm: sorted(runs, key=lambda r: run_of(r)[1] is not None) for arm, runs in groups.items()}
+
+
+def replicated(config: dict, arm: Arm) -> bool:
+    """Is this arm trained here (so it has one run per seed)? Experts and mixtures unless made elsewhere;
+    merges when at least one of their experts is trained."""
+    outside = outside_models(config)
+    if arm.kind == "expert" or arm.kind == "mixture":
+        return arm.path not in outside
+    if arm.kind == "merge":
+        return any(Arm.expert(d).path not in outside for d in combo_dims(arm.combo))
+    return False
+
+
 def arms(config: dict) -> list[str]:
-    """Every model to evaluate, as its path under models/ and eval/."""
-    return [arm.path for arm in grid_arms(config)]
+    """Every model to evaluate, as its path under models/ and eval/: each arm's first run, then the runs of
+    the other seeds."""
+    first = grid_arms(config)
+    seeds = training_seeds(config)
+    extra = [run_prefix(s, seeds) + arm.path for s in seeds[1:] for arm in first if replicated(config, arm)]
+    return [arm.path for arm in first] + extra
 
 
 def hub_datasets(config: dict) -> dict[str, dict]:

@@ -50,6 +50,7 @@ def check_config(config: dict, source: str = "config") -> None:
         _check_sources,
         _check_outside_models,
         _check_training_gpus,
+        _check_seeds,
     )
     for check in checks:
         check(config, source)
@@ -74,6 +75,16 @@ def read_numbers(value: Any, schema: dict) -> Any:
             return number
         return int(number) if number.is_integer() else value
     return value
+
+
+def _check_seeds(config: dict, source: str) -> None:
+    training = config["training"]
+    seeds = training.get("seeds")
+    if seeds and "seed" in training and training["seed"] != seeds[0]:
+        raise ConfigError(
+            f"{source}: training.seed is {training['seed']} but training.seeds starts with {seeds[0]}; the first "
+            f"of the seeds is the run at the plain paths: drop training.seed or make it {seeds[0]}"
+        )
 
 
 def _check_training_gpus(config: dict, source: str) -> None:

@@ -1,14 +1,14 @@
 rule merge:
     input:
         base=base_dir(),
-        experts=lambda wc: [f"{RESULTS}/taskvec/{d}" for d in combo_dims(wc.combo)],
+        experts=lambda wc: expert_taskvecs(wc.combo, wc.rep),
     output:
-        model=merged_model(f"{RESULTS}/models/merge/{{method}}/{{combo}}/{{hp}}"),
-        records=directory(f"{RESULTS}/records/merge/{{method}}/{{combo}}/{{hp}}"),
+        model=merged_model(f"{RESULTS}/models/{{rep}}merge/{{method}}/{{combo}}/{{hp}}"),
+        records=directory(f"{RESULTS}/records/{{rep}}merge/{{method}}/{{combo}}/{{hp}}"),
     log:
-        f"{RESULTS}/logs/merge/{{method}}/{{combo}}/{{hp}}.log",
+        f"{RESULTS}/logs/{{rep}}merge/{{method}}/{{combo}}/{{hp}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/merge/{{method}}/{{combo}}/{{hp}}.tsv"
+        f"{RESULTS}/benchmarks/{{rep}}merge/{{method}}/{{combo}}/{{hp}}.tsv"
     conda:
         RESM_ENV
     threads: res("merge", "threads", 1)
@@ -19,7 +19,7 @@ rule merge:
         gpu=res("merge", "gpu", 0),
     params:
         hp=lambda wc: merge_params(config, wc.method, wc.hp),
-        args=lambda wc: merge_args(wc.method, wc.hp),
+        args=lambda wc: merge_args(wc.method, wc.hp, wc.rep),
         code=code("merge"),
     shell:
         "resm -q merge --method {wildcards.method:q} --base {input.base:q} --experts {input.experts:q} "

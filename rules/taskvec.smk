@@ -1,13 +1,13 @@
 rule extract_taskvec:
     input:
         base=base_dir(),
-        expert=f"{RESULTS}/models/expert/{{dim}}",
+        expert=f"{RESULTS}/models/{{rep}}expert/{{dim}}",
     output:
-        directory(f"{RESULTS}/taskvec/{{dim}}"),
+        directory(f"{RESULTS}/taskvec/{{rep}}{{dim}}"),
     log:
-        f"{RESULTS}/logs/taskvec/{{dim}}.log",
+        f"{RESULTS}/logs/taskvec/{{rep}}{{dim}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/taskvec/{{dim}}.tsv"
+        f"{RESULTS}/benchmarks/taskvec/{{rep}}{{dim}}.tsv"
     conda:
         RESM_ENV
     threads: res("merge", "threads", 1)

@@ -1,11 +1,11 @@
 rule train_expert:
     input:
         base=base_dir(),
-        data=f"{RESULTS}/data/{{dim}}/train.jsonl",
+        data=f"{RESULTS}/data/clean/{{dim}}/train.jsonl",
     output:
-        protected(directory(f"{RESULTS}/models/expert/{{dim}}")),
+        protected(directory(f"{RESULTS}/models/{{rep}}expert/{{dim}}")),
     log:
-        f"{RESULTS}/logs/train/expert/{{dim}}.log",
+        f"{RESULTS}/logs/train/{{rep}}expert/{{dim}}.log",
     wildcard_constraints:
         dim=one_of(TRAINED_DIMS),  # an expert named in `experts:` is adopted, not trained
     cache: True
@@ -18,7 +18,7 @@ rule train_expert:
         disk_mb=res("train", "disk_mb", 2000),
         gpu=res("train", "gpu", 0),
     params:
-        args=train_args(TRAIN["steps"]),
+        args=lambda wc: train_args(TRAIN["steps"], wc.rep),
         data=lambda wc, input: os.path.dirname(input.data),
         code=code("train"),
     shell:
@@ -30,9 +30,9 @@ rule train_mixture:
         base=base_dir(),
         data=f"{RESULTS}/data/mix/{{strategy}}/{{combo}}/train.jsonl",
     output:
-        protected(directory(f"{RESULTS}/models/mix/{{strategy}}/{{combo}}")),
+        protected(directory(f"{RESULTS}/models/{{rep}}mix/{{strategy}}/{{combo}}")),
     log:
-        f"{RESULTS}/logs/train/mix/{{strategy}}/{{combo}}.log",
+        f"{RESULTS}/logs/train/{{rep}}mix/{{strategy}}/{{combo}}.log",
     cache: True
     conda:
         RESM_ENV
@@ -43,7 +43,7 @@ rule train_mixture:
         disk_mb=res("train", "disk_mb", 2000),
         gpu=res("train", "gpu", 0),
     params:
-        args=lambda wc: train_args(TRAIN["steps"] * len(combo_dims(wc.combo))),
+        args=lambda wc: train_args(TRAIN["steps"] * len(combo_dims(wc.combo)), wc.rep),
         data=lambda wc, input: os.path.dirname(input.data),
         code=code("train"),
     shell:

@@ -177,6 +177,18 @@ def write_arm(results: Path, arm: str, scores: dict[str, dict[str, np.ndarray]])
     )
 
 
+def read_arm(results: Path, arm: str) -> dict[str, dict[str, np.ndarray]]:
+    """What `write_arm` wrote: benchmark -> split -> scores in item order."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for path in (results / "eval" / arm).glob("*.jsonl"):
+        by_split: dict[str, list[float]] = {}
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            by_split.setdefault(rec["split"], []).append(rec["score"])
+        out[path.stem] = {k: np.array(v) for k, v in by_split.items()}
+    return out
+
+
 @pytest.fixture()
 def grid(tmp_path):
     """A base, experts (harmlessness moves, helpfulness does not), a mixture, and three merges whose
@@ -304,3 +316,85 @@ def test_dominance_names_a_trade_off_as_one():
     behind = [row("helpfulness", -0.1, -0.01), row("harmlessness", -0.02, 0.05)]
     assert dominance(behind, dims).startswith("mix dominates")
     assert dominance([row("helpfulness", -0.1, 0.1), row("harmlessness", -0.02, 0.05)], dims).startswith("neither")
+
+
+def _run(rng, propensity: np.ndarray, arm: str) -> ArmItems:
+    """One training run of a recipe: the recipe's item propensities moved by a run-level shift (two seeds of
+    the harmlessness expert differed by +0.094 on harmful_refusal on the default grid)."""
+    shift = rng.normal(0, 0.08)
+    x = (rng.random(propensity.size) < np.clip(propensity + shift, 0, 1)).astype(float)
+    return items(arm, {"harmful_refusal": x})
+
+
+def test_two_level_bootstrap_keeps_an_a_a_check_honest():
+    """Two arms of one recipe, each trained three times: compared run against run, a paired item bootstrap
+    calls a winner often (the runs differ); resampling runs and then items rarely does."""
+    from resm_core.report.paired import combine_runs
+
+    single = several = 0
+    trials = 100
+    for s in range(trials):
+        rng = np.random.default_rng(s)
+        propensity = rng.random(96)
+        a = [_run(rng, propensity, "a") for _ in range(3)]
+        b = [_run(rng, propensity, "b") for _ in range(3)]
+        one = [r for r in paired(a[0], b[0], n_boot=400, n_perm=400) if r["metric"] == "balance"][0]
+        runs_a, runs_b = combine_runs("a", a, [None, 1, 2]), combine_runs("b", b, [3, 4, 5])
+        three = [r for r in paired(runs_a, runs_b, n_boot=400, n_perm=400) if r["metric"] == "balance"][0]
+        assert three["a_runs"] == three["b_runs"] == 3 and one["a_runs"] == 1
+        single += verdict(one, "a", "b") in ("a", "b")
+        several += verdict(three, "a", "b") in ("a", "b")
+    assert single / trials > 0.15  # the failure the runs fix
+    assert several / trials <= 0.12
+
+
+def test_runs_combine_on_the_items_every_run_answered():
+    from resm_core.report.paired import combine_runs
+
+    r0 = items("a", {"qa_mc": np.array([1.0, 0.0, 1.0])})
+    r1 = ArmItems("seed1/a", "test", {"qa_mc": ("helpfulness", {"0": 0.0, "1": 0.0})})
+    both = combine_runs("a", [r0, r1], [None, 1])
+    assert both.benchmarks["qa_mc"][1] == {"0": 0.5, "1": 0.0} and both.n_runs == 2
+    assert both.run_scores("qa_mc", ["0", "1"]).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    # a real difference between two recipes survives resampling their runs
+    rng = np.random.default_rng(0)
+    good = [items("g", {"harmful_refusal": (rng.random(200) < 0.8).astype(float)}) for _ in range(3)]
+    bad = [items("b", {"harmful_refusal": (rng.random(200) < 0.4).astype(float)}) for _ in range(3)]
+    rows = paired(combine_runs("g", good, [None, 1, 2]), combine_runs("b", bad, [None, 1, 2]), n_boot=500)
+    assert verdict(rows[-1], "g", "b") == "g"
+
+
+def test_report_with_training_runs(grid):
+    """Each trained arm with a second run under seed1/: one grid row per run, one candidate per arm, and the
+    comparisons over both runs, saying so."""
+    results, arms = grid
+    rng = np.random.default_rng(5)
+    runs = []
+    for arm in arms[1:]:
+        scores = {b: {k: flips(v, 0.1, rng) for k, v in x.items()} for b, x in read_arm(results, arm).items()}
+        write_arm(results, f"seed1/{arm}", scores)
+        runs.append(f"seed1/{arm}")
+    summary = build_report(results, arms + runs, results / "report")
+    assert summary["arms"] == len(arms) and summary["runs"] == 2 * len(arms) - 1
+    table = pd.read_csv(results / "report" / "grid.csv")
+    assert len(table) == 2 * len(arms) - 1 and set(table["run"]) == set(arms + runs)
+    assert set(table["arm"]) == set(arms)
+    selected = pd.read_csv(results / "report" / "selection.csv")
+    assert selected["arm"].is_unique and not selected["arm"].str.startswith("seed").any()
+    compared = pd.read_csv(results / "report" / "comparisons.csv")
+    head = compared[(compared["comparison"] == "merge_vs_mix") & (compared["metric"] == "balance")].iloc[0]
+    assert head["a_runs"] == head["b_runs"] == 2 and "one training run" not in head["caveats"]
+    versus_base = compared[compared["comparison"] == "expert_vs_base"].iloc[0]
+    assert versus_base["a_runs"] == 2 and versus_base["b_runs"] == 1
+    assert "2 training runs per arm" in (results / "report" / "power.txt").read_text()
+
+
+def test_compare_cli_takes_an_arms_runs(grid, capsys):
+    results, _ = grid
+    a = "expert/harmlessness"
+    scores = {b: {k: v[::-1].copy() for k, v in x.items()} for b, x in read_arm(results, a).items()}
+    write_arm(results, f"seed1/{a}", scores)
+    argv = ["compare", "--results", str(results), "--a", a, f"seed1/{a}", "--b", "base", "--bootstrap", "300"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{a} (2 runs) - base (1 run)" in out and "bootstrap over runs, then items" in out

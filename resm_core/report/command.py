@@ -35,8 +35,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(difference, 95%% paired-bootstrap interval, permutation p, mdd_80)",
     )
     cp.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
-    cp.add_argument("--a", required=True, help="arm A, e.g. merge/ties/harmlessness+helpfulness/density-0.2")
-    cp.add_argument("--b", required=True, help="arm B, e.g. mix/uniform/harmlessness+helpfulness")
+    cp.add_argument(
+        "--a",
+        required=True,
+        nargs="+",
+        help="arm A, e.g. merge/ties/harmlessness+helpfulness/density-0.2; several paths are its training runs "
+        "(e.g. expert/honesty seed1/expert/honesty), resampled before the items",
+    )
+    cp.add_argument("--b", required=True, nargs="+", help="arm B, e.g. mix/uniform/harmlessness+helpfulness")
     cp.add_argument("--dims", nargs="+", choices=DIMS, help="dimensions of balance (default: every dim both arms have)")
     cp.add_argument("--split", default="test", choices=["test", "val"])
     cp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap and permutation draws (at least 100)")
@@ -83,19 +89,22 @@ def run_report(args: argparse.Namespace) -> None:
         if not ok:
             print(f"{Arm.expert(dim).path} did not move {dim} by {min_effect} over the base on validation items")
     print(summary["power"])
-    print(f"report of {summary['arms']} arms written to {args.out or results / 'report'}")
+    print(f"report of {summary['arms']} arms ({summary['runs']} runs) written to {args.out or results / 'report'}")
 
 
 def run_compare(args: argparse.Namespace) -> None:
     from resm_core.errors import ConfigError
+    from resm_core.grid import run_of
     from resm_core.report.paired import EQUIVALENCE_MARGIN, load_items, paired, verdict
 
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap: at least 100 draws, got {args.bootstrap}")
-    a, b = load_items(args.results, args.a, args.split), load_items(args.results, args.b, args.split)
+    a, b = (load_items(args.results, run_of(runs[0])[0], args.split, runs) for runs in (args.a, args.b))
     rows = paired(a, b, args.dims, n_boot=args.bootstrap, n_perm=args.bootstrap, seed=args.seed)
+    test = "bootstrap over runs, then items" if max(a.n_runs, b.n_runs) > 1 else "paired permutation"
     print(
-        f"{args.a} - {args.b} on {args.split} items (95% paired bootstrap; p: paired permutation, unadjusted; "
+        f"{a.arm} ({a.n_runs} run{'s' if a.n_runs > 1 else ''}) - {b.arm} ({b.n_runs} run"
+        f"{'s' if b.n_runs > 1 else ''}) on {args.split} items (95% paired bootstrap; p: {test}, unadjusted; "
         f"equivalent: the 90% interval inside +-{EQUIVALENCE_MARGIN})"
     )
     print(
@@ -106,6 +115,6 @@ def run_compare(args: argparse.Namespace) -> None:
         print(
             f"{r['metric']:24s} {r['a_score']:7.3f} {r['b_score']:7.3f} {r['difference']:+8.3f} "
             f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] {r['p_value']:6.3f} {r['n_items']:5d} {r['mdd_80']:7.3f}  "
-            f"{verdict(r, args.a, args.b)}"
+            f"{verdict(r, a.arm, b.arm)}"
         )
     print(f"this comparison can detect differences of {rows[-1]['mdd_80']:.3f} on balance (80% power, paired)")

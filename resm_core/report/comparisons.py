@@ -21,7 +21,10 @@ qualify it sits in columns beside it and never replaces it:
   one), or none;
 - `merge_candidates` / `mixture_candidates`: how many validation-chosen candidates each side had (a
   tuned side against an untuned one is not the same question as merge against mix);
-- `caveats`: what the intervals do not cover (one training run per arm) and unequal tuning budgets.
+- `a_runs` / `b_runs`: the training runs (seeds) behind each arm; with more than one the interval
+  resamples runs, then items;
+- `caveats`: what the intervals do not cover (one training run: conditional on that run) and unequal
+  tuning budgets.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ COLUMNS = [
     "n_items",
     "n_eff",
     "mdd_80",
+    "a_runs",
+    "b_runs",
     "verdict",
     "precondition",
     "dominance",
@@ -69,7 +74,22 @@ COLUMNS = [
     "caveats",
 ]
 
-ONE_RUN = "one training run per arm: the intervals cover item sampling, not training randomness"
+ONE_RUN = (
+    "one training run per arm: the intervals are conditional on that run (they cover item sampling, not training "
+    "randomness; training.seeds trains several)"
+)
+
+
+def runs_note(a_runs: int, b_runs: int) -> str | None:
+    """What the interval covers, said where it is conditional on a single training run of a trained arm."""
+    if a_runs > 1 and b_runs > 1:
+        return None
+    if a_runs == 1 and b_runs == 1:
+        return ONE_RUN
+    return (
+        f"runs {a_runs} vs {b_runs}: the arm of one run is taken as it is (its training randomness is not in the "
+        f"interval)"
+    )
 
 
 def _rows(comparison: str, combo: str, split: str, a: ArmItems, b: ArmItems, dims: list[str], seed: int = 0):
@@ -171,7 +191,7 @@ def comparisons(
         budget = {"merge_candidates": int((sub["kind"] == "merge").sum()), "mixture_candidates": n_mix}
         floor = _at_floor(test[merge["arm"].iloc[0]], test[mix_arm], dims, margin)
         for r in rows:
-            r.update(precondition=precondition, dominance=dom, **budget, caveats=_caveats(budget, floor))
+            r.update(precondition=precondition, dominance=dom, **budget, caveats=_caveats(budget, floor, r))
         headline += [r for r in rows if r["metric"] == "balance"]
         detail = [r for r in rows if r["metric"] != "balance"]
         _adjust(detail, margin)
@@ -189,7 +209,7 @@ def comparisons(
                         precondition=precondition,
                         dominance=dominance(method_rows, dims),
                         **budget,
-                        caveats=_caveats(budget, _at_floor(test[cand["arm"]], test[mix_arm], dims, margin)),
+                        caveats=_caveats(budget, _at_floor(test[cand["arm"]], test[mix_arm], dims, margin), r),
                     )
                     fam.append(r)
         _adjust(fam, margin)
@@ -237,8 +257,9 @@ def _at_floor(a: ArmItems, b: ArmItems, dims: list[str], margin: float) -> list[
     return [d for d in dims if na[d] <= margin and nb[d] <= margin]
 
 
-def _caveats(budget: dict[str, int], floor: list[str] | None = None) -> str:
-    notes = [ONE_RUN]
+def _caveats(budget: dict[str, int], floor: list[str], row: dict) -> str:
+    runs = runs_note(row["a_runs"], row["b_runs"])
+    notes = [runs] if runs else []
     if floor:
         notes.append(
             f"both arms at chance on {', '.join(floor)}: balance is at its floor for both (equal, not balanced)"
@@ -257,7 +278,13 @@ def power_line(table: pd.DataFrame) -> str:
         return "no merge-vs-mix comparison (the grid needs a merge and a mixture per combo)"
     worst = head["mdd_80"].max()
     per = ", ".join(f"{c} {m:.3f}" for c, m in zip(head["combo"], head["mdd_80"]))
+    runs = sorted(set(head["a_runs"]) | set(head["b_runs"]))
+    covers = (
+        ONE_RUN
+        if runs == [1]
+        else f"{'/'.join(map(str, runs))} training runs per arm: the intervals resample runs, then items"
+    )
     return (
         f"this grid can detect differences of {worst:.3f} on balance (merge vs mix, 80% power, two-sided at the "
-        f"Holm alpha {ALPHA}/{len(head)}, paired; per combo: {per}); {ONE_RUN}"
+        f"Holm alpha {ALPHA}/{len(head)}, paired; per combo: {per}); {covers}"
     )

@@ -9,6 +9,12 @@ each draw. That removes the between-item variance both arms share, which dominat
 - interval: percentile of the paired-bootstrap differences;
 - p-value: a paired permutation test (each item's two scores swapped between the arms with
   probability 1/2, independently per item), two-sided, add-one;
+- training runs (`training.seeds`): an arm trained with several seeds has one score per run per item,
+  and its item score is their mean. The bootstrap is then two-level: each draw resamples the runs (the
+  same run indices for both arms when they have the same seeds, so a merge and its experts of one seed
+  stay together) and then the items, so the interval covers training randomness as well as item
+  sampling; the p-value is the bootstrap's (twice the smaller tail mass at 0, add-one), because swapping
+  items between arms cannot see the difference between two runs of one recipe;
 - mdd_80: the smallest true difference a two-sided test at the family's Holm-adjusted alpha (alpha / m,
   the level the smallest of m p-values must pass) detects with 80% power at this n and this observed
   paired spread, (z_{1 - alpha/2m} + z_0.8) x the bootstrap standard error;
@@ -52,12 +58,43 @@ def mdd_factor(family_size: int, alpha: float = ALPHA) -> float:
 
 @dataclass(frozen=True)
 class ArmItems:
-    """One arm's per-item scores on one split: benchmark -> (dim, {item id: score})."""
+    """One arm's per-item scores on one split: benchmark -> (dim, {item id: score}). An arm with several
+    training runs keeps each run's scores (`runs`, benchmark -> {item id: score}, one per seed, items every
+    run answered) and its `benchmarks` hold their mean."""
 
     arm: str
     split: str
     benchmarks: dict[str, tuple[str, dict[str, float]]]
     chance: dict[str, float] = field(default_factory=dict)  # benchmark -> its chance level (0 if unknown)
+    runs: tuple[dict[str, dict[str, float]], ...] = ()
+    seeds: tuple[int | None, ...] = ()  # each run's seed prefix (None: the plain path)
+
+    @property
+    def n_runs(self) -> int:
+        return max(len(self.runs), 1)
+
+    def run_scores(self, benchmark: str, ids: list[str]) -> np.ndarray:
+        """(runs, items): each run's score on each of `ids`."""
+        if not self.runs:
+            return np.array([[self.benchmarks[benchmark][1][i] for i in ids]])
+        return np.array([[run[benchmark][i] for i in ids] for run in self.runs])
+
+
+def combine_runs(arm: str, runs: list[ArmItems], seeds: list[int | None]) -> ArmItems:
+    """One arm from its training runs: the items every run answered, scored by their mean over runs."""
+    if len(runs) == 1:
+        return ArmItems(arm, runs[0].split, runs[0].benchmarks, runs[0].chance)
+    first = runs[0]
+    benchmarks, kept = {}, []
+    names = [b for b in first.benchmarks if all(b in r.benchmarks for r in runs)]
+    for name in names:
+        ids = sorted(set.intersection(*(set(r.benchmarks[name][1]) for r in runs)))
+        if ids:
+            mean = {i: float(np.mean([r.benchmarks[name][1][i] for r in runs])) for i in ids}
+            benchmarks[name] = (first.benchmarks[name][0], mean)
+    for r in runs:
+        kept.append({name: {i: r.benchmarks[name][1][i] for i in benchmarks[name][1]} for name in benchmarks})
+    return ArmItems(arm, first.split, benchmarks, first.chance, tuple(kept), tuple(seeds))
 
 
 def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
@@ -87,9 +124,20 @@ def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
     return {split: ArmItems(arm, split, b, chance) for split, b in benches.items()}
 
 
-def load_items(results: Path, arm: str, split: str = "test") -> ArmItems:
-    """One split of `load_splits`; a named error when the arm has no items there."""
-    splits = load_splits(results, arm)
+def load_arm(results: Path, arm: str, runs: list[str] | None = None) -> dict[str, ArmItems]:
+    """An arm's items by split, from its training runs (run paths under eval/; default: the arm alone)."""
+    from resm_core.grid import run_of
+
+    runs = runs or [arm]
+    per_run = [load_splits(results, run) for run in runs]
+    seeds = [run_of(run)[1] for run in runs]
+    splits = [s for s in per_run[0] if all(s in p for p in per_run)]
+    return {s: combine_runs(arm, [p[s] for p in per_run], seeds) for s in splits}
+
+
+def load_items(results: Path, arm: str, split: str = "test", runs: list[str] | None = None) -> ArmItems:
+    """One split of `load_arm`; a named error when the arm has no items there."""
+    splits = load_arm(results, arm, runs)
     if split not in splits:
         raise ReportError(f"{Path(results) / 'eval' / arm}: no {split} items in any benchmark")
     return splits[split]
@@ -141,7 +189,7 @@ def paired(
 ) -> list[dict]:
     """One row per metric (each shared benchmark of `dims`, each dim, balance): a - b with its paired
     interval, permutation p-value, n and mdd_80."""
-    shared = {}
+    shared, per_run = {}, {}
     for name, (dim, scores) in a.benchmarks.items():
         if name in b.benchmarks:
             ids = sorted(set(scores) & set(b.benchmarks[name][1]))
@@ -151,6 +199,7 @@ def paired(
                     np.array([scores[i] for i in ids]),
                     np.array([b.benchmarks[name][1][i] for i in ids]),
                 )
+                per_run[name] = (a.run_scores(name, ids), b.run_scores(name, ids))
     have = sorted({d for d, _, _ in shared.values()})
     dims = list(dims) if dims else have
     missing = [d for d in dims if d not in have]
@@ -162,10 +211,17 @@ def paired(
     rng = np.random.default_rng(seed)
     point_a = _metrics({k: v[1].mean() for k, v in shared.items()}, dim_of, dims, chance)
     point_b = _metrics({k: v[2].mean() for k, v in shared.items()}, dim_of, dims, chance)
+    two_level = a.n_runs > 1 or b.n_runs > 1
+    run_weights = _run_draws(a, b, n_boot, rng) if two_level else None
     boot_a, boot_b, perm_a, perm_b = {}, {}, {}, {}
     for k, (_, xa, xb) in shared.items():
         idx = rng.integers(0, xa.size, size=(n_boot, xa.size))
-        boot_a[k], boot_b[k] = xa[idx].mean(axis=1), xb[idx].mean(axis=1)
+        if run_weights is None:
+            boot_a[k], boot_b[k] = xa[idx].mean(axis=1), xb[idx].mean(axis=1)
+        else:  # each run's mean over the drawn items, weighted by how often the draw took that run
+            ra, rb = per_run[k]
+            boot_a[k] = np.einsum("br,rb->b", run_weights[0], ra[:, idx].mean(axis=2))
+            boot_b[k] = np.einsum("br,rb->b", run_weights[1], rb[:, idx].mean(axis=2))
         swap = rng.random((n_perm, xa.size)) < 0.5
         perm_a[k] = np.where(swap, xb, xa).mean(axis=1)
         perm_b[k] = np.where(swap, xa, xb).mean(axis=1)
@@ -180,7 +236,11 @@ def paired(
         lo, hi = np.quantile(boot[metric], [ALPHA / 2, 1 - ALPHA / 2])
         lo90, hi90 = np.quantile(boot[metric], [ALPHA, 1 - ALPHA])
         tol = 1e-12
-        p = (1 + int(np.sum(np.abs(perm[metric]) >= abs(diff) - tol))) / (1 + n_perm)
+        if two_level:  # the bootstrap's own test: twice the smaller tail at 0
+            tail = min(int(np.sum(boot[metric] <= tol)), int(np.sum(boot[metric] >= -tol)))
+            p = 2 * (1 + tail) / (1 + n_boot)
+        else:
+            p = (1 + int(np.sum(np.abs(perm[metric]) >= abs(diff) - tol))) / (1 + n_perm)
         n_items = (
             len(shared[metric][1])
             if metric in shared
@@ -202,9 +262,26 @@ def paired(
                 "ci90_high": float(hi90),
                 "se": se,
                 "mdd_80": MDD_FACTOR * se,
+                "a_runs": a.n_runs,
+                "b_runs": b.n_runs,
             }
         )
     return rows
+
+
+def _run_draws(a: ArmItems, b: ArmItems, n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per bootstrap draw, the weight of each run of each arm (how often it was drawn / runs): the same run
+    indices for both arms when they share their seeds, else drawn apart; an arm of one run weighs it 1."""
+
+    def weights(draws: np.ndarray, runs: int) -> np.ndarray:
+        out = np.zeros((n_boot, runs))
+        np.add.at(out, (np.repeat(np.arange(n_boot), draws.shape[1]), draws.ravel()), 1.0)
+        return out / draws.shape[1]
+
+    draw_a = rng.integers(0, a.n_runs, size=(n_boot, a.n_runs))
+    if a.seeds and a.seeds == b.seeds:
+        return weights(draw_a, a.n_runs), weights(draw_a, b.n_runs)
+    return weights(draw_a, a.n_runs), weights(rng.integers(0, b.n_runs, size=(n_boot, b.n_runs)), b.n_runs)
 
 
 def verdict(row: dict, arm_a: str, arm_b: str, alpha: float = ALPHA, margin: float = EQUIVALENCE_MARGIN) -> str:

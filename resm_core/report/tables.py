@@ -8,29 +8,32 @@ import pandas as pd
 
 from resm_core.data.schema import DIMS
 from resm_core.errors import ReportError
-from resm_core.grid import Arm
+from resm_core.grid import Arm, run_of
 from resm_core.jsonfile import read_json
 
 AGGREGATES = ("mean_3h", "balance", "min_dim")
 
 
-def grid(results: Path, arms: list[str]) -> pd.DataFrame:
+def grid(results: Path, runs: list[str]) -> pd.DataFrame:
+    """One row per training run (its own summary): `arm` names the arm, `run` the run's path (`seedN/...`
+    for the runs of further seeds), so the spread between seeds shows."""
     rows = []
-    for arm in arms:
-        path = Path(results) / "eval" / arm / "summary.json"
+    for run in runs:
+        path = Path(results) / "eval" / run / "summary.json"
         if not path.is_file():
-            raise ReportError(f"{path}: missing; evaluate arm {arm!r} first")
+            raise ReportError(f"{path}: missing; evaluate arm {run!r} first")
         try:
-            rows.append(_grid_row(arm, read_json(path, ReportError)))
+            rows.append(_grid_row(run, read_json(path, ReportError)))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ReportError(
-                f"{path}: not a summary of `resm evaluate` (no {exc}); evaluate arm {arm!r} again"
+                f"{path}: not a summary of `resm evaluate` (no {exc}); evaluate arm {run!r} again"
             ) from None
     return pd.DataFrame(rows)
 
 
-def _grid_row(arm: str, s: dict) -> dict[str, object]:
-    row: dict[str, object] = {"arm": arm, **Arm.parse(arm).describe()}
+def _grid_row(run: str, s: dict) -> dict[str, object]:
+    arm = run_of(run)[0]
+    row: dict[str, object] = {"arm": arm, "run": run, **Arm.parse(arm).describe()}
     for dim in DIMS:
         d = s["dims"].get(dim)
         row[dim] = d["score"] if d else None
