@@ -24,6 +24,7 @@ STAGE_ENTRIES = {
     "assets": ["resm_core.assets"],
     "base": ["resm_core.base_models"],  # base_request comes with it
     "data": ["resm_core.data.build"],
+    "decontaminate": ["resm_core.data.decontaminate"],
     "mix": ["resm_core.data.mixtures", "resm_core.judges"],
     "train": ["resm_core.train.trainer"],
     "hub": ["resm_core.hub", "resm_core.base_models"],

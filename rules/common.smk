@@ -7,9 +7,10 @@ from pathlib import Path
 
 from resm_core.assets import asset_dir
 from resm_core.base_request import ModelRequest, TinyBaseRequest
-from resm_core.data.request import BuildRequest, MixRequest
+from resm_core.data.request import BuildRequest, DecontaminateRequest, MixRequest
 from resm_core.data.schema import DIMS
 from resm_core.data.sources import fetched, hub_download
+from resm_core.evaluate.benchmarks import DEFAULT as DEFAULT_BENCHMARKS
 from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
     arms,
@@ -18,6 +19,8 @@ from resm_core.grid import (
     outside_models,
     merge_cells,
     merge_params,
+    run_prefix,
+    training_seeds,
 )
 from resm_core.merge.request import MergeRequest
 from resm_core.options import config_flags, to_flags
@@ -43,6 +46,16 @@ KEEP_MERGED = bool(config.get("keep_merged_models", True))
 # arm -> model source: made elsewhere, adopted instead of trained
 OUTSIDE = outside_models(config)
 TRAINED_DIMS = [d for d in DIMS if f"expert/{d}" not in OUTSIDE]
+# the dims whose training rows a run here trains on (experts trained here, mixtures): decontaminated first
+TRAINED_DATA_DIMS = [
+    d
+    for d in DIMS
+    if d in TRAINED_DIMS
+    or (MIX["strategies"] and any(d in combo_dims(c) for c in config["combos"]))
+]
+# one run of every trained arm per seed: the first at the plain paths, the others under seedN/ ({rep})
+SEEDS = training_seeds(config)
+RUNS = {run_prefix(s, SEEDS): s for s in SEEDS}
 # hub sources, fetched on the login node before the builds
 HUB_DATA = hub_datasets(config)
 # Each rule's conda environment (--sdm conda). The env files install this checkout from $RESM_REPO: Snakemake
@@ -63,6 +76,7 @@ wildcard_constraints:
     strategy="uniform|ratio|reward_weighted|conflict_filtered",
     method="[a-z_]+",
     hp="[A-Za-z0-9_.+=-]+",
+    rep="(?:" + "|".join(re.escape(r) for r in RUNS) + ")",
 
 
 def merged_model(path):
@@ -172,11 +186,12 @@ def mix_judge():
 
 
 def mix_args(strategy, combo):
+    """One mixture per strategy and combo, shared by every training run (a seed varies training only)."""
     ratios = None
     if strategy == "ratio":
         ratios = {d: MIX["ratios"][d] for d in combo_dims(combo)}
     return config_flags(
-        MixRequest, MIX, ratios=ratios, judge=mix_judge()[0], seed=TRAIN.get("seed", 0)
+        MixRequest, MIX, ratios=ratios, judge=mix_judge()[0], seed=SEEDS[0]
     )
 
 
@@ -201,22 +216,41 @@ def eval_args():
     return f"{options} {config_flags(EvalRequest, EVAL, allow_pickle=PICKLE)}".strip()
 
 
-def train_args(steps):
+def pool_benchmarks():
+    """The benchmarks' options as the decontamination reads them: without n and n_val, which choose items from
+    the pool it checks whole (so a larger evaluation retrains nothing)."""
+    benches = {
+        name: {k: v for k, v in (opts or {}).items() if k not in ("n", "n_val")}
+        for name, opts in (EVAL.get("benchmarks") or {}).items()
+    }
+    return json.dumps(benches or {name: {} for name in DEFAULT_BENCHMARKS})
+
+
+def train_args(steps, rep):
     return config_flags(
         TrainRequest,
         TRAIN,
         steps=steps,
+        seed=RUNS[rep],
         architecture=config["base"].get("architecture"),
         allow_pickle=PICKLE,
     )
 
 
-def merge_args(method, hp):
+def expert_taskvecs(combo, rep):
+    """A merge's task vectors: this run's for experts trained here, the one adopted run's for the others."""
+    return [
+        f"{RESULTS}/taskvec/{rep if d in TRAINED_DIMS else ''}{d}"
+        for d in combo_dims(combo)
+    ]
+
+
+def merge_args(method, hp, rep):
     return to_flags(
         MergeRequest,
         {
             "params": merge_params(config, method, hp),
-            "seed": TRAIN.get("seed", 0),
+            "seed": RUNS[rep],
             "allow_pickle": PICKLE,
         },
     )

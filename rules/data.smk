@@ -47,10 +47,43 @@ rule build_data:
         "--base {input.base:q} --cache {params.cache:q} --out {params.out:q} --force > {log:q} 2>&1"
 
 
+rule decontaminate_data:
+    input:
+        assets=[asset_marker(name) for name in needed_assets()],
+        train=f"{RESULTS}/data/{{dim}}/train.jsonl",
+        tests=[f"{RESULTS}/data/{d}/test.jsonl" for d in DIMS],
+    output:
+        train=f"{RESULTS}/data/clean/{{dim}}/train.jsonl",
+        val=f"{RESULTS}/data/clean/{{dim}}/val.jsonl",
+        report=f"{RESULTS}/data/clean/{{dim}}/decontamination.json",
+    log:
+        f"{RESULTS}/logs/data/clean/{{dim}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/clean/{{dim}}.tsv"
+    conda:
+        RESM_ENV
+    threads: res("default", "threads", 1)
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        data=lambda wc, input: os.path.dirname(input.train),
+        root=lambda wc, input: os.path.dirname(os.path.dirname(input.tests[0])),
+        benchmarks=pool_benchmarks(),
+        options=config_flags(DecontaminateRequest, DATA),
+        cache=lambda wc, input: os.path.dirname(os.path.dirname(input.assets[0])),
+        out=lambda wc, output: os.path.dirname(output.train),
+        code=code("decontaminate"),
+    shell:
+        "resm -q data decontaminate --data {params.data:q} --eval-data {params.root:q} "
+        "--benchmarks {params.benchmarks:q} {params.options} --cache {params.cache:q} "
+        "--out {params.out:q} --force > {log:q} 2>&1"
+
+
 rule mix_data:
     input:
         data=lambda wc: [
-            f"{RESULTS}/data/{d}/train.jsonl" for d in combo_dims(wc.combo)
+            f"{RESULTS}/data/clean/{d}/train.jsonl" for d in combo_dims(wc.combo)
         ],
         judge=mix_judge()[1],
     output:
@@ -67,7 +100,9 @@ rule mix_data:
         runtime=30,
     params:
         out=f"{RESULTS}/data/mix/{{strategy}}/{{combo}}",
-        inputs=lambda wc: [f"{d}={RESULTS}/data/{d}" for d in combo_dims(wc.combo)],
+        inputs=lambda wc: [
+            f"{d}={RESULTS}/data/clean/{d}" for d in combo_dims(wc.combo)
+        ],
         options=lambda wc: mix_args(wc.strategy, wc.combo),
         code=code("mix"),
     shell:

@@ -2,6 +2,9 @@ rule report:
     input:
         summaries=[f"{RESULTS}/eval/{arm}/summary.json" for arm in ARMS],
         conflicts=[f"{RESULTS}/conflicts/{combo}" for combo in config["combos"]],
+        decontamination=[
+            f"{RESULTS}/data/clean/{d}/decontamination.json" for d in TRAINED_DATA_DIMS
+        ],
     output:
         grid=report(
             f"{RESULTS}/report/grid.csv",
@@ -27,6 +30,11 @@ rule report:
             f"{RESULTS}/report/forest.png",
             caption="../captions/forest.rst",
             category="Plots",
+        ),
+        decontaminated=report(
+            f"{RESULTS}/report/decontamination.csv",
+            caption="../captions/decontamination.rst",
+            category="Grid",
         ),
         ranking=report(
             f"{RESULTS}/report/ranking.csv",

@@ -405,3 +405,57 @@ def test_built_training_rows_are_no_paraphrase_of_a_test_prompt(built, assets_ro
         rows = read_rows(built["harmlessness"] / f"{split}.jsonl")
         sims = embed([r["prompt"] for r in rows], assets_root, max_length=64) @ test.T
         assert sims.max() < 0.85, split
+
+
+def test_decontamination_drops_training_rows_that_repeat_any_evaluation_item(built, assets_root, tmp_path):
+    """Another dimension's benchmark and a hub benchmark (TruthfulQA's questions, here from a local file shaped
+    like the hub's) are checked against a dimension's training rows: exact repeats and paraphrases are
+    dropped and counted per source; everything else is kept in order."""
+    from resm_core.cli import main
+    from resm_core.data.decontaminate import dropped_table
+    from resm_core.data.schema import write_jsonl
+
+    data = tmp_path / "data"
+    for dim in DIMS:
+        (data / dim).mkdir(parents=True)
+        for split in SPLITS:
+            (data / dim / f"{split}.jsonl").write_text((built[dim] / f"{split}.jsonl").read_text())
+    train = read_rows(data / "honesty" / "train.jsonl")
+    harmful = [r for r in read_rows(data / "harmlessness" / "test.jsonl") if r["source"] == "advbench"][0]
+    template = train[0]
+    planted = [
+        {**template, "id": "planted-exact", "source": "planted", "prompt": harmful["prompt"]},
+        {**template, "id": "planted-near", "source": "planted", "prompt": harmful["prompt"] + " Thank you!"},
+        {**template, "id": "planted-tqa", "source": "planted", "prompt": "Why do veins appear blue?"},
+    ]
+    write_jsonl(data / "honesty" / "train.jsonl", train + planted)
+    tqa = tmp_path / "tqa.jsonl"
+    targets = {"choices": ["Light", "Blood"], "labels": [1, 0]}
+    tqa.write_text(
+        json.dumps({"question": "Why do veins appear blue?", "mc1_targets": targets, "mc2_targets": targets}) + "\n"
+    )
+    benchmarks = {
+        "harmful_refusal": {"n": 3},
+        "qa_mc": {},
+        "truthfulqa_mc1": {"dataset": {"data_files": str(tqa)}},
+    }
+    out = tmp_path / "clean"
+    argv = ["data", "decontaminate", "--data", str(data / "honesty"), "--eval-data", str(data)]
+    argv += ["--benchmarks", json.dumps(benchmarks), "--cache", str(assets_root), "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "decontamination.json").read_text())
+    assert report["sources"]["planted"] == {"train_rows": 3, "train_dropped_exact": 2, "train_dropped_near": 1}
+    kept = read_rows(out / "train.jsonl")
+    assert [r["id"] for r in kept] == [r["id"] for r in train]  # the built rows, in their order
+    assert read_rows(out / "val.jsonl") == read_rows(data / "honesty" / "val.jsonl")
+    closest = {(c["item_prompt"], c["kind"]) for c in report["closest"]}
+    assert (harmful["prompt"][:200], "exact") in closest and ("Why do veins appear blue?", "exact") in closest
+    (tmp_path / "results" / "data" / "clean").mkdir(parents=True)
+    out.rename(tmp_path / "results" / "data" / "clean" / "honesty")
+    rows = {r["source"]: r for r in dropped_table(tmp_path / "results")}
+    assert rows["planted"]["train_dropped_exact"] == 2 and rows["planted"]["dim"] == "honesty"
+    # a missing dataset and an unknown benchmark are named errors, nothing written
+    bad = ["data", "decontaminate", "--eval-data", str(data), "--out", str(tmp_path / "x")]
+    assert main(bad + ["--data", str(data / "nope"), "--benchmarks", "{}"]) == 2
+    assert main(bad + ["--data", str(data / "honesty"), "--benchmarks", '{"qa_mcc": {}}']) == 2
+    assert not (tmp_path / "x").exists()

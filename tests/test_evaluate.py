@@ -407,13 +407,11 @@ def test_strata_keep_their_fixed_weights_whatever_n():
 
 
 def test_benign_compliance_samples_requests_and_questions_in_fixed_proportions(built):
-    from resm_core.evaluate.benchmarks import get_benchmark
-    from resm_core.evaluate.run import _ItemsContext, eval_items
+    from resm_core.evaluate.benchmarks import ItemsContext, get_benchmark
+    from resm_core.evaluate.run import eval_items
 
     bench = get_benchmark("benign_compliance")
-    pool = bench.items(
-        _ItemsContext(EvalRequest(model=Path("."), out=Path("."), arm="t", data_root=built["helpfulness"].parent)), {}
-    )
+    pool = bench.items(ItemsContext(built["helpfulness"].parent), {})
     requests = [r for r in pool if r["stratum"] == "request"]
     assert {r["source"] for r in requests} == {"borderline_safe", "benign_requests"}
     assert {r["source"] for r in pool if r["stratum"] == "question"} == {"nq_open"}

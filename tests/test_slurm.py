@@ -65,6 +65,7 @@ def test_tiny_grid_runs_through_sbatch(slurm_partition, tmp_path, assets_root):
         "prepare_base",
         "fit_judges",
         "build_data",
+        "decontaminate_data",
         "train_expert",
         "mix_data",
         "train_mixture",

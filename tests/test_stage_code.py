@@ -112,7 +112,7 @@ def test_a_change_to_the_splits_reaches_data_judges_and_evaluation_but_not_train
     with open(code / "data" / "splits.py", "a") as f:
         f.write("\n# changed\n")
     changed = {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
-    assert changed == {"data", "mix", "judges", "evaluate", "report"}
+    assert changed == {"data", "decontaminate", "mix", "judges", "evaluate", "report"}
 
 
 def test_nothing_imports_in_a_circle():

@@ -107,6 +107,37 @@ def test_changing_the_evaluation_retrains_nothing(tiny_run):
 
 
 @pytest.mark.workflow
+def test_a_second_seed_trains_only_its_runs_and_the_report_resamples_them(own_run):
+    import pandas as pd
+
+    work, _, config = own_run
+    seeded = copy.deepcopy(config)
+    seeded["training"]["seeds"] = [config["training"].get("seed", 0), 7]
+    path = work / "seeded.yaml"
+    path.write_text(yaml.safe_dump(seeded))
+    trained = 3 + len(COMBOS)  # experts and mixtures; the base is not trained
+    assert job_counts(work, path) == {
+        "train_expert": 3,
+        "extract_taskvec": 3,
+        "train_mixture": len(COMBOS),
+        "merge": N_MERGES,
+        "evaluate": trained + N_MERGES,
+        "report": 1,
+        "all": 1,
+    }
+    run(SNAKEMAKE + ["--configfile", str(path), "--cores", "2", "--quiet"], cwd=work, timeout=1500)
+    report = work / config["results"] / "report"
+    grid = pd.read_csv(report / "grid.csv")
+    assert len(grid) == 2 * N_ARMS - 1 and grid["run"].str.startswith("seed7/").sum() == N_ARMS - 1
+    compared = pd.read_csv(report / "comparisons.csv")
+    head = compared[(compared["comparison"] == "merge_vs_mix") & (compared["metric"] == "balance")]
+    assert (head["a_runs"] == 2).all() and (head["b_runs"] == 2).all()
+    assert not head["caveats"].str.contains("one training run").any()
+    manifest = work / config["results"] / "models" / "seed7" / "expert" / "honesty" / "resm_manifest.json"
+    assert json.loads(manifest.read_text())["seed"] == 7
+
+
+@pytest.mark.workflow
 def test_changing_merge_code_reruns_merges_not_training(own_run):
     work, configfile, _ = own_run
     with open(work / "resm_core" / "merge" / "averaging.py", "a") as f:
@@ -122,6 +153,7 @@ def test_changing_the_splits_refits_the_judges(own_run):
         f.write("\n# a change to the splits\n")
     assert job_counts(work, configfile) == {
         "build_data": 3,
+        "decontaminate_data": 3,
         "fit_judges": 1,
         "mix_data": len(COMBOS),
         "train_expert": 3,

@@ -225,7 +225,7 @@ def test_the_slurm_site_template_works_as_the_readme_says(tmp_path):
         for rule, resources in re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", out):
             partitions.setdefault(rule, set()).update(re.findall(r"slurm_partition=(\w+)", resources))
             counts[rule] = counts.get(rule, 0) + 1
-        for rule in ("build_data", "mix_data", "fit_judges", "conflicts", "report"):
+        for rule in ("build_data", "decontaminate_data", "mix_data", "fit_judges", "conflicts", "report"):
             assert partitions[rule] == {"cpu"}, (preset, rule, partitions[rule])
         for rule in ("train_expert", "train_mixture", "merge", "evaluate"):
             assert partitions[rule] == {"gpu"}, (preset, rule, partitions[rule])
@@ -334,17 +334,36 @@ def test_the_released_experts_presets_train_no_expert():
 
 
 @pytest.mark.workflow
-def test_decisive_preset_is_the_default_grid_with_more_evaluation_items(tmp_path):
+def test_decisive_preset_is_the_default_grid_with_three_runs_and_more_evaluation_items(tmp_path):
     default = yaml.safe_load((REPO / "config.yaml").read_text())
     config = merged(default, yaml.safe_load((REPO / "configs" / "decisive.yaml").read_text()))
     check_config(config)
-    assert arms(config) == arms(default) and config["results"] != default["results"]
+    first = arms(default)
+    # every trained arm once per seed: the first seed's at the plain paths, the others under seedN/
+    assert arms(config) == first + [f"seed{s}/{a}" for s in (1, 2) for a in first if a != "base"]
+    assert config["results"] != default["results"]
     for name, bench in default["evaluation"]["benchmarks"].items():
         bigger = config["evaluation"]["benchmarks"][name]
         assert bigger["n"] >= bench["n"] and bigger["n_val"] >= bench["n_val"]
     layered = tmp_path / "decisive.yaml"
     layered.write_text(yaml.safe_dump(config))
-    assert job_counts(REPO, layered)["evaluate"] == len(arms(config))
+    counts = job_counts(REPO, layered)
+    assert counts["evaluate"] == len(arms(config))
+    assert counts["train_expert"] == counts["extract_taskvec"] == 9 and counts["train_mixture"] == 2 * 3
+    assert counts["merge"] == 6 * 3 and counts["mix_data"] == 2  # one mixture's data, trained with each seed
+
+
+def test_training_seeds_name_their_first_run():
+    config = load_config(REPO / "config.yaml")
+    config["training"]["seeds"] = [3, 4]
+    with pytest.raises(ConfigError, match=r"training\.seed is 0 but training\.seeds starts with 3"):
+        check_config(config)
+    del config["training"]["seed"]
+    check_config(config)
+    assert "seed4/expert/honesty" in arms(config) and "seed3/expert/honesty" not in arms(config)
+    config["training"]["seeds"] = [1, 1]
+    with pytest.raises(ConfigError, match=r"training\.seeds"):
+        check_config(config)
 
 
 def test_code_fingerprint_follows_the_stage_code(tmp_path):

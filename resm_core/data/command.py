@@ -1,11 +1,12 @@
-"""`resm data build`, `resm data mix` (flags from BuildRequest and MixRequest) and `resm data sources`."""
+"""`resm data build`, `resm data decontaminate`, `resm data mix` (flags from their requests), `resm data sources`
+and `resm data fetch`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from resm_core.data.request import BuildRequest, MixRequest, source_spec
+from resm_core.data.request import BuildRequest, DecontaminateRequest, MixRequest, source_spec
 from resm_core.options import add_arguments, from_namespace
 
 
@@ -15,6 +16,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     db = d_sub.add_parser("build", help="one dimension: sources -> de-duplicated, hashed train/val/test JSONL")
     add_arguments(db, BuildRequest)
     db.set_defaults(run=run_build)
+    dc = d_sub.add_parser(
+        "decontaminate",
+        help="one dimension's training rows without any that repeat or paraphrase an evaluation item of the run",
+    )
+    add_arguments(dc, DecontaminateRequest)
+    dc.set_defaults(run=run_decontaminate)
     dm = d_sub.add_parser("mix", help="a data mixture for a combo of 2 or 3 dimensions")
     add_arguments(dm, MixRequest)
     dm.set_defaults(run=run_mix)
@@ -63,6 +70,14 @@ def run_build(args: argparse.Namespace) -> None:
         f"{req.dim}: {comp['sizes']} written to {req.out}"
         + (f" (dropped: {comp['dropped']})" if comp["dropped"] else "")
     )
+
+
+def run_decontaminate(args: argparse.Namespace) -> None:
+    from resm_core.data.decontaminate import decontaminate
+
+    req = from_namespace(DecontaminateRequest, args)
+    report = decontaminate(req)
+    print(f"{req.data}: dropped {report['dropped']} against {report['pool_items']} evaluation items; {req.out}")
 
 
 def run_mix(args: argparse.Namespace) -> None:

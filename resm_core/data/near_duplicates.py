@@ -28,22 +28,16 @@ def without_near_duplicates(
     ordered = take(candidates, None, salt)
     if cosine is None or cosine >= 1 or not test_rows or not ordered:
         return ordered if cap is None else ordered[:cap], []
-    from resm_core.judges.embedder import cached, embed
-
     test_prompts = [r["prompt"] for r in test_rows]
-    # every dimension's build, and every rebuild after a cap or a training option changed, embeds the same pool
-    test_vecs = cached(
-        f"minilm/{EMBED_TOKENS}", test_prompts, root, lambda: embed(test_prompts, root, max_length=EMBED_TOKENS)
-    )
+    test_vecs = pool_vectors(test_prompts, root)
     kept: list[dict] = []
     dropped: list[dict] = []
     for start in range(0, len(ordered), CHUNK):
         if cap is not None and len(kept) >= cap:
             break
         chunk = ordered[start : start + CHUNK]
-        sims = embed([r["prompt"] for r in chunk], root, max_length=EMBED_TOKENS) @ test_vecs.T
-        best, nearest = sims.max(axis=1), sims.argmax(axis=1)
-        for row, sim, j in zip(chunk, best, nearest):
+        best, closest = _best([r["prompt"] for r in chunk], test_vecs, root)
+        for row, sim, j in zip(chunk, best, closest):
             if cap is not None and len(kept) >= cap:
                 break
             if sim >= cosine:
@@ -51,6 +45,32 @@ def without_near_duplicates(
             else:
                 kept.append(row)
     return kept, dropped
+
+
+def pool_vectors(prompts: list[str], root=None) -> np.ndarray:
+    """The evaluation prompts' embeddings, cached by content: every build and every rebuild after a cap or a
+    training option changed embeds the same pool."""
+    from resm_core.judges.embedder import cached, embed
+
+    return cached(f"minilm/{EMBED_TOKENS}", prompts, root, lambda: embed(prompts, root, max_length=EMBED_TOKENS))
+
+
+def _best(prompts: list[str], pool_vecs: np.ndarray, root) -> tuple[np.ndarray, np.ndarray]:
+    from resm_core.judges.embedder import embed
+
+    sims = embed(prompts, root, max_length=EMBED_TOKENS) @ pool_vecs.T
+    return sims.max(axis=1), sims.argmax(axis=1)
+
+
+def nearest(prompts: list[str], pool: list[str], root=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each prompt's highest cosine to the pool and the index of that pool prompt (in chunks)."""
+    pool_vecs = pool_vectors(pool, root)
+    best, index = [], []
+    for start in range(0, len(prompts), CHUNK):
+        b, i = _best(prompts[start : start + CHUNK], pool_vecs, root)
+        best.append(b)
+        index.append(i)
+    return np.concatenate(best), np.concatenate(index)
 
 
 def examples(dropped: list[dict]) -> list[dict]:

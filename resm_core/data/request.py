@@ -1,5 +1,5 @@
-"""What `resm data build` and `resm data mix` are asked to do: the single declaration of each data option
-(flag, key in the workflow config's `data` and `mixtures` sections, default, help, range)."""
+"""What `resm data build`, `resm data decontaminate` and `resm data mix` are asked to do: the single declaration
+of each data option (flag, key in the workflow config's `data` and `mixtures` sections, default, help, range)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def ratios(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"--ratios expects dim=number,..., got {text!r}") from None
 
 
+def near_duplicate_option():
+    """One key, `data.near_duplicate_cosine`, for the build (its own test split) and the decontamination (every
+    evaluation item of the run)."""
+    return option(
+        DEFAULT_COSINE,
+        help="drop training and validation rows whose MiniLM cosine to an evaluation prompt reaches this (1 "
+        "turns the check off)",
+        exclusive_minimum=0,
+        maximum=1,
+    )
+
+
 @dataclass
 class BuildRequest:
     SECTION: ClassVar[str] = "data"  # where its options sit in a config; errors name it
@@ -76,13 +88,7 @@ class BuildRequest:
     max_test: int | None = option(None, help="cap on test rows", minimum=0)
     salt: str = option(DEFAULT_SALT, help="split salt; changing it reshuffles every split")
     max_new_tokens: int = option(96, help="length of the base model's answers", minimum=1)
-    near_duplicate_cosine: float = option(
-        DEFAULT_COSINE,
-        help="drop training and validation rows whose MiniLM "
-        "cosine to any test prompt reaches this (1 turns the check off)",
-        exclusive_minimum=0,
-        maximum=1,
-    )
+    near_duplicate_cosine: float = near_duplicate_option()
     batch_size: int = option(8, help="generation batch size for the base model's answers", minimum=1, config=False)
     device: str = device_option()
     allow_pickle: bool = pickle_option()
@@ -114,4 +120,22 @@ class MixRequest:
     temperature: float = option(0.25, help="reward_weighted: softmax temperature", exclusive_minimum=0)
     margin: float = option(0.5, help="conflict_filtered: contradiction threshold", minimum=0)
     seed: int = option(0, help="seed of the draw", config=False)
+    force: bool = option(False, help="replace the output if it exists", config=False)
+
+
+@dataclass
+class DecontaminateRequest:
+    SECTION: ClassVar[str] = "data"  # where its options sit in a config; errors name it
+
+    data: Path = option(help="one dimension's built dataset (train.jsonl, val.jsonl)", config=False)
+    eval_data: Path = option(help="root of every dimension's built dataset (DIM/test.jsonl)", config=False)
+    benchmarks: dict = option(
+        help="JSON: benchmark -> options, as `resm evaluate --options` takes them (n and n_val are ignored: the "
+        "whole pool each benchmark draws from is checked)",
+        parse=json.loads,
+        config=False,
+    )
+    out: Path = option(help="output directory", config=False)
+    near_duplicate_cosine: float = near_duplicate_option()
+    cache: str | None = option(None, help="asset cache (default: $RESM_CACHE or resources/)", config=False)
     force: bool = option(False, help="replace the output if it exists", config=False)

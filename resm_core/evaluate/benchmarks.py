@@ -64,6 +64,13 @@ class Benchmark:
 # ---------------------------------------------------------------- items
 
 
+class ItemsContext:
+    """What an item loader reads: the built datasets and the asset cache; no model."""
+
+    def __init__(self, data_root: Path, asset_root=None) -> None:
+        self.data_root, self.asset_root = data_root, asset_root
+
+
 def _test_rows(ctx, dim: str, sources: tuple[str, ...] | None = None) -> list[dict]:
     path = Path(ctx.data_root) / dim / "test.jsonl"
     if not path.is_file():

@@ -22,7 +22,7 @@ from resm_core.data.schema import text_key
 from resm_core.data.splits import take, unit_hash
 from resm_core.errors import ConfigError, EvaluationError
 from resm_core.evaluate.backends import Backend, make_backend
-from resm_core.evaluate.benchmarks import BENCHMARKS, get_benchmark
+from resm_core.evaluate.benchmarks import BENCHMARKS, ItemsContext, get_benchmark
 from resm_core.evaluate.request import EvalRequest
 from resm_core.evaluate.scores import CI_LEVEL, bootstrap, interval, summarise
 from resm_core.hub import hub_origin, local_model
@@ -207,7 +207,7 @@ def choose_items(req: EvalRequest, benches: dict) -> dict[str, list[dict]]:
     are taken out of the options."""
     chosen = {}
     for name, (bench, opts) in benches.items():
-        pool = bench.items(_ItemsContext(req), opts)
+        pool = bench.items(ItemsContext(req.data_root, req.asset_root), opts)
         n = _count(opts.pop("n", bench.default_n), f"evaluation.benchmarks.{name}.n", 1)
         n_val = _count(opts.pop("n_val", (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
         items = eval_items(pool, n, n_val, f"eval/{bench.items.__name__}", bench.strata, name)
@@ -393,8 +393,3 @@ def allocate(total: int, strata: tuple[tuple[str, float], ...]) -> dict[str, int
 
 def _plain(item: dict) -> dict:
     return {k: v for k, v in item.items() if k not in ("split", "stratum")}
-
-
-class _ItemsContext:
-    def __init__(self, req: EvalRequest):
-        self.data_root, self.asset_root = req.data_root, req.asset_root

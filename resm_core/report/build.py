@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 
 from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.data.decontaminate import DROPPED_COLUMNS, dropped_table
 from resm_core.errors import ReportError
+from resm_core.grid import runs_by_arm
 from resm_core.judges import refusal
 from resm_core.report import plots
 from resm_core.report.comparisons import comparisons, power_line
-from resm_core.report.paired import EQUIVALENCE_MARGIN, MIN_EFFECT, load_splits
+from resm_core.report.paired import EQUIVALENCE_MARGIN, MIN_EFFECT, load_arm
 from resm_core.report.selection import selection
 from resm_core.report.tables import grid, merge_vs_mix, ranking
 
@@ -31,14 +33,14 @@ def build_report(
     """`arms` comes from the workflow's effective config (layered config files, `--config` overrides),
     which no single config file on disk need hold."""
     results = Path(results)
-    table = grid(results, arms)
-    splits = {arm: load_splits(results, arm) for arm in arms}
+    table = grid(results, arms)  # one row per training run
+    splits = {arm: load_arm(results, arm, runs) for arm, runs in runs_by_arm(arms).items()}
     missing = [arm for arm, s in splits.items() if "test" not in s]
     if missing:
         raise ReportError(f"report: no test items for {', '.join(missing)}")
     test = {arm: s["test"] for arm, s in splits.items()}
     val = {arm: s["val"] for arm, s in splits.items() if "val" in s}  # selection names an arm it needs
-    selected = selection(table, val, test)
+    selected = selection(table.drop_duplicates("arm"), val, test)
     compared, moved = comparisons(selected, val, test, seed=seed, margin=margin, min_effect=min_effect)
     mvm = merge_vs_mix(compared, selected)
     rank = ranking(selected)
@@ -49,6 +51,9 @@ def build_report(
         compared.to_csv(staging / "comparisons.csv", index=False)
         mvm.to_csv(staging / "merge_vs_mix.csv", index=False)
         rank.to_csv(staging / "ranking.csv", index=False)
+        pd.DataFrame(dropped_table(results), columns=DROPPED_COLUMNS).to_csv(
+            staging / "decontamination.csv", index=False
+        )
         (staging / "power.txt").write_text(
             f"{power}\nequivalence margin {margin} (TOST: the 90% paired interval inside +-{margin}); precondition: "
             f"a gain over the base of at least {min_effect} (one-sided 95% lower bound, validation items); balance: "
@@ -72,7 +77,8 @@ def build_report(
             judge = refusal.RefusalJudge(results / "judges")
             (staging / "judges.json").write_text(json.dumps(judge.summary(), indent=2) + "\n")
     return {
-        "arms": len(table),
+        "arms": len(splits),
+        "runs": len(table),
         "merge_vs_mix": mvm.to_dict("records"),
         "ranking": rank.to_dict("records"),
         "power": power,
