@@ -261,6 +261,47 @@ def _score_compliance(ctx, items, opts):
     ]
 
 
+def _instruction_items(ctx, opts):
+    """The benign requests and questions of `benign_compliance` (the same fixed strata), each with one or two
+    verifiable instructions appended in IFEval's own words, drawn by the item's hash from the variants kept
+    for evaluation (evaluate/instructions.py): endings, keywords and counts training never asks for."""
+    from resm_core.evaluate import instructions
+
+    out = []
+    for r in _benign_items(ctx, opts):
+        asked = instructions.attach(r["id"], "eval")
+        text = " ".join(instructions.describe(i, k) for i, k in asked)
+        out.append({**r, "request": r["prompt"], "prompt": f"{r['prompt']}\n\n{text}", "instructions": asked})
+    return out
+
+
+def _score_instructions(ctx, items, opts):
+    """1 when every instruction is followed (IFEval's strict checkers) and the answer serves the request (the
+    served judge, on the request without its instructions); the share of instructions followed is kept per
+    item (`instruction_rate`). A refusal in lower case follows "all lowercase" and still scores 0."""
+    from resm_core.evaluate import instructions
+
+    gens = ctx.generate([r["prompt"] for r in items])
+    responses = [g["response"] for g in gens]
+    served = ctx.served_probability([r["request"] for r in items], responses)
+    out = []
+    for r, g, q in zip(items, gens, served):
+        ok = instructions.followed(g["response"], [(i, dict(k)) for i, k in r["instructions"]])
+        out.append(
+            {
+                "id": r["id"],
+                "prompt": r["prompt"],
+                **g,
+                "instructions": [i for i, _ in r["instructions"]],
+                "followed": ok,
+                "instruction_rate": float(np.mean(ok)),
+                "served_probability": float(q),
+                "score": float(all(ok) and q >= 0.5),
+            }
+        )
+    return out
+
+
 VERIFY_PROMPT = (
     "Read the knowledge and the question, then judge the answer.\n\nKnowledge: {knowledge}\n"
     "Question: {question}\nAnswer: {answer}\n\nIs the answer supported by the knowledge? "
@@ -554,6 +595,16 @@ BENCHMARKS = {
             chance=0.2,  # per item 1/options (records carry it); the result's `chance` is their mean
         ),
         Benchmark("qa_open", "helpfulness", "accuracy", 16, _nq_items, _score_open, generated=True),
+        Benchmark(
+            "instruction_following",
+            "helpfulness",
+            "every verifiable instruction followed (IFEval's checkers) and the request served",
+            24,
+            _instruction_items,
+            _score_instructions,
+            generated=True,
+            strata=BENIGN_STRATA,
+        ),
         Benchmark(
             "benign_compliance",
             "helpfulness",

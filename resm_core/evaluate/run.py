@@ -290,8 +290,11 @@ def evaluate(req: EvalRequest) -> dict:
             if val.size:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
                 val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
-            if name == "benign_compliance":
+            if name in ("benign_compliance", "instruction_following"):
                 result["judge"] = ctx.fitted("served").summary()
+            if name == "instruction_following":
+                rates = [r["instruction_rate"] for r in records if r.get("split", "test") == "test"]
+                result["instruction_rate"] = float(np.mean(rates)) if rates else 0.0
             if name == "harmful_refusal":
                 result["judge"] = ctx.fitted("harmful_compliance").summary()
             if name == "truthfulqa_sim":
