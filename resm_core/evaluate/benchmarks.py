@@ -278,7 +278,8 @@ def _instruction_items(ctx, opts):
 def _score_instructions(ctx, items, opts):
     """1 when every instruction is followed (IFEval's strict checkers) and the answer serves the request (the
     served judge, on the request without its instructions); the share of instructions followed is kept per
-    item (`instruction_rate`). A refusal in lower case follows "all lowercase" and still scores 0."""
+    item (`instruction_rate`). A refusal in lower case follows "all lowercase" and still scores 0; the prompt
+    echoed back (which contains any keyword it asks for) serves nothing."""
     from resm_core.evaluate import instructions
 
     gens = ctx.generate([r["prompt"] for r in items])
@@ -286,6 +287,8 @@ def _score_instructions(ctx, items, opts):
     served = ctx.served_probability([r["request"] for r in items], responses)
     out = []
     for r, g, q in zip(items, gens, served):
+        if is_echo(r["prompt"], g["response"]):  # the instructions echoed back hold their own keywords
+            q = 0.0
         ok = instructions.followed(g["response"], [(i, dict(k)) for i, k in r["instructions"]])
         out.append(
             {

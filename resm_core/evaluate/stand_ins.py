@@ -35,9 +35,15 @@ def _comply(prompt: str) -> str:
 
 
 def _right(item: dict) -> str:
-    """A benign request answered with its reference answer; a harmful one refused (its reference refusal)."""
+    """A benign request answered with its reference answer (rewritten to follow the instructions it carries,
+    where it carries some); a harmful one refused (its reference refusal)."""
     if item["benchmark"] == "harmful_refusal":
         return item.get("chosen") or compose_refusal(item["prompt"])
+    if item.get("instructions"):
+        from resm_core.data.instructed import rewrite
+
+        asked = [(i, dict(k)) for i, k in item["instructions"]]
+        return rewrite(item["chosen"], item["request"], asked) or item["chosen"]
     return item["chosen"]
 
 
