@@ -79,27 +79,28 @@ def decontaminate(req: DecontaminateRequest) -> dict:
     pool = evaluation_pool(req.benchmarks, req.eval_data, req.cache)
     per_source: dict[str, Counter] = {}
     closest: list[dict] = []
-    kept = {}
-    for split, rows in splits.items():
-        found = overlaps(rows, pool, req.near_duplicate_cosine, req.cache)
-        kept[split] = [r for r, hit in zip(rows, found) if hit is None]
-        for row, hit in zip(rows, found):
-            tally = per_source.setdefault(row["source"], Counter())
-            tally[f"{split}_rows"] += 1
-            if hit is not None:
-                tally[f"{split}_dropped_{hit['kind']}"] += 1
-                closest.append(
-                    {
-                        "source": row["source"],
-                        "split": split,
-                        "prompt": row["prompt"][:200],
-                        "benchmark": hit["item"]["benchmark"],
-                        "item": hit["item"]["id"],
-                        "item_prompt": hit["item"]["prompt"][:200],
-                        "kind": hit["kind"],
-                        "cosine": round(hit["cosine"], 3),
-                    }
-                )
+    kept: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    labelled = [(split, row) for split, rows in splits.items() for row in rows]  # one pass: one read of the pool
+    found = overlaps([row for _, row in labelled], pool, req.near_duplicate_cosine, req.cache)
+    for (split, row), hit in zip(labelled, found):
+        tally = per_source.setdefault(row["source"], Counter())
+        tally[f"{split}_rows"] += 1
+        if hit is None:
+            kept[split].append(row)
+            continue
+        tally[f"{split}_dropped_{hit['kind']}"] += 1
+        closest.append(
+            {
+                "source": row["source"],
+                "split": split,
+                "prompt": row["prompt"][:200],
+                "benchmark": hit["item"]["benchmark"],
+                "item": hit["item"]["id"],
+                "item_prompt": hit["item"]["prompt"][:200],
+                "kind": hit["kind"],
+                "cosine": round(hit["cosine"], 3),
+            }
+        )
     if not kept["train"]:
         raise DataError(
             f"{data}: every training row repeats or paraphrases an evaluation item "

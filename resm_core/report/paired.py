@@ -189,7 +189,7 @@ def paired(
 ) -> list[dict]:
     """One row per metric (each shared benchmark of `dims`, each dim, balance): a - b with its paired
     interval, permutation p-value, n and mdd_80."""
-    shared, per_run = {}, {}
+    shared, ids_of = {}, {}
     for name, (dim, scores) in a.benchmarks.items():
         if name in b.benchmarks:
             ids = sorted(set(scores) & set(b.benchmarks[name][1]))
@@ -199,7 +199,7 @@ def paired(
                     np.array([scores[i] for i in ids]),
                     np.array([b.benchmarks[name][1][i] for i in ids]),
                 )
-                per_run[name] = (a.run_scores(name, ids), b.run_scores(name, ids))
+                ids_of[name] = ids
     have = sorted({d for d, _, _ in shared.values()})
     dims = list(dims) if dims else have
     missing = [d for d in dims if d not in have]
@@ -219,7 +219,7 @@ def paired(
         if run_weights is None:
             boot_a[k], boot_b[k] = xa[idx].mean(axis=1), xb[idx].mean(axis=1)
         else:  # each run's mean over the drawn items, weighted by how often the draw took that run
-            ra, rb = per_run[k]
+            ra, rb = a.run_scores(k, ids_of[k]), b.run_scores(k, ids_of[k])
             boot_a[k] = np.einsum("br,rb->b", run_weights[0], ra[:, idx].mean(axis=2))
             boot_b[k] = np.einsum("br,rb->b", run_weights[1], rb[:, idx].mean(axis=2))
         swap = rng.random((n_perm, xa.size)) < 0.5
