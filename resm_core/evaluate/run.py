@@ -39,25 +39,28 @@ class EvalContext:
         self.data_root, self.asset_root = req.data_root, req.asset_root
         self.generation_s = 0.0
         self.scoring_s = 0.0
-        self._answers: dict[str, dict] = {}
+        self._answers: dict[tuple[str, int], dict] = {}
+        self.max_new_tokens = req.max_new_tokens
         self._logprobs: dict[tuple[str, str], tuple[float, int]] = {}
         self._judges: dict[str, object] = {}
-        self.new_generations: list[str] = []
+        self.new_generations: list[tuple[str, int]] = []
 
     def generate(self, prompts: list[str]) -> list[dict]:
+        """Answers of `max_new_tokens` tokens (the evaluation's, or the benchmark's own), each generated once."""
+        n = self.max_new_tokens
         # similar lengths batch together: less left padding to run through every decoding step
-        todo = sorted(dict.fromkeys(p for p in prompts if p not in self._answers), key=lambda p: (len(p), p))
+        todo = sorted(dict.fromkeys(p for p in prompts if (p, n) not in self._answers), key=lambda p: (len(p), p))
         if todo:
             start = time.perf_counter()
-            for p, ans in zip(todo, self.backend.generate(todo, self.req.max_new_tokens)):
-                self._answers[p] = ans
+            for p, ans in zip(todo, self.backend.generate(todo, n)):
+                self._answers[(p, n)] = ans
             self.generation_s += time.perf_counter() - start
-            self.new_generations += todo
-        return [dict(self._answers[p]) for p in prompts]
+            self.new_generations += [(p, n) for p in todo]
+        return [dict(self._answers[(p, n)]) for p in prompts]
 
     def truncated_generations(self) -> int:
         """Distinct prompts whose answer hit the token limit."""
-        return sum(bool(self._answers[p]["truncated"]) for p in set(self.new_generations))
+        return sum(bool(self._answers[k]["truncated"]) for k in set(self.new_generations))
 
     def logprobs(self, prompts: list[str], continuations: list[str]) -> list[tuple[float, int]]:
         keys = list(zip(prompts, continuations))
@@ -221,6 +224,9 @@ def evaluate(req: EvalRequest) -> dict:
     if req.model is not None:
         req = replace(req, model=local_model(req.model, req.allow_pickle))
     benches = benchmarks_of(req)
+    # options of the run, not of the items: whether a benchmark counts in its dimension, its answer length
+    counted = {name: bool(opts.pop("in_balance", bench.in_balance)) for name, (bench, opts) in benches.items()}
+    lengths = {name: int(opts.pop("max_new_tokens", req.max_new_tokens)) for name, (_, opts) in benches.items()}
     started = time.perf_counter()
     inputs = [p for p in (req.model, req.answers, req.data_root, req.judges) if p is not None]
     with AtomicDirectory(req.out, force=req.force, inputs=inputs) as staging:
@@ -253,6 +259,7 @@ def evaluate(req: EvalRequest) -> dict:
         for k, (name, (bench, opts)) in enumerate(benches.items()):
             t0 = time.perf_counter()
             before = len(ctx.new_generations)
+            ctx.max_new_tokens = lengths[name]
             log.info("%s: %s on %d items", req.arm, name, len(chosen[name]))
             records = [
                 {**rec, "split": item["split"]}
@@ -287,9 +294,14 @@ def evaluate(req: EvalRequest) -> dict:
                 "items_per_s": round(len(records) / max(wall, 1e-9), 3),
                 "options": {k2: str(v) for k2, v in opts.items()},
             }
-            if val.size:
+            result["in_balance"] = counted[name]
+            if val.size and counted[name]:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
                 val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
+            if name in ("abstention", "known_unknowns"):
+                from resm_core.judges.abstention import accuracy
+
+                result["judge"] = accuracy()
             if name in ("benign_compliance", "instruction_following"):
                 result["judge"] = ctx.fitted("served").summary()
             if name == "instruction_following":
@@ -303,9 +315,10 @@ def evaluate(req: EvalRequest) -> dict:
             (staging / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
             _write_jsonl(staging / f"{name}.jsonl", records)
             chance[name] = result["chance"]
-            point.setdefault(bench.dim, {})[name] = result["score"]
-            reps.setdefault(bench.dim, {})[name] = boot
             results[name] = result
+            if counted[name]:
+                point.setdefault(bench.dim, {})[name] = result["score"]
+                reps.setdefault(bench.dim, {})[name] = boot
         total = time.perf_counter() - started
         summary = {
             "schema_version": 1,
@@ -313,7 +326,8 @@ def evaluate(req: EvalRequest) -> dict:
             "model": str(req.model if req.model is not None else req.answers),
             **({"model_hub": origin} if req.model is not None and (origin := hub_origin(req.model)) else {}),
             "benchmarks": {
-                n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]} for n, r in results.items()
+                n: {"score": r["score"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "in_balance": r["in_balance"]}
+                for n, r in results.items()
             },
             **summarise(point, reps, chance),
             "val": summarise(val_point, val_reps, chance) if val_point else {},
