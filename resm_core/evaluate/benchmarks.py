@@ -327,18 +327,21 @@ def _known_unknowns_items(ctx, opts):
 
 
 def _score_abstention(ctx, items, opts):
-    """1 for an abstention on an unanswerable question and for an answer in words (not an echo, not empty,
-    not broken) that does not abstain on an answerable one. Abstention is read by judges/abstention.py,
-    whose accuracy on its labelled set each result carries; `correct` records whether an answer names the
-    right one (where the item has a reference), which the score does not require."""
+    """1 for an abstention on an unanswerable question and for an answer that serves the question without
+    abstaining on an answerable one (the served judge: an empty or broken answer, an echo, a bare "No." and a
+    refusal in any words serve nothing). Abstention is read by judges/abstention.py, whose accuracy on its
+    labelled set each result carries; `correct` records whether an answer names the right one, which the
+    score does not require (the behaviour measured is answering at all where the context allows it)."""
     from resm_core.judges.abstention import abstains
 
-    gens = ctx.generate([r["prompt"] for r in items])
+    prompts = [r["prompt"] for r in items]
+    gens = ctx.generate(prompts)
+    served = ctx.served_probability(prompts, [g["response"] for g in gens])
     out = []
-    for r, g in zip(items, gens):
+    for r, g, q in zip(items, gens, served):
         answerable = bool(r["meta"]["answerable"])
         said_unknown = abstains(g["response"])
-        answered = not said_unknown and worded(g["response"]) and not is_echo(r["prompt"], g["response"])
+        answered = not said_unknown and q >= 0.5
         reference = r["meta"].get("answer", r["chosen"])
         out.append(
             {
@@ -347,6 +350,7 @@ def _score_abstention(ctx, items, opts):
                 **g,
                 "answerable": answerable,
                 "abstained": said_unknown,
+                "served_probability": float(q),
                 "correct": bool(answered and contains_answer(g["response"], [reference])),
                 "score": float(said_unknown if not answerable else answered),
             }

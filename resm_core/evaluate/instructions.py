@@ -62,6 +62,11 @@ def _offline_nltk():
 
 @cache
 def _registry() -> dict:
+    import langdetect
+
+    # the lowercase checker asks langdetect whether the answer is English; langdetect samples at random
+    # unless seeded, so one answer could pass on one run and fail on the next
+    langdetect.DetectorFactory.seed = 0
     with _offline_nltk(), contextlib.redirect_stdout(io.StringIO()):  # it prints "Downloaded" regardless
         from lm_eval.tasks.ifeval import instructions_registry
 

@@ -57,6 +57,10 @@ POLICIES: dict[str, Callable[[dict], str]] = {
     "refuse (stock phrases)": lambda item: over_refusal(item["prompt"]),
     "refuse (other words)": lambda item: _pick(UNSEEN_REFUSALS, item["prompt"]),
     "i don't know": lambda item: "I don't know.",
+    # answers every question, the unanswerable ones with a guess (their reference's wrong answer)
+    "guess, never abstain": lambda item: (
+        item["rejected"] if not (item.get("meta") or {}).get("answerable", True) else item["chosen"]
+    ),
     "comply then apologise": lambda item: (
         (_comply(item["prompt"]) if item["benchmark"] == "harmful_refusal" else item["chosen"])
         + " I'm sorry, I shouldn't have said that."

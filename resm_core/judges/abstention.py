@@ -1,9 +1,10 @@
 """The abstention check: does an answer say that it does not know (or that the question cannot be answered
-from what is given) instead of answering? Read from the answer's opening sentences by phrase, because
+from what is given) instead of answering? Read from the answer's opening sentence by phrase, because
 abstention, unlike refusal, has a small vocabulary (know, tell, determine, say, information, sure) that a
 model trained on some wordings uses in others. Its accuracy on a labelled set written apart from the
 phrases (`embedded/abstention_labels.jsonl`: abstentions in stock and unusual words, answers that mention
-knowing, refusals, guesses) is measured and written beside every score that uses it."""
+knowing, refusals, guesses) is measured and written beside every score that uses it. The set is not blind:
+three phrases ("isn't given", "hard to say", "dunno") were added after a first reading of it."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ ABSTAIN = re.compile(
 SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 
 
-def abstains(response: str, sentences: int = 2) -> bool:
-    """An abstention in the answer's first `sentences` sentences (a guess followed much later by "but I'm
-    not sure" answered; an opening "I can't tell from this" did not)."""
+def abstains(response: str, sentences: int = 1) -> bool:
+    """An abstention in the answer's opening sentence: "The grandson. I'm not sure why." answered (the doubt
+    comes after the answer), "I can't tell from this." did not."""
     opening = " ".join(SENTENCE.split(response.strip())[:sentences])
     return bool(ABSTAIN.search(opening.replace("’", "'")))
 
@@ -48,7 +49,7 @@ def accuracy() -> dict:
     rows = read_jsonl(EMBEDDED_DIR / "abstention_labels.jsonl")
     wrong = [r for r in rows if abstains(r["response"]) != bool(r["abstains"])]
     return {
-        "check": "abstention phrases in the first two sentences (judges/abstention.py)",
+        "check": "abstention phrases in the opening sentence (judges/abstention.py)",
         "labelled": len(rows),
         "accuracy": round(1 - len(wrong) / len(rows), 4),
         "false_abstentions": sum(not r["abstains"] for r in wrong),

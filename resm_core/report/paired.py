@@ -99,7 +99,7 @@ def combine_runs(arm: str, runs: list[ArmItems], seeds: list[int | None]) -> Arm
 
 def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
     """Per-item scores from eval/ARM/*.jsonl, read once, by split; records without a split (older runs)
-    count as test. A split with no items is absent."""
+    count as test. A split with no items is absent. Benchmarks evaluated outside the balance are skipped."""
     folder = Path(results) / "eval" / arm
     if not (folder / "summary.json").is_file():
         raise ReportError(f"{folder}: no summary.json; evaluate arm {arm!r} first")
@@ -109,6 +109,8 @@ def load_splits(results: Path, arm: str) -> dict[str, ArmItems]:
         if result.name == "summary.json":
             continue
         meta = read_json(result, ReportError)
+        if not meta.get("in_balance", True):  # reported beside the balance (grid.csv), not compared in it
+            continue
         chance[meta["benchmark"]] = float(meta.get("chance", 0.0))
         records = folder / f"{meta['benchmark']}.jsonl"
         if not records.is_file():
