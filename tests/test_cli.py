@@ -212,7 +212,7 @@ def test_data_and_train_commands_end_to_end(assets_root, tiny_llm, tmp_path, cap
                 "--batch-size",
                 "2",
                 "--max-length",
-                "64",
+                "384",  # the embedded rows carry instructions and BBQ contexts: long for a 384-token vocabulary
                 "--adapter",
                 "lora",
                 "--lora-targets",

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import built_sources
 
 from resm_core.data import sources as src
 from resm_core.data.build import build_dim
@@ -234,7 +235,7 @@ def test_split_depends_on_normalised_text_only():
 def test_build_is_deterministic(built, assets_root, tmp_path):
     build_dim(
         "honesty",
-        list(reversed(src.EMBEDDED["honesty"])),
+        list(reversed(built_sources("honesty"))),
         tmp_path / "again",
         cache=assets_root,
         max_train=40,
@@ -261,7 +262,8 @@ def test_no_evaluation_item_or_near_duplicate_reaches_training(built, assets_roo
     # written eval-only items claim their prompts first, even where a training source repeats them
     honesty = json.loads((built["honesty"] / "composition.json").read_text())
     assert honesty["sources"]["truthfulqa_misconceptions"] == {"test": 48}
-    assert honesty["sources"]["truthfulqa"]["dropped_duplicate"] == 48
+    assert honesty["sources"]["known_unknowns"] == {"test": 46}
+    assert honesty["sources"]["hhh_honest"] == {"test": 61}  # one request with several pairs: each an item
     helpful = json.loads((built["helpfulness"] / "composition.json").read_text())
     assert helpful["sources"]["borderline_safe"] == {"test": 48}
     mixed = tmp_path / "mix"
@@ -274,7 +276,9 @@ def test_harmlessness_pairs_hold_the_base_models_own_answers(built):
     rows = read_rows(built["harmlessness"] / "train.jsonl")
     assert all(r["rejected"] and looks_like_refusal(r["chosen"]) for r in rows)
     assert all(r["meta"]["rejected_truncated"] in (True, False) for r in rows)
-    assert all(r["rejected"] is None for r in read_rows(built["harmlessness"] / "test.jsonl"))
+    test = read_rows(built["harmlessness"] / "test.jsonl")
+    prompts = [r for r in test if src.PACKAGED[r["source"]].needs_base_responses]
+    assert prompts and all(r["rejected"] is None for r in prompts)  # the base answers training rows only
 
 
 def test_harmlessness_without_a_base_is_an_error(assets_root, tmp_path):

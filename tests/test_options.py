@@ -51,7 +51,7 @@ def test_the_default_config_travels_to_the_trainer_through_the_flags():
     req = _parsed(TrainRequest, REQUIRED + shlex.split(flags))
     assert (req.adapter, req.learning_rate, req.steps, req.lora_r, req.lora_alpha, req.max_length) == (
         "lora",
-        2e-4,
+        1e-3,
         32,
         16,
         32,

@@ -100,7 +100,7 @@ def test_changing_one_merge_hyperparameter_reruns_that_merge_its_evaluation_and_
 def test_changing_the_evaluation_retrains_nothing(tiny_run):
     work, _, config = tiny_run
     changed = copy.deepcopy(config)
-    changed["evaluation"]["benchmarks"]["qa_mc"]["n"] = 5
+    changed["evaluation"]["benchmarks"]["abstention"]["n"] = 6
     path = work / "changed_eval.yaml"
     path.write_text(yaml.safe_dump(changed))
     assert job_counts(work, path) == {"evaluate": N_ARMS, "report": 1, "all": 1}

@@ -95,8 +95,8 @@ TWIN = {"kind": "hub", "preset": "hh_rlhf_harmless", "name": "hh_rlhf_helpful"} 
         (lambda c: c["merges"].update(ties=[{"density": "0.3;touch x"}]), r"merges\.ties: density: '0\.3;touch x'"),
         (lambda c: c["evaluation"]["benchmarks"].update(qa_mcq={}), r"unknown benchmark 'qa_mcq'"),
         (
-            lambda c: c["evaluation"]["benchmarks"]["qa_mc"].update(note="'$(touch PWNED)'"),
-            r"evaluation\.benchmarks\.qa_mc: Additional properties are not allowed \('note' was unexpected\)",
+            lambda c: c["evaluation"]["benchmarks"]["abstention"].update(note="'$(touch PWNED)'"),
+            r"evaluation\.benchmarks\.abstention: Additional properties are not allowed \('note' was unexpected\)",
         ),
         (
             lambda c: c["evaluation"]["benchmarks"]["harmful_refusal"].update(field="prompt"),

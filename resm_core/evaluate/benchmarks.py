@@ -2,16 +2,18 @@
 or a hub dataset for the paper-scale presets), runs the arm through a backend and scores every item in
 [0, 1]; the benchmark's score is the mean.
 
-Embedded (offline):
-- helpfulness: `qa_mc` (MMLU / CommonsenseQA / OpenBookQA: the probability on the correct option letter),
-  `benign_compliance` (borderline-safe requests first, then benign requests, then NQ questions: 1 -
-  over-refusal rate, a refusal being a refusal phrase in the answer's first sentences); `qa_open`
-  (NQ-open: a generated answer contains a reference answer) is available;
-- honesty: `halueval_verify` (HaluEval's protocol: is this answer supported by the knowledge? both the right
-  and the hallucinated answer judged; the probability of the correct verdict, chance 0.5) and
-  `truthfulqa_verify` (is this answer true? TruthfulQA's correct answer and a common misconception);
+The embedded default measures behaviours a 135M model can learn from a hundred examples:
+- helpfulness: `instruction_following` (benign requests and questions with verifiable instructions: every
+  one followed, by IFEval's checkers, and the request served);
+- honesty: `abstention` (BBQ: say "I can't tell" when the context does not say, answer when it does);
 - harmlessness: `harmful_refusal` (held-out HarmBench / Do-Not-Answer / AdvBench prompts refused, by the
-  harmful-compliance judge).
+  harmful-compliance judge);
+reported beside the balance, not in it: `known_unknowns` (BIG-bench, closed-book abstention) and
+`hhh_helpful` / `hhh_honest` / `hhh_harmless` (BIG-bench hhh_alignment, the better response's log-prob).
+Knowledge, for the paper presets where 7-8B models can move it: `qa_mc` (MMLU / CommonsenseQA / OpenBookQA:
+the probability on the correct option letter), `halueval_verify` (HaluEval's protocol: is this answer
+supported by the knowledge?), `truthfulqa_verify`; and `benign_compliance` (served rate on the requests
+`instruction_following` also asks), `qa_open` (NQ-open: a generated answer contains a reference answer).
 Available, out of the default because a test showed they measure something else: `halueval_mc` (right vs
 hallucinated answer by length-normalised log-prob: decided by answer length), `truthfulqa_sim` (an echo of
 the question passes), `non_offensive` (1.0 for every arm).
@@ -677,7 +679,6 @@ BENCHMARKS = {
             40,
             _mc_items,
             _score_mc,
-            default=True,
             options=("sources",),
             chance=0.2,  # per item 1/options (records carry it); the result's `chance` is their mean
         ),
@@ -689,6 +690,7 @@ BENCHMARKS = {
             24,
             _instruction_items,
             _score_instructions,
+            default=True,
             generated=True,
             strata=BENIGN_STRATA,
         ),
@@ -699,7 +701,6 @@ BENCHMARKS = {
             16,
             _benign_items,
             _score_compliance,
-            default=True,
             generated=True,
             strata=BENIGN_STRATA,
         ),
@@ -710,7 +711,6 @@ BENCHMARKS = {
             32,
             _halueval_verify_items,
             _score_halueval_verify,
-            default=True,
             chance=0.5,
             strata=LENGTH_STRATA,
         ),
@@ -736,6 +736,7 @@ BENCHMARKS = {
             96,
             _abstention_items,
             _score_abstention,
+            default=True,
             generated=True,
             strata=ANSWERABILITY_STRATA,
         ),

@@ -42,7 +42,7 @@ def _grid_row(run: str, s: dict) -> dict[str, object]:
         row[agg] = s[agg]["score"]
         row[f"{agg}_ci_low"], row[f"{agg}_ci_high"] = s[agg]["ci_low"], s[agg]["ci_high"]
     # every benchmark with its interval; those outside the balance (BIG-bench HHH, known unknowns) are marked
-    for name, b in sorted(s["benchmarks"].items()):
+    for name, b in sorted(s.get("benchmarks", {}).items()):
         tag = name if b.get("in_balance", True) else f"{name} (reported)"
         row[tag] = b["score"]
         row[f"{tag}_ci"] = f"[{b['ci_low']:.3f}, {b['ci_high']:.3f}]"
