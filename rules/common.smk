@@ -10,7 +10,7 @@ from resm_core.base_request import ModelRequest, TinyBaseRequest
 from resm_core.data.request import BuildRequest, DecontaminateRequest, MixRequest
 from resm_core.data.schema import DIMS
 from resm_core.data.sources import fetched, hub_download
-from resm_core.evaluate.benchmarks import DEFAULT as DEFAULT_BENCHMARKS
+from resm_core.evaluate.benchmarks import DEFAULT as DEFAULT_BENCHMARKS, RUN_OPTIONS
 from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
     arms,
@@ -217,10 +217,11 @@ def eval_args():
 
 
 def pool_benchmarks():
-    """The benchmarks' options as the decontamination reads them: without n and n_val, which choose items from
-    the pool it checks whole (so a larger evaluation retrains nothing)."""
+    """The benchmarks' options as the decontamination reads them: without the run options (n and n_val choose
+    items from the pool it checks whole; in_balance and max_new_tokens change scoring), so a change to them
+    retrains nothing."""
     benches = {
-        name: {k: v for k, v in (opts or {}).items() if k not in ("n", "n_val")}
+        name: {k: v for k, v in (opts or {}).items() if k not in RUN_OPTIONS}
         for name, opts in (EVAL.get("benchmarks") or {}).items()
     }
     return json.dumps(benches or {name: {} for name in DEFAULT_BENCHMARKS})

@@ -33,14 +33,14 @@ EXAMPLES = 5
 
 def evaluation_pool(benchmarks: dict, data_root: Path, asset_root=None) -> list[dict]:
     """Every item every benchmark may draw (benchmark, id, prompt), once per prompt."""
-    from resm_core.evaluate.benchmarks import ItemsContext, get_benchmark
+    from resm_core.evaluate.benchmarks import RUN_OPTIONS, ItemsContext, get_benchmark
 
     pool: dict[str, dict] = {}
     for name, opts in benchmarks.items():
         bench = get_benchmark(name)
         opts = dict(opts or {})
         bench.check_options(opts)
-        for key in ("n", "n_val"):
+        for key in RUN_OPTIONS:
             opts.pop(key, None)
         for item in bench.items(ItemsContext(Path(data_root), asset_root), opts):
             entry = {"benchmark": name, "id": str(item["id"]), "prompt": item["prompt"]}

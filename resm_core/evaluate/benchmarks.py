@@ -37,6 +37,10 @@ from resm_core.data.schema import normalise, read_rows
 from resm_core.errors import ConfigError, DataError
 from resm_core.judges.served import is_echo, worded
 
+# Options every benchmark takes that say how it is run, not which items it asks: the decontamination pool
+# ignores them, so changing one re-evaluates but never retrains.
+RUN_OPTIONS = ("n", "n_val", "in_balance", "max_new_tokens")
+
 
 @dataclass(frozen=True)
 class Benchmark:
@@ -56,7 +60,7 @@ class Benchmark:
 
     def check_options(self, opts: dict) -> None:
         """An option nothing reads is a typo (or an attempt to smuggle a value through): refuse it by name."""
-        known = ("n", "n_val", "in_balance", "max_new_tokens", *self.options)
+        known = (*RUN_OPTIONS, *self.options)
         for key in opts:
             if key not in known:
                 raise ConfigError(
