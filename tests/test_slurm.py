@@ -24,6 +24,11 @@ def one_combo(config: dict) -> None:
     config["merges"] = {"resm": [{}]}  # one merge: the rule is the same for every method
     # requests a one-node test cluster can grant (the rules' defaults are sized for the 135M model)
     config["resources"] = {kind: {"mem_mb": 1000, "runtime": 15} for kind in ("default", "train", "merge", "evaluate")}
+    # the fewest items that still fill every dimension: a SLURM job's time is mostly starting Python, but
+    # each item saved is saved in six evaluations on a contended machine
+    config["evaluation"]["benchmarks"] = {
+        name: {"n": 2, "n_val": 2} for name in ("instruction_following", "abstention", "harmful_refusal")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,9 @@ def test_tiny_grid_runs_through_sbatch(slurm_partition, tmp_path, assets_root):
         "timeout",
         "-k",
         "10",
-        "900",
+        # a guard against a hang, not a speed test: 25 jobs through sbatch took 7 minutes beside two other
+        # test workers on a 2-core machine, and over 15 on CI's
+        "1800",
         *SNAKEMAKE,
         "--workflow-profile",
         "profiles/slurm-ci",
