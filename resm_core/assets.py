@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.errors import AssetError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -277,6 +277,7 @@ def package_index() -> str:
 def _download_sdist(asset: Asset, dest: Path) -> Path:
     """A source archive by its index entry (PEP 691 JSON): `pip download` would build it to read its
     metadata, and some archives (bigbench) cannot be built; the file is verified by its pin afterwards."""
+    import urllib.parse
     import urllib.request
 
     index = f"{package_index()}/{asset.package}/"

@@ -16,8 +16,8 @@ import torch
 
 from resm_core.assets import asset_path
 from resm_core.base_request import TinyBaseRequest
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.checkpoint.manifest import ManifestRecorder
-from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.devices import resolve_dtype
 from resm_core.errors import CheckpointError, ConfigError
 from resm_core.options import build

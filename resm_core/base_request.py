@@ -45,4 +45,7 @@ class ModelRequest:
     base: str = option(help="the grid's base model (directory or hub id): the source is checked against it")
     out: Path = option(help="output model directory")
     allow_pickle: bool = pickle_option()
+    allow_other_base: bool = option(
+        False, help="adopt a LoRA adapter whose adapter_config.json names another base", config=False
+    )
     force: bool = option(False, help="replace the output if it exists")

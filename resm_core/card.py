@@ -8,6 +8,8 @@ by local path and the SHA-256 of their weight files.
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,15 @@ import yaml
 
 RECIPE_NAME = "resm_recipe.yaml"
 CARD_NAME = "README.md"
+
+
+def md_text(value: Any) -> str:
+    """Free text (a path, a repo or file name) as one line of markdown that renders as that text: no newline
+    to start a new block, no `|` to break a table, no HTML, no link or emphasis syntax (`_` inside a word, as
+    in tensor names, is no emphasis and stays as it is)."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    text = re.sub(r"([\\`*{}\[\]()#+!|~])", r"\\\1", text)
+    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
 
 
 def input_name(entry: dict[str, Any]) -> str:
@@ -26,7 +37,7 @@ def input_name(entry: dict[str, Any]) -> str:
 
 
 def _weights_digest(entry: dict[str, Any]) -> str:
-    digests = [f"`{name}` {digest[:16]}" for name, digest in sorted(entry.get("files", {}).items())]
+    digests = [f"{md_text(name)} {digest[:16]}" for name, digest in sorted(entry.get("files", {}).items())]
     weights = [d for d in digests if ".safetensors" in d or ".bin" in d]
     return ", ".join(weights or digests[:3])
 
@@ -35,7 +46,7 @@ def _inputs_table(manifest: dict[str, Any]) -> str:
     rows = ["| role | model | weights (SHA-256, first 16 hex) |", "|---|---|---|"]
     for role, entries in manifest.get("inputs", {}).items():
         for entry in entries:
-            rows.append(f"| {role} | `{input_name(entry)}` | {_weights_digest(entry)} |")
+            rows.append(f"| {md_text(role)} | {md_text(input_name(entry))} | {_weights_digest(entry)} |")
     return "\n".join(rows)
 
 
@@ -70,7 +81,7 @@ def merge_recipe(manifest: dict[str, Any], out: Path) -> dict[str, Any]:
 def merge_card(manifest: dict[str, Any], out: Path, summary: dict[str, Any] | None = None) -> str:
     params = dict(manifest.get("params", {}))
     lines = [
-        f"# {Path(out).name}",
+        f"# {md_text(Path(out).name)}",
         "",
         f"A merge of {len(manifest['inputs']['experts'])} models into their base with **{manifest['method']}**, "
         f"made by [resm-3h](https://github.com/resm-3h/resm-3h). `resm merge {RECIPE_NAME}` reproduces it.",
@@ -95,7 +106,8 @@ def merge_card(manifest: dict[str, Any], out: Path, summary: dict[str, Any] | No
     ]
     for expert, rows in (manifest.get("dropped_vocabulary_rows") or {}).items():
         dropped = ", ".join(f"{n} rows of {t}" for t, n in rows.items())
-        lines += ["", f"The base's tokenizer and vocabulary are kept (--base-vocabulary): `{expert}` lost {dropped}."]
+        kept = "The base's tokenizer and vocabulary are kept (--base-vocabulary)"
+        lines += ["", f"{kept}: {md_text(expert)} lost {md_text(dropped)}."]
     return _card(
         manifest, ["merge", "resm", manifest["method"]], "merge", lines + _evaluation(summary) + _provenance(manifest)
     )
@@ -104,7 +116,7 @@ def merge_card(manifest: dict[str, Any], out: Path, summary: dict[str, Any] | No
 def trained_card(manifest: dict[str, Any], out: Path, summary: dict[str, Any] | None = None) -> str:
     data = manifest.get("data", {})
     lines = [
-        f"# {Path(out).name}",
+        f"# {md_text(Path(out).name)}",
         "",
         f"Fine-tuned from its base by [resm-3h](https://github.com/resm-3h/resm-3h): {manifest.get('objective')} "
         f"with a {manifest.get('adapter')} adapter, {manifest.get('steps')} steps, seed {manifest.get('seed')}.",

@@ -54,9 +54,17 @@ def load_chat_model(
 
 
 def chat_prompt(tokenizer, prompt: str) -> str:
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-    )
+    """The prompt as the model's chat template lays it out. A template is code from the model's authors (Jinja
+    can `raise_exception`), so its failure is named as the model's, in one line."""
+    try:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{tokenizer.name_or_path}: its chat template fails on a user message ({type(exc).__name__}: {first})"
+        ) from None
 
 
 @torch.no_grad()

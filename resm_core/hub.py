@@ -3,21 +3,20 @@
 A hub id resolves through `huggingface_hub` into its cache (offline from the cache when HF_HUB_OFFLINE=1),
 so a second use downloads nothing; the snapshot directory's name is the commit, and every manifest records
 repo and commit next to the path (`hub_origin`). `fetch` puts a snapshot into a plain directory of its own
-(hard links where the file system allows, else copies) for the workflow, whose compute nodes may not see
-the login node's cache.
+(hard links to the cache's immutable blobs where the file system allows, else copies) for the workflow,
+whose compute nodes may not see the login node's cache.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.errors import CheckpointError
+from resm_core.input_dirs import own_copy
 from resm_core.jsonfile import read_json
 
 SOURCE_FILE = "resm_source.json"  # where a fetched directory says which repo and commit it holds
@@ -80,16 +79,6 @@ def hub_origin(path: str | Path) -> dict[str, str] | None:
     return {"repo": f"{m['org']}/{m['name']}", "commit": m["commit"]} if m else None
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """`dst` as a hard link to the file behind `src` (a cache snapshot entry is a symlink into blobs/), or a
-    copy where the two are on different file systems."""
-    real = src.resolve()
-    try:
-        os.link(real, dst)
-    except OSError:
-        shutil.copy2(real, dst)
-
-
 def fetch(
     hub_id: HubId,
     out: Path,
@@ -109,7 +98,7 @@ def fetch(
             item = source / name
             target = staging / item.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(item, target)
+            own_copy(item, target)
         origin = {"repo": hub_id.repo, "revision": hub_id.revision, "commit": source.name}
         (staging / SOURCE_FILE).write_text(json.dumps(origin, indent=2) + "\n")
     return out

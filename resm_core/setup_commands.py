@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bd.add_argument("repo_id", help="e.g. meta-llama/Meta-Llama-3-8B-Instruct (gated models need HF_TOKEN)")
     bd.add_argument("--out", required=True, type=Path)
     bd.add_argument("--revision")
-    add_arguments(bd, ModelRequest, skip=("source", "base", "out"))
+    add_arguments(bd, ModelRequest, skip=("source", "base", "out", "allow_other_base"))
     bd.set_defaults(run=run_download)
 
     m = sub.add_parser("model", help="take a model made elsewhere (hub id, directory, LoRA adapter) into a grid")
@@ -91,7 +91,14 @@ def run_adopt(args: argparse.Namespace) -> None:
     from resm_core.adopt import adopt
 
     req = from_namespace(ModelRequest, args)
-    manifest = adopt(req.source, req.base, req.out, allow_pickle=req.allow_pickle, force=req.force)
+    manifest = adopt(
+        req.source,
+        req.base,
+        req.out,
+        allow_pickle=req.allow_pickle,
+        force=req.force,
+        allow_other_base=req.allow_other_base,
+    )
     print(f"{req.source}: taken as {req.out} ({manifest['kind']} model)")
 
 

@@ -50,4 +50,5 @@ def validate(data: Any, schema_name: str, source: str) -> None:
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ConfigError(f"{source}: {where}: {err.message}")
+        message = err.message if len(err.message) <= 300 else err.message[:300] + "..."
+        raise ConfigError(f"{source}: {where}: {message}")

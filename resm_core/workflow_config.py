@@ -13,14 +13,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from resm_core.data.schema import DIMS
 from resm_core.errors import ConfigError, ResmError
-from resm_core.grid import combo_dims, hub_datasets
+from resm_core.grid import combo_dims, hp_name, hub_datasets
 from resm_core.validation import load_schema, validate
+from resm_core.yamlfile import check_bounded, load_yaml
 
 _PATH_SAFE = re.compile(r"[A-Za-z0-9_.+-]+")  # a hyperparameter set's name is a directory of the grid
+NAME_BYTES = 200  # a name that becomes a directory: under the 255 bytes of a path component, with room for staging
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -28,10 +28,7 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    config = load_yaml(path.read_text(), str(path)) or {}
     check_config(config, str(path))
     return config
 
@@ -39,6 +36,8 @@ def load_config(path: str | Path) -> dict:
 def check_config(config: dict, source: str = "config") -> None:
     """Schema first (names the key), then what a schema cannot say. Numbers written as YAML 1.1 reads them
     as strings (`1e-3`) become numbers, in place, so every rule sees what the user meant."""
+    check_bounded(config, source)  # Snakemake loads the config file itself: aliases are already shared
+    _check_finite(config, source)
     read_numbers(config, load_schema("config.schema.yaml"))
     validate(config, "config.schema.yaml", source)
     checks = (
@@ -75,6 +74,31 @@ def read_numbers(value: Any, schema: dict) -> Any:
             return number
         return int(number) if number.is_integer() else value
     return value
+
+
+def _check_finite(value: Any, source: str, where: str = "") -> None:
+    """No NaN or infinity anywhere, numbers written as text included: a schema's bounds let NaN through (every
+    comparison with it is false), and `1e999` reads as infinity."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, source, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, source, f"{where}[{i}]")
+    elif (isinstance(value, float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip()))) and not (
+        math.isfinite(float(value))
+    ):
+        raise ConfigError(f"{source}: {where}: {value!r} is not a finite number")
+
+
+def path_component(name: str, where: str) -> None:
+    """A name the grid turns into a directory: safe characters, short enough for every file system."""
+    if not _PATH_SAFE.fullmatch(name):
+        raise ConfigError(f"{where}: {name[:60]!r} names a directory: use letters, digits and . _ + -")
+    if len(name.encode()) > NAME_BYTES:
+        raise ConfigError(
+            f"{where}: {name[:60]!r}... is {len(name.encode())} bytes; a directory name holds {NAME_BYTES}"
+        )
 
 
 def _check_seeds(config: dict, source: str) -> None:
@@ -124,11 +148,9 @@ def _check_mixtures(config: dict, source: str) -> None:
 
     mixtures = config.get("mixtures") or {}
     ratios = mixtures.get("ratios") or {}
-    for dim, ratio in ratios.items():
+    for dim in ratios:
         if dim not in DIMS:
             raise ConfigError(f"{source}: mixtures.ratios.{dim}: not a dimension ({', '.join(DIMS)})")
-        if not math.isfinite(ratio):
-            raise ConfigError(f"{source}: mixtures.ratios.{dim}: must be a finite number (got {ratio})")
     if "ratio" in mixtures.get("strategies", []):
         missing = sorted({d for combo in config["combos"] for d in combo_dims(combo)} - set(ratios))
         if missing:
@@ -175,6 +197,7 @@ def _check_merges(config: dict, source: str) -> None:
                 for key, value in (params or {}).items():
                     if not _PATH_SAFE.fullmatch(f"{key}-{value}"):
                         raise ConfigError(f"{key}: {value!r} names a directory: use letters, digits and . _ + -")
+                path_component(hp_name(params), "the hyperparameter set's directory")
                 for n_tasks in sizes:
                     method.resolve(params, n_tasks)
         except ConfigError as exc:
@@ -221,6 +244,7 @@ def _check_outside_models(config: dict, source: str) -> None:
             where = f"{source}: mixtures.models.{combo}.{name}"
             if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in STRATEGIES:
                 raise ConfigError(f"{where}: a name of lowercase letters, digits and _, not a strategy name")
+            path_component(name, where)
             if spec["kind"] == "trained":
                 raise ConfigError(f"{where}: kind trained is what mixtures.strategies are; name hub, local or lora")
             _check_model_source(spec, where)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from resm_core.cli import main
@@ -259,7 +260,7 @@ def test_a_live_writer_of_the_same_output_is_refused_and_a_killed_ones_staging_i
 
 
 def test_an_output_that_appears_while_writing_is_not_replaced(tmp_path):
-    from resm_core.checkpoint.writer import AtomicDirectory
+    from resm_core.checkpoint.atomic import AtomicDirectory
     from resm_core.errors import CheckpointError
 
     out = tmp_path / "out"
@@ -362,3 +363,217 @@ def test_every_model_load_follows_the_pickle_policy(pickled_llm, built, tmp_path
         cached_generate(pickled_llm, ["Hello?"], tmp_path / "gen", max_new_tokens=2, progress=False)
     assert main(["-q", *map(str, evaluate), "--n", "qa_mc=2", "--out", str(tmp_path / "ev"), "--allow-pickle"]) == 0
     assert (tmp_path / "ev" / "summary.json").is_file()
+
+
+# ---------------------------------------------------------------- models from elsewhere: read, never followed
+
+
+@pytest.fixture
+def expert_copy(tiny_llm, tmp_path) -> Path:
+    """A copy of the tiny model to spoil."""
+    src = tmp_path / "expert"
+    shutil.copytree(tiny_llm, src)
+    return src
+
+
+def adopt_argv(src, base, out) -> list:
+    return ["model", "adopt", "--source", src, "--base", base, "--out", out]
+
+
+def test_a_link_inside_an_adopted_model_or_adapter_is_refused(tiny_llm, expert_copy, tmp_path, capsys):
+    import peft
+    import transformers
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token=hunter2")
+    (expert_copy / "notes.txt").symlink_to(secret)
+    line = fails(capsys, adopt_argv(expert_copy, tiny_llm, tmp_path / "out"), str(expert_copy / "notes.txt"))
+    assert "symbolic link" in line
+    nothing_finished(tmp_path, "out")
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llm)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    lora.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "private").mkdir()
+    (tmp_path / "adapter" / "extra").symlink_to(tmp_path / "private", target_is_directory=True)
+    fails(capsys, adopt_argv(tmp_path / "adapter", tiny_llm, tmp_path / "out"), str(tmp_path / "adapter" / "extra"))
+    nothing_finished(tmp_path, "out")
+
+
+def test_an_adopted_model_owns_its_bytes(tiny_llm, expert_copy, tmp_path):
+    import hashlib
+
+    assert main(["-q", *map(str, adopt_argv(expert_copy, tiny_llm, tmp_path / "out"))]) == 0
+    adopted = tmp_path / "out" / "model.safetensors"
+    before = hashlib.sha256(adopted.read_bytes()).hexdigest()
+    with open(expert_copy / "model.safetensors", "r+b") as f:  # the source rewritten in place
+        f.seek(-64, os.SEEK_END)
+        f.write(b"\x7f" * 64)
+    assert hashlib.sha256(adopted.read_bytes()).hexdigest() == before
+    assert adopted.stat().st_nlink == 1
+
+
+def test_code_is_not_carried_and_a_config_must_name_its_architecture(tiny_llm, expert_copy, tmp_path, capsys):
+    config_path = expert_copy / "config.json"
+    config = json.loads(config_path.read_text())
+    (expert_copy / "modeling_evil.py").write_text("import os; os.system('touch PWNED')\n")
+    config_path.write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "modeling_evil.Model"}}))
+    assert main(["-q", *map(str, adopt_argv(expert_copy, tiny_llm, tmp_path / "out"))]) == 0
+    assert not (tmp_path / "out" / "modeling_evil.py").exists()
+    assert json.loads((tmp_path / "out" / "resm_manifest.json").read_text())["not_carried"] == ["modeling_evil.py"]
+
+    for spoilt, needle in (({"model_type": None}, "model_type"), ({"vocab_size": "300"}, "vocab_size")):
+        config_path.write_text(json.dumps({**config, **spoilt}))
+        fails(capsys, adopt_argv(expert_copy, tiny_llm, tmp_path / "bad"), str(config_path), needle)
+        nothing_finished(tmp_path, "bad")
+
+
+def test_a_lora_adapter_of_another_base_is_refused_unless_allowed(tiny_llm, tmp_path, capsys):
+    import peft
+    import transformers
+    from conftest import tiny_corpus
+
+    from resm_core.base_models import tiny_base
+
+    other = tiny_base(tmp_path / "other", tiny_corpus(), seed=1, vocab_size=300, hidden=32, layers=2, heads=4,
+                      kv_heads=2, intermediate=64, dtype="float32")  # fmt: skip
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llm)  # the adapter declares tiny_llm
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    lora.save_pretrained(tmp_path / "adapter")
+    config = tmp_path / "adapter" / "adapter_config.json"
+    assert json.loads(config.read_text())["base_model_name_or_path"] == str(tiny_llm)
+    fails(capsys, adopt_argv(tmp_path / "adapter", other, tmp_path / "out"), str(config), "--allow-other-base")
+    nothing_finished(tmp_path, "out")
+    merge = ["merge", "--method", "linear", "--base", other, "--experts", tmp_path / "adapter", tiny_llm]
+    fails(capsys, [*merge, "--out", tmp_path / "merged"], str(config), "--allow-other-base")
+    argv = [*adopt_argv(tmp_path / "adapter", other, tmp_path / "out"), "--allow-other-base"]
+    assert main(["-q", *map(str, argv)]) == 0
+    assert main(["-q", *map(str, adopt_argv(tmp_path / "adapter", tiny_llm, tmp_path / "same"))]) == 0
+
+
+def test_an_expert_listed_twice_is_refused(models, tmp_path, capsys):
+    e1 = models["experts"][0]
+    argv = ["merge", "--method", "linear", "--base", models["base"], "--experts", e1, models["experts"][1]]
+    fails(capsys, [*argv, Path(str(e1) + "/"), "--out", tmp_path / "out"], "listed twice", str(e1))
+    nothing_finished(tmp_path, "out")
+
+
+def test_pickle_weights_that_hold_more_than_tensors_are_one_line(models, tmp_path, capsys):
+    from fractions import Fraction
+
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(models["experts"][0], pickled)
+    state = load_file(pickled / "model.safetensors")
+    (pickled / "model.safetensors").unlink()
+    torch.save({**state, "smuggled": Fraction(1, 2)}, pickled / "pytorch_model.bin")  # not an allowed global
+    argv = ["merge", "--method", "linear", "--base", models["base"], "--experts", pickled, models["experts"][1]]
+    line = fails(capsys, [*argv, "--allow-pickle", "--out", tmp_path / "out"], str(pickled / "pytorch_model.bin"))
+    assert "weights_only=True" in line and "Fraction" in line
+    nothing_finished(tmp_path, "out")
+
+
+def test_malformed_mergekit_recipes_are_one_line(models, tmp_path, capsys):
+    base, (e1, e2) = models["base"], models["experts"]
+    cases = {
+        "models.0.parameters.weight: expected a finite number, got 'abc'": {"weight": "abc"},
+        "models.0.parameters.weight: expected a finite number, got None": {"weight": None},
+        "models.0.parameters: expected a mapping": [1],
+        "weights that sum to zero": {"weight": 0},
+    }
+    for needle, params in cases.items():
+        recipe = {
+            "merge_method": "task_arithmetic",
+            "base_model": str(base),
+            "parameters": {"normalize": True},
+            "models": [{"model": str(e1), "parameters": params}, {"model": str(e2), "parameters": {"weight": 0}}],
+        }
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        fails(capsys, ["merge", path, "--out", tmp_path / "out"], str(path), needle)
+    path.write_text(yaml.safe_dump({"merge_method": "ties", "base_model": str(base), "parameters": [1, 2]}))
+    fails(capsys, ["merge", path, "--out", tmp_path / "out"], "parameters: expected a mapping")
+    nothing_finished(tmp_path, "out")
+
+
+ALIAS_BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefg", "bcdefgh")
+)
+
+
+def test_yaml_aliases_that_expand_without_bound_are_refused(models, tmp_path, capsys):
+    from resm_core.errors import ConfigError
+    from resm_core.workflow_config import check_config
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)  # 9**8 values once expanded, a few hundred bytes on disk
+    fails(capsys, ["merge", path, "--out", tmp_path / "out"], str(path), "aliases")
+    fails(
+        capsys,
+        ["evaluate", "--model", models["base"], "--data", tmp_path, "--config", path, "--out", tmp_path / "ev"],
+        "aliases",
+    )
+    with pytest.raises(ConfigError, match="aliases"):  # a workflow config, as Snakemake hands it over
+        check_config(yaml.safe_load(ALIAS_BOMB), "bomb.yaml")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("benchmarks: 5", "evaluation.benchmarks: expected a mapping of benchmark -> options, got 5"),
+        ("benchmarks: {qa_mc: 5}", "evaluation.benchmarks.qa_mc: expected a mapping of options, got 5"),
+        ("benchmarks: {qa_mc: {nn: 3}}", "evaluation.benchmarks.qa_mc.nn: not an option of qa_mc"),
+    ],
+)
+def test_malformed_evaluation_configs_are_one_line(models, tmp_path, capsys, text, needle):
+    path = tmp_path / "eval.yaml"
+    path.write_text(text)
+    fails(
+        capsys,
+        ["evaluate", "--model", models["base"], "--data", tmp_path, "--config", path, "--out", tmp_path / "ev"],
+        needle,
+    )
+    options = json.dumps(yaml.safe_load(text)["benchmarks"])
+    fails(
+        capsys,
+        ["evaluate", "--model", models["base"], "--data", tmp_path, "--options", options, "--out", tmp_path / "ev"],
+    )
+    nothing_finished(tmp_path, "ev")
+
+
+@pytest.mark.parametrize(
+    "config,needle",
+    [
+        ({"alpha_pattern": {"(.*.*.*)*x": 4}}, "repeats a repeat"),  # hangs Python's re (and PEFT) on a module name
+        ({"alpha_pattern": {".*.*.*.*.*x": 4}}, "has 5 repeats"),
+        ({"rank_pattern": {"q_proj": "four"}}, "rank_pattern must map patterns to numbers"),
+        ({"lora_alpha": "abc"}, "lora_alpha must be a number, got 'abc'"),
+    ],
+)
+def test_an_adapter_config_that_would_hang_or_crash_is_one_line(models, tmp_path, capsys, config, needle):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4, **config}))
+    save_file({}, str(adapter / "adapter_model.safetensors"))
+    argv = ["merge", "--method", "linear", "--base", models["base"], "--experts", models["experts"][0], adapter]
+    fails(capsys, [*argv, "--out", tmp_path / "out"], str(adapter / "adapter_config.json"), needle)
+    fails(capsys, adopt_argv(adapter, models["base"], tmp_path / "out"), needle)
+    nothing_finished(tmp_path, "out")
+
+
+def test_a_chat_template_that_raises_is_one_line(tiny_llm, built, expert_copy, tmp_path, capsys):
+    (expert_copy / "chat_template.jinja").write_text("{{ raise_exception('only system turns, please') }}")
+    argv = ["evaluate", "--model", expert_copy, "--data", built["honesty"].parent, "--benchmarks", "qa_mc"]
+    line = fails(capsys, [*argv, "--n", "qa_mc=2", "--out", tmp_path / "ev"], "chat template", "only system turns")
+    assert str(expert_copy) in line
+    nothing_finished(tmp_path, "ev")
+
+
+def test_names_in_a_card_are_text_not_markdown(tiny_llm, tmp_path):
+    hostile = tmp_path / "ev|il <img src=x onerror=alert(1)>\n# [click](javascript:x)"  # a directory name
+    shutil.copytree(tiny_llm, hostile)
+    assert main(["-q", *map(str, adopt_argv(hostile, tiny_llm, tmp_path / "out"))]) == 0
+    body = (tmp_path / "out" / "README.md").read_text().split("---\n", 2)[2]
+    assert "<img" not in body and "](javascript" not in body and "\n# [" not in body
+    assert "# ev\\|il &lt;img src=x onerror=alert\\(1\\)&gt; \\# \\[click\\]\\(javascript:x\\)\n" in body

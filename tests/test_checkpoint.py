@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.checkpoint.reader import CheckpointReader
-from resm_core.checkpoint.writer import AtomicDirectory, ShardedWriter, parse_size
+from resm_core.checkpoint.writer import ShardedWriter, parse_size
 from resm_core.errors import CheckpointError, ConfigError
 
 

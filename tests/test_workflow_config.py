@@ -63,6 +63,10 @@ TWIN = {"kind": "hub", "preset": "hh_rlhf_harmless", "name": "hh_rlhf_helpful"} 
     "edit,message",
     [
         (lambda c: c["training"].update(steps=0), r"training\.steps: 0 is less than the minimum of 1"),
+        (lambda c: c.update(results=""), r"results: '' should be non-empty"),
+        (lambda c: c["training"].update(learning_rate=float("nan")), r"training\.learning_rate: nan is not a finite"),
+        (lambda c: c["training"].update(learning_rate="1e999"), r"training\.learning_rate: '1e999' is not a finite"),
+        (lambda c: c["merges"].update(ties=[{"density": "0." + "1" * 300}]), r"'density-0\.1111.* is 310 bytes"),
         (lambda c: c["training"].pop("objective"), r"training: 'objective' is a required property"),
         (lambda c: c.update(combos=["helpfulness+honesty+kindness"]), "combos: 'helpfulness\\+honesty\\+kindness'"),
         (lambda c: c.update(combos=["honesty+helpfulness"]), "must be 2 or 3 distinct dims, sorted"),
@@ -116,7 +120,7 @@ TWIN = {"kind": "hub", "preset": "hh_rlhf_harmless", "name": "hh_rlhf_helpful"} 
         ),
         (
             lambda c: c["mixtures"].update(strategies=["ratio"], ratios={d: float("inf") for d in DIMS}),
-            r"mixtures\.ratios\.\w+: must be a finite number",
+            r"mixtures\.ratios\.\w+: inf is not a finite number",
         ),
         (lambda c: c["training"].update(learning_rate="fast"), r"training\.learning_rate: 'fast' is not of type"),
         (

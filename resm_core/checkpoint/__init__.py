@@ -1,6 +1,3 @@
-"""Reading and writing Hugging Face checkpoints tensor by tensor, with provenance manifests."""
-
-from resm_core.checkpoint.reader import CheckpointReader
-from resm_core.checkpoint.writer import AtomicDirectory, ShardedWriter, parse_size
-
-__all__ = ["AtomicDirectory", "CheckpointReader", "ShardedWriter", "parse_size"]
+"""Reading and writing Hugging Face checkpoints tensor by tensor, with provenance manifests. Import the
+modules themselves (`checkpoint.reader`, `.writer`, `.atomic`): this package imports nothing, so reaching
+`checkpoint.atomic` does not load torch."""

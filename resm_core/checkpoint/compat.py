@@ -28,6 +28,8 @@ ARCH_KEYS = (
     "tie_word_embeddings",
 )
 
+NAMING_KEYS = ("model_type", "architectures")
+SIZE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size", "num_attention_heads")
 
 VOCABULARY_HINT = (
     "an expert with added tokens can be merged with --base-vocabulary (config `base_vocabulary: true`): "
@@ -44,6 +46,16 @@ def check_config(
 ) -> None:
     if base_cfg is None or other_cfg is None:
         return
+    for cfg, where in ((base_cfg, base_dir), (other_cfg, other_dir)):
+        named = {key: cfg.get(key) for key in NAMING_KEYS}
+        if not all(named.values()):
+            raise CompatibilityError(
+                f"{where / 'config.json'}: must name its architecture ({', '.join(NAMING_KEYS)}), has {named}; "
+                f"without them the architecture check compares nothing"
+            )
+        for key in SIZE_KEYS:
+            if key in cfg and (isinstance(cfg[key], bool) or not isinstance(cfg[key], int)):
+                raise CompatibilityError(f"{where / 'config.json'}: {key} = {cfg[key]!r} is not a whole number")
     for key in ARCH_KEYS:
         if key in base_cfg and key in other_cfg and base_cfg[key] != other_cfg[key]:
             if key == "vocab_size" and base_vocabulary and other_cfg[key] > base_cfg[key]:

@@ -137,8 +137,12 @@ class CheckpointReader:
                 raise pickle_refused(file)
             try:
                 state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as exc:
-                raise CheckpointError(f"{file}: cannot be loaded with weights_only=True ({exc})") from exc
+            except Exception as exc:  # torch's message runs to several lines of advice to turn the check off
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                why = next((line for line in lines if "Unpickler error" in line), lines[0] if lines else repr(exc))
+                raise CheckpointError(
+                    f"{file}: cannot be loaded with weights_only=True, so it is not loaded: {why[:200]}"
+                ) from None
             self._pickled[file] = state
             names = list(state)
         else:

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from resm_core.assets import cache_root
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.checkpoint.manifest import ManifestRecorder
-from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.data import sources as src
 from resm_core.data.near_duplicates import cosine_range, examples, without_near_duplicates
 from resm_core.data.refusals import looks_like_refusal

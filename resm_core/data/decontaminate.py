@@ -18,8 +18,8 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.checkpoint.manifest import ManifestRecorder
-from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.data.near_duplicates import EMBED_TOKENS, nearest
 from resm_core.data.request import DecontaminateRequest
 from resm_core.data.schema import read_rows, text_key, write_jsonl

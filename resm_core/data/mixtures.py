@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.checkpoint.manifest import ManifestRecorder
-from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.data.request import STRATEGIES, MixRequest
 from resm_core.data.schema import DIMS, read_rows, write_jsonl
 from resm_core.errors import DataError

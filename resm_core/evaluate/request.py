@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
 from resm_core.errors import ConfigError
 from resm_core.options import build, declared, device_option, option, pickle_option
+from resm_core.yamlfile import load_yaml, short
 
 BACKENDS = ("transformers", "vllm")
 
@@ -74,11 +73,37 @@ def read_config(path: Path) -> dict:
     """An `--config` file: the keys of the workflow config's `evaluation` section that evaluation reads."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = load_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of evaluation keys, got {type(config).__name__}")
     unknown = set(config) - FILE_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(FILE_KEYS))}")
     return config
+
+
+def _benchmark_map(value: Any, where: str) -> dict[str, dict]:
+    """benchmark -> options (a list of names means default options), each options a mapping."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = {name: {} for name in value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of benchmark -> options, got {short(value)}")
+    out = {}
+    for name, opts in value.items():
+        if opts is not None and not isinstance(opts, dict):
+            raise ConfigError(f"{where}.{name}: expected a mapping of options, got {short(opts)}")
+        out[str(name)] = dict(opts or {})
+    return out
+
+
+def _check_options(benchmarks: dict[str, dict]) -> None:
+    """Each known benchmark's options, as the workflow's config check reads them (unknown names are named
+    by the request's own check)."""
+    from resm_core.evaluate.benchmarks import BENCHMARKS
+
+    for name, opts in benchmarks.items():
+        if name in BENCHMARKS:
+            BENCHMARKS[name].check_options(opts)
 
 
 def request_from(
@@ -91,17 +116,14 @@ def request_from(
     """Flags over the config file; the benchmarks from the config, replaced by `options` (benchmark ->
     options), narrowed to `names`, with `counts` (BENCH=N) setting each one's n."""
     config = dict(config or {})
-    benchmarks = config.pop("benchmarks", None) or _default_benchmarks()
-    if isinstance(benchmarks, list):
-        benchmarks = {name: {} for name in benchmarks}
+    benchmarks = _benchmark_map(config.pop("benchmarks", None) or _default_benchmarks(), "evaluation.benchmarks")
     if options is not None:
-        if not isinstance(options, dict):
-            raise ConfigError("--options: expected a JSON object of benchmark -> options")
-        benchmarks = {name: dict(opts or {}) for name, opts in options.items()}
+        benchmarks = _benchmark_map(options, "--options")
     if names:
         benchmarks = {name: benchmarks.get(name, {}) for name in names}
     for name, n in counts or []:
         if name not in benchmarks:
             raise ConfigError(f"--n {name}={n}: {name} is not among the benchmarks being run")
         benchmarks[name] = {**(benchmarks[name] or {}), "n": n}
+    _check_options(benchmarks)
     return build(EvalRequest, {**config, **flags, "benchmarks": benchmarks}, "evaluation")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.data.schema import text_key
 from resm_core.data.splits import take, unit_hash
 from resm_core.errors import ConfigError, EvaluationError

@@ -35,14 +35,16 @@ import torch
 from tqdm.auto import tqdm
 
 from resm_core.card import CARD_NAME, RECIPE_NAME, write_merge_files
+from resm_core.checkpoint.atomic import AtomicDirectory, prepare_output
 from resm_core.checkpoint.finite import all_finite, fits
 from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
 from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
-from resm_core.checkpoint.writer import AtomicDirectory, ShardedWriter, parse_size, prepare_output
+from resm_core.checkpoint.writer import ShardedWriter, parse_size
 from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, NumericError
 from resm_core.hub import local_model
+from resm_core.input_dirs import check_no_links
 from resm_core.merge.api import MergeMethod, TensorContext, task_sum
 from resm_core.merge.catalogue import get_method
 from resm_core.merge.draws import block_draws, block_states
@@ -50,6 +52,20 @@ from resm_core.merge.request import VOCAB_RULES, MergeRequest
 from resm_core.taskvec.sources import LORA_CHUNK, DeltaRows, DeltaSource, open_expert, widest_dtype
 
 log = logging.getLogger(__name__)
+
+
+def refuse_repeated(experts: list[Path]) -> None:
+    """An expert listed twice would be merged twice (its vector counted double, its conflicts with itself
+    counted as agreement): refused, naming it."""
+    seen: dict[Path, Path] = {}
+    for path in experts:
+        key = Path(path).resolve()
+        if key in seen:
+            raise ConfigError(
+                f"experts: {path} is listed twice (also as {seen[key]}); list each expert once "
+                f"(a method's per-expert weights, where it has them, give one expert more say)"
+            )
+        seen[key] = Path(path)
 
 
 @dataclass
@@ -95,7 +111,9 @@ class MergeJob:
         self.device = resolve_device(request.device)
         self.out_dtype = resolve_dtype(request.out_dtype, "out_dtype") if request.out_dtype else None
         self.shard_bytes = parse_size(request.shard_size)
+        refuse_repeated(request.experts)
         prepare_output(Path(request.out), request.force, [request.base, *request.experts])
+        check_no_links(request.base, "base")  # its config and tokenizer files are carried into the output
         self.base = CheckpointReader(request.base, allow_pickle=request.allow_pickle)
         self.experts: list[DeltaSource] = [
             open_expert(p, request.allow_pickle, request.base_vocabulary) for p in request.experts

@@ -17,12 +17,14 @@ The correspondence (held by tests/test_mergekit.py, which runs both spellings an
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from resm_core.errors import ConfigError
+from resm_core.yamlfile import short
 
 SUMMING = ("task_arithmetic", "dare_linear", "breadcrumbs", "della_linear")
 ELECTING = ("ties", "dare_ties", "breadcrumbs_ties", "della")
@@ -43,6 +45,20 @@ def _scalar(value: Any, where: str) -> Any:
     return value
 
 
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of name -> value, got {short(value)}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {short(value)}")
+    return float(value)
+
+
 def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, Any]:
     """The resm recipe (a mapping `merge/recipe.py` reads) equivalent to a mergekit recipe."""
     where = f"{source} (mergekit format)"
@@ -60,7 +76,10 @@ def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, A
     if not recipe.get("base_model"):
         raise ConfigError(f"{where}: base_model is required (resm merges task vectors against a base)")
     base = str(recipe["base_model"])
-    top = {k: _scalar(v, f"{where}: parameters.{k}") for k, v in (recipe.get("parameters") or {}).items()}
+    top = {
+        k: _scalar(v, f"{where}: parameters.{k}")
+        for k, v in _mapping(recipe.get("parameters"), f"{where}: parameters").items()
+    }
     for i, m in enumerate(recipe.get("models") or []):
         if not isinstance(m, dict) or not isinstance(m.get("model"), str):
             raise ConfigError(
@@ -71,7 +90,8 @@ def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, A
         raise ConfigError(f"{where}: models lists no model besides the base")
     per_model: list[dict[str, Any]] = []
     for i, m in enumerate(models):
-        own = {k: _scalar(v, f"{where}: models.{i}.parameters.{k}") for k, v in (m.get("parameters") or {}).items()}
+        at = f"{where}: models.{i}.parameters"
+        own = {k: _scalar(v, f"{at}.{k}") for k, v in _mapping(m.get("parameters"), at).items()}
         per_model.append({**{k: v for k, v in top.items() if k in PER_MODEL + ("weight",)}, **own})
     params: dict[str, Any] = {}
     for key in PER_MODEL:
@@ -83,14 +103,16 @@ def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, A
     extra = sorted({k for p in per_model for k in p} - set(PER_MODEL) - {"weight"})
     if extra:
         raise ConfigError(f"{where}: model parameter {extra[0]!r} is not supported")
-    weights = [float(p.get("weight", 1.0)) for p in per_model]
+    weights = [_number(p.get("weight", 1.0), f"{where}: models.{i}.parameters.weight") for i, p in enumerate(per_model)]
     normalize = bool(top.pop("normalize", NORMALIZE_DEFAULT.get(method, False)))
     if method in ELECTING and not normalize:
         raise ConfigError(f"{where}: normalize: false with {method} (a disjoint sum) has no resm equivalent")
     if method in SUMMING and normalize:
+        if sum(weights) == 0:
+            raise ConfigError(f"{where}: normalize: true with weights that sum to zero ({weights}) divides by zero")
         weights = [w / sum(weights) for w in weights]
     if "lambda" in top and method not in ("linear", "model_stock"):
-        params["scale"] = float(top.pop("lambda"))
+        params["scale"] = _number(top.pop("lambda"), f"{where}: parameters.lambda")
     elif method in SUMMING + ELECTING:
         params["scale"] = 1.0
     if method.startswith("della") and top.pop("rescale", True) is not True:

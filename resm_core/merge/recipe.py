@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from resm_core.errors import ConfigError
 from resm_core.merge.mergekit import from_mergekit, is_mergekit
 from resm_core.merge.request import MergeRequest
 from resm_core.options import build
 from resm_core.validation import validate
+from resm_core.yamlfile import load_yaml
 
 
 def read_recipe(path: Path) -> tuple[dict[str, Any], bool]:
@@ -20,10 +19,7 @@ def read_recipe(path: Path) -> tuple[dict[str, Any], bool]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    data = load_yaml(path.read_text(), str(path))
     translated = isinstance(data, dict) and is_mergekit(data)
     if translated:
         data = from_mergekit(data, str(path))

@@ -67,7 +67,9 @@ class MergeRequest:
     allow_pickle: bool = pickle_option(config=True)
     base_vocabulary: bool = base_vocabulary_option(config=True)
     allow_other_base: bool = option(
-        False, help="merge task vectors onto a base other than the one they were extracted from", config=False
+        False,
+        help="merge task vectors (LoRA adapters) onto a base other than the one they were extracted from (declare)",
+        config=False,
     )
     force: bool = option(False, help="replace the output if it exists")
     records: Path | None = option(

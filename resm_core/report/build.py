@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resm_core.checkpoint.writer import AtomicDirectory
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.data.decontaminate import DROPPED_COLUMNS, dropped_table
 from resm_core.errors import ReportError
 from resm_core.grid import runs_by_arm

@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.checkpoint.compat import check_tensors
 from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
 from resm_core.checkpoint.names import layer_group
-from resm_core.checkpoint.writer import AtomicDirectory
 from resm_core.devices import resolve_device
 from resm_core.errors import CheckpointError, ConfigError
 from resm_core.taskvec.sources import TaskVectorSource, open_expert

@@ -20,6 +20,7 @@ from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.errors import CheckpointError, CompatibilityError
 from resm_core.jsonfile import read_json
+from resm_core.yamlfile import short
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +186,22 @@ class LoraSource(DeltaSource):
         peft_type = self.adapter_config.get("peft_type", "LORA")
         if peft_type != "LORA":
             raise CheckpointError(f"{cfg_path}: peft_type {peft_type} is not supported (only LORA)")
-        self.lora_alpha = float(self.adapter_config.get("lora_alpha", 8))
         self.rslora = bool(self.adapter_config.get("use_rslora", False))
         self.fan_in_fan_out = bool(self.adapter_config.get("fan_in_fan_out", False))
         self.alpha_pattern = self.adapter_config.get("alpha_pattern") or {}
+        self.rank_pattern = self.adapter_config.get("rank_pattern") or {}
+        for key in ("alpha_pattern", "rank_pattern"):
+            patterns = getattr(self, key)
+            if not isinstance(patterns, dict) or not all(_finite_number(v) for v in patterns.values()):
+                raise CheckpointError(f"{cfg_path}: {key} must map patterns to numbers, got {short(patterns)}")
+            for pattern in patterns:
+                why = unbounded_pattern(pattern)
+                if why:
+                    raise CheckpointError(f"{cfg_path}: {key}: the pattern {short(pattern)} {why}")
+        alpha = self.adapter_config.get("lora_alpha", 8)
+        if not _finite_number(alpha):
+            raise CheckpointError(f"{cfg_path}: lora_alpha must be a number, got {short(alpha)}")
+        self.lora_alpha = float(alpha)
         self.base_dir = self.adapter_config.get("base_model_name_or_path")
         self._pairs: dict[str, dict[str, str]] = {}
         self._full: dict[str, str] = {}
@@ -211,7 +224,7 @@ class LoraSource(DeltaSource):
     def _alpha(self, target: str) -> float:
         module = target.removesuffix(".weight")
         for pattern, alpha in self.alpha_pattern.items():
-            if re.fullmatch(rf"(.*\.)?{pattern}", module):
+            if re.fullmatch(rf"(.*\.)?(?:{pattern})", module):  # PEFT's rule: `(.*\.)?(PATTERN)$`
                 return float(alpha)
         return self.lora_alpha
 
@@ -269,6 +282,9 @@ class LoraSource(DeltaSource):
             return DeltaRows(self.reader.get_rows(self._full[name], start, stop), minus_base=True)
         return DeltaRows(None, minus_base=False)
 
+    def check_base(self, base: CheckpointReader, allow_other: bool = False) -> None:
+        refuse_other_base(self.directory, self.base_dir, base.directory, allow_other)
+
     def check_against(self, base: CheckpointReader, required: set[str] | None = None) -> None:
         try:
             super().check_against(base, required)
@@ -277,6 +293,99 @@ class LoraSource(DeltaSource):
                 f"{exc} (LoRA adapter targets are mapped to base tensor names by "
                 "stripping 'base_model.model.' and the lora_A/lora_B suffix)"
             ) from None
+
+
+_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+MAX_PATTERN_REPEATS = 3
+
+
+def unbounded_pattern(pattern: object) -> str | None:
+    """Why an adapter's module pattern could take exponential time (a repeat inside a repeat, or a choice
+    under a repeat: `(a+)+`, `(.|..)*`), or None. Python's `re`, which PEFT also matches them with, has no
+    timeout, so such a pattern is refused before anything matches it."""
+    from re import _parser  # type: ignore[attr-defined]  # the stdlib's own parse of a pattern
+
+    if not isinstance(pattern, str):
+        return "is not text"
+    try:
+        tree = _parser.parse(pattern)
+    except re.error as exc:
+        return f"is not a regular expression ({exc})"
+
+    repeats = 0
+
+    def nested(items, under_repeat: bool) -> bool:
+        nonlocal repeats
+        for op, arg in items:
+            name = str(op)
+            if name in _REPEATS:
+                repeats += 1
+                children, under = arg[2], True
+                if under_repeat:
+                    return True
+            elif name == "BRANCH":
+                if under_repeat:
+                    return True
+                children, under = [item for branch in arg[1] for item in branch], under_repeat
+            elif name in ("SUBPATTERN", "ASSERT", "ASSERT_NOT"):
+                children, under = arg[-1], under_repeat
+            else:
+                continue
+            if nested(children, under):
+                return True
+        return False
+
+    if nested(tree, False):
+        return "repeats a repeat or a choice, which can backtrack for ever; write it without nesting"
+    if repeats > MAX_PATTERN_REPEATS:  # k repeats in a row cost up to len(name)**k steps
+        return f"has {repeats} repeats (at most {MAX_PATTERN_REPEATS}: each multiplies the steps a match can take)"
+    return None
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _weight_digests(directory: Path) -> set[str]:
+    return {sha256_file(f) for f in CheckpointReader(directory).files}
+
+
+def adapter_base_mismatch(declared: str | None, base_dir: Path) -> str | None:
+    """Why the base an adapter declares (`base_model_name_or_path`) is not `base_dir`, or None when it is or
+    cannot be told: the same directory or weights (a local path), the same repo (a hub id, against the
+    base's hub origin). An adapter of another model can still fit every shape and merge without an error."""
+    from resm_core.hub import hub_origin, parse_id
+
+    if not declared:
+        log.warning("the adapter declares no base (adapter_config.json: base_model_name_or_path)")
+        return None
+    local = Path(declared)
+    if local.is_dir():
+        if local.resolve() == base_dir.resolve() or _weight_digests(local) == _weight_digests(base_dir):
+            return None
+        return f"declares the base {declared}, whose weights differ from {base_dir}'s"
+    hub, origin = parse_id(declared), hub_origin(base_dir)
+    if hub and origin:
+        if hub.repo.lower() == origin["repo"].lower():
+            return None
+        return f"declares the base {declared}, but {base_dir} is {origin['repo']}"
+    log.warning(
+        "the adapter declares the base %s, which cannot be compared with %s here (not a local directory, and "
+        "the base has no hub origin): check that they are the same model",
+        declared,
+        base_dir,
+    )
+    return None
+
+
+def refuse_other_base(adapter_dir: Path, declared: str | None, base_dir: Path, allow_other: bool) -> None:
+    why = adapter_base_mismatch(declared, base_dir)
+    if why is None:
+        return
+    what = f"{adapter_dir / ADAPTER_CONFIG}: {why}"
+    if not allow_other:
+        raise CompatibilityError(f"{what}; pass --allow-other-base to use it on this base anyway")
+    log.warning("%s; using it anyway (--allow-other-base)", what)
 
 
 def widest_dtype(dtypes) -> torch.dtype | None:

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 
 from resm_core.card import CARD_NAME, trained_card
+from resm_core.checkpoint.atomic import AtomicDirectory, prepare_output
 from resm_core.checkpoint.finite import check_finite
 from resm_core.checkpoint.manifest import ManifestRecorder
 from resm_core.checkpoint.reader import check_pickle_policy
-from resm_core.checkpoint.writer import AtomicDirectory, prepare_output
 from resm_core.data.schema import read_rows
 from resm_core.devices import resolve_device, resolve_dtype
 from resm_core.errors import ConfigError, TrainingError
