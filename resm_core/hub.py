@@ -2,14 +2,16 @@
 
 A hub id resolves through `huggingface_hub` into its cache (offline from the cache when HF_HUB_OFFLINE=1),
 so a second use downloads nothing; the snapshot directory's name is the commit, and every manifest records
-repo and commit next to the path (`hub_origin`). `fetch` puts a snapshot into a plain directory of its own
-(hard links to the cache's immutable blobs where the file system allows, else copies) for the workflow,
-whose compute nodes may not see the login node's cache.
+repo and commit next to the path (`hub_origin`: a cache snapshot, or a fetched directory whose files match the
+cache's snapshot; a `resm_source.json` alone is a claim, never an origin). `fetch` puts a snapshot into a
+plain directory of its own (hard links to the cache's immutable blobs where the file system allows, else
+copies) for the workflow, whose compute nodes may not see the login node's cache.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.errors import CheckpointError
 from resm_core.input_dirs import own_copy
 from resm_core.jsonfile import read_json
+
+log = logging.getLogger(__name__)
 
 SOURCE_FILE = "resm_source.json"  # where a fetched directory says which repo and commit it holds
 _ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")
@@ -69,14 +73,53 @@ def local_model(arg: str | Path, allow_pickle: bool = False) -> Path:
 
 
 def hub_origin(path: str | Path) -> dict[str, str] | None:
-    """{repo, commit} of a cache snapshot or a fetched directory; None for a plain local directory."""
+    """{repo, commit} of a cache snapshot, or of a fetched directory whose files resm can match with the
+    cache's snapshot of that commit; None for anything else. A `resm_source.json` is only a claim: any
+    directory can carry one, and a card must not name a hub model that was never used."""
     path = Path(path)
     source = path / SOURCE_FILE
     if path.is_dir() and source.is_file():
         data = read_json(source, CheckpointError)
-        return {k: data[k] for k in ("repo", "revision", "commit") if data.get(k)}
+        origin = {k: str(data[k]) for k in ("repo", "revision", "commit") if data.get(k)}
+        if _matches_cache(path, origin):
+            return origin
+        log.warning(
+            "%s: %s names %s@%s, but its files do not match that commit's snapshot in the hub cache (absent, or "
+            "different): recorded as a local directory",
+            path,
+            SOURCE_FILE,
+            origin.get("repo"),
+            origin.get("commit"),
+        )
+        return None
     m = _SNAPSHOT.search(path.resolve().as_posix())
     return {"repo": f"{m['org']}/{m['name']}", "commit": m["commit"]} if m else None
+
+
+def _matches_cache(directory: Path, origin: dict[str, str]) -> bool:
+    """Every file of `directory` (its `resm_source.json` aside) is in the cache's snapshot of the claimed
+    commit with the same SHA-256 (an LFS blob's name is its SHA-256; other blobs are hashed)."""
+    from huggingface_hub import constants
+
+    from resm_core.checkpoint.manifest import sha256_file
+
+    repo, commit = origin.get("repo", ""), origin.get("commit", "")
+    if not _ID.fullmatch(repo) or not re.fullmatch(r"[0-9a-f]{40}", commit):
+        return False
+    snapshot_dir = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    # hidden files are not the model's (Snakemake marks a directory output with `.snakemake_timestamp`)
+    files = [f for f in directory.rglob("*") if f.is_file() and f.name != SOURCE_FILE and not f.name.startswith(".")]
+    if not snapshot_dir.is_dir() or not files:
+        return False
+    for f in files:
+        cached = snapshot_dir / f.relative_to(directory)
+        if not cached.is_file():
+            return False
+        blob = cached.resolve()
+        digest = blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else sha256_file(blob)
+        if digest != sha256_file(f):
+            return False
+    return True
 
 
 def fetch(

@@ -577,3 +577,16 @@ def test_names_in_a_card_are_text_not_markdown(tiny_llm, tmp_path):
     body = (tmp_path / "out" / "README.md").read_text().split("---\n", 2)[2]
     assert "<img" not in body and "](javascript" not in body and "\n# [" not in body
     assert "# ev\\|il &lt;img src=x onerror=alert\\(1\\)&gt; \\# \\[click\\]\\(javascript:x\\)\n" in body
+
+
+def test_a_hub_origin_is_what_resm_can_verify_not_what_a_directory_claims(tiny_llm, expert_copy, tmp_path):
+    import yaml as _yaml
+
+    claim = {"repo": "famous-lab/famous-model", "revision": None, "commit": "a" * 40}
+    (expert_copy / "resm_source.json").write_text(json.dumps(claim))
+    assert main(["-q", *map(str, adopt_argv(expert_copy, tiny_llm, tmp_path / "out"))]) == 0
+    manifest = json.loads((tmp_path / "out" / "resm_manifest.json").read_text())
+    assert "hub" not in manifest["inputs"]["source"][0]  # no cache holds that commit: a claim, not an origin
+    card = (tmp_path / "out" / "README.md").read_text()
+    front = _yaml.safe_load(card.split("---\n")[1])
+    assert "famous" not in card and "base_model" not in front
