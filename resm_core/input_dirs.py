@@ -16,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from resm_core.errors import CheckpointError
+from resm_core.errors import CheckpointError, ResmError
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a whole file (btrfs, xfs, bcachefs; others answer EOPNOTSUPP)
 _SNAPSHOT_DIR = re.compile(r"^(?:models|datasets|spaces)--[^/]+/snapshots/[0-9a-f]{40}$")
@@ -35,7 +35,7 @@ def _is_blob(path: Path) -> bool:
     return path.parent.name == "blobs" and path.parent.parent.name.startswith(("models--", "datasets--"))
 
 
-def check_no_links(directory: str | Path, what: str = "input") -> None:
+def check_no_links(directory: str | Path, what: str = "input", error: type[ResmError] = CheckpointError) -> None:
     """Refuse a symbolic link anywhere under `directory` (links of a hub cache snapshot into its own blobs
     excepted), naming the first one and where it points."""
     directory = Path(directory)
@@ -49,7 +49,7 @@ def check_no_links(directory: str | Path, what: str = "input") -> None:
             target = path.resolve()
             if blobs is not None and target.parent == blobs and target.is_file():
                 continue
-            raise CheckpointError(
+            raise error(
                 f"{path}: a symbolic link (to {os.readlink(path)}) inside the {what} directory {directory}; "
                 f"resm reads inputs but never follows links out of them: copy the file in, or remove the link"
             )

@@ -590,3 +590,15 @@ def test_a_hub_origin_is_what_resm_can_verify_not_what_a_directory_claims(tiny_l
     card = (tmp_path / "out" / "README.md").read_text()
     front = _yaml.safe_load(card.split("---\n")[1])
     assert "famous" not in card and "base_model" not in front
+
+
+def test_a_link_inside_a_local_dataset_directory_is_refused(assets_root, tmp_path, capsys):
+    private = tmp_path / "private.jsonl"
+    private.write_text(json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: my password is hunter2", "rejected": "x"}))
+    (tmp_path / "hh" / "helpful-base").mkdir(parents=True)
+    (tmp_path / "hh" / "helpful-base" / "train.jsonl").symlink_to(private)
+    spec = {"kind": "hub", "preset": "hh_rlhf_helpful", "path": str(tmp_path / "hh")}
+    argv = ["data", "build", "--dim", "helpfulness", "--source", json.dumps(spec), "--cache", assets_root]
+    line = fails(capsys, [*argv, "--out", tmp_path / "built"], str(tmp_path / "hh" / "helpful-base" / "train.jsonl"))
+    assert "symbolic link" in line
+    nothing_finished(tmp_path, "built")

@@ -691,6 +691,12 @@ def load_records(
     (`data_files`: jsonl/json or parquet), with the cause of any failure named."""
     from datasets import load_dataset
 
+    from resm_core.input_dirs import check_no_links
+
+    if path and Path(path).is_dir():
+        check_no_links(
+            path, "data", DataError
+        )  # a link would read (and build into training rows) a file from elsewhere
     try:
         if data_files:
             files = [str(f) for f in (data_files if isinstance(data_files, list) else [data_files])]
