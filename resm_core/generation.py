@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from resm_core.checkpoint.manifest import input_files, sha256_file
+from resm_core.checkpoint.digests import input_files, sha256_file
 from resm_core.checkpoint.reader import check_pickle_policy
 from resm_core.devices import resolve_device
 from resm_core.errors import CheckpointError, ConfigError

@@ -101,7 +101,7 @@ def _matches_cache(directory: Path, origin: dict[str, str]) -> bool:
     commit with the same SHA-256 (an LFS blob's name is its SHA-256; other blobs are hashed)."""
     from huggingface_hub import constants
 
-    from resm_core.checkpoint.manifest import sha256_file
+    from resm_core.checkpoint.digests import sha256_file
 
     repo, commit = origin.get("repo", ""), origin.get("commit", "")
     if not _ID.fullmatch(repo) or not re.fullmatch(r"[0-9a-f]{40}", commit):

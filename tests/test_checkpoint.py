@@ -90,19 +90,19 @@ def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     import hashlib
     import os
 
-    from resm_core.checkpoint import manifest
+    from resm_core.checkpoint import digests
 
     monkeypatch.setenv("RESM_HASH_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "w.bin"
     f.write_bytes(b"abc")
-    assert manifest.sha256_file(f) == hashlib.sha256(b"abc").hexdigest()
+    assert digests.sha256_file(f) == hashlib.sha256(b"abc").hexdigest()
     assert len(list((tmp_path / "cache").iterdir())) == 1
     f.write_bytes(b"abcd")  # new content, new size: a new key, never the stale digest
     os.utime(f, ns=(1, 1))
-    assert manifest.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
+    assert digests.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
     for entry in (tmp_path / "cache").iterdir():
         entry.write_text("garbage")  # damaged entries are recomputed
-    assert manifest.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
+    assert digests.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
 
 
 def test_a_streaming_writer_writes_rows_into_planned_shards(tmp_path):

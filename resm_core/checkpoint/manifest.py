@@ -7,8 +7,6 @@ on a background thread while the real work runs; the manifest waits for them onl
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import platform
 import resource
 import sys
@@ -22,53 +20,10 @@ from typing import Any
 import torch
 
 import resm_core
+from resm_core.checkpoint.digests import input_files, sha256_file
 
 MANIFEST_NAME = "resm_manifest.json"
-_CHUNK = 8 * 1024 * 1024
 _VERSIONED = ("torch", "safetensors", "numpy", "transformers", "peft")
-
-
-def hash_cache_dir() -> Path:
-    """Where file digests are remembered: $RESM_HASH_CACHE, else ~/.cache/resm/sha256."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resm" / "sha256"
-    return Path(os.environ.get("RESM_HASH_CACHE", default))
-
-
-def sha256_file(path: Path, cache: bool = True) -> str:
-    """SHA-256 of a file. A hyperparameter sweep merges the same experts many times, so digests
-    are cached, keyed by (resolved path, size, mtime); a rewritten file gets a new key. One small
-    file per entry, written by rename, so parallel jobs never see a torn entry."""
-    path = Path(path)
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    entry = hash_cache_dir() / key
-    if cache and entry.is_file():
-        cached = entry.read_text().strip()
-        if len(cached) == 64:
-            return cached
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    if cache:
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_name(f".{key}.{os.getpid()}")
-            tmp.write_text(value)
-            tmp.replace(entry)
-        except OSError:  # a read-only or full cache only costs speed
-            pass
-    return value
-
-
-def input_files(path: Path) -> list[Path]:
-    """The files of an input that determine its content: every regular file of a directory
-    (not recursive, hidden files skipped), or the file itself."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def library_versions() -> dict[str, str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from resm_core.checkpoint.compat import check_config, check_tensors, check_tokenizer
-from resm_core.checkpoint.manifest import MANIFEST_NAME, sha256_file
+from resm_core.checkpoint.digests import sha256_file
+from resm_core.checkpoint.manifest import MANIFEST_NAME
 from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.errors import CheckpointError, CompatibilityError

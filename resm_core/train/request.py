@@ -93,7 +93,7 @@ class TrainRequest:
     def fingerprint(self) -> str:
         """What must match for a work directory to be resumed: the settings (not out, force, progress,
         save_steps, device) and the content of the base and the data, not just their paths."""
-        from resm_core.checkpoint.manifest import input_files, sha256_file
+        from resm_core.checkpoint.digests import input_files, sha256_file
 
         keep = {
             k: (str(v) if isinstance(v, Path) else v)
