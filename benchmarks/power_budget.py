@@ -7,7 +7,7 @@ per answer, at the fp32 matrix-multiply rate measured here).
 
 `mdd_80` is a multiple of the paired standard error, so it shrinks as 1/sqrt(items): the projection scales
 each row's measured `mdd_80` by that law, holding the per-item spread the run measured. Not a test: the
-seconds depend on the machine.
+seconds depend on the machine, and the matmul rate on what else runs on it (measure on an idle one).
 """
 
 from __future__ import annotations
@@ -78,9 +78,11 @@ def main() -> None:
     answers_needed = len(arms) * sum(needed[n] + val_items[n] for n in balance)
     projected_s = answers_needed * s_per_answer / args.cores
 
-    import torch
+    from resm_core.checkpoint.reader import CheckpointReader
 
-    params = sum(t.numel() for t in _weights(args.results / "base", torch))
+    weights = CheckpointReader(args.results / "base")
+    params = sum(math.prod(weights.shape(name)) for name in weights.keys)
+    weights.close()
     tokens = answer_tokens(args.results, base_dir, balance)
     gflops = matmul_gflops(threads=args.cores)
     floor_s = answers_needed * 2 * params * tokens / (gflops * 1e9)
@@ -103,13 +105,6 @@ def main() -> None:
         "cores": args.cores,
     }
     print(json.dumps(report, indent=2))
-
-
-def _weights(model_dir: Path, torch):
-    from safetensors.torch import load_file
-
-    for f in sorted(model_dir.glob("*.safetensors")):
-        yield from load_file(f).values()
 
 
 if __name__ == "__main__":

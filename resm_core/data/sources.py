@@ -693,10 +693,8 @@ def load_records(
 
     from resm_core.input_dirs import check_no_links
 
-    if path and Path(path).is_dir():
-        check_no_links(
-            path, "data", DataError
-        )  # a link would read (and build into training rows) a file from elsewhere
+    if path and Path(path).is_dir():  # a link would build a file from elsewhere into training rows
+        check_no_links(path, "data", DataError)
     try:
         if data_files:
             files = [str(f) for f in (data_files if isinstance(data_files, list) else [data_files])]

@@ -68,7 +68,7 @@ class MergeRequest:
     base_vocabulary: bool = base_vocabulary_option(config=True)
     allow_other_base: bool = option(
         False,
-        help="merge task vectors (LoRA adapters) onto a base other than the one they were extracted from (declare)",
+        help="merge task vectors or LoRA adapters onto a base other than the one they were made on",
         config=False,
     )
     force: bool = option(False, help="replace the output if it exists")

@@ -348,7 +348,11 @@ def _finite_number(value: object) -> bool:
 
 
 def _weight_digests(directory: Path) -> set[str]:
-    return {sha256_file(f) for f in CheckpointReader(directory).files}
+    reader = CheckpointReader(directory)
+    try:
+        return {sha256_file(f) for f in reader.files}
+    finally:
+        reader.close()
 
 
 def adapter_base_mismatch(declared: str | None, base_dir: Path) -> str | None:
