@@ -1,5 +1,6 @@
-"""`resm plan CONFIG`: what a run will cost before it is submitted: jobs per rule (from Snakemake's own dry
-run, with the profile's resources), the models it writes and their size on disk, and GPU hours.
+"""`resm plan CONFIG`: what a run will cost before it is submitted: jobs per rule (the DAG Snakemake's API
+builds, with the profile's settings), what each rule asks sbatch for, the models it writes and their size on
+disk, and GPU hours.
 
 Sizes come from the base's architecture (its config.json, counted on the meta device: no weights are read
 or downloaded) and the dtypes the config implies. GPU hours are the runtime limits the jobs ask for, an
@@ -9,14 +10,12 @@ upper bound: SLURM bills what they use.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from resm_core.errors import ConfigError
 from resm_core.workflow_config import load_config
+from resm_core.workflow_jobs import PlannedJob, planned_jobs
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # rule -> what each of its jobs writes (a model of the base's size), for the disk estimate
@@ -36,30 +35,23 @@ class RuleCost:
     gpu_hours: float = 0.0
     gpus: set[int] = field(default_factory=set)
     runtime_min: set[int] = field(default_factory=set)
+    sbatch: set[str] = field(default_factory=set)
+    local: bool = False
 
 
-def dry_run(configfile: Path, snakefile: Path, profile: Path | None) -> dict[str, RuleCost]:
-    """Every job of the whole run (as if nothing were done yet), with the resources it would ask for."""
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--snakefile", str(snakefile)]
-    cmd += ["--configfile", str(configfile)] + (["--workflow-profile", str(profile)] if profile else [])
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise ConfigError(f"{configfile}: the dry run failed: {' / '.join(tail)}")
+def rule_costs(jobs: list[PlannedJob]) -> dict[str, RuleCost]:
+    """Jobs, GPUs, runtime limits and sbatch flags per rule."""
     rules: dict[str, RuleCost] = {}
-    for rule, block in re.findall(r"\n(?:local)?rule (\w+):\n((?:    .*\n)*)", done.stdout):
-        if rule == "all":  # the target, not a job
-            continue
-        cost = rules.setdefault(rule, RuleCost())
+    for job in jobs:
+        cost = rules.setdefault(job.rule, RuleCost(local=job.local))
         cost.jobs += 1
-        res = dict(re.findall(r"(\w+)=([^,\s]+)", (re.findall(r"    resources: (.*)", block) or [""])[0]))
-        runtime = int(float(res.get("runtime", 0)))
-        gpus = int(float(res.get("gpu", 0) or 0))
+        runtime = int(float(job.resources.get("runtime", 0) or 0))
+        gpus = int(float(job.resources.get("gpu", 0) or 0))
         cost.runtime_min.add(runtime)
         cost.gpus.add(gpus)
         cost.gpu_hours += gpus * runtime / 60
-    if not rules:
-        raise ConfigError(f"{configfile}: the dry run listed no jobs")
+        if job.sbatch:
+            cost.sbatch.add(job.sbatch)
     return rules
 
 
@@ -148,7 +140,7 @@ def artifact_dtypes(config: dict, base_dtype: str) -> dict[str, str]:
 
 def plan(configfile: Path, snakefile: Path, profile: Path | None = None) -> str:
     config = load_config(configfile)
-    rules = dry_run(configfile, snakefile, profile)
+    rules = rule_costs(planned_jobs(configfile, snakefile, profile))
     params, base_dtype, where = base_size(config)
     dtypes = artifact_dtypes(config, base_dtype if base_dtype in BYTES else "float32")
     keep = config.get("keep_merged_models", True)
@@ -185,6 +177,15 @@ def plan(configfile: Path, snakefile: Path, profile: Path | None = None) -> str:
     ]
     if not keep:
         lines.append(f"merged models are deleted once evaluated: {gb['merged']:.1f} GB per merge in flight at once")
+    lines += [
+        "",
+        "what each rule asks sbatch for (the SLURM plugin's flags"
+        + (f" under {profile}" if profile else "")
+        + "; local rules run where snakemake runs):",
+    ]
+    for rule, cost in rules.items():
+        flags = " | ".join(sorted(cost.sbatch)) if not cost.local else "local"
+        lines.append(f"  {rule:22s} {flags}")
     return "\n".join(lines)
 
 

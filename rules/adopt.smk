@@ -43,7 +43,7 @@ rule adopt_model:
         RESM_ENV
     threads: res("default", "threads", 1)
     resources:
-        mem_mb=res("merge", "mem_mb", 4000),
+        mem_mb=mem("merge", 4000),
         runtime=res("merge", "runtime", 60),
         disk_mb=res("merge", "disk_mb", 2000),
     params:

@@ -24,12 +24,19 @@ from resm_core.grid import (
 )
 from resm_core.merge.request import MergeRequest
 from resm_core.options import config_flags, to_flags
+from resm_core.slurm import check_profile
 from resm_core.stage_code import code_fingerprint
 from resm_core.taskvec.request import ExtractRequest
 from resm_core.train.request import TrainRequest
 from resm_core.workflow_config import check_config
 
 check_config(config, "config")  # before any job: errors name the key
+if workflow.is_main_process:  # resources come from the config; a profile supplies site settings only
+    check_profile(
+        workflow.resource_settings.default_resources,
+        workflow.resource_settings.overwrite_resources,
+        workflow.resource_settings.overwrite_threads,
+    )
 
 RESULTS = config["results"]
 CACHE = config.get("assets", "resources")
@@ -112,6 +119,16 @@ def res(kind, key, default):
     beat two 2-thread jobs in turn (evaluation: 1.57x), and GPU configs set their own.
     """
     return config.get("resources", {}).get(kind, {}).get(key, default)
+
+
+def mem(kind, default):
+    """A stage's memory from the config, doubled, tripled... on each retry (a job killed for memory)."""
+    return lambda wildcards, attempt: attempt * res(kind, "mem_mb", default)
+
+
+def gpu_model(kind):
+    """The GPU model sbatch asks for (`--gpus=MODEL:N`): only for a job that asks for GPUs."""
+    return res(kind, "gpu_model", "") if res(kind, "gpu", 0) else ""
 
 
 def asset_marker(name):

@@ -66,9 +66,10 @@ rule evaluate:
         EVAL_ENV
     threads: res("evaluate", "threads", 1)
     resources:
-        mem_mb=res("evaluate", "mem_mb", 4000),
+        mem_mb=mem("evaluate", 4000),
         runtime=res("evaluate", "runtime", 60),
         gpu=res("evaluate", "gpu", 0),
+        gpu_model=gpu_model("evaluate"),
     params:
         out=lambda wc, output: os.path.dirname(output[0]),
         args=eval_args(),

@@ -13,10 +13,11 @@ rule merge:
         RESM_ENV
     threads: res("merge", "threads", 1)
     resources:
-        mem_mb=res("merge", "mem_mb", 4000),
+        mem_mb=mem("merge", 4000),
         runtime=res("merge", "runtime", 60),
         disk_mb=res("merge", "disk_mb", 2000),
         gpu=res("merge", "gpu", 0),
+        gpu_model=gpu_model("merge"),
     params:
         hp=lambda wc: merge_params(config, wc.method, wc.hp),
         args=lambda wc: merge_args(wc.method, wc.hp, wc.rep),

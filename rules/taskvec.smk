@@ -12,7 +12,7 @@ rule extract_taskvec:
         RESM_ENV
     threads: res("merge", "threads", 1)
     resources:
-        mem_mb=res("merge", "mem_mb", 4000),
+        mem_mb=mem("merge", 4000),
         runtime=res("merge", "runtime", 60),
         disk_mb=res("merge", "disk_mb", 2000),
     params:
@@ -35,7 +35,7 @@ rule conflicts:
         RESM_ENV
     threads: res("merge", "threads", 1)
     resources:
-        mem_mb=res("merge", "mem_mb", 4000),
+        mem_mb=mem("merge", 4000),
         runtime=res("merge", "runtime", 60),
     params:
         names=lambda wc: combo_dims(wc.combo),

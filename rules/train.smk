@@ -13,10 +13,11 @@ rule train_expert:
         RESM_ENV
     threads: res("train", "threads", 1)
     resources:
-        mem_mb=res("train", "mem_mb", 6000),
+        mem_mb=mem("train", 6000),
         runtime=res("train", "runtime", 120),
         disk_mb=res("train", "disk_mb", 2000),
         gpu=res("train", "gpu", 0),
+        gpu_model=gpu_model("train"),
     params:
         args=lambda wc: train_args(TRAIN["steps"], wc.rep),
         data=lambda wc, input: os.path.dirname(input.data),
@@ -38,10 +39,11 @@ rule train_mixture:
         RESM_ENV
     threads: res("train", "threads", 1)
     resources:
-        mem_mb=res("train", "mem_mb", 6000),
-        runtime=res("train", "runtime", 120),
+        mem_mb=mem("train", 6000),
+        runtime=lambda wc: res("train", "runtime", 120) * len(combo_dims(wc.combo)),
         disk_mb=res("train", "disk_mb", 2000),
         gpu=res("train", "gpu", 0),
+        gpu_model=gpu_model("train"),
     params:
         args=lambda wc: train_args(TRAIN["steps"] * len(combo_dims(wc.combo)), wc.rep),
         data=lambda wc, input: os.path.dirname(input.data),

@@ -244,13 +244,18 @@ def test_the_slurm_site_template_works_as_the_readme_says(tmp_path):
 
         plan = [sys.executable, "-m", "resm_core.cli", "plan", f"configs/{preset}.yaml", "--profile", "profiles/mysite"]
         out = run(plan + ["--snakefile", "Snakefile"], cwd=tmp_path)
-        table = {m[0]: m[1:] for m in re.findall(r"\n(\w+) +(\d+) +(\d+) +([\d.]+) +(\d+)(.*)", out)}
+        table = {m[0]: m[1:] for m in re.findall(r"\n(\w+) +(\d+) +(\d+) +([\d./]+) +(\d+)(.*)", out)}
         assert {rule: int(row[0]) for rule, row in table.items()} == {r: n for r, n in counts.items() if r != "all"}
         gb = params * 2 / 1e9  # bfloat16
         assert f"{params / 1e9:.2f} B parameters, bfloat16" in out
         assert f"3 x {gb:.2f} GB bfloat16 task vector" in table["extract_taskvec"][4]
         assert f"132 x {gb:.2f} GB bfloat16 merged, each deleted once evaluated" in table["merge"][4]
-        gpu_hours = sum(int(row[0]) * int(row[1]) * float(row[2]) for row in table.values())
+        one_runtime = {rule: row for rule, row in table.items() if "/" not in row[2]}
+        for row in one_runtime.values():
+            assert int(row[3]) == round(int(row[0]) * int(row[1]) * float(row[2]))
+        two, three = (h for h in table["train_mixture"][2].split("/"))  # a mixture of k dims: k x the runtime
+        assert float(three) / float(two) == 1.5 and float(two) == 2 * float(table["train_expert"][2])
+        gpu_hours = sum(int(row[3]) for row in table.values())
         assert int(table["merge"][1]) == 1 and f"GPU hours asked for: {gpu_hours:.0f} " in out
         kept = (1 + counts["train_expert"] + counts["train_mixture"] + 3) * gb  # base, trained, task vectors
         assert f"models on disk at the end: {kept:.0f} GB" in out
@@ -383,3 +388,54 @@ def test_code_fingerprint_follows_the_stage_code(tmp_path):
     with open(code / "data" / "embedded" / "borderline_safe.jsonl", "a") as f:  # shipped data, not code
         f.write('{"prompt": "How do I kill a stuck job?", "answer": "Use scancel.", "category": "homonym"}\n')
     assert code_fingerprint("data", code) != data
+
+
+def test_a_profile_that_sets_what_the_config_owns_is_refused_by_name():
+    """Inside the SLURM plugin a profile's cpus_per_task beats a rule's threads and its set-resources replace the
+    config's values: such a profile is refused, naming each key; site settings pass."""
+    from resm_core.slurm import check_profile
+
+    check_profile(
+        {"slurm_partition": "cpu", "slurm_account": "a", "mem_mb": 1000}, {"merge": {"slurm_partition": "gpu"}}, {}
+    )
+    with pytest.raises(ConfigError) as err:
+        check_profile({"cpus_per_task": 4}, {"merge": {"mem_mb": 96000, "slurm_partition": "gpu"}}, {"evaluate": 2})
+    message = str(err.value)
+    for named in ("default-resources: cpus_per_task", "set-resources: merge: mem_mb", "set-threads: evaluate"):
+        assert named in message
+    assert "slurm_partition" not in message.split("site settings")[0]
+
+
+@pytest.mark.workflow
+def test_sbatch_asks_for_the_config_resources_under_the_slurm_profile(tmp_path):
+    """What the SLURM plugin would put in the sbatch call of a CPU rule and a GPU rule of the paper preset under
+    profiles/slurm: the config's threads as --cpus-per-task, its memory, runtime and GPUs (a GPU merge running
+    8 threads asked for 4 CPUs and the profile's memory before); a mixture of two dims gets twice the runtime.
+    A profile that repeats a resource stops the workflow before any job, naming it."""
+    from resm_core.workflow_jobs import planned_jobs
+
+    config = load_config(REPO / "configs" / "paper-llama3-8b.yaml")["resources"]
+    jobs = planned_jobs(REPO / "configs" / "paper-llama3-8b.yaml", REPO / "Snakefile", REPO / "profiles" / "slurm")
+    flags = {job.rule: job.sbatch for job in jobs if not job.local}
+    merge, train = config["merge"], config["train"]
+    assert flags["build_data"] == "-A my-account -p cpu -t 60 --mem 4000 --ntasks=1 --cpus-per-task=1"
+    assert flags["merge"] == (
+        f"-A my-account -p gpu -t {merge['runtime']} --mem {merge['mem_mb']} "
+        f"--cpus-per-task={merge['threads']} --gpus=1"
+    )
+    assert flags["train_expert"].endswith(f"--cpus-per-task={train['threads']} --gpus={train['gpu_model']}:1")
+    mixtures = {job.sbatch.split(" -t ")[1].split()[0] for job in jobs if job.rule == "train_mixture"}
+    assert mixtures == {str(2 * train["runtime"]), str(3 * train["runtime"])}
+    assert {job.rule for job in jobs if job.local} >= {"fetch_assets", "prepare_base", "fetch_dataset"}
+
+    for item in ("Snakefile", "rules", "captions", "envs", "configs", "config.yaml"):
+        (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)
+    profile = tmp_path / "mysite"
+    profile.mkdir()
+    site = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    site["set-resources"]["merge"]["mem_mb"] = 96000
+    site["configfile"] = str(tmp_path / "config.yaml")
+    (profile / "config.yaml").write_text(yaml.safe_dump(site))
+    cmd = ["--workflow-profile", str(profile), "--configfile", "configs/paper-llama3-8b.yaml", "-n"]
+    done = subprocess.run(SNAKEMAKE + cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0 and "set-resources: merge: mem_mb" in done.stdout + done.stderr
