@@ -67,7 +67,9 @@ def adopt(
         with AtomicDirectory(out, force=force, inputs=[src, base]) as staging:
             notes = _merge_adapter(src, base, staging) if lora else _take_full_model(src, base, staging, allow_pickle)
             kind = "lora" if lora else "full"
-            manifest = recorder.build(action="adopt", device="cpu", kind=kind, source=str(source), **notes)
+            manifest = recorder.build(
+                action="adopt", device="cpu", relative_to=out, kind=kind, source=str(source), **notes
+            )
             (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
             (staging / CARD_NAME).write_text(adopted_card(manifest, source, kind, (staging / SOURCE_CARD).is_file()))
     except BaseException:

@@ -73,6 +73,7 @@ def prepare_gguf_base(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         manifest = recorder.build(
+            relative_to=out,
             action="base prepare",
             device="cpu",
             base=name,

@@ -3,7 +3,9 @@ with Hugging Face front-matter, so it can be published with `hf upload` as it st
 `resm_recipe.yaml` that `resm merge resm_recipe.yaml` reproduces it from.
 
 Inputs are named as the manifest records them: by hub repo and commit where they came from the hub, else
-by local path and the SHA-256 of their weight files.
+by their path relative to the model (never a machine's absolute path) and the SHA-256 of their weight files.
+Metadata is `huggingface_hub`'s validated `ModelCardData`: `base_model` lists every parent with a hub id (a
+merge's base and experts, as mergekit's cards do), so the hub's model tree shows them.
 """
 
 from __future__ import annotations
@@ -50,10 +52,30 @@ def _inputs_table(manifest: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _base_model(manifest: dict[str, Any]) -> list[str]:
-    """Hub ids of the base (front-matter `base_model` names hub models only; local paths go in the body)."""
-    names = [input_name(e).split("@")[0] for e in manifest.get("inputs", {}).get("base", []) if e.get("hub")]
-    return names
+def _parents(manifest: dict[str, Any], roles: tuple[str, ...]) -> list[dict[str, Any]]:
+    inputs = manifest.get("inputs", {})
+    return [entry for role in roles for entry in inputs.get(role, [])]
+
+
+def _base_model(manifest: dict[str, Any], roles: tuple[str, ...]) -> list[str]:
+    """Hub ids of the parents, once each (front-matter `base_model` names hub models only; local inputs are in
+    the body's table)."""
+    names = [e["hub"]["repo"] for e in _parents(manifest, roles) if e.get("hub")]
+    return list(dict.fromkeys(names))
+
+
+def _license(manifest: dict[str, Any], roles: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """(the license every parent that states one states, or None; a line for the body when they differ)."""
+    stated = {input_name(e): e["license"] for e in _parents(manifest, roles) if e.get("license")}
+    if len(set(stated.values())) == 1:
+        return next(iter(stated.values())), []
+    if not stated:
+        return None, []
+    each = "; ".join(f"{md_text(name)}: {md_text(lic)}" for name, lic in stated.items())
+    return None, [
+        "",
+        f"The inputs state different licenses ({each}): which applies to this model is for you to decide.",
+    ]
 
 
 def merge_recipe(manifest: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -67,7 +89,7 @@ def merge_recipe(manifest: dict[str, Any], out: Path) -> dict[str, Any]:
         "method": manifest["method"],
         "params": {k: v for k, v in manifest.get("params", {}).items() if k != "weights"},
         "seed": manifest.get("seed", 0),
-        "out": str(out),
+        "out": Path(out).name,  # where `resm merge RECIPE` writes, from where it runs (--out overrides)
     }
     if manifest.get("vocab_rule"):
         recipe["vocab_rule"] = manifest["vocab_rule"]
@@ -109,7 +131,11 @@ def merge_card(manifest: dict[str, Any], out: Path, summary: dict[str, Any] | No
         kept = "The base's tokenizer and vocabulary are kept (--base-vocabulary)"
         lines += ["", f"{kept}: {md_text(expert)} lost {md_text(dropped)}."]
     return _card(
-        manifest, ["merge", "resm", manifest["method"]], "merge", lines + _evaluation(summary) + _provenance(manifest)
+        manifest,
+        ["merge", "resm", manifest["method"]],
+        "merge",
+        lines + _evaluation(summary) + _provenance(manifest),
+        parents=("base", "experts"),
     )
 
 
@@ -149,12 +175,17 @@ def _provenance(manifest: dict[str, Any]) -> list[str]:
     return ["", "## Provenance", "", f"Made on {manifest.get('device')} at {manifest.get('started_at')}; {versions}."]
 
 
-def _card(manifest: dict[str, Any], tags: list[str], relation: str, body: list[str]) -> str:
+def _card(
+    manifest: dict[str, Any], tags: list[str], relation: str, body: list[str], parents: tuple[str, ...] = ("base",)
+) -> str:
     from huggingface_hub import ModelCardData
 
-    base = _base_model(manifest)
+    base = _base_model(manifest, parents)
+    license_, license_note = _license(manifest, parents)
+    body = body + license_note
     data = ModelCardData(
         library_name="transformers",
+        license=license_,
         tags=tags,
         base_model=(base[0] if len(base) == 1 else base) or None,
         base_model_relation=relation if base else None,

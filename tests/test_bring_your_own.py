@@ -96,7 +96,7 @@ def test_a_merge_carries_a_card_and_a_recipe_that_reproduces_it(hub, tmp_path):
     done = resm(hub["env"], "merge", *args, "--base", "org/base", "--experts", "org/e0", "org/e1", "--out", out)
     assert done.returncode == 0, done.stderr
     card = ModelCard.load(out / "README.md")
-    assert card.data.base_model == "org/base" and card.data.base_model_relation == "merge"
+    assert card.data.base_model == ["org/base", "org/e0", "org/e1"] and card.data.base_model_relation == "merge"
     assert card.data.library_name == "transformers" and "merge" in card.data.tags
     assert "dare_ties" in card.text and hub["commits"]["org/e1"] in card.text
     recipe = yaml.safe_load((out / "resm_recipe.yaml").read_text())
@@ -113,6 +113,36 @@ def test_a_merge_carries_a_card_and_a_recipe_that_reproduces_it(hub, tmp_path):
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_a_merged_output_names_no_machine_path_and_its_recipe_still_finds_local_inputs(tmp_path):
+    """Everything written into a merged model (weights' metadata, config, card, recipe, manifest, diagnostics) is
+    free of absolute paths, so `hf upload` publishes none: local inputs are named relative to the model. The
+    recipe rebuilds the same weights from another working directory; the inputs' shared license is the card's."""
+    from huggingface_hub import ModelCard
+
+    models = tmp_path / "models"
+    for name, noise in (("base", 0.0), ("e0", 0.01), ("e1", 0.02)):
+        tiny_llama(0, noise).save_pretrained(models / name)
+        (models / name / "README.md").write_text("---\nlicense: apache-2.0\n---\n\n# a tiny model\n")
+    out = tmp_path / "results" / "merged"
+    args = ["--method", "task_arithmetic", "--base", models / "base", "--experts", models / "e0", models / "e1"]
+    done = resm(dict(os.environ), "merge", *args, "--out", out)
+    assert done.returncode == 0, done.stderr
+    machine = {str(tmp_path), str(tmp_path.resolve()), str(Path.cwd())}
+    for path in out.rglob("*"):
+        text = path.read_bytes().decode("utf-8", errors="ignore")
+        assert not any(m in text for m in machine), f"{path.name} names a machine path"
+    manifest = json.loads((out / "resm_manifest.json").read_text())
+    assert manifest["inputs"]["experts"][0]["path"] == "../../models/e0"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.base_model_relation == "merge"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = resm(dict(os.environ), "merge", out / "resm_recipe.yaml", "--out", tmp_path / "again", cwd=elsewhere)
+    assert again.returncode == 0, again.stderr
+    first, second = load_dir(out), load_dir(tmp_path / "again")
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_evaluate_takes_hub_ids(tiny_llm, built, tmp_path):
@@ -288,7 +318,7 @@ def test_an_expert_with_added_tokens_merges_only_with_the_base_vocabulary(tiny_l
     rows = base["model.embed_tokens.weight"].shape[0]
     assert torch.allclose(merged["model.embed_tokens.weight"], expert["model.embed_tokens.weight"][:rows], atol=1e-6)
     manifest = yaml.safe_load((tmp_path / "merged" / "resm_manifest.json").read_text())
-    assert manifest["dropped_vocabulary_rows"][str(added)]["model.embed_tokens.weight"] == 2
+    assert manifest["dropped_vocabulary_rows"]["../added"]["model.embed_tokens.weight"] == 2  # relative to the model
     assert "lost 2 rows of model.embed_tokens.weight" in ModelCard.load(tmp_path / "merged" / "README.md").text
 
 

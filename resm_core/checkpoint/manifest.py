@@ -7,6 +7,7 @@ on a background thread while the real work runs; the manifest waits for them onl
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import resource
 import sys
@@ -40,6 +41,33 @@ def peak_rss_mb() -> float:
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
+def relative_paths(value: Any, out: Path) -> Any:
+    """Every absolute path in a JSON-able value (keys too), written relative to `out`, the directory the value
+    is written into: a model directory that is published (`hf upload`) names no machine path, and a path to
+    a sibling still leads there from the model (`../../taskvec/honesty`)."""
+    if isinstance(value, dict):
+        return {relative_paths(k, out): relative_paths(v, out) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [relative_paths(v, out) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and "\n" not in value:
+        relative = os.path.relpath(Path(value).resolve(), Path(out).resolve())
+        return relative if relative.startswith("..") else os.path.join(".", relative)
+    return value
+
+
+def input_license(path: Path) -> str | None:
+    """The license an input's own model card states (its README.md front matter), if any."""
+    card = Path(path) / "README.md"
+    if not card.is_file():
+        return None
+    from huggingface_hub.repocard import metadata_load
+
+    with contextlib.suppress(Exception):  # a card without front matter, or with broken YAML, states nothing
+        license_ = (metadata_load(card) or {}).get("license")
+        return str(license_) if license_ else None
+    return None
+
+
 class ManifestRecorder:
     """Start it before the work (hashing begins in the background); call `build` at the end."""
 
@@ -54,7 +82,8 @@ class ManifestRecorder:
                 (Path(p), [(f, self._pool.submit(sha256_file, f)) for f in input_files(Path(p))]) for p in paths
             ]
 
-    def build(self, *, action: str, device: str, **fields: Any) -> dict[str, Any]:
+    def build(self, *, action: str, device: str, relative_to: Path | None = None, **fields: Any) -> dict[str, Any]:
+        """The manifest; with `relative_to` (the output directory), its paths are relative to it."""
         wall = time.perf_counter() - self.started
         from resm_core.hub import hub_origin
 
@@ -64,6 +93,7 @@ class ManifestRecorder:
                     "path": str(path.resolve()),
                     "files": {f.name: fut.result() for f, fut in files},
                     **({"hub": origin} if (origin := hub_origin(path)) else {}),
+                    **({"license": license_} if (license_ := input_license(path)) else {}),
                 }
                 for path, files in entries
             ]
@@ -85,7 +115,7 @@ class ManifestRecorder:
         }
         if device.startswith("cuda"):
             manifest["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        return manifest
+        return relative_paths(manifest, relative_to) if relative_to is not None else manifest
 
     def cancel(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

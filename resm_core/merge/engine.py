@@ -480,6 +480,7 @@ class MergeJob:
                         "resm_layer_stats.json", {k: stats[k] for k in ("layer_outlier_ratio", "layer_rank_fraction")}
                     )
                 manifest = recorder.build(
+                    relative_to=Path(req.out),
                     action="merge",
                     device=str(self.device),
                     method=self.method.name,

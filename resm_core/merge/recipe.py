@@ -24,8 +24,27 @@ def read_recipe(path: Path) -> tuple[dict[str, Any], bool]:
     if translated:
         data = from_mergekit(data, str(path))
     validate(data, "merge_recipe.schema.yaml", str(path))
-    recipe: dict[str, Any] = data
+    recipe: dict[str, Any] = _beside(data, path.parent)
     return recipe, translated
+
+
+def _beside(recipe: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A model path that starts with ./ or ../ is relative to the recipe file (as resm writes them into a
+    merged model's recipe, so it names no machine path); any other is read as before: absolute, relative to
+    where resm runs, or a hub id."""
+
+    def resolved(p: Any) -> Any:
+        text = str(p)
+        return str(folder / text) if text.startswith(("./", "../")) else p
+
+    out = dict(recipe)
+    if "base" in out:
+        out["base"] = resolved(out["base"])
+    if "experts" in out:
+        out["experts"] = [
+            {**e, "path": resolved(e["path"])} if isinstance(e, dict) else resolved(e) for e in out["experts"]
+        ]
+    return out
 
 
 def request_from(recipe: dict[str, Any], overrides: dict[str, Any], source: str = "recipe") -> MergeRequest:

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
+from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder, relative_paths
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter, parse_size
 from resm_core.devices import dtype_name, resolve_device, resolve_dtype
@@ -71,18 +71,22 @@ def extract_request(req: ExtractRequest) -> pd.DataFrame:
         writer.copy_aux_files(base_reader.directory)
         writer.write_json(
             TASKVEC_MARKER,
-            {
-                "kind": "task_vector",
-                "base": str(Path(base).resolve()),
-                "expert": str(Path(expert).resolve()),
-                "source_kind": source.kind,
-                "dtype": dtype,
-                "expert_dtype": _dtype_name(source.weights_dtype()),
-            },
+            relative_paths(
+                {
+                    "kind": "task_vector",
+                    "base": str(Path(base).resolve()),
+                    "expert": str(Path(expert).resolve()),
+                    "source_kind": source.kind,
+                    "dtype": dtype,
+                    "expert_dtype": _dtype_name(source.weights_dtype()),
+                },
+                out,
+            ),
         )
         writer.write_json(
             MANIFEST_NAME,
             recorder.build(
+                relative_to=out,
                 action="extract",
                 device=str(dev),
                 dropped_vocabulary_rows=source.extra_rows,

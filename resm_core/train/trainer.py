@@ -427,6 +427,7 @@ def train(req: TrainRequest, callbacks: list | None = None) -> dict:
         _write_loss_csv(staging / "loss.csv", loss_rows)
         tokens = sum(full[0] for _, full in lengths) / len(lengths)  # prompt + chosen answer
         manifest = recorder.build(
+            relative_to=Path(req.out),
             action="train",
             device=str(device),
             objective=req.objective,
