@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned and installed first: a later package asking for torch must not pull a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo merge-demo check lint test bench clean
+.PHONY: setup demo merge-demo check lint docs test bench clean clean-results
 
 setup: $(VENV)/.installed
 
@@ -53,5 +53,11 @@ test: lint
 bench: setup
 	$(BIN)/python benchmarks/merge_bench.py
 
+# Caches only: trained models, merges and evaluations stay.
 clean:
-	rm -rf results benchmarks/out .pytest_cache .snakemake .mypy_cache .ruff_cache
+	rm -rf benchmarks/out site .pytest_cache .mypy_cache .ruff_cache
+
+# results/ holds trained experts and mixtures (hours of GPU time at paper scale): asked first.
+clean-results:
+	@printf 'delete results/ and .snakemake/ (trained models, merges, evaluations)? [y/N] '; read answer; \
+	  [ "$$answer" = y ] && rm -rf results .snakemake && echo deleted || echo kept

@@ -38,7 +38,14 @@ def check_config(config: dict, source: str = "config") -> None:
     as strings (`1e-3`) become numbers, in place, so every rule sees what the user meant."""
     check_bounded(config, source)  # Snakemake loads the config file itself: aliases are already shared
     _check_finite(config, source)
-    read_numbers(config, load_schema("config.schema.yaml"))
+    schema = load_schema("config.schema.yaml")
+    read_numbers(config, schema)
+    missing = [key for key in schema.get("required", []) if key not in config]
+    if missing and config:
+        raise ConfigError(
+            f"{source}: {', '.join(missing)} missing: a config that sets only some keys (configs/decisive.yaml) "
+            f"layers on a full one, later files winning: snakemake --configfile config.yaml configs/decisive.yaml"
+        )
     validate(config, "config.schema.yaml", source)
     checks = (
         _check_combos,

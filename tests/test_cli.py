@@ -281,3 +281,25 @@ def test_the_gpu_check_says_when_there_is_no_gpu():
         ["bash", str(script)], env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
     )
     assert done.returncode == 2 and "no CUDA device visible" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_argument_has_help_and_global_flags_go_anywhere(capsys):
+    """Every flag and positional of every (sub)command says what it is; -q and -v work before or after the
+    subcommand; --version answers; --help ends with examples."""
+    import argparse
+
+    import resm_core
+    from resm_core.cli import _commands, build_parser, main
+
+    parser = build_parser()
+    for name, command in [("resm", parser), *_commands(parser)]:
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction | argparse._HelpAction | argparse._VersionAction):
+                continue
+            assert action.help, f"resm {name}: {action.option_strings or action.dest} has no help text"
+    assert parser.parse_args(["methods", "-q"]).quiet and parser.parse_args(["-q", "methods"]).quiet
+    assert not getattr(parser.parse_args(["methods"]), "quiet", False)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert resm_core.__version__ in capsys.readouterr().out
+    assert "examples:" in parser.format_help() and "examples:" in dict(_commands(parser))["merge"].format_help()

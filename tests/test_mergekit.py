@@ -124,3 +124,20 @@ def test_to_mergekit_writes_the_reverse(tiny, tmp_path, capsys):
     tsv = write(tmp_path / "tsv.yml", {**ours, "method": "tsv_m", "params": {}})
     code, _, err = run(capsys, "merge", tsv, "--to-mergekit", tmp_path / "x.yml")
     assert code == 2 and "tsv_m has no mergekit equivalent" in err
+
+
+def test_mergekit_model_plus_lora_on_the_base_is_the_adapter_and_on_another_model_is_named():
+    """mergekit's `MODEL+LORA`: on the base_model it is the adapter as an expert (resm reads LoRA adapters against
+    the base); on any other model it is refused naming the syntax, not 'no such expert directory'."""
+    from resm_core.errors import ConfigError
+    from resm_core.merge.mergekit import from_mergekit
+
+    recipe = {
+        "merge_method": "task_arithmetic",
+        "base_model": "org/base",
+        "models": [{"model": "org/base+lab/adapter", "parameters": {"weight": 0.5}}, {"model": "org/e1"}],
+    }
+    assert [e["path"] for e in from_mergekit(recipe, "r.yaml")["experts"]] == ["lab/adapter", "org/e1"]
+    recipe["models"][0]["model"] = "org/other+lab/adapter"
+    with pytest.raises(ConfigError, match=r"models.0: 'org/other\+lab/adapter' is mergekit's MODEL\+LORA syntax"):
+        from_mergekit(recipe, "r.yaml")

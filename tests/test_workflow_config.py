@@ -439,3 +439,10 @@ def test_sbatch_asks_for_the_config_resources_under_the_slurm_profile(tmp_path):
     cmd = ["--workflow-profile", str(profile), "--configfile", "configs/paper-llama3-8b.yaml", "-n"]
     done = subprocess.run(SNAKEMAKE + cmd, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode != 0 and "set-resources: merge: mem_mb" in done.stdout + done.stderr
+
+
+def test_a_layered_preset_alone_says_what_it_layers_on():
+    """configs/decisive.yaml sets only what differs from config.yaml: given alone, the error says so and how to
+    layer it, instead of "'base' is a required property"."""
+    with pytest.raises(ConfigError, match=r"base, .* missing: .* snakemake --configfile config.yaml configs/decisive"):
+        load_config(REPO / "configs" / "decisive.yaml")

@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="refusal, harmful-compliance (pyrit labels) and served (over-refusal) classifiers, and the "
         "TruthfulQA similarity threshold",
     )
-    jf.add_argument("--out", required=True, type=Path)
+    jf.add_argument("--out", required=True, type=Path, help="directory for the fitted judges")
     jf.add_argument("--cache", help="asset cache (default: $RESM_CACHE or resources/)")
     jf.set_defaults(run=run_fit)
 

@@ -28,11 +28,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ls.set_defaults(run=run_methods)
 
     d = sub.add_parser("demo", help="merge generated Llama-shaped checkpoints with every method")
-    d.add_argument("--out", type=Path, default=Path("results/demo"))
+    d.add_argument("--out", type=Path, default=Path("results/demo"), help="where the generated models and merges go")
     d.add_argument("--shape", default="small", help="tiny, small, smollm2-135m or llama-1.1b")
     d.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto")
+    d.add_argument("--seed", type=int, default=0, help="seed of the generated checkpoints and the merges")
+    d.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     d.set_defaults(run=run_demo)
 
 

@@ -59,6 +59,20 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def _lora_on_base(model: str, base: str, where: str) -> str:
+    """mergekit's `MODEL+LORA` (an adapter applied to a model): resm reads a LoRA adapter as an expert against the
+    merge's base, so `BASE+ADAPTER` is the adapter itself; a LoRA on another model is refused, naming the syntax."""
+    if "+" not in model or Path(model).exists():
+        return model
+    on, _, adapter = model.partition("+")
+    if on != base:
+        raise ConfigError(
+            f"{where}: {model!r} is mergekit's MODEL+LORA syntax with MODEL {on!r}, not the base_model {base!r}: resm "
+            f"applies a LoRA adapter to the merge's base only (give `{base}+{adapter}`, or the adapter alone)"
+        )
+    return adapter
+
+
 def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, Any]:
     """The resm recipe (a mapping `merge/recipe.py` reads) equivalent to a mergekit recipe."""
     where = f"{source} (mergekit format)"
@@ -85,7 +99,8 @@ def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, A
             raise ConfigError(
                 f"{where}: models.{i}: expected `model: PATH_OR_HUB_ID` (a model with a LoRA spec is not supported)"
             )
-    models = [m for m in recipe.get("models") or [] if m["model"] != base]  # the base may be listed
+    listed = [{**m, "model": _lora_on_base(m["model"], base, f"{where}: models.{i}")} for i, m in enumerate(recipe.get("models") or [])]
+    models = [m for m in listed if m["model"] != base]  # the base may be listed
     if not models:
         raise ConfigError(f"{where}: models lists no model besides the base")
     per_model: list[dict[str, Any]] = []

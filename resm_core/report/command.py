@@ -44,9 +44,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     cp.add_argument("--b", required=True, nargs="+", help="arm B, e.g. mix/uniform/harmlessness+helpfulness")
     cp.add_argument("--dims", nargs="+", choices=DIMS, help="dimensions of balance (default: every dim both arms have)")
-    cp.add_argument("--split", default="test", choices=["test", "val"])
+    cp.add_argument("--split", default="test", choices=["test", "val"], help="the items compared (default: test)")
     cp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap and permutation draws (at least 100)")
-    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
     cp.set_defaults(run=run_compare)
 
 

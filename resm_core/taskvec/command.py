@@ -15,8 +15,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.set_defaults(run=run_extract)
 
     c = sub.add_parser("conflicts", help="pairwise cosine and sign conflicts between task vectors")
-    c.add_argument("task_vectors", nargs="+", type=Path)
-    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("task_vectors", nargs="+", type=Path, help="task-vector directories (resm extract)")
+    c.add_argument("--out", required=True, type=Path, help="directory for the conflict tables and plots")
     c.add_argument("--names", nargs="+", help="labels for the task vectors (default: directory names)")
     c.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     c.add_argument("--force", action="store_true", help="replace the output if it exists")
