@@ -16,6 +16,10 @@ if config.get("container"):
     container: config["container"]
 
 
+# The report's first page: the verdict, power and caveats the report rule wrote (before any run: the workflow).
+report: report_description()
+
+
 include: "rules/assets.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"

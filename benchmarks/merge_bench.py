@@ -283,6 +283,12 @@ def _line(row: dict) -> str:
     )
 
 
+IO_NOTE = (
+    "wall_s: one merge, process start included; peak_rss_mb: the child process's; throughput_gb_s: GB of input "
+    "weights read per second of wall time; mergekit rows where a mergekit venv was found."
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["smollm2-135m", "llama-1.1b"], choices=list(SHAPES))
@@ -315,6 +321,10 @@ def main() -> None:
         rows += run_size(size, args.methods, args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    from record import save
+
+    name = "merge_" + "_".join(args.sizes) + ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}")
+    save(name, f"Merge engine on {', '.join(args.sizes)} ({args.device})", rows, note=IO_NOTE)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,10 @@ def main() -> None:
         "cores": args.cores,
     }
     print(json.dumps(report, indent=2))
+    from record import save
+
+    rows = [{"figure": key, "value": value} for key, value in report.items() if key != "results"]
+    save("power_budget", f"What an mdd_80 of {args.target} costs ({args.results})", rows)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,11 @@ def config_schema(cls: type) -> dict[str, dict]:
         if not meta["config"]:
             continue
         prop: dict[str, Any] = {"description": meta["help"]}
+        default = default_of(f)
+        if isinstance(default, Path):
+            default = str(default)
+        if default is not MISSING and default is not None and isinstance(default, bool | int | float | str):
+            prop["default"] = default  # documentation only: the request dataclass applies it
         if meta["choices"]:
             prop["enum"] = list(meta["choices"])
         elif kind is bool:

@@ -31,7 +31,9 @@ from resm_core.train.request import TrainRequest
 from resm_core.workflow_config import check_config
 
 check_config(config, "config")  # before any job: errors name the key
-if workflow.is_main_process:  # resources come from the config; a profile supplies site settings only
+if (
+    workflow.is_main_process
+):  # resources come from the config; a profile supplies site settings only
     check_profile(
         workflow.resource_settings.default_resources,
         workflow.resource_settings.overwrite_resources,
@@ -129,6 +131,12 @@ def mem(kind, default):
 def gpu_model(kind):
     """The GPU model sbatch asks for (`--gpus=MODEL:N`): only for a job that asks for GPUs."""
     return res(kind, "gpu_model", "") if res(kind, "gpu", 0) else ""
+
+
+def report_description():
+    """The report's description page: the finished run's summary.rst, else the workflow's own."""
+    summary = Path(RESULTS, "report", "summary.rst").resolve()
+    return str(summary) if summary.is_file() else "captions/workflow.rst"
 
 
 def asset_marker(name):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ from conftest import load_dir
 
 from resm_core.cli import main
 from resm_core.taskvec.conflicts import SUMMARY_TABLE
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_merge_from_flags(tiny, tmp_path, capsys):
@@ -303,3 +307,51 @@ def test_every_argument_has_help_and_global_flags_go_anywhere(capsys):
         main(["--version"])
     assert resm_core.__version__ in capsys.readouterr().out
     assert "examples:" in parser.format_help() and "examples:" in dict(_commands(parser))["merge"].format_help()
+
+
+def test_merging_needs_none_of_the_workflow_stack(tmp_path):
+    """`pip install resm-3h` (no extras) merges: the merge engine and the CLI import nothing from the workflow
+    stack (Snakemake, TRL, datasets, scikit-learn, matplotlib, lm-eval, gguf, accelerate), which the pyproject
+    puts in the `workflow` extra."""
+    import tomllib
+
+    blocked = ["snakemake", "trl", "datasets", "sklearn", "matplotlib", "lm_eval", "gguf", "joblib", "accelerate"]
+    core = " ".join(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert not any(name.replace("_", "-").replace("sklearn", "scikit-learn") in core for name in blocked)
+    script = (
+        "import sys, importlib.abc\n"
+        f"BLOCKED = {blocked!r}\n"
+        "class Blocker(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'{name} is not installed')\n"
+        "sys.meta_path.insert(0, Blocker())\n"
+        "from resm_core.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["-q", "demo", "--shape", "tiny", "--methods", "ties", "resm", "--out", str(tmp_path / "demo")]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "demo" / "tiny" / "demo_table.csv").is_file()
+
+
+def test_the_references_are_generated_from_the_declarations():
+    """docs/configuration.md and docs/cli.md are filled at build time from the schema, the request dataclasses and
+    the parser: every top-level config key, every training option with its default, every command appears."""
+    import dataclasses
+
+    from resm_core.cli import _commands, build_parser
+    from resm_core.reference import cli_reference, config_reference
+    from resm_core.train.request import TrainRequest
+    from resm_core.validation import load_schema
+
+    config = config_reference()
+    for key in load_schema("config.schema.yaml")["properties"]:
+        assert f"## `{key}`" in config
+    for field in dataclasses.fields(TrainRequest):
+        if field.metadata.get("config", True):
+            assert f"`training.{field.name}`" in config, field.name
+    assert "| `training.steps` | integer | `" in config
+    cli = cli_reference()
+    for _, command in _commands(build_parser()):
+        assert f"## `{command.prog}`" in cli

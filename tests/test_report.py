@@ -5,6 +5,7 @@ precondition, dominance and tuning budget as columns beside the verdict, never i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +282,16 @@ def test_report_chooses_on_validation_and_compares_paired_on_test(grid, capsys):
     assert len(collateral) == 4  # every candidate's change on the dimension its combo leaves out
     assert "can detect differences of" in (report / "power.txt").read_text()
     assert (report / "forest.png").stat().st_size > 0
+    # the first page (the Snakemake report's description): verdict, power, then experts, rendered as docutils does
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    page = (report / "summary.rst").read_text()
+    html = publish_parts(Environment().from_string(page).render(), writer_name="html")["html_body"]
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert text.index("Verdict") < text.index("Power") < text.index("Experts")
+    assert head["verdict"] in text and f"{head['mdd_80']:.3f}" in text and "can detect differences of" in text
+    assert "did not move" in text and "System Message" not in html  # helpfulness; docutils found no error
     ranking = pd.read_csv(report / "ranking.csv")
     assert ranking.iloc[0]["family"] == "task_arithmetic"  # ranked on validation
 

@@ -307,7 +307,7 @@ def test_the_container_recipes_copy_what_the_package_and_the_workflow_need():
     needed = {"pyproject.toml", "resm_core", "Snakefile", "rules", "envs", "captions", "config.yaml"}
     assert needed <= copied and all((REPO / p).exists() for p in copied)
     for recipe in (docker, apptainer):
-        assert recipe.index("pip install torch==2.13.0") < recipe.index("pip install /opt/resm-3h")
+        assert recipe.index("pip install torch==2.13.0") < recipe.index('pip install "/opt/resm-3h[workflow]"')
 
 
 def test_the_conda_envs_install_this_checkout_from_where_snakemake_copies_them(tmp_path):
@@ -317,7 +317,7 @@ def test_the_conda_envs_install_this_checkout_from_where_snakemake_copies_them(t
         env = yaml.safe_load((REPO / "envs" / name).read_text())
         pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
         ours = [line for line in pip if line.startswith("-")]
-        assert ours == ["-e ${RESM_REPO}"], (name, pip)
+        assert ours == ["-e ${RESM_REPO}[workflow]"], (name, pip)  # the workflow stack: the rules need it
         where = tmp_path / name / ".snakemake" / "conda" / "0123abcd"
         where.mkdir(parents=True)
         (where / "condaenv.requirements.txt").write_text("\n".join(ours) + "\n")
@@ -330,6 +330,7 @@ def test_the_conda_envs_install_this_checkout_from_where_snakemake_copies_them(t
         assert done.returncode == 0, done.stderr
         (install,) = json.loads(report.read_text())["install"]
         assert install["metadata"]["name"] == "resm-3h" and install["download_info"]["url"] == REPO.as_uri()
+        assert install["requested_extras"] == ["workflow"]
 
 
 @pytest.mark.workflow

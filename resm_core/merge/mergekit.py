@@ -99,7 +99,10 @@ def from_mergekit(recipe: dict[str, Any], source: str = "recipe") -> dict[str, A
             raise ConfigError(
                 f"{where}: models.{i}: expected `model: PATH_OR_HUB_ID` (a model with a LoRA spec is not supported)"
             )
-    listed = [{**m, "model": _lora_on_base(m["model"], base, f"{where}: models.{i}")} for i, m in enumerate(recipe.get("models") or [])]
+    listed = [
+        {**m, "model": _lora_on_base(m["model"], base, f"{where}: models.{i}")}
+        for i, m in enumerate(recipe.get("models") or [])
+    ]
     models = [m for m in listed if m["model"] != base]  # the base may be listed
     if not models:
         raise ConfigError(f"{where}: models lists no model besides the base")

@@ -18,7 +18,10 @@ from resm_core.report import plots
 from resm_core.report.comparisons import comparisons, power_line
 from resm_core.report.paired import EQUIVALENCE_MARGIN, MIN_EFFECT, load_arm
 from resm_core.report.selection import selection
+from resm_core.report.summary import summary_rst
 from resm_core.report.tables import grid, merge_vs_mix, ranking
+
+SUMMARY_NAME = "summary.rst"  # the Snakemake report's first page (the Snakefile's `report:`)
 
 
 def build_report(
@@ -60,6 +63,7 @@ def build_report(
             f"harmonic mean of the dimension scores normalised by their chance levels\n"
         )
         (staging / "experts_moved.json").write_text(json.dumps(moved, indent=2) + "\n")
+        (staging / SUMMARY_NAME).write_text(summary_rst(compared, power, moved))
         plots.forest(compared, staging / "forest.png")
         plots.profile(table, staging / "profile.png")
         plots.pareto(table, staging / "pareto.png")

@@ -1,8 +1,10 @@
-"""The report's figures: the 3H profile per combo, the helpfulness-harmlessness Pareto front, the task-vector
-conflict heatmap per layer, and RESM's kept rank per layer."""
+"""The report's figures: the paired differences (balance and each dimension), the 3H profile per combo, every
+pair of dimensions with intervals and the front, the task-vector conflict heatmap per layer, and RESM's kept
+rank per layer. Each is saved with a canvas grown to its labels."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -19,18 +21,31 @@ COLORS = {"base": "#777777", "expert": "#1f77b4", "mixture": "#2ca02c", "merge":
 
 
 def _save(fig, out: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    # bbox_inches="tight" grows the canvas to every label, tick and title: nothing is clipped
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def forest(comparisons: pd.DataFrame, out: Path) -> None:
-    """Paired differences on balance with their 95% intervals: each combo's chosen merge vs its chosen
-    mixture (bold), and every merge method vs that mixture."""
-    rows = comparisons[
-        comparisons["comparison"].isin(["merge_vs_mix", "method_vs_mix"]) & (comparisons["metric"] == "balance")
-    ]
-    fig, ax = plt.subplots(figsize=(7, 0.32 * max(len(rows), 3) + 1.2))
+SHORT_DIMS = {"helpfulness": "help", "honesty": "honest", "harmlessness": "harmless"}
+
+
+def short_combo(combo: str) -> str:
+    """harmlessness+helpfulness as harmless+help: plot labels that fit beside their axes."""
+    return "+".join(SHORT_DIMS.get(d, d) for d in combo.split("+"))
+
+
+def short_name(arm: str) -> str:
+    """An arm as a plot label: `resm harmless+help` for merge/resm/harmlessness+helpfulness/..., `mix uniform ...`."""
+    parsed = Arm.parse(arm)
+    combo = short_combo(parsed.combo) if parsed.combo and "+" in parsed.combo else ""
+    if parsed.kind == "merge":
+        return f"{parsed.family} {combo}".strip()
+    if parsed.kind == "mixture":
+        return f"mix {parsed.family} {combo}".strip()
+    return arm
+
+
+def _forest_panel(ax, rows: pd.DataFrame, title: str, label) -> None:
     labels = []
     for y, (_, r) in enumerate(rows.iloc[::-1].iterrows()):
         head = r["comparison"] == "merge_vs_mix"
@@ -43,12 +58,34 @@ def forest(comparisons: pd.DataFrame, out: Path) -> None:
             lw=2 if head else 1,
             capsize=2,
         )
-        arm = Arm.parse(r["arm_a"])
-        method = arm.family if arm.kind == "merge" else arm.path
-        labels.append(f"{r['combo']}: {'chosen ' if head else ''}{method} - mix")
+        labels.append(label(r))
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    ax.set_xlabel("balance difference, merge - mixture (test items, paired 95% interval)")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("merge - mixture\n(test items, paired 95% interval)", fontsize=8)
+
+
+def forest(comparisons: pd.DataFrame, out: Path) -> None:
+    """Paired differences with their 95% intervals. Left, balance: each combo's chosen merge vs its chosen
+    mixture (red) and every merge method vs that mixture; right, the chosen pair on each dimension."""
+    mvm = comparisons["comparison"].isin(["merge_vs_mix", "method_vs_mix"])
+    balance = comparisons[mvm & (comparisons["metric"] == "balance")]
+    dims = comparisons[(comparisons["comparison"] == "merge_vs_mix") & comparisons["metric"].isin(DIMS)]
+    height = 0.3 * max(len(balance), len(dims), 3) + 1.4
+    fig, axes = plt.subplots(1, 2, figsize=(11, height), squeeze=False, layout="constrained")
+
+    def method(r) -> str:
+        arm = Arm.parse(r["arm_a"])
+        chosen = "chosen " if r["comparison"] == "merge_vs_mix" else ""
+        return f"{short_combo(r['combo'])}: {chosen}{arm.family if arm.kind == 'merge' else arm.path}"
+
+    _forest_panel(axes[0][0], balance, "balance", method)
+    _forest_panel(
+        axes[0][1],
+        dims,
+        "each dimension (chosen merge vs chosen mixture)",
+        lambda r: f"{short_combo(r['combo'])}: {r['metric']}",
+    )
     _save(fig, out)
 
 
@@ -75,25 +112,62 @@ def profile(table: pd.DataFrame, out: Path) -> None:
     _save(fig, out)
 
 
-def pareto(table: pd.DataFrame, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 4.2))
-    pts = table.dropna(subset=["helpfulness", "harmlessness"])
-    for kind, sub in pts.groupby("kind"):
-        ax.scatter(sub["helpfulness"], sub["harmlessness"], label=kind, color=COLORS[kind], alpha=0.8)
-    order = pts.sort_values("helpfulness", ascending=False)
+def _interval(text: object) -> tuple[float, float] | None:
+    """`[0.123, 0.456]` from grid.csv's interval columns."""
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", str(text))
+    return (float(numbers[0]), float(numbers[1])) if len(numbers) == 2 else None
+
+
+def _front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The non-dominated points (higher is better on both), by x."""
     front, best = [], -np.inf
-    for _, row in order.iterrows():
-        if row["harmlessness"] > best:
+    for _, row in points.sort_values([x, y], ascending=False).iterrows():
+        if row[y] > best:
             front.append(row)
-            best = row["harmlessness"]
-    if front:
-        f = pd.DataFrame(front).sort_values("helpfulness")
-        ax.step(f["helpfulness"], f["harmlessness"], where="post", color="black", lw=1, label="Pareto front")
-        for _, row in f.iterrows():
-            ax.annotate(row["arm"], (row["helpfulness"], row["harmlessness"]), fontsize=6)
-    ax.set_xlabel("helpfulness")
-    ax.set_ylabel("harmlessness")
-    ax.legend(fontsize=7)
+            best = row[y]
+    return pd.DataFrame(front).sort_values(x) if front else points.iloc[:0]
+
+
+def pareto(table: pd.DataFrame, out: Path) -> None:
+    """Every arm on each pair of dimensions, with its 95% interval on both, and the non-dominated front
+    labelled; one panel per pair the grid scored (first run of each arm)."""
+    arms = table.drop_duplicates("arm")
+    pairs = [(a, b) for i, a in enumerate(DIMS) for b in DIMS[i + 1 :] if arms[[a, b]].notna().all(axis=1).any()]
+    fig, axes = plt.subplots(
+        1, max(len(pairs), 1), figsize=(5.2 * max(len(pairs), 1), 4.8), squeeze=False, layout="constrained"
+    )
+    for ax, (x, y) in zip(axes[0], pairs):
+        pts = arms.dropna(subset=[x, y])
+        for kind, sub in pts.groupby("kind"):
+            xs, ys = sub[x].to_numpy(float), sub[y].to_numpy(float)
+            xi = [_interval(v) or (a, a) for v, a in zip(sub[f"{x}_ci"], xs)]
+            yi = [_interval(v) or (a, a) for v, a in zip(sub[f"{y}_ci"], ys)]
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=[xs - [lo for lo, _ in xi], [hi for _, hi in xi] - xs],
+                yerr=[ys - [lo for lo, _ in yi], [hi for _, hi in yi] - ys],
+                fmt="o",
+                color=COLORS[kind],
+                alpha=0.8,
+                elinewidth=0.7,
+                capsize=1.5,
+                label=kind,
+            )
+        front = _front(pts, x, y)
+        if not front.empty:
+            ax.step(front[x], front[y], where="post", color="black", lw=1, label="front (point scores)")
+            for _, row in front.iterrows():
+                ax.annotate(
+                    short_name(row["arm"]), (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:  # beside the panels, never over a point
+        fig.legend(handles, labels, fontsize=8, loc="outside right upper")
     _save(fig, out)
 
 
