@@ -22,7 +22,7 @@ def benchmark_records() -> str:
             out += [record["note"], ""]
         rows = record["rows"]
         if rows:
-            columns = list(rows[0])
+            columns = list(dict.fromkeys(key for row in rows for key in row))
             out += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
             out += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
         out.append("")

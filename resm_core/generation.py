@@ -154,6 +154,14 @@ def cached_generate(
     return [cached[p] for p in prompts]
 
 
+def cache_argument(model) -> str:
+    """The KV cache's name in the model's forward and output: `cache` in recent transformers, `past_key_values`
+    before (which recent versions still take, with a FutureWarning in every evaluation log)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class TransformersBackend:
     name = "transformers"
 
@@ -272,7 +280,8 @@ class TransformersBackend:
         k = len(chunk)
         first = self.model(input_ids=torch.tensor([head], device=device), use_cache=True, logits_to_keep=1)
         first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
-        cache = first.past_key_values
+        name = cache_argument(self.model)
+        cache = getattr(first, name)
         cache.batch_repeat_interleave(k)
         width = max(len(t) for _, t in chunk)
         tails = torch.full((k, width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -285,8 +294,8 @@ class TransformersBackend:
         logits = self.model(
             input_ids=tails.to(device),
             attention_mask=mask.to(device),
-            past_key_values=cache,
             position_ids=positions.to(device),
+            **{name: cache},
         ).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         out = []

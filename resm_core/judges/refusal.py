@@ -31,7 +31,7 @@ import numpy as np
 from resm_core.data.refusals import looks_like_refusal
 from resm_core.data.splits import unit_hash
 from resm_core.judges.embedder import embed
-from resm_core.judges.fitted import read_report, write_report
+from resm_core.judges.fitted import chosen_c, fit_logistic_cv, read_report, write_report
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,6 @@ def fit(out_dir: Path, root=None, kinds: tuple[str, ...] = tuple(KINDS), cs: tup
 def _fit_one(
     out_dir: Path, kind: str, all_rows: list[dict], all_X: np.ndarray, all_sets: np.ndarray, cs: tuple[float, ...]
 ) -> dict:
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import GroupKFold
 
     file, sets = KINDS[kind]
@@ -131,7 +130,7 @@ def _fit_one(
     y = np.array([r["refusal"] for r in rows])
     groups = np.array([r["key"] for r in rows])[~heldout]
     folds = list(GroupKFold(n_splits=5).split(X[~heldout], y[~heldout], groups))
-    model = LogisticRegressionCV(Cs=list(cs), cv=folds, max_iter=5000).fit(X[~heldout], y[~heldout])
+    model = fit_logistic_cv(X[~heldout], y[~heldout], cs, folds)
     predicted = model.predict(X)
     keyword = X[:, -2] > 0.5
     per_set = {}
@@ -152,7 +151,7 @@ def _fit_one(
             if "objective" in sets
             else ""
         ),
-        "C": float(model.C_[0]),
+        "C": chosen_c(model),
         "C_grid": list(cs),
         "n_train": int((~heldout).sum()),
         "n_heldout": int(heldout.sum()),

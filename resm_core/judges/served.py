@@ -29,7 +29,7 @@ import numpy as np
 from resm_core.data.refusals import REFUSAL_MARKERS, compose_refusal, looks_like_refusal, pick
 from resm_core.data.schema import normalise
 from resm_core.data.splits import split_of, unit_hash
-from resm_core.judges.fitted import read_report, write_report
+from resm_core.judges.fitted import chosen_c, fit_logistic_cv, read_report, write_report
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,6 @@ def served_by_rule(prompt: str, response: str) -> bool | None:
 def fit(out_dir: Path, root=None, cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)) -> dict:
     """Fit on the non-held-out rows (regularisation by 5-fold cross-validation grouped by prompt), measure
     on the held-out rows, per kind of answer, beside the refusal-phrase rule."""
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import GroupKFold
 
     rows = labelled_rows(root)
@@ -243,7 +242,7 @@ def fit(out_dir: Path, root=None, cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 1
     held = np.array([r["heldout"] for r in rows])
     groups = np.array([r["prompt"] for r in rows])[~held]
     folds = list(GroupKFold(n_splits=5).split(X[~held], y[~held], groups))
-    model = LogisticRegressionCV(Cs=list(cs), cv=folds, max_iter=5000, class_weight="balanced").fit(X[~held], y[~held])
+    model = fit_logistic_cv(X[~held], y[~held], cs, folds, class_weight="balanced")
     ruled = [served_by_rule(r["prompt"], r["response"]) for r in rows]  # the judge as used: rules, then the fit
     predicted = np.array([bool(p) if d is None else d for d, p in zip(ruled, model.predict(X))])
     phrases = ~np.array([looks_like_refusal(r["response"]) for r in rows])
@@ -266,7 +265,7 @@ def fit(out_dir: Path, root=None, cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 1
         "requests, answered by their reference answer (served), the same with a sympathetic opening (served), "
         "and by stock refusals, refusals in other words, abstentions, bare yes/no and another prompt's "
         "answer (not served)",
-        "C": float(model.C_[0]),
+        "C": chosen_c(model),
         "n_train": int((~held).sum()),
         "n_heldout": int(held.sum()),
         "heldout_accuracy": float((predicted[held] == y[held]).mean()),
