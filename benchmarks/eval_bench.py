@@ -107,6 +107,11 @@ def main() -> None:
         }
         print(backend, json.dumps(results[backend]))
     path.write_text(json.dumps(results, indent=2) + "\n")
+    from record import save
+
+    keep = ("wall_s", "total_s", "generation_s", "scoring_s", "generations", "generated_tokens_per_s")
+    rows = [{"backend": b, **{k: r[k] for k in keep if k in r}} for b, r in results.items()]
+    save("eval", "Evaluation of one arm: generation and scoring time per backend", rows)
 
 
 def per_benchmark(out: Path, summary: dict) -> dict:

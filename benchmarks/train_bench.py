@@ -136,6 +136,11 @@ def main() -> None:
         )
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.json}")
+    from record import save
+
+    rows = [{"run": spec, **row} for spec, row in results["train"].items()]
+    rows += [{"run": f"data build {dim}", "wall_s": d["wall_s"]} for dim, d in results["data_build_s"].items()]
+    save("train", f"Training: s/step and tokens/s ({args.steps} steps, batch {args.batch_size})", rows)
 
 
 if __name__ == "__main__":
