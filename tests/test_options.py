@@ -126,6 +126,7 @@ def test_the_config_schema_is_the_dataclasses():
         "description": "peak learning rate",
         "type": "number",
         "exclusiveMinimum": 0,
+        "default": 1e-5,  # for the generated reference; the dataclass applies it
     }
     assert {"max_train", "near_duplicate_cosine", "base_answers"} <= set(schema["data"]["properties"])
     assert {"temperature", "margin", "strategies", "judge"} <= set(schema["mixtures"]["properties"])
@@ -149,6 +150,7 @@ def test_adding_an_option_is_one_declaration():
         "type": "number",
         "minimum": 0,
         "maximum": 1,
+        "default": 0.0,  # documented in the generated configuration reference
     }
     flags = config_flags(Extended, {"label_smoothing": 0.1, "not_an_option_here": 1} | {"steps": 3})
     assert flags == "--label-smoothing 0.1 --steps 3"
