@@ -409,3 +409,26 @@ def test_compare_cli_takes_an_arms_runs(grid, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"{a} (2 runs) - base (1 run)" in out and "bootstrap over runs, then items" in out
+
+
+def test_plots_draw_an_interval_that_does_not_contain_its_point(tmp_path):
+    """A percentile bootstrap interval of a nonlinear score (balance, a stratified score) need not contain the
+    point estimate: the plots draw it as it is (error bars refused it, and the report job failed)."""
+    from resm_core.report import plots
+
+    table = pd.DataFrame(
+        [
+            {"arm": "base", "kind": "base", "helpfulness": 0.5, "helpfulness_ci": "[0.600, 0.700]",
+             "honesty": 0.2, "honesty_ci": "[0.100, 0.300]", "harmlessness": 0.4, "harmlessness_ci": "[0.300, 0.500]"},
+            {"arm": "expert/helpfulness", "kind": "expert", "helpfulness": 0.9, "helpfulness_ci": "[0.800, 0.950]",
+             "honesty": 0.1, "honesty_ci": "[0.050, 0.150]", "harmlessness": 0.3, "harmlessness_ci": "[0.350, 0.400]"},
+        ]
+    )  # fmt: skip
+    plots.pareto(table, tmp_path / "pareto.png")
+    rows = pd.DataFrame(
+        [{"comparison": "merge_vs_mix", "combo": "harmlessness+helpfulness", "metric": metric,
+          "arm_a": "merge/resm/harmlessness+helpfulness/default", "difference": 0.2, "ci_low": 0.25, "ci_high": 0.3}
+         for metric in ("balance", "helpfulness", "harmlessness")]
+    )  # fmt: skip
+    plots.forest(rows, tmp_path / "forest.png")
+    assert (tmp_path / "pareto.png").stat().st_size > 0 and (tmp_path / "forest.png").stat().st_size > 0

@@ -49,15 +49,9 @@ def _forest_panel(ax, rows: pd.DataFrame, title: str, label) -> None:
     labels = []
     for y, (_, r) in enumerate(rows.iloc[::-1].iterrows()):
         head = r["comparison"] == "merge_vs_mix"
-        ax.errorbar(
-            r["difference"],
-            y,
-            xerr=[[r["difference"] - r["ci_low"]], [r["ci_high"] - r["difference"]]],
-            fmt="o",
-            color="#d62728" if head else "#555555",
-            lw=2 if head else 1,
-            capsize=2,
-        )
+        color = "#d62728" if head else "#555555"
+        ax.hlines(y, r["ci_low"], r["ci_high"], color=color, lw=2 if head else 1)  # the interval as it is
+        ax.plot(r["difference"], y, "o", color=color)
         labels.append(label(r))
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -142,18 +136,11 @@ def pareto(table: pd.DataFrame, out: Path) -> None:
             xs, ys = sub[x].to_numpy(float), sub[y].to_numpy(float)
             xi = [_interval(v) or (a, a) for v, a in zip(sub[f"{x}_ci"], xs)]
             yi = [_interval(v) or (a, a) for v, a in zip(sub[f"{y}_ci"], ys)]
-            ax.errorbar(
-                xs,
-                ys,
-                xerr=[xs - [lo for lo, _ in xi], [hi for _, hi in xi] - xs],
-                yerr=[ys - [lo for lo, _ in yi], [hi for _, hi in yi] - ys],
-                fmt="o",
-                color=COLORS[kind],
-                alpha=0.8,
-                elinewidth=0.7,
-                capsize=1.5,
-                label=kind,
-            )
+            # intervals drawn as lines, not error bars: a percentile bootstrap interval of a nonlinear score
+            # (balance, a stratified score) need not contain its point estimate, and is shown as it is
+            ax.hlines(ys, [lo for lo, _ in xi], [hi for _, hi in xi], color=COLORS[kind], alpha=0.6, lw=0.7)
+            ax.vlines(xs, [lo for lo, _ in yi], [hi for _, hi in yi], color=COLORS[kind], alpha=0.6, lw=0.7)
+            ax.scatter(xs, ys, color=COLORS[kind], alpha=0.8, label=kind, zorder=3)
         front = _front(pts, x, y)
         if not front.empty:
             ax.step(front[x], front[y], where="post", color="black", lw=1, label="front (point scores)")
