@@ -287,7 +287,7 @@ def test_report_chooses_on_validation_and_compares_paired_on_test(grid, capsys):
     from jinja2 import Environment
 
     page = (report / "summary.rst").read_text()
-    html = publish_parts(Environment().from_string(page).render(), writer_name="html")["html_body"]
+    html = publish_parts(Environment().from_string(page).render(), writer="html")["html_body"]
     text = re.sub(r"<[^>]+>", " ", html)
     assert text.index("Verdict") < text.index("Power") < text.index("Experts")
     assert head["verdict"] in text and f"{head['mdd_80']:.3f}" in text and "can detect differences of" in text
