@@ -68,7 +68,8 @@ def config_reference() -> str:
         rows = list(_rows(node, root, key, depth=3))
         top = rows[0][1]
         out += [f"## `{key}`", ""]
-        said = " ".join(x for x in (_cell(top.get("description", "")), "Required." if key in required else "") if x)
+        said = _cell(top.get("description", ""))
+        said = f"{said}{'.' if said and not said.endswith('.') else ''}" + (" Required." if key in required else "")
         out += [said, ""] if said else []
         if len(rows) == 1:
             default = f" Default: `{json.dumps(top['default'])}`." if "default" in top else ""
