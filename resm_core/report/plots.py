@@ -144,9 +144,13 @@ def pareto(table: pd.DataFrame, out: Path) -> None:
         front = _front(pts, x, y)
         if not front.empty:
             ax.step(front[x], front[y], where="post", color="black", lw=1, label="front (point scores)")
-            for _, row in front.iterrows():
+            for k, (_, row) in enumerate(front.iterrows()):  # labels alternate above and below their point
                 ax.annotate(
-                    short_name(row["arm"]), (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                    short_name(row["arm"]),
+                    (row[x], row[y]),
+                    fontsize=7,
+                    xytext=(3, 3 if k % 2 == 0 else -10),
+                    textcoords="offset points",
                 )
         ax.set_xlabel(x)
         ax.set_ylabel(y)

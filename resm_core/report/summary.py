@@ -34,6 +34,12 @@ def _precondition(text: str) -> str:
     return f"not met, these did not move their dimension enough: {each}"
 
 
+def _winner(row: pd.Series) -> str:
+    """The verdict in a word: the merge, the mixture, equivalent or inconclusive (the arms are named below)."""
+    verdict = str(row["verdict"])
+    return {row["arm_a"]: "the merge", row["arm_b"]: "the mixture"}.get(verdict, verdict)
+
+
 def _interval(row: pd.Series) -> str:
     return f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
 
@@ -63,7 +69,7 @@ def summary_rst(compared: pd.DataFrame, power: str, moved: dict[str, bool], titl
         rows = [
             [
                 _name(r["combo"]),
-                f"**{_text(r['verdict'])}**",
+                f"**{_text(_winner(r))}**",
                 _interval(r),
                 f"{r['p_adjusted']:.3g}",
                 f"{r['mdd_80']:.3f}",
