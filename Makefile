@@ -40,7 +40,7 @@ lint: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mkdocs build --strict --quiet
 
-# While developing (a few minutes on 2 cores): lint, types, the docs build and the unit tests; no Snakemake,
+# While developing: lint, types, the docs build and the unit tests; no Snakemake,
 # SLURM or 135M-model test.
 check: lint docs
 	$(BIN)/resm -q assets fetch $(TEST_ASSETS)
