@@ -127,7 +127,8 @@ def test_a_merged_output_names_no_machine_path_and_its_recipe_still_finds_local_
         (models / name / "README.md").write_text("---\nlicense: apache-2.0\n---\n\n# a tiny model\n")
     out = tmp_path / "results" / "merged"
     args = ["--method", "task_arithmetic", "--base", models / "base", "--experts", models / "e0", models / "e1"]
-    done = resm(dict(os.environ), "merge", *args, "--out", out)
+    records = tmp_path / "kept" / "at" / "another" / "depth"
+    done = resm(dict(os.environ), "merge", *args, "--out", out, "--records", records)
     assert done.returncode == 0, done.stderr
     machine = {str(tmp_path), str(tmp_path.resolve()), str(Path.cwd())}
     for path in out.rglob("*"):
@@ -143,6 +144,14 @@ def test_a_merged_output_names_no_machine_path_and_its_recipe_still_finds_local_
     assert again.returncode == 0, again.stderr
     first, second = load_dir(out), load_dir(tmp_path / "again")
     assert all(torch.equal(first[k], second[k]) for k in first)
+    # the records' recipe (paths rewritten for where the records are) rebuilds the same weights too
+    assert json.loads((records / "resm_manifest.json").read_text())["inputs"]["experts"][0]["path"] == (
+        "../../../../models/e0"
+    )
+    from_records = resm(dict(os.environ), "merge", records / "resm_recipe.yaml", "--out", tmp_path / "third")
+    assert from_records.returncode == 0, from_records.stderr
+    third = load_dir(tmp_path / "third")
+    assert all(torch.equal(first[k], third[k]) for k in first)
 
 
 def test_evaluate_takes_hub_ids(tiny_llm, built, tmp_path):

@@ -12,6 +12,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -41,18 +42,35 @@ def peak_rss_mb() -> float:
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
+def _paths(value: Any, rewrite: Callable[[str], str | None]) -> Any:
+    """A JSON-able value with each string (keys too) that `rewrite` recognises as a path rewritten."""
+    if isinstance(value, dict):
+        return {_paths(k, rewrite): _paths(v, rewrite) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_paths(v, rewrite) for v in value]
+    if isinstance(value, str) and "\n" not in value:
+        return rewrite(value) or value
+    return value
+
+
+def _relative(path: str | Path, out: Path) -> str:
+    """`path` from the directory `out`, always with a leading ./ or ../ (how a recipe tells it from a hub id)."""
+    relative = os.path.relpath(Path(path).resolve(), Path(out).resolve())
+    return relative if relative.startswith("..") else os.path.join(".", relative)
+
+
 def relative_paths(value: Any, out: Path) -> Any:
     """Every absolute path in a JSON-able value (keys too), written relative to `out`, the directory the value
     is written into: a model directory that is published (`hf upload`) names no machine path, and a path to
     a sibling still leads there from the model (`../../taskvec/honesty`)."""
-    if isinstance(value, dict):
-        return {relative_paths(k, out): relative_paths(v, out) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [relative_paths(v, out) for v in value]
-    if isinstance(value, str) and os.path.isabs(value) and "\n" not in value:
-        relative = os.path.relpath(Path(value).resolve(), Path(out).resolve())
-        return relative if relative.startswith("..") else os.path.join(".", relative)
-    return value
+    return _paths(value, lambda s: _relative(s, out) if os.path.isabs(s) else None)
+
+
+def rebased(value: Any, written_for: Path, now_in: Path) -> Any:
+    """A value whose relative paths (./ or ../, as `relative_paths` writes them) were written for the directory
+    `written_for`, rewritten for `now_in`: a merge's recipe and manifest copied into its records directory
+    still lead to the same inputs."""
+    return _paths(value, lambda s: _relative(Path(written_for) / s, now_in) if s.startswith(("./", "../")) else None)
 
 
 def input_license(path: Path) -> str | None:

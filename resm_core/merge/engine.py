@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from resm_core.card import CARD_NAME, RECIPE_NAME, write_merge_files
 from resm_core.checkpoint.atomic import AtomicDirectory, prepare_output
 from resm_core.checkpoint.finite import all_finite, fits
-from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder
+from resm_core.checkpoint.manifest import MANIFEST_NAME, ManifestRecorder, rebased
 from resm_core.checkpoint.names import is_vocab_tensor
 from resm_core.checkpoint.reader import CheckpointReader
 from resm_core.checkpoint.writer import ShardedWriter, parse_size
@@ -547,11 +547,16 @@ def prefetched(tasks: Iterator[tuple[int, Callable[[], Any]]]) -> Iterator[Any]:
 
 
 def keep_records(model: Path, records: Path) -> None:
-    """The small files that describe a merge, beside it, so they outlive the weights."""
+    """The small files that describe a merge, beside it, so they outlive the weights. The manifest names local
+    inputs relative to the model: it is rewritten relative to the records, and the card and recipe are made
+    from it as the merge made them, so the recipe still rebuilds the merge from there."""
     with AtomicDirectory(records, force=True, inputs=[model]) as staging:
         for name in RECORDS:
-            if (model / name).is_file():
+            if (model / name).is_file() and name not in (MANIFEST_NAME, CARD_NAME, RECIPE_NAME):
                 shutil.copy2(model / name, staging / name)
+        manifest = rebased(json.loads((model / MANIFEST_NAME).read_text()), model, records)
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_merge_files(staging, manifest, model)
 
 
 def output_dtype(base: torch.dtype, experts: torch.dtype | None) -> torch.dtype:
