@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 RECORDS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+REPO = "https://github.com/resm-3h/resm-3h"
 
 
 def benchmark_records() -> str:
@@ -40,9 +41,6 @@ def readme() -> str:
     text = (RECORDS.parents[1] / "README.md").read_text()
     text = text.replace("](docs/", "](").replace("](CONTRIBUTING.md)", f"]({REPO}/blob/main/CONTRIBUTING.md)")
     return text
-
-
-REPO = "https://github.com/resm-3h/resm-3h"
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 (mkdocs' hook signature)

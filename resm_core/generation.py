@@ -176,6 +176,7 @@ class TransformersBackend:
         allow_pickle: bool = False,
     ):
         self.model, self.tokenizer = load_chat_model(model_dir, device, allow_pickle=allow_pickle)
+        self.cache_name = cache_argument(self.model)
         self.batch_size, self.temperature, self.seed, self.progress = batch_size, temperature, seed, progress
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[dict]:
@@ -280,8 +281,7 @@ class TransformersBackend:
         k = len(chunk)
         first = self.model(input_ids=torch.tensor([head], device=device), use_cache=True, logits_to_keep=1)
         first_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
-        name = cache_argument(self.model)
-        cache = getattr(first, name)
+        cache = getattr(first, self.cache_name)
         cache.batch_repeat_interleave(k)
         width = max(len(t) for _, t in chunk)
         tails = torch.full((k, width), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -295,7 +295,7 @@ class TransformersBackend:
             input_ids=tails.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
-            **{name: cache},
+            **{self.cache_name: cache},
         ).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         out = []

@@ -10,7 +10,7 @@ functions.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from resm_core.errors import ConfigError
@@ -43,9 +43,9 @@ def check_profile(
     set_threads: Mapping[str, Any] | None,
 ) -> None:
     """Refuse a profile (or command line) that sets what the config owns, naming the key and the rule."""
-    problems = [f"default-resources: {key}" for key in _keys(default_resources) if key in NOT_DEFAULTS]
+    problems = [f"default-resources: {key}" for key in default_resources or {} if key in NOT_DEFAULTS]
     for rule, resources in (set_resources or {}).items():
-        problems += [f"set-resources: {rule}: {key}" for key in _keys(resources) if key in CONFIG_OWNED]
+        problems += [f"set-resources: {rule}: {key}" for key in resources or {} if key in CONFIG_OWNED]
     problems += [f"set-threads: {rule}" for rule in (set_threads or {})]
     if problems:
         raise ConfigError(
@@ -53,10 +53,6 @@ def check_profile(
             f"come from the config's `resources:` section (train, merge, evaluate, default), where SLURM gets "
             f"them as written; a profile supplies only site settings ({SITE_SETTINGS})"
         )
-
-
-def _keys(resources: Mapping[str, Any] | None) -> Iterable[str]:
-    return [] if resources is None else list(resources.keys())
 
 
 def sbatch_flags(job: Any) -> str:

@@ -43,8 +43,9 @@ def check_config(config: dict, source: str = "config") -> None:
     missing = [key for key in schema.get("required", []) if key not in config]
     if missing and config:
         raise ConfigError(
-            f"{source}: {', '.join(missing)} missing: a config that sets only some keys (configs/decisive.yaml) "
-            f"layers on a full one, later files winning: snakemake --configfile config.yaml configs/decisive.yaml"
+            f"{source}: {', '.join(missing)} missing: a full config needs them, and a preset that sets only some keys "
+            f"(configs/decisive.yaml) layers on one, later files winning: "
+            f"snakemake --configfile config.yaml configs/decisive.yaml"
         )
     validate(config, "config.schema.yaml", source)
     checks = (

@@ -15,7 +15,6 @@ from resm_core.errors import ConfigError
 class PlannedJob:
     rule: str
     local: bool  # a localrule: runs where snakemake runs (downloads on the login node)
-    threads: int
     resources: dict[str, Any]
     sbatch: str  # the resource flags of its sbatch call under the SLURM plugin ("" for a local rule)
 
@@ -67,7 +66,6 @@ def planned_jobs(configfile: Path, snakefile: Path, profile: Path | None = None)
                     PlannedJob(
                         rule=job.rule.name,
                         local=is_local,
-                        threads=job.threads,
                         resources={k: v for k, v in job.resources.items() if not k.startswith("_")},
                         sbatch="" if is_local else sbatch_flags(job),
                     )

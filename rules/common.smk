@@ -31,9 +31,8 @@ from resm_core.train.request import TrainRequest
 from resm_core.workflow_config import check_config
 
 check_config(config, "config")  # before any job: errors name the key
-if (
-    workflow.is_main_process
-):  # resources come from the config; a profile supplies site settings only
+# resources come from the config; a profile supplies site settings only
+if workflow.is_main_process:
     check_profile(
         workflow.resource_settings.default_resources,
         workflow.resource_settings.overwrite_resources,
