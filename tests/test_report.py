@@ -418,10 +418,12 @@ def test_plots_draw_an_interval_that_does_not_contain_its_point(tmp_path):
 
     table = pd.DataFrame(
         [
-            {"arm": "base", "kind": "base", "helpfulness": 0.5, "helpfulness_ci": "[0.600, 0.700]",
-             "honesty": 0.2, "honesty_ci": "[0.100, 0.300]", "harmlessness": 0.4, "harmlessness_ci": "[0.300, 0.500]"},
-            {"arm": "expert/helpfulness", "kind": "expert", "helpfulness": 0.9, "helpfulness_ci": "[0.800, 0.950]",
-             "honesty": 0.1, "honesty_ci": "[0.050, 0.150]", "harmlessness": 0.3, "harmlessness_ci": "[0.350, 0.400]"},
+            {"arm": "base", "kind": "base", "helpfulness": 0.5, "helpfulness_ci_low": 0.6, "helpfulness_ci_high": 0.7,
+             "honesty": 0.2, "honesty_ci_low": 0.1, "honesty_ci_high": 0.3,
+             "harmlessness": 0.4, "harmlessness_ci_low": 0.3, "harmlessness_ci_high": 0.5},
+            {"arm": "expert/helpfulness", "kind": "expert", "helpfulness": 0.9, "helpfulness_ci_low": 0.8,
+             "helpfulness_ci_high": 0.95, "honesty": 0.1, "honesty_ci_low": 0.05, "honesty_ci_high": 0.15,
+             "harmlessness": 0.3, "harmlessness_ci_low": 0.35, "harmlessness_ci_high": 0.4},
         ]
     )  # fmt: skip
     plots.pareto(table, tmp_path / "pareto.png")

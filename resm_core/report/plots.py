@@ -4,7 +4,6 @@ rank per layer. Each is saved with a canvas grown to its labels."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib
@@ -106,12 +105,6 @@ def profile(table: pd.DataFrame, out: Path) -> None:
     _save(fig, out)
 
 
-def _interval(text: object) -> tuple[float, float] | None:
-    """`[0.123, 0.456]` from grid.csv's interval columns."""
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", str(text))
-    return (float(numbers[0]), float(numbers[1])) if len(numbers) == 2 else None
-
-
 def _front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """The non-dominated points (higher is better on both), by x."""
     front, best = [], -np.inf
@@ -134,12 +127,10 @@ def pareto(table: pd.DataFrame, out: Path) -> None:
         pts = arms.dropna(subset=[x, y])
         for kind, sub in pts.groupby("kind"):
             xs, ys = sub[x].to_numpy(float), sub[y].to_numpy(float)
-            xi = [_interval(v) or (a, a) for v, a in zip(sub[f"{x}_ci"], xs)]
-            yi = [_interval(v) or (a, a) for v, a in zip(sub[f"{y}_ci"], ys)]
             # intervals drawn as lines, not error bars: a percentile bootstrap interval of a nonlinear score
             # (balance, a stratified score) need not contain its point estimate, and is shown as it is
-            ax.hlines(ys, [lo for lo, _ in xi], [hi for _, hi in xi], color=COLORS[kind], alpha=0.6, lw=0.7)
-            ax.vlines(xs, [lo for lo, _ in yi], [hi for _, hi in yi], color=COLORS[kind], alpha=0.6, lw=0.7)
+            ax.hlines(ys, sub[f"{x}_ci_low"], sub[f"{x}_ci_high"], color=COLORS[kind], alpha=0.6, lw=0.7)
+            ax.vlines(xs, sub[f"{y}_ci_low"], sub[f"{y}_ci_high"], color=COLORS[kind], alpha=0.6, lw=0.7)
             ax.scatter(xs, ys, color=COLORS[kind], alpha=0.8, label=kind, zorder=3)
         front = _front(pts, x, y)
         if not front.empty:

@@ -37,7 +37,8 @@ def _grid_row(run: str, s: dict) -> dict[str, object]:
     for dim in DIMS:
         d = s["dims"].get(dim)
         row[dim] = d["score"] if d else None
-        row[f"{dim}_ci"] = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d else ""
+        row[f"{dim}_ci"] = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d else ""  # for reading
+        row[f"{dim}_ci_low"], row[f"{dim}_ci_high"] = (d["ci_low"], d["ci_high"]) if d else (None, None)
     for agg in AGGREGATES:
         row[agg] = s[agg]["score"]
         row[f"{agg}_ci_low"], row[f"{agg}_ci_high"] = s[agg]["ci_low"], s[agg]["ci_high"]
