@@ -22,3 +22,22 @@ def read_json(path: str | Path, error: type[ResmError] = ResmError, shape: type 
         want = "an object" if shape is dict else "an array" if shape is list else shape.__name__
         raise error(f"{path}: expected {want} of JSON, got {type(data).__name__}")
     return data
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """The file appears whole or not at all (a marker Snakemake takes as done)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -213,11 +213,14 @@ def _check_merges(config: dict, source: str) -> None:
 
 
 def _check_benchmarks(config: dict, source: str) -> None:
+    from resm_core.evaluate import harness
     from resm_core.evaluate.benchmarks import get_benchmark
 
     for name, opts in (config["evaluation"].get("benchmarks") or {}).items():
         try:
-            get_benchmark(name).check_options(opts or {})
+            get_benchmark(name, opts).check_options(opts or {})
+            if harness.is_harness(opts):
+                harness.check_task(harness.Spec.of(name, opts))
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 

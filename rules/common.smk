@@ -10,7 +10,8 @@ from resm_core.base_request import ModelRequest, TinyBaseRequest
 from resm_core.data.request import BuildRequest, DecontaminateRequest, MixRequest
 from resm_core.data.schema import DIMS
 from resm_core.data.sources import fetched, hub_download
-from resm_core.evaluate.benchmarks import DEFAULT as DEFAULT_BENCHMARKS, RUN_OPTIONS
+from resm_core.evaluate.benchmarks import DEFAULT as DEFAULT_BENCHMARKS, item_options
+from resm_core.evaluate.harness import cache_env, is_harness
 from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
     arms,
@@ -66,6 +67,8 @@ SEEDS = training_seeds(config)
 RUNS = {run_prefix(s, SEEDS): s for s in SEEDS}
 # hub sources, fetched on the login node before the builds
 HUB_DATA = hub_datasets(config)
+# benchmarks that are lm-eval tasks: their datasets fetched on the login node too
+HARNESS = {name: opts for name, opts in (EVAL.get("benchmarks") or {}).items() if is_harness(opts)}
 # Each rule's conda environment (--sdm conda). The env files install this checkout from $RESM_REPO: Snakemake
 # copies an env file into .snakemake/conda/ before creating it, so a relative path would point there.
 os.environ.update(RESM_REPO=str(Path(workflow.basedir).resolve()))
@@ -244,11 +247,34 @@ def pool_benchmarks():
     """The benchmarks' options as the decontamination reads them: without the run options (n and n_val choose
     items from the pool it checks whole; in_balance and max_new_tokens change scoring), so a change to them
     retrains nothing."""
-    benches = {
-        name: {k: v for k, v in (opts or {}).items() if k not in RUN_OPTIONS}
-        for name, opts in (EVAL.get("benchmarks") or {}).items()
-    }
+    benches = {name: item_options(name, opts) for name, opts in (EVAL.get("benchmarks") or {}).items()}
     return json.dumps(benches or {name: {} for name in DEFAULT_BENCHMARKS})
+
+
+def lm_eval_fetched():
+    """The markers of the lm-eval tasks fetched on the login node: inputs of every job that reads them."""
+    return [f"{RESULTS}/hub/lm_eval/{name}.json" for name in HARNESS]
+
+
+def lm_eval_env(offline):
+    """`env ...` pointing datasets, the hub and nltk at the run's lm-eval cache (offline for compute jobs);
+    nothing when no benchmark is an lm-eval task."""
+    if not HARNESS:
+        return ""
+    env = cache_env(f"{RESULTS}/hub/lm_eval/cache", offline)
+    return "env " + shlex.join(f"{k}={v}" for k, v in env.items())
+
+
+def lm_eval_task_files(name):
+    """A benchmark's own task YAML and data (include_path): a change to them fetches and evaluates again."""
+    root = HARNESS[name].get("include_path")
+    return sorted(str(p) for p in Path(root).rglob("*") if p.is_file()) if root else []
+
+
+def lm_eval_fetch_args(name):
+    opts = HARNESS[name]
+    extra = ["--include-path", opts["include_path"]] if opts.get("include_path") else []
+    return shlex.join(["--task", opts["task"], *extra])
 
 
 def train_args(steps, rep):

@@ -52,6 +52,7 @@ rule decontaminate_data:
         assets=[asset_marker(name) for name in needed_assets()],
         train=f"{RESULTS}/data/{{dim}}/train.jsonl",
         tests=[f"{RESULTS}/data/{d}/test.jsonl" for d in DIMS],
+        lm_eval=lm_eval_fetched(),
     output:
         train=f"{RESULTS}/data/clean/{{dim}}/train.jsonl",
         val=f"{RESULTS}/data/clean/{{dim}}/val.jsonl",
@@ -74,8 +75,9 @@ rule decontaminate_data:
         cache=lambda wc, input: os.path.dirname(os.path.dirname(input.assets[0])),
         out=lambda wc, output: os.path.dirname(output.train),
         code=code("decontaminate"),
+        env=lm_eval_env(offline=True),
     shell:
-        "resm -q data decontaminate --data {params.data:q} --eval-data {params.root:q} "
+        "{params.env} resm -q data decontaminate --data {params.data:q} --eval-data {params.root:q} "
         "--benchmarks {params.benchmarks:q} {params.options} --cache {params.cache:q} "
         "--out {params.out:q} --force > {log:q} 2>&1"
 

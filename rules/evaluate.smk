@@ -26,6 +26,29 @@ rule fit_judges:
 
 localrules:
     download_judge_model,
+    fetch_lm_eval_task,
+
+
+rule fetch_lm_eval_task:
+    input:
+        lambda wc: lm_eval_task_files(wc.name),
+    output:
+        f"{RESULTS}/hub/lm_eval/{{name}}.json",
+    log:
+        f"{RESULTS}/logs/hub/lm_eval/{{name}}.log",
+    wildcard_constraints:
+        name=one_of(HARNESS),
+    conda:
+        EVAL_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        args=lambda wc: lm_eval_fetch_args(wc.name),
+        env=lm_eval_env(offline=False),
+    shell:
+        "{params.env} resm -q lm-eval fetch {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule download_judge_model:
@@ -56,6 +79,7 @@ rule evaluate:
         model=lambda wc: model_dir(wc.arm),
         judges=f"{RESULTS}/judges/refusal_judge.json",
         data=[f"{RESULTS}/data/{d}/test.jsonl" for d in DIMS],
+        lm_eval=lm_eval_fetched(),
     output:
         f"{RESULTS}/eval/{{arm}}/summary.json",
     log:
@@ -77,6 +101,7 @@ rule evaluate:
         judges=lambda wc, input: os.path.dirname(input.judges),
         cache=CACHE,
         code=code("evaluate"),
+        env=lm_eval_env(offline=True),
     shell:
-        "resm -q evaluate --model {input.model:q} --arm {wildcards.arm:q} --data {params.data:q} "
+        "{params.env} resm -q evaluate --model {input.model:q} --arm {wildcards.arm:q} --data {params.data:q} "
         "--judges {params.judges:q} {params.args} --cache {params.cache:q} --out {params.out:q} --force > {log:q} 2>&1"

@@ -23,7 +23,7 @@ def run(cmd, cwd=REPO, timeout=900):
 def copy_workflow(work: Path, assets_root: Path, edit=None) -> tuple[Path, dict]:
     """The workflow and its code copied to `work` (so tests can edit the code), with the tiny config
     (changed by `edit`, if given) written to `work/tiny.yaml`."""
-    for item in ("Snakefile", "rules", "captions", "envs", "profiles", "config.yaml"):
+    for item in ("Snakefile", "rules", "captions", "envs", "profiles", "config.yaml", "examples"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     shutil.copytree(REPO / "resm_core", work / "resm_core", ignore=shutil.ignore_patterns("__pycache__"))

@@ -33,15 +33,13 @@ EXAMPLES = 5
 
 def evaluation_pool(benchmarks: dict, data_root: Path, asset_root=None) -> list[dict]:
     """Every item every benchmark may draw (benchmark, id, prompt), once per prompt."""
-    from resm_core.evaluate.benchmarks import RUN_OPTIONS, ItemsContext, get_benchmark
+    from resm_core.evaluate.benchmarks import ItemsContext, get_benchmark, item_options
 
     pool: dict[str, dict] = {}
     for name, opts in benchmarks.items():
-        bench = get_benchmark(name)
-        opts = dict(opts or {})
-        bench.check_options(opts)
-        for key in RUN_OPTIONS:
-            opts.pop(key, None)
+        bench = get_benchmark(name, opts)
+        bench.check_options(dict(opts or {}))
+        opts = item_options(name, opts)
         for item in bench.items(ItemsContext(Path(data_root), asset_root), opts):
             entry = {"benchmark": name, "id": str(item["id"]), "prompt": item["prompt"]}
             pool.setdefault(text_key(item["prompt"]), entry)

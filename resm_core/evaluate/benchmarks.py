@@ -47,7 +47,7 @@ class Benchmark:
     name: str
     dim: str
     metric: str
-    default_n: int
+    default_n: int | None  # None: every item of the pool
     items: Callable  # (ctx, options) -> list[dict] with at least id and prompt
     score: Callable  # (ctx, items, options) -> list[dict] records, each with a "score" in [0, 1]
     embedded: bool = True  # runs offline on the packaged data
@@ -57,6 +57,11 @@ class Benchmark:
     chance: float = 0.0  # what a degenerate answer scores (a fixed letter, a fixed Yes/No lean): balance's floor
     strata: tuple[tuple[str, float], ...] = ()  # (stratum, weight): n is shared out in these fixed proportions
     in_balance: bool = True  # counts in its dimension's score; else reported beside it (option `in_balance`)
+    salt: str = ""  # orders the pool (default: from the item loader's name)
+
+    @property
+    def item_salt(self) -> str:
+        return self.salt or f"eval/{self.items.__name__}"
 
     def check_options(self, opts: dict) -> None:
         """An option nothing reads is a typo (or an attempt to smuggle a value through): refuse it by name."""
@@ -840,7 +845,58 @@ EMBEDDED = [name for name, b in BENCHMARKS.items() if b.embedded]
 DEFAULT = [name for name, b in BENCHMARKS.items() if b.default]
 
 
-def get_benchmark(name: str) -> Benchmark:
+def get_benchmark(name: str, opts: dict | None = None) -> Benchmark:
+    """The benchmark a config entry names: an embedded one by name, or (option `kind: lm_eval`) an
+    lm-evaluation-harness task under the name the config gives it."""
+    from resm_core.evaluate import harness
+
+    if harness.is_harness(opts):
+        return _harness_benchmark(name, opts or {})
+    if opts and "kind" in opts:
+        raise ConfigError(
+            f"evaluation.benchmarks.{name}.kind: {opts['kind']!r} is not a benchmark kind (lm_eval: an "
+            f"lm-evaluation-harness task; an embedded benchmark takes no kind)"
+        )
     if name not in BENCHMARKS:
         raise ConfigError(f"evaluation.benchmarks: unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
+
+
+def _harness_benchmark(name: str, opts: dict) -> Benchmark:
+    from resm_core.evaluate import harness
+
+    spec = harness.Spec.of(name, opts)
+
+    def items(ctx, options):
+        return harness.items(spec)
+
+    def score(ctx, chosen, options):
+        records, report = harness.score(ctx, spec, chosen)
+        ctx.result_extras[name] = {"metric": report["metric"], "lm_eval": report}
+        return records
+
+    chance = opts.get("chance", 0.0)
+    if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance < 1:
+        raise ConfigError(f"evaluation.benchmarks.{name}.chance: expected a score in [0, 1), got {chance!r}")
+    return Benchmark(
+        name=name,
+        dim=spec.dim,
+        metric=spec.metric or "first",
+        default_n=None,  # the whole task: every document, validation and test
+        items=items,
+        score=score,
+        embedded=False,
+        options=harness.OPTIONS,
+        chance=float(chance),
+        salt=f"eval/lm_eval/{spec.task}",
+    )
+
+
+def item_options(name: str, opts: dict | None) -> dict:
+    """The options that choose a benchmark's items (what the decontamination pool depends on): a change to any
+    other option re-scores, never retrains."""
+    from resm_core.evaluate import harness
+
+    opts = dict(opts or {})
+    keep = harness.ITEM_OPTIONS if harness.is_harness(opts) else None
+    return {k: v for k, v in opts.items() if (k in keep if keep else k not in RUN_OPTIONS)}

@@ -99,11 +99,11 @@ def _benchmark_map(value: Any, where: str) -> dict[str, dict]:
 def _check_options(benchmarks: dict[str, dict]) -> None:
     """Each known benchmark's options, as the workflow's config check reads them (unknown names are named
     by the request's own check)."""
-    from resm_core.evaluate.benchmarks import BENCHMARKS
+    from resm_core.evaluate.benchmarks import BENCHMARKS, get_benchmark
 
     for name, opts in benchmarks.items():
-        if name in BENCHMARKS:
-            BENCHMARKS[name].check_options(opts)
+        if name in BENCHMARKS or opts.get("kind") is not None:
+            get_benchmark(name, opts).check_options(opts)
 
 
 def request_from(

@@ -21,7 +21,7 @@ from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.data.schema import text_key
 from resm_core.data.splits import take, unit_hash
 from resm_core.errors import ConfigError, EvaluationError
-from resm_core.evaluate.backends import Backend, make_backend
+from resm_core.evaluate.backends import make_backend
 from resm_core.evaluate.benchmarks import BENCHMARKS, ItemsContext, get_benchmark
 from resm_core.evaluate.request import EvalRequest
 from resm_core.evaluate.scores import CI_LEVEL, bootstrap, interval, summarise
@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 class EvalContext:
     """What benchmarks share: the backend, a memo of answers and log-probs, the judges, the clocks."""
 
-    def __init__(self, req: EvalRequest, backend):
-        self.req, self.backend = req, backend
+    def __init__(self, req: EvalRequest, make_backend):
+        self.req, self._make_backend, self._backend = req, make_backend, None
         self.data_root, self.asset_root = req.data_root, req.asset_root
+        self.load_s = 0.0
+        self.result_extras: dict[str, dict] = {}  # benchmark -> fields its result JSON adds (lm-eval's aggregates)
         self.generation_s = 0.0
         self.scoring_s = 0.0
         self._answers: dict[tuple[str, int], dict] = {}
@@ -44,6 +46,32 @@ class EvalContext:
         self._logprobs: dict[tuple[str, str], tuple[float, int]] = {}
         self._judges: dict[str, object] = {}
         self.new_generations: list[tuple[str, int]] = []
+
+    @property
+    def backend(self):
+        """The arm's model, loaded when a benchmark first needs it (after every benchmark's items are chosen)."""
+        if self._backend is None:
+            start = time.perf_counter()
+            self._backend = self._make_backend()
+            self.load_s += time.perf_counter() - start
+        return self._backend
+
+    def harness_lm(self):
+        """lm-eval's model over the arm (evaluate/harness.py), made once. A vLLM engine of the evaluation's own
+        is released first: two engines do not fit one GPU."""
+        if "lm_eval" not in self._judges:
+            from resm_core.evaluate.harness import language_model
+
+            if self._backend is not None and self._backend.name == "vllm":
+                self._backend = None
+                import gc
+
+                gc.collect()
+                self._make_backend = _released
+            req = self.req
+            backend = self.backend if req.backend == "transformers" else _Named(req.backend)
+            self._judges["lm_eval"] = language_model(backend, req.model, req.batch_size, req.seed)
+        return self._judges["lm_eval"]
 
     def generate(self, prompts: list[str]) -> list[dict]:
         """Answers of `max_new_tokens` tokens (the evaluation's, or the benchmark's own), each generated once."""
@@ -118,6 +146,15 @@ class EvalContext:
         return _Timed(self, self.fitted("similarity"))
 
 
+def _released():
+    raise EvaluationError("the vLLM engine was released for lm-eval's: run embedded benchmarks before lm_eval ones")
+
+
+class _Named:
+    def __init__(self, name: str):
+        self.name = name
+
+
 class _Timed:
     def __init__(self, ctx: EvalContext, judge):
         self.ctx, self.judge = ctx, judge
@@ -180,6 +217,8 @@ def _answers_backend(path: Path, benches: dict, chosen: dict[str, list[dict]]) -
     answers = read_answers(path)
     by_prompt: dict[str, str] = {}
     for name, (bench, _) in benches.items():
+        if not bench.embedded:
+            raise ConfigError(f"--answers: {name} runs the model through lm-eval; drop it, or evaluate the model itself")
         if not bench.generated:
             raise ConfigError(
                 f"--answers: {name} is scored from the model's log-probabilities, not from text; "
@@ -199,7 +238,7 @@ def benchmarks_of(req: EvalRequest) -> dict:
     """name -> (Benchmark, its options), each checked for unknown options."""
     if not req.benchmarks:
         raise ConfigError("evaluation.benchmarks: no benchmarks given")
-    benches = {name: (get_benchmark(name), dict(opts or {})) for name, opts in req.benchmarks.items()}
+    benches = {name: (get_benchmark(name, opts), dict(opts or {})) for name, opts in req.benchmarks.items()}
     for bench, opts in benches.values():
         bench.check_options(opts)
     return benches
@@ -211,9 +250,10 @@ def choose_items(req: EvalRequest, benches: dict) -> dict[str, list[dict]]:
     chosen = {}
     for name, (bench, opts) in benches.items():
         pool = bench.items(ItemsContext(req.data_root, req.asset_root), opts)
-        n = _count(opts.pop("n", bench.default_n), f"evaluation.benchmarks.{name}.n", 1)
-        n_val = _count(opts.pop("n_val", (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
-        items = eval_items(pool, n, n_val, f"eval/{bench.items.__name__}", bench.strata, name)
+        whole = bench.default_n is None  # unless n says otherwise, every item: validation and test
+        n = _count(opts.pop("n", len(pool) if whole else bench.default_n), f"evaluation.benchmarks.{name}.n", 1)
+        n_val = _count(opts.pop("n_val", len(pool) if whole else (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
+        items = eval_items(pool, n, n_val, bench.item_salt, bench.strata, name)
         if not any(r["split"] == "test" for r in items):
             raise EvaluationError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
         chosen[name] = items
@@ -230,34 +270,40 @@ def evaluate(req: EvalRequest) -> dict:
     started = time.perf_counter()
     inputs = [p for p in (req.model, req.answers, req.data_root, req.judges) if p is not None]
     with AtomicDirectory(req.out, force=req.force, inputs=inputs) as staging:
-        # items first: a missing split or an empty benchmark fails before the model loads
+        # items first: a missing split, an empty benchmark or an lm-eval task not fetched fails before the model loads
         chosen = choose_items(req, benches)
-        load_start = time.perf_counter()
-        backend: Backend
         if req.answers is not None:
-            backend = _answers_backend(req.answers, benches, chosen)
+            answers = _answers_backend(req.answers, benches, chosen)
+            ctx = EvalContext(req, lambda: answers)
         else:
             assert req.model is not None  # EvalRequest holds exactly one of model and answers
-            backend = make_backend(
-                req.backend,
-                req.model,
-                device=req.device,
-                batch_size=req.batch_size,
-                temperature=req.temperature,
-                seed=req.seed,
-                progress=req.progress,
-                allow_pickle=req.allow_pickle,
+            model = req.model
+            ctx = EvalContext(
+                req,
+                lambda: make_backend(
+                    req.backend,
+                    model,
+                    device=req.device,
+                    batch_size=req.batch_size,
+                    temperature=req.temperature,
+                    seed=req.seed,
+                    progress=req.progress,
+                    allow_pickle=req.allow_pickle,
+                ),
             )
-        ctx = EvalContext(req, backend)
-        load_s = time.perf_counter() - load_start
         point: dict[str, dict[str, float]] = {}
         reps: dict[str, dict[str, np.ndarray]] = {}
         val_point: dict[str, dict[str, float]] = {}
         val_reps: dict[str, dict[str, np.ndarray]] = {}
         results = {}
         chance: dict[str, float] = {}
-        for k, (name, (bench, opts)) in enumerate(benches.items()):
-            t0 = time.perf_counter()
+        seed_of = {name: k for k, name in enumerate(benches)}  # a benchmark's bootstrap seed: its place in the config
+        # embedded benchmarks first, then lm-eval's (which may need the GPU to itself); outputs in config order
+        order = sorted(benches, key=lambda name: not benches[name][0].embedded)
+        for name in order:
+            bench, opts = benches[name]
+            k = seed_of[name]
+            t0, loading = time.perf_counter(), ctx.load_s
             before = len(ctx.new_generations)
             ctx.max_new_tokens = lengths[name]
             log.info("%s: %s on %d items", req.arm, name, len(chosen[name]))
@@ -270,7 +316,7 @@ def evaluate(req: EvalRequest) -> dict:
             boot = bootstrap(test, req.n_bootstrap, seed=req.seed + k)
             lo, hi = interval(boot)
             generated = [r for r in records if "response" in r]
-            wall = time.perf_counter() - t0
+            wall = time.perf_counter() - t0 - (ctx.load_s - loading)  # the model's loading is timed apart
             result = {
                 "schema_version": 1,
                 "arm": req.arm,
@@ -295,6 +341,7 @@ def evaluate(req: EvalRequest) -> dict:
                 "options": {k2: str(v) for k2, v in opts.items()},
             }
             result["in_balance"] = counted[name]
+            result.update(ctx.result_extras.pop(name, {}))
             if val.size and counted[name]:
                 val_point.setdefault(bench.dim, {})[name] = float(val.mean())
                 val_reps.setdefault(bench.dim, {})[name] = bootstrap(val, req.n_bootstrap, seed=req.seed + k)
@@ -319,6 +366,7 @@ def evaluate(req: EvalRequest) -> dict:
             if counted[name]:
                 point.setdefault(bench.dim, {})[name] = result["score"]
                 reps.setdefault(bench.dim, {})[name] = boot
+        results = {name: results[name] for name in benches}
         total = time.perf_counter() - started
         summary = {
             "schema_version": 1,
@@ -335,7 +383,7 @@ def evaluate(req: EvalRequest) -> dict:
             "generations": len(ctx.new_generations),
             "timing": {
                 "total_s": round(total, 2),
-                "load_s": round(load_s, 2),
+                "load_s": round(ctx.load_s, 2),
                 "generation_s": round(ctx.generation_s, 2),
                 "scoring_s": round(ctx.scoring_s, 2),
             },
