@@ -68,7 +68,11 @@ RUNS = {run_prefix(s, SEEDS): s for s in SEEDS}
 # hub sources, fetched on the login node before the builds
 HUB_DATA = hub_datasets(config)
 # benchmarks that are lm-eval tasks: their datasets fetched on the login node too
-HARNESS = {name: opts for name, opts in (EVAL.get("benchmarks") or {}).items() if is_harness(opts)}
+HARNESS = {
+    name: opts
+    for name, opts in (EVAL.get("benchmarks") or {}).items()
+    if is_harness(opts)
+}
 # Each rule's conda environment (--sdm conda). The env files install this checkout from $RESM_REPO: Snakemake
 # copies an env file into .snakemake/conda/ before creating it, so a relative path would point there.
 os.environ.update(RESM_REPO=str(Path(workflow.basedir).resolve()))
@@ -247,7 +251,10 @@ def pool_benchmarks():
     """The benchmarks' options as the decontamination reads them: without the run options (n and n_val choose
     items from the pool it checks whole; in_balance and max_new_tokens change scoring), so a change to them
     retrains nothing."""
-    benches = {name: item_options(name, opts) for name, opts in (EVAL.get("benchmarks") or {}).items()}
+    benches = {
+        name: item_options(name, opts)
+        for name, opts in (EVAL.get("benchmarks") or {}).items()
+    }
     return json.dumps(benches or {name: {} for name in DEFAULT_BENCHMARKS})
 
 
@@ -262,7 +269,7 @@ def lm_eval_env(offline):
     if not HARNESS:
         return ""
     env = cache_env(f"{RESULTS}/hub/lm_eval/cache", offline)
-    return "env " + shlex.join(f"{k}={v}" for k, v in env.items())
+    return f"env {shlex.join(f'{k}={v}' for k, v in env.items())}"
 
 
 def lm_eval_task_files(name):

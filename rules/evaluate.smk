@@ -39,7 +39,7 @@ rule fetch_lm_eval_task:
     wildcard_constraints:
         name=one_of(HARNESS),
     conda:
-        EVAL_ENV
+        RESM_ENV
     threads: 1
     resources:
         mem_mb=2000,

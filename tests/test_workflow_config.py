@@ -164,7 +164,7 @@ def test_config_errors_name_the_key(edit, message):
         check_config(config)
 
 
-PRE_QUOTED = {"params.args", "params.options", "params.sources", "params.command"}  # built by shlex.join / to_flags
+PRE_QUOTED = {"params.args", "params.options", "params.sources", "params.command", "params.env"}  # built by shlex.join / to_flags
 
 
 def test_every_value_a_rule_puts_in_a_shell_command_is_quoted():
@@ -237,7 +237,15 @@ def test_the_slurm_site_template_works_as_the_readme_says(tmp_path):
         rules = parsed_rules(tmp_path / "configs" / f"{preset}.yaml", cwd=tmp_path)
         assert rules.pop("RESM_REPO") == str(tmp_path)  # what ${RESM_REPO} in the env files expands to
         local = {name for name, rule in rules.items() if rule["local"]}
-        assert local == {"fetch_assets", "prepare_base", "fetch_dataset", "download_judge_model", "fetch_model"}
+        assert local == {
+            "fetch_assets",
+            "prepare_base",
+            "fetch_dataset",
+            "download_judge_model",
+            "fetch_model",
+            "fetch_lm_eval_task",  # the preset's lm-eval tasks (ifeval, truthfulqa_mc2), fetched on the login node
+        }
+        assert counts["fetch_lm_eval_task"] == 2  # one per lm-eval task, local (above): no sbatch
         envs = {name: rule["env"] for name, rule in rules.items()}
         assert envs.pop("all") is None and Path(envs.pop("evaluate")).name == "vllm.yaml"  # backend: vllm
         assert {Path(e).name for e in envs.values()} == {"resm.yaml"}, envs
@@ -428,6 +436,8 @@ def test_sbatch_asks_for_the_config_resources_under_the_slurm_profile(tmp_path):
     mixtures = {job.sbatch.split(" -t ")[1].split()[0] for job in jobs if job.rule == "train_mixture"}
     assert mixtures == {str(2 * train["runtime"]), str(3 * train["runtime"])}
     assert {job.rule for job in jobs if job.local} >= {"fetch_assets", "prepare_base", "fetch_dataset"}
+    fetches = [job for job in jobs if job.rule == "fetch_lm_eval_task"]  # ifeval, truthfulqa_mc2
+    assert len(fetches) == 2 and all(job.local and not job.sbatch for job in fetches)
 
     for item in ("Snakefile", "rules", "captions", "envs", "configs", "config.yaml"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, tmp_path / item)

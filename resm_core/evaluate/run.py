@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 class EvalContext:
     """What benchmarks share: the backend, a memo of answers and log-probs, the judges, the clocks."""
 
-    def __init__(self, req: EvalRequest, make_backend):
-        self.req, self._make_backend, self._backend = req, make_backend, None
+    def __init__(self, req: EvalRequest, backend=None, make_backend=None):
+        """`backend` given, or made by `make_backend` when a benchmark first needs the model."""
+        self.req, self._make_backend, self._backend = req, make_backend, backend
         self.data_root, self.asset_root = req.data_root, req.asset_root
         self.load_s = 0.0
         self.result_extras: dict[str, dict] = {}  # benchmark -> fields its result JSON adds (lm-eval's aggregates)
@@ -273,14 +274,13 @@ def evaluate(req: EvalRequest) -> dict:
         # items first: a missing split, an empty benchmark or an lm-eval task not fetched fails before the model loads
         chosen = choose_items(req, benches)
         if req.answers is not None:
-            answers = _answers_backend(req.answers, benches, chosen)
-            ctx = EvalContext(req, lambda: answers)
+            ctx = EvalContext(req, _answers_backend(req.answers, benches, chosen))
         else:
             assert req.model is not None  # EvalRequest holds exactly one of model and answers
             model = req.model
             ctx = EvalContext(
                 req,
-                lambda: make_backend(
+                make_backend=lambda: make_backend(
                     req.backend,
                     model,
                     device=req.device,
