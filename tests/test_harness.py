@@ -27,8 +27,16 @@ def write_tasks(root: Path, aggregation: str = "mean") -> Path:
     with open(data, "w") as f:
         for i, (a, b) in enumerate(QUESTIONS):
             pair = [a, b] if i % 2 else [b, a]
-            f.write(json.dumps({"q": f"Which is larger, {pair[0]} or {pair[1]}?", "c": [str(x) for x in pair],
-                                "label": pair.index(max(pair))}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "q": f"Which is larger, {pair[0]} or {pair[1]}?",
+                        "c": [str(x) for x in pair],
+                        "label": pair.index(max(pair)),
+                    }
+                )
+                + "\n"
+            )
     common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
     mc = 'output_type: multiple_choice\ndoc_to_text: "Q: {{q}}\\nA:"\ndoc_to_choice: "{{c}}"\ndoc_to_target: label\n'
     (root / "pairs_mc.yaml").write_text(
@@ -74,11 +82,16 @@ def test_item_scores_average_to_lm_evals_own_aggregate(tiny_llm, tasks, tmp_path
     from resm_core.evaluate.harness import task_manager
 
     out = tmp_path / "base"
-    evaluate(tiny_llm, tasks, out, {
-        "mc": {"task": "pairs_mc", "dim": "helpfulness"},
-        "gen": {"task": "pairs_gen", "dim": "honesty"},
-        "agg": {"task": "pairs_agg", "dim": "harmlessness"},
-    })
+    evaluate(
+        tiny_llm,
+        tasks,
+        out,
+        {
+            "mc": {"task": "pairs_mc", "dim": "helpfulness"},
+            "gen": {"task": "pairs_gen", "dim": "honesty"},
+            "agg": {"task": "pairs_agg", "dim": "harmlessness"},
+        },
+    )
     own = simple_evaluate(
         model="hf",
         model_args={"pretrained": str(tiny_llm), "dtype": "float32", "device": "cpu"},
@@ -125,8 +138,9 @@ def test_documents_split_by_the_hashed_rule_and_pair_across_arms(tiny_llm, tasks
     save_file(state, perturbed / "model.safetensors", metadata={"format": "pt"})
     results = tmp_path / "results"
     for arm, model in (("a", tiny_llm), ("b", perturbed)):
-        evaluate(model, tasks, results / "eval" / arm, {"mc": {"task": "pairs_mc", "dim": "helpfulness", "n": 8,
-                                                                "n_val": 4}})
+        evaluate(
+            model, tasks, results / "eval" / arm, {"mc": {"task": "pairs_mc", "dim": "helpfulness", "n": 8, "n_val": 4}}
+        )
     ra, rb = records(results / "eval" / "a", "mc"), records(results / "eval" / "b", "mc")
     assert [(r["id"], r["split"]) for r in ra] == [(r["id"], r["split"]) for r in rb]
     assert sum(r["split"] == "test" for r in ra) == 8 and sum(r["split"] == "val" for r in ra) == 4
@@ -175,15 +189,37 @@ def test_a_task_not_in_the_offline_cache_fails_before_the_model_loads(tiny_llm, 
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
     )
     config = tmp_path / "eval.yaml"
-    config.write_text(json.dumps({"benchmarks": {"tq": {"kind": "lm_eval", "task": "unfetched", "dim": "honesty",
-                                                         "include_path": str(tasks)}}}))
+    config.write_text(
+        json.dumps(
+            {
+                "benchmarks": {
+                    "tq": {"kind": "lm_eval", "task": "unfetched", "dim": "honesty", "include_path": str(tasks)}
+                }
+            }
+        )
+    )
     from resm_core.evaluate.harness import cache_env
 
     env = {**os.environ, **cache_env(tmp_path / "cache", offline=True)}
     done = subprocess.run(
-        [sys.executable, "-m", "resm_core.cli", "evaluate", "--model", str(tiny_llm), "--config", str(config),
-         "--data", str(tmp_path), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "resm_core.cli",
+            "evaluate",
+            "--model",
+            str(tiny_llm),
+            "--config",
+            str(config),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode != 0
     err = done.stderr
@@ -202,18 +238,32 @@ def test_answers_and_unknown_options_are_refused_by_name(tiny_llm, tasks, tmp_pa
     with pytest.raises(ConfigError, match="--answers: mc runs the model through lm-eval"):
         run(request_from({"answers": answers, "data_root": tmp_path, "out": tmp_path / "o"}, options=opts))
     with pytest.raises(ConfigError, match=r"mc\.fewshot: not an option of mc"):
-        request_from({"model": tiny_llm, "data_root": tmp_path, "out": tmp_path / "o"},
-                     options={"mc": {**opts["mc"], "fewshot": 2}})
+        request_from(
+            {"model": tiny_llm, "data_root": tmp_path, "out": tmp_path / "o"},
+            options={"mc": {**opts["mc"], "fewshot": 2}},
+        )
     with pytest.raises(ConfigError, match=r"logs no 'f1' per document \(it logs acc, acc_norm\)"):
-        evaluate(tiny_llm, tasks, tmp_path / "m", {"mc": {"task": "pairs_mc", "dim": "helpfulness", "metric": "f1",
-                                                          "n": 2, "n_val": 0}})
+        evaluate(
+            tiny_llm,
+            tasks,
+            tmp_path / "m",
+            {"mc": {"task": "pairs_mc", "dim": "helpfulness", "metric": "f1", "n": 2, "n_val": 0}},
+        )
 
 
 def test_only_the_options_that_choose_documents_reach_the_decontamination_pool():
     """A metric, a filter or a few-shot count re-scores; it never changes what training is checked against."""
     from resm_core.evaluate.benchmarks import item_options
 
-    opts = {"kind": "lm_eval", "task": "ifeval", "dim": "helpfulness", "metric": "prompt_level_strict_acc",
-            "num_fewshot": 0, "apply_chat_template": True, "n": 100, "in_balance": False}
+    opts = {
+        "kind": "lm_eval",
+        "task": "ifeval",
+        "dim": "helpfulness",
+        "metric": "prompt_level_strict_acc",
+        "num_fewshot": 0,
+        "apply_chat_template": True,
+        "n": 100,
+        "in_balance": False,
+    }
     assert item_options("ifeval", opts) == {"kind": "lm_eval", "task": "ifeval", "dim": "helpfulness"}
     assert item_options("qa_mc", {"n": 10, "sources": ["openbookqa"]}) == {"sources": ["openbookqa"]}

@@ -91,14 +91,32 @@ def test_the_grid_and_lm_evals_own_command_line_agree_on_a_task_run_whole(tiny_r
     work, _, config = tiny_run
     results = work / config["results"]
     grid = json.loads((results / "eval" / "base" / "larger_number.json").read_text())
-    records = [json.loads(line) for line in (results / "eval" / "base" / "larger_number.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (results / "eval" / "base" / "larger_number.jsonl").read_text().splitlines()
+    ]
     assert len(records) == grid["n"] + grid["val"]["n"] == 48
     assert grid["lm_eval"]["aggregate"] == pytest.approx(sum(r["score"] for r in records) / 48, abs=1e-12)
     base = tmp_path / "base"  # lm-eval's model_args cannot carry the hostile results path
     base.symlink_to(results / "base", target_is_directory=True)
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={base},dtype=float32",
-           "--tasks", "larger_number", "--include_path", "examples/lm_eval", "--device", "cpu", "--batch_size", "8",
-           "--output_path", str(tmp_path / "lm_eval")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={base},dtype=float32",
+        "--tasks",
+        "larger_number",
+        "--include_path",
+        "examples/lm_eval",
+        "--device",
+        "cpu",
+        "--batch_size",
+        "8",
+        "--output_path",
+        str(tmp_path / "lm_eval"),
+    ]
     run(cmd, cwd=work, timeout=600)
     (own,) = (tmp_path / "lm_eval").rglob("results_*.json")
     assert json.loads(own.read_text())["results"]["larger_number"]["acc,none"] == pytest.approx(

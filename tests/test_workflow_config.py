@@ -164,7 +164,13 @@ def test_config_errors_name_the_key(edit, message):
         check_config(config)
 
 
-PRE_QUOTED = {"params.args", "params.options", "params.sources", "params.command", "params.env"}  # built by shlex.join / to_flags
+PRE_QUOTED = {
+    "params.args",
+    "params.options",
+    "params.sources",
+    "params.command",
+    "params.env",
+}  # built by shlex.join / to_flags
 
 
 def test_every_value_a_rule_puts_in_a_shell_command_is_quoted():

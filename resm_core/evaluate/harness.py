@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ ITEM_OPTIONS = ("kind", "task", "include_path", "dim")
 
 
 def is_harness(opts: dict | None) -> bool:
-    return bool(opts) and opts.get("kind") == KIND
+    return opts is not None and opts.get("kind") == KIND
 
 
 @dataclass(frozen=True)
@@ -241,19 +242,25 @@ def fetch(spec: Spec) -> dict:
 # ---------------------------------------------------------------- scoring
 
 
-def language_model(backend, model_dir, batch_size: int, seed: int):
-    """lm-eval's model over the arm: for transformers, lm-eval's HF wrapper around the model the evaluation
-    already loaded (same weights, dtype and device, loaded once); for vLLM, lm-eval's vLLM wrapper."""
+def language_model(req, loaded=None):
+    """lm-eval's model over the arm: with the transformers backend, lm-eval's HF wrapper around the model the
+    evaluation already loaded (`loaded`: same weights, dtype and device, loaded once); with vLLM, lm-eval's
+    vLLM wrapper on the model directory."""
     _import_lm_eval()
-    if backend.name == "transformers":
+    if req.backend == "transformers":
         from lm_eval.models.huggingface import HFLM
 
-        return HFLM(pretrained=backend.model, tokenizer=backend.tokenizer, batch_size=batch_size)
-    if backend.name == "vllm":
-        from lm_eval.models.vllm_causallms import VLLM
+        # lm-eval warns that a model passed in is not one it loads itself: that is the point here
+        quiet = logging.getLogger("lm_eval.models.huggingface")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            return HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=req.batch_size)
+        finally:
+            quiet.setLevel(level)
+    from lm_eval.models.vllm_causallms import VLLM
 
-        return VLLM(pretrained=str(model_dir), batch_size="auto", seed=seed)
-    raise ConfigError(f"benchmarks of kind lm_eval run on the transformers or vllm backend, not {backend.name}")
+    return VLLM(pretrained=str(req.model), batch_size="auto", seed=req.seed)
 
 
 def _item_score(value, where: str) -> float:
@@ -307,7 +314,7 @@ def score(ctx, spec: Spec, chosen: list[dict]) -> tuple[list[dict], dict]:
         raise EvaluationError(f"{spec.name}: lm-eval returned no results")
     metric = spec.metric or tasks[sorted(wanted)[0]].config.metric_list[0]["metric"]
     by_key: dict[tuple[str, int], dict] = {}
-    per_task = {}
+    per_task: dict[str, dict[str, Any]] = {}
     for name in wanted:
         samples = out["samples"][name]
         filters = list(dict.fromkeys(s["filter"] for s in samples))

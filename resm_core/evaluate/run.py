@@ -9,6 +9,7 @@ scoring (log-probs, judges) are reported separately.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -58,20 +59,16 @@ class EvalContext:
         return self._backend
 
     def harness_lm(self):
-        """lm-eval's model over the arm (evaluate/harness.py), made once. A vLLM engine of the evaluation's own
-        is released first: two engines do not fit one GPU."""
+        """lm-eval's model over the arm (evaluate/harness.py), made once. The embedded benchmarks run first, so a
+        vLLM engine of the evaluation's own is released before lm-eval's starts: two do not fit one GPU."""
         if "lm_eval" not in self._judges:
             from resm_core.evaluate.harness import language_model
 
-            if self._backend is not None and self._backend.name == "vllm":
+            if self.req.backend == "vllm" and self._backend is not None:
                 self._backend = None
-                import gc
-
                 gc.collect()
-                self._make_backend = _released
-            req = self.req
-            backend = self.backend if req.backend == "transformers" else _Named(req.backend)
-            self._judges["lm_eval"] = language_model(backend, req.model, req.batch_size, req.seed)
+            loaded = self.backend if self.req.backend == "transformers" else None
+            self._judges["lm_eval"] = language_model(self.req, loaded)
         return self._judges["lm_eval"]
 
     def generate(self, prompts: list[str]) -> list[dict]:
@@ -147,15 +144,6 @@ class EvalContext:
         return _Timed(self, self.fitted("similarity"))
 
 
-def _released():
-    raise EvaluationError("the vLLM engine was released for lm-eval's: run embedded benchmarks before lm_eval ones")
-
-
-class _Named:
-    def __init__(self, name: str):
-        self.name = name
-
-
 class _Timed:
     def __init__(self, ctx: EvalContext, judge):
         self.ctx, self.judge = ctx, judge
@@ -219,7 +207,9 @@ def _answers_backend(path: Path, benches: dict, chosen: dict[str, list[dict]]) -
     by_prompt: dict[str, str] = {}
     for name, (bench, _) in benches.items():
         if not bench.embedded:
-            raise ConfigError(f"--answers: {name} runs the model through lm-eval; drop it, or evaluate the model itself")
+            raise ConfigError(
+                f"--answers: {name} runs the model through lm-eval; drop it, or evaluate the model itself"
+            )
         if not bench.generated:
             raise ConfigError(
                 f"--answers: {name} is scored from the model's log-probabilities, not from text; "
@@ -253,7 +243,9 @@ def choose_items(req: EvalRequest, benches: dict) -> dict[str, list[dict]]:
         pool = bench.items(ItemsContext(req.data_root, req.asset_root), opts)
         whole = bench.default_n is None  # unless n says otherwise, every item: validation and test
         n = _count(opts.pop("n", len(pool) if whole else bench.default_n), f"evaluation.benchmarks.{name}.n", 1)
-        n_val = _count(opts.pop("n_val", len(pool) if whole else (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0)
+        n_val = _count(
+            opts.pop("n_val", len(pool) if whole else (n + 1) // 2), f"evaluation.benchmarks.{name}.n_val", 0
+        )
         items = eval_items(pool, n, n_val, bench.item_salt, bench.strata, name)
         if not any(r["split"] == "test" for r in items):
             raise EvaluationError(f"benchmark {name}: no test items (is the {bench.dim} test split empty?)")
