@@ -57,7 +57,7 @@ def test_the_paired_bootstrap_interval_contains_the_true_difference_in_simulatio
         rng = np.random.default_rng(trial)
         latent = rng.random((2, 300))  # shared item difficulty: paired, as real items are
 
-        def arm(name, rate):
+        def arm(name, rate, latent=latent):
             return _arm(name, {b: (latent[k] < rate[k]).astype(float) for k, b in enumerate(dims)}, dims)
 
         result = compare_fronts(
