@@ -119,6 +119,40 @@ def test_item_scores_average_to_lm_evals_own_aggregate(tiny_llm, tasks, tmp_path
     assert agg["lm_eval"]["item_mean"] == pytest.approx(float(np.mean(scores)))
 
 
+def test_lm_evals_own_command_line_prints_the_aggregate_resm_stores(tiny_llm, tmp_path):
+    """`lm_eval --tasks TASK` run by hand on the model directory, and the same task through `resm evaluate`
+    (kind lm_eval, run whole): the same aggregate, which is the mean of resm's item scores."""
+    tasks = write_tasks(tmp_path / "tasks")
+    out = tmp_path / "resm"
+    evaluate(tiny_llm, tasks, out, {"mc": {"task": "pairs_mc", "dim": "helpfulness"}})
+    result = json.loads((out / "mc.json").read_text())
+    cmd = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={tiny_llm},dtype=float32",
+        "--tasks",
+        "pairs_mc",
+        "--include_path",
+        str(tasks),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "8",
+        "--output_path",
+        str(tmp_path / "lm_eval"),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (own,) = (tmp_path / "lm_eval").rglob("results_*.json")
+    acc = json.loads(own.read_text())["results"]["pairs_mc"]["acc,none"]
+    assert acc == pytest.approx(result["lm_eval"]["aggregate"], abs=1e-12)
+    assert acc == pytest.approx(np.mean([r["score"] for r in records(out, "mc")]), abs=1e-12)
+
+
 def test_documents_split_by_the_hashed_rule_and_pair_across_arms(tiny_llm, tasks, tmp_path):
     """n and n_val choose documents by the embedded items' rule (validation or test from the question's text,
     the same for every arm; a larger n adds documents); two arms pair on shared items in the report."""
