@@ -88,7 +88,11 @@ def test_item_scores_average_to_lm_evals_own_aggregate(tiny_llm, tasks, tmp_path
         out,
         {
             "mc": {"task": "pairs_mc", "dim": "helpfulness"},
-            "gen": {"task": "pairs_gen", "dim": "honesty"},
+            "gen": {
+                "task": "pairs_gen",
+                "dim": "honesty",
+                "gen_kwargs": {"max_gen_toks": 4},
+            },  # the task's own, restated
             "agg": {"task": "pairs_agg", "dim": "harmlessness"},
         },
     )

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -188,19 +189,27 @@ def check_task(spec: Spec) -> None:
 
 
 def fetch_command(spec: Spec) -> str:
-    include = f" --include-path {spec.include_path}" if spec.include_path else ""
-    return f"resm lm-eval fetch --task {spec.task}{include}"
+    include = ["--include-path", spec.include_path] if spec.include_path else []
+    return shlex.join(["resm", "lm-eval", "fetch", "--task", spec.task, *include])
 
 
 @cache
+def _loaded(task: str, include_path: str | None) -> dict:
+    """leaf task name -> lm-eval Task with its documents, loaded once per process (what chooses them: the task
+    and where its YAML is, never the scoring options)."""
+    spec = Spec(name=task, task=task, dim=DIMS[0], include_path=include_path)
+    tasks = _manager_for(spec).load([task])["tasks"]
+    for leaf in tasks.values():
+        _ = leaf.eval_docs  # datasets are loaded lazily in some versions: touch them now
+    return tasks
+
+
 def _leaf_tasks(spec: Spec) -> dict:
-    """leaf task name -> lm-eval Task, its documents loaded; a missing dataset fails here, before any model
-    loads, naming the task and the command that fetches it."""
+    """The benchmark's leaf tasks; a missing dataset fails here, before any model loads, naming the benchmark,
+    the task and the command that fetches it."""
     check_task(spec)
     try:
-        tasks = _manager_for(spec).load([spec.task])["tasks"]
-        for task in tasks.values():
-            _ = task.eval_docs  # datasets are loaded lazily in some versions: touch them now
+        tasks = _loaded(spec.task, spec.include_path)
     except Exception as exc:  # lm-eval and datasets raise many kinds here (ConnectionError, FileNotFoundError, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         where = (
