@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned and installed first: a later package asking for torch must not pull a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo merge-demo check lint docs test bench clean clean-results
+.PHONY: setup demo frontier merge-demo check lint docs test bench clean clean-results
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2 --report results/default/report.html
+
+# The trade-off frontier preset (configs/frontier.yaml): merges and ratio mixtures at 5 weightings of harmlessness
+# and helpfulness, both fronts, the hypervolume comparison (results/frontier/fronts/), then one question to `resm pick`.
+frontier: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 2 --configfile configs/frontier.yaml
+	$(BIN)/resm pick --results results/frontier --combo harmlessness+helpfulness --maximize helpfulness \
+	  --subject-to "harmlessness>=0.9"
 
 # The merge engine alone on generated SmolLM2-shaped checkpoints, every method.
 merge-demo: setup

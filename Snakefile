@@ -35,3 +35,4 @@ rule all:
     input:
         f"{RESULTS}/report/grid.csv",
         [f"{RESULTS}/eval/{arm}/summary.json" for arm in ARMS],
+        [f"{RESULTS}/fronts/hypervolume.csv"] if FRONT_POINTS else [],

@@ -100,14 +100,99 @@ def outside_models(config: dict) -> dict[str, dict]:
     return out
 
 
+def expert_dims(config: dict) -> list[str]:
+    """The dims with an expert: those some combo merges (an expert of no combo would be trained for nothing)."""
+    used = {d for combo in config["combos"] for d in combo_dims(combo)}
+    return [d for d in DIMS if d in used]
+
+
 def grid_arms(config: dict) -> list[Arm]:
     """Every model the config asks to evaluate."""
-    out = [Arm("base")] + [Arm.expert(d) for d in DIMS]
+    out = [Arm("base")] + [Arm.expert(d) for d in expert_dims(config)]
     out += [Arm("mixture", family=s, combo=c) for s in config["mixtures"]["strategies"] for c in config["combos"]]
     named = config["mixtures"].get("models") or {}
     out += [Arm("mixture", family=name, combo=c) for c in config["combos"] for name in named.get(c, {})]
     out += [Arm("merge", family=m, combo=c, variant=h) for m, c, h, _ in merge_cells(config)]
+    out += [p.arm for p in frontier_points(config) if p.arm not in out]
     return out
+
+
+# The trade-off frontier (`frontier:`): a lattice on each combo's simplex of dimension weights. A point's name is
+# its weights in the combo's (sorted) dim order, `0.25-0.75`; a merge traces it as the variant `front-0.25-0.75`
+# (per-expert weights k * w over k experts, so the centre is the grid's own unit-weight merge), a mixture as the
+# strategy `ratio-0.25-0.75` (the ratio mixture with those shares; a zero share leaves that dim out).
+FRONT_VARIANT = "front-"
+FRONT_MIXTURE = "ratio-"
+
+
+def lattice(n_dims: int, points: int) -> list[tuple[float, ...]]:
+    """Every weight vector on the simplex whose entries are multiples of 1/(points-1), vertices first."""
+    steps = points - 1
+
+    def compositions(total: int, parts: int) -> list[tuple[int, ...]]:
+        if parts == 1:
+            return [(total,)]
+        return [(i, *rest) for i in range(total, -1, -1) for rest in compositions(total - i, parts - 1)]
+
+    grid = [tuple(c / steps for c in comp) for comp in compositions(steps, n_dims)]
+    return sorted(grid, key=lambda w: -max(w))
+
+
+def point_name(weights: tuple[float, ...]) -> str:
+    return "-".join(f"{round(w, 4):g}" for w in weights)
+
+
+def point_weights(name: str) -> tuple[float, ...]:
+    """The weights a point's name carries, summing to 1 again (names are rounded: 0.3333-0.6667)."""
+    weights = [float(w) for w in name.split("-")]
+    return tuple(w / sum(weights) for w in weights)
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    """One arm of a frontier: the family that traces it (a merge method, or `mixture`) and its weights."""
+
+    arm: Arm
+    tracer: str  # the merge method, or "mixture"
+    weights: tuple[float, ...]  # per dim of the combo, in its sorted order; they sum to 1
+
+    @property
+    def merge_weights(self) -> list[float]:
+        return [len(self.weights) * w for w in self.weights]
+
+
+def frontier_points(config: dict) -> list[FrontPoint]:
+    """Every point of every combo's frontier, for each merge method that traces it and for the mixtures."""
+    front = config.get("frontier")
+    if not front:
+        return []
+    out = []
+    for combo in front.get("combos") or config["combos"]:
+        for weights in lattice(len(combo_dims(combo)), int(front.get("points", 5))):
+            name = point_name(weights)
+            for method in front.get("merges", []):
+                arm = Arm("merge", family=method, combo=combo, variant=FRONT_VARIANT + name)
+                out.append(FrontPoint(arm, method, weights))
+            if front.get("mixtures", True):
+                out.append(FrontPoint(Arm("mixture", family=FRONT_MIXTURE + name, combo=combo), "mixture", weights))
+    return out
+
+
+def front_point_of(path: str) -> FrontPoint | None:
+    """The frontier point an arm path names (merge/METHOD/COMBO/front-W, mix/ratio-W/COMBO), else None."""
+    arm = Arm.parse(path)
+    if arm.kind == "merge" and arm.variant.startswith(FRONT_VARIANT):
+        return FrontPoint(arm, arm.family, point_weights(arm.variant[len(FRONT_VARIANT) :]))
+    if arm.kind == "mixture" and arm.family.startswith(FRONT_MIXTURE):
+        return FrontPoint(arm, "mixture", point_weights(arm.family[len(FRONT_MIXTURE) :]))
+    return None
+
+
+def mixture_ratios(strategy: str, combo: str) -> dict[str, float] | None:
+    """The ratios a mixture strategy name carries: a frontier point's shares, else None."""
+    if not strategy.startswith(FRONT_MIXTURE):
+        return None
+    return dict(zip(combo_dims(combo), point_weights(strategy[len(FRONT_MIXTURE) :])))
 
 
 def training_seeds(config: dict) -> list[int]:

@@ -26,6 +26,10 @@ def read_json(path: str | Path, error: type[ResmError] = ResmError, shape: type 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """The file appears whole or not at all (a marker Snakemake takes as done)."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
     import os
     import tempfile
 
@@ -34,7 +38,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -53,6 +53,7 @@ def check_config(config: dict, source: str = "config") -> None:
         _check_models,
         _check_mixtures,
         _check_merges,
+        _check_frontier,
         _check_benchmarks,
         _check_sources,
         _check_outside_models,
@@ -210,6 +211,38 @@ def _check_merges(config: dict, source: str) -> None:
                     method.resolve(params, n_tasks)
         except ConfigError as exc:
             raise ConfigError(f"{source}: merges.{name}: {exc}") from None
+
+
+def _check_frontier(config: dict, source: str) -> None:
+    """Each traced combo in `combos`, each tracing method in `merges` and one that takes per-expert weights;
+    something traces it; the headline's merges cannot be mistaken for front points."""
+    from resm_core.grid import FRONT_VARIANT
+    from resm_core.merge.catalogue import get_method
+
+    front = config.get("frontier")
+    if front is None:
+        return
+    for combo in front.get("combos") or []:
+        if combo not in config["combos"]:
+            raise ConfigError(
+                f"{source}: frontier.combos: {combo!r} is not one of combos ({', '.join(config['combos'])})"
+            )
+    for method in front.get("merges") or []:
+        if method not in config["merges"]:
+            raise ConfigError(
+                f"{source}: frontier.merges: {method!r} is not in merges ({', '.join(config['merges'])}); the front "
+                f"takes its other hyperparameters from the sets there, as chosen on validation"
+            )
+        if not get_method(method).uses_weights:
+            raise ConfigError(
+                f"{source}: frontier.merges: {method} takes no per-expert weights, so it cannot trace a front"
+            )
+    if not front.get("merges") and not front.get("mixtures", True):
+        raise ConfigError(f"{source}: frontier: neither merges nor mixtures trace it")
+    for method, sets in config["merges"].items():
+        for params in sets or [{}]:
+            if hp_name(params).startswith(FRONT_VARIANT):
+                raise ConfigError(f"{source}: merges.{method}: {hp_name(params)!r} is a frontier point's name")
 
 
 def _check_benchmarks(config: dict, source: str) -> None:

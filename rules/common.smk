@@ -14,8 +14,14 @@ from resm_core.evaluate.benchmarks import DEFAULT as DEFAULT_BENCHMARKS, item_op
 from resm_core.evaluate.harness import cache_env, is_harness
 from resm_core.evaluate.request import EvalRequest
 from resm_core.grid import (
+    FRONT_MIXTURE,
+    FRONT_VARIANT,
     arms,
+    front_point_of,
+    frontier_points,
+    mixture_ratios,
     combo_dims,
+    expert_dims,
     hub_datasets,
     outside_models,
     merge_cells,
@@ -54,7 +60,7 @@ PICKLE = bool(config.get("allow_pickle", False))
 KEEP_MERGED = bool(config.get("keep_merged_models", True))
 # arm -> model source: made elsewhere, adopted instead of trained
 OUTSIDE = outside_models(config)
-TRAINED_DIMS = [d for d in DIMS if f"expert/{d}" not in OUTSIDE]
+TRAINED_DIMS = [d for d in expert_dims(config) if f"expert/{d}" not in OUTSIDE]
 # the dims whose training rows a run here trains on (experts trained here, mixtures): decontaminated first
 TRAINED_DATA_DIMS = [
     d
@@ -67,6 +73,15 @@ SEEDS = training_seeds(config)
 RUNS = {run_prefix(s, SEEDS): s for s in SEEDS}
 # hub sources, fetched on the login node before the builds
 HUB_DATA = hub_datasets(config)
+# the trade-off frontier: its points' arms (with the base and the experts it is drawn against) and combos
+FRONTIER = config.get("frontier") or {}
+FRONT_POINTS = frontier_points(config)
+FRONT_COMBOS = list(dict.fromkeys(p.arm.combo for p in FRONT_POINTS))
+FRONT_ARMS = (
+    ["base"]
+    + [f"expert/{d}" for d in expert_dims({"combos": FRONT_COMBOS})]
+    + [p.arm.path for p in FRONT_POINTS]
+)
 # benchmarks that are lm-eval tasks: their datasets fetched on the login node too
 HARNESS = {
     name: opts
@@ -88,7 +103,9 @@ EVAL_ENV = (
 wildcard_constraints:
     dim="helpfulness|honesty|harmlessness",
     combo="[a-z]+(\\+[a-z]+){1,2}",
-    strategy="uniform|ratio|reward_weighted|conflict_filtered",
+    strategy="uniform|ratio|reward_weighted|conflict_filtered|"
+    + re.escape(FRONT_MIXTURE)
+    + "[0-9.]+(?:-[0-9.]+){1,2}",
     method="[a-z_]+",
     hp="[A-Za-z0-9_.+=-]+",
     rep="(?:" + "|".join(re.escape(r) for r in RUNS) + ")",
@@ -216,9 +233,14 @@ def mix_judge():
     return spec, []
 
 
+def mix_strategy(strategy):
+    """What `resm data mix` runs: a frontier point's mixture is the ratio strategy at its weights."""
+    return "ratio" if strategy.startswith(FRONT_MIXTURE) else strategy
+
+
 def mix_args(strategy, combo):
     """One mixture per strategy and combo, shared by every training run (a seed varies training only)."""
-    ratios = None
+    ratios = mixture_ratios(strategy, combo)
     if strategy == "ratio":
         ratios = {d: MIX["ratios"][d] for d in combo_dims(combo)}
     return config_flags(
@@ -303,11 +325,40 @@ def expert_taskvecs(combo, rep):
     ]
 
 
-def merge_args(method, hp, rep):
+def front_recipe(method, combo, rep):
+    """Where a frontier's merges read the hyperparameters chosen on validation: [] when the method has one
+    set (passed as flags, so the front waits for no evaluation)."""
+    if len(config["merges"][method] or [{}]) == 1:
+        return []
+    return [f"{RESULTS}/frontier/{rep}{method}/{combo}/recipe.yaml"]
+
+
+def front_candidates(method, combo, rep):
+    """The grid's merges of one method and combo: the sets a frontier chooses among, with their params."""
+    return {
+        f"{rep}merge/{method}/{combo}/{hp}": params
+        for m, c, hp, params in merge_cells(config)
+        if m == method and c == combo
+    }
+
+
+def merge_hyperparameters(method, combo, hp):
+    """A grid merge's params; a frontier point's per-expert weights (and the method's one set, if one)."""
+    point = front_point_of(f"merge/{method}/{combo}/{hp}")
+    if point is None:
+        return {"params": merge_params(config, method, hp)}
+    sets = config["merges"][method] or [{}]
+    return {
+        "params": dict(sets[0] or {}) if len(sets) == 1 else {},
+        "weights": point.merge_weights,
+    }
+
+
+def merge_args(method, combo, hp, rep):
     return to_flags(
         MergeRequest,
         {
-            "params": merge_params(config, method, hp),
+            **merge_hyperparameters(method, combo, hp),
             "seed": RUNS[rep],
             "allow_pickle": PICKLE,
         },

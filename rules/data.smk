@@ -105,8 +105,9 @@ rule mix_data:
         inputs=lambda wc: [
             f"{d}={RESULTS}/data/clean/{d}" for d in combo_dims(wc.combo)
         ],
+        strategy=lambda wc: mix_strategy(wc.strategy),
         options=lambda wc: mix_args(wc.strategy, wc.combo),
         code=code("mix"),
     shell:
-        "resm -q data mix --strategy {wildcards.strategy:q} --inputs {params.inputs:q} {params.options} "
+        "resm -q data mix --strategy {params.strategy:q} --inputs {params.inputs:q} {params.options} "
         "--out {params.out:q} --force > {log:q} 2>&1"

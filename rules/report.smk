@@ -84,3 +84,46 @@ rule report:
         "resm -q report --arms {params.arms:q} --results {params.results:q} "
         "--equivalence-margin {params.margin:q} --min-effect {params.min_effect:q} "
         "--out {params.report:q} > {log:q} 2>&1"
+
+
+# The trade-off frontier (`frontier:`): every point, each family's front, and which front is ahead.
+rule frontier_report:
+    input:
+        summaries=[f"{RESULTS}/eval/{arm}/summary.json" for arm in FRONT_ARMS],
+    output:
+        points=report(
+            f"{RESULTS}/fronts/points.csv",
+            caption="../captions/frontier_points.rst",
+            category="Frontier",
+        ),
+        hypervolume=report(
+            f"{RESULTS}/fronts/hypervolume.csv",
+            caption="../captions/frontier_hypervolume.rst",
+            category="Frontier",
+        ),
+        plots=[
+            report(
+                f"{RESULTS}/fronts/{combo}.png",
+                caption="../captions/frontier_plot.rst",
+                category="Frontier",
+            )
+            for combo in FRONT_COMBOS
+        ],
+    log:
+        f"{RESULTS}/logs/frontier_report.log",
+    conda:
+        RESM_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        arms=FRONT_ARMS,
+        results=RESULTS,
+        out=f"{RESULTS}/fronts",
+        reference=FRONTIER.get("reference", "base"),
+        margin=FRONTIER.get("margin", 0.01),
+        code=code("report"),
+    shell:
+        "resm -q frontier report --results {params.results:q} --arms {params.arms:q} "
+        "--reference {params.reference:q} --margin {params.margin:q} --out {params.out:q} > {log:q} 2>&1"

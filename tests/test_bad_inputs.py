@@ -134,8 +134,9 @@ def test_bad_build_options_are_named(tmp_path, capsys, extra, needle):
     "extra,needle",
     [
         (["--strategy", "uniform", "--budget", "0"], "mixtures.budget: must be at least 1 (got 0)"),
-        (["--strategy", "ratio", "--ratios", "helpfulness=inf,honesty=1"], "ratios must be positive numbers"),
-        (["--strategy", "ratio", "--ratios", "helpfulness=nan,honesty=1"], "ratios must be positive numbers"),
+        (["--strategy", "ratio", "--ratios", "helpfulness=inf,honesty=1"], "ratios must be numbers >= 0"),
+        (["--strategy", "ratio", "--ratios", "helpfulness=nan,honesty=1"], "ratios must be numbers >= 0"),
+        (["--strategy", "ratio", "--ratios", "helpfulness=0,honesty=0"], "at least one positive"),
         (["--strategy", "uniform", "--ratios", "helpfulness=2,honesty=1"], "mixture uniform: takes no ratios"),
     ],
 )

@@ -170,6 +170,7 @@ PRE_QUOTED = {
     "params.sources",
     "params.command",
     "params.env",
+    "params.recipe",
 }  # built by shlex.join / to_flags
 
 

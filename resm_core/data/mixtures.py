@@ -1,7 +1,7 @@
 """Data mixtures: the data-level answer to "mix or merge?" for a combo of 2 or 3 dimensions.
 
 - `uniform`: an equal share of the budget per dimension;
-- `ratio`: shares in given proportions;
+- `ratio`: shares in given proportions (a zero share leaves its dimension out: a frontier's vertex);
 - `reward_weighted` (ArmoRM-style): every pair gets the combo's aggregate reward margin
   sum_d w_d [J_d(chosen) - J_d(rejected)] from a judge (w: the ratios, equal by default); each
   dimension's share is then sampled without replacement with probability proportional to
@@ -122,9 +122,9 @@ def mix_request(req: MixRequest, judge=None) -> dict:
         raise DataError(f"mixture: ratios name {', '.join(sorted(ratios))} but the combo is {', '.join(dims)}")
     if strategy in ("reward_weighted", "conflict_filtered") and judge is None:
         raise DataError(f"mixture {strategy}: needs a judge (e.g. --judge keywords or --judge reward:MODEL_DIR)")
-    bad = {d: r for d, r in (ratios or {}).items() if not (math.isfinite(r) and r > 0)}
-    if bad:
-        raise DataError(f"mixture: ratios must be positive numbers, got {bad}")
+    bad = {d: r for d, r in (ratios or {}).items() if not (math.isfinite(r) and r >= 0)}
+    if bad or (ratios and not any(ratios.values())):
+        raise DataError(f"mixture: ratios must be numbers >= 0, at least one positive, got {bad or ratios}")
     recorder = ManifestRecorder({f"input_{d}": Path(p) for d, p in inputs.items()})
     pools = _read_inputs(inputs)
     budget = sum(len(p) for p in pools.values()) if budget is None else int(budget)

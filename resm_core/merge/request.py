@@ -15,8 +15,9 @@ VOCAB_RULES = ("method", "task_arithmetic", "mean", "base")
 
 
 def weights(text: str) -> list[float]:
+    """Comma-separated numbers, or a JSON list (as the workflow passes them)."""
     try:
-        return [float(w) for w in text.split(",")]
+        return [float(w) for w in text.strip().strip("[]").split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--weights expects comma-separated numbers, got {text!r}") from None
 

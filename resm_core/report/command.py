@@ -49,6 +49,109 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
     cp.set_defaults(run=run_compare)
 
+    pk = sub.add_parser(
+        "pick",
+        help="the arm of a combo that maximises a dim (or balance) on validation under constraints, merges and "
+        "mixtures apart, with its test scores and intervals",
+    )
+    pk.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
+    pk.add_argument("--combo", required=True, help="e.g. harmlessness+helpfulness")
+    pk.add_argument("--maximize", default="balance", help="a dim of the combo, or balance (default)")
+    pk.add_argument(
+        "--subject-to",
+        nargs="+",
+        default=[],
+        metavar="CONSTRAINT",
+        help='validation constraints, e.g. "harmlessness>=0.9" (>=, <=, >, <; a dim of the combo or balance)',
+    )
+    pk.add_argument(
+        "--arms", nargs="+", help="choose among these arms only (default: every evaluated merge and mixture)"
+    )
+    pk.add_argument("--json", type=Path, help="also write the answer here")
+    pk.set_defaults(run=run_pick)
+
+    fr = sub.add_parser("frontier", help="trade-off frontier steps run by the workflow")
+    fr_sub = fr.add_subparsers(dest="frontier_command", required=True)
+    ch = fr_sub.add_parser(
+        "choose", help="the hyperparameter set a frontier's merges start from: best validation balance on the combo"
+    )
+    ch.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
+    ch.add_argument("--method", required=True)
+    ch.add_argument("--combo", required=True)
+    ch.add_argument("--candidates", required=True, help="JSON: arm -> its hyperparameters")
+    ch.add_argument("--out", required=True, type=Path, help="the merge recipe written (method and params)")
+    ch.set_defaults(run=run_frontier_choose)
+    fp = fr_sub.add_parser(
+        "report",
+        help="frontier points, each family's front, and the merge-minus-mixture hypervolume with its paired interval",
+    )
+    fp.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
+    fp.add_argument("--arms", required=True, nargs="+", help="the frontier arms, the base and the experts")
+    fp.add_argument(
+        "--reference", default="base", choices=["base", "minimum"], help="the hypervolume's reference point"
+    )
+    fp.add_argument("--margin", type=float, default=0.01, help="equivalence margin of the hypervolume difference")
+    fp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws (at least 100)")
+    fp.add_argument("--seed", type=int, default=0)
+    fp.add_argument("--out", required=True, type=Path, help="output directory")
+    fp.set_defaults(run=run_frontier_report)
+
+
+def run_pick(args: argparse.Namespace) -> None:
+    from resm_core.jsonfile import write_json_atomic
+    from resm_core.report.pick import KINDS, pick
+
+    answer = pick(args.results, args.combo, args.maximize, args.subject_to, args.arms)
+    rules = " and ".join(answer["subject_to"]) or "no constraint"
+    print(
+        f"{args.combo}: the highest validation {args.maximize} subject to {rules}; scores on test items (95% intervals)"
+    )
+    for kind in KINDS:
+        entry = answer[kind]
+        if entry["chosen"] is None:
+            print(f"  {kind}: none of {entry['candidates']} meets the constraints on validation")
+            continue
+        scores = ", ".join(
+            f"{d} {v['score']:.3f}" + (f" [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" if "ci_low" in v else "")
+            for d, v in entry["test"].items()
+        )
+        print(f"  {kind}: {entry['chosen']} ({entry['feasible']} of {entry['candidates']} feasible): {scores}")
+        for metric, row in (entry.get("vs_base") or {}).items():
+            print(
+                f"    vs base, {metric}: {row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] "
+                f"(p {row['p_value']:.3f}, n {row['n_items']})"
+            )
+    if args.json:
+        write_json_atomic(args.json, answer)
+
+
+def run_frontier_report(args: argparse.Namespace) -> None:
+    from resm_core.errors import ConfigError
+    from resm_core.report.fronts import build_fronts, describe
+
+    if args.bootstrap < 100:
+        raise ConfigError(f"--bootstrap: at least 100 draws, got {args.bootstrap}")
+    if not 0 < args.margin < 1:
+        raise ConfigError(f"--margin: expected a number in (0, 1), got {args.margin}")
+    volumes = build_fronts(args.results, args.arms, args.out, args.reference, args.margin, args.bootstrap, args.seed)
+    print("\n".join(describe(volumes)))
+    print(f"frontier report written to {args.out}")
+
+
+def run_frontier_choose(args: argparse.Namespace) -> None:
+    import json
+
+    from resm_core.errors import ConfigError
+    from resm_core.report.pick import choose_front, write_recipe
+
+    try:
+        candidates = json.loads(args.candidates)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--candidates: not JSON ({exc})") from None
+    recipe = choose_front(args.results, args.method, args.combo, candidates)
+    print(f"{args.method} on {args.combo}: {recipe['chosen_on_validation']['arm']} (best validation balance)")
+    write_recipe(recipe, args.out)
+
 
 def run_report(args: argparse.Namespace) -> None:
     from resm_core.errors import ConfigError

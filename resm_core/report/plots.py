@@ -153,6 +153,69 @@ def pareto(table: pd.DataFrame, out: Path) -> None:
     _save(fig, out)
 
 
+def fronts(points: pd.DataFrame, anchors: pd.DataFrame, volumes: pd.DataFrame, out: Path) -> None:
+    """One combo's frontier on each pair of its dimensions: every point's test scores with their 95%
+    intervals, each family's validation front joined in lattice order, the base and the experts; the
+    hypervolume comparison in the title."""
+    dims = [c[len("w_") :] for c in points.columns if c.startswith("w_")]
+    dims = [d for d in dims if points[f"w_{d}"].notna().any()]
+    pairs = [(a, b) for i, a in enumerate(dims) for b in dims[i + 1 :]]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.4 * len(pairs), 5.0), squeeze=False, layout="constrained")
+    tracers = list(dict.fromkeys(points["tracer"]))
+    palette = plt.get_cmap("tab10")
+    color = {t: COLORS["mixture"] if t == "mixture" else palette(3 + k) for k, t in enumerate(tracers)}
+    for ax, (x, y) in zip(axes[0], pairs):
+        for tracer in tracers:
+            sub = points[points["tracer"] == tracer]
+            xs, ys = sub[f"test_{x}"].to_numpy(float), sub[f"test_{y}"].to_numpy(float)
+            ax.hlines(ys, sub[f"test_{x}_ci_low"], sub[f"test_{x}_ci_high"], color=color[tracer], alpha=0.4, lw=0.7)
+            ax.vlines(xs, sub[f"test_{y}_ci_low"], sub[f"test_{y}_ci_high"], color=color[tracer], alpha=0.4, lw=0.7)
+            ax.scatter(xs, ys, color=color[tracer], alpha=0.85, zorder=3, label=f"{tracer} (test)")
+            front = sub[sub["val_front"]].sort_values(f"w_{x}")  # the validation front, in weight order
+            ax.plot(
+                front[f"test_{x}"],
+                front[f"test_{y}"],
+                color=color[tracer],
+                lw=1.4,
+                label=f"{tracer} front (validation)",
+            )
+            for _, row in sub.iterrows():
+                ax.annotate(
+                    f"{row[f'w_{x}']:g}",
+                    (row[f"test_{x}"], row[f"test_{y}"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        for _, row in anchors.iterrows():
+            marker = "s" if row["kind"] == "base" else "^"
+            ax.scatter(row[f"test_{x}"], row[f"test_{y}"], marker=marker, color=COLORS[row["kind"]], s=50, zorder=4)
+            ax.annotate(
+                row["arm"],
+                (row[f"test_{x}"], row[f"test_{y}"]),
+                fontsize=7,
+                xytext=(4, -10),
+                textcoords="offset points",
+            )
+        ax.set_xlabel(f"{x} (test)")
+        ax.set_ylabel(f"{y} (test)")
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+    lines = [
+        f"{r.merges} - mixtures: {r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] {r.verdict}"
+        for r in volumes.itertuples()
+    ]
+    combo = points["combo"].iloc[0]
+    fig.suptitle(
+        f"{combo}: hypervolume (ref. {volumes['reference'].iloc[0] if len(volumes) else '-'})\n" + "\n".join(lines),
+        fontsize=9,
+    )
+    fig.text(0.01, -0.02, "labels: the point's weight on the x-axis dim; lines: 95% intervals", fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside right upper")
+    _save(fig, out)
+
+
 def conflict_heatmap(layers: pd.DataFrame, out: Path) -> None:
     """Rows: task pairs; columns: layers; colour: sign-conflict rate."""
     layers = layers[layers["layer"].str.startswith("layer.")]

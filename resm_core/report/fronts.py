@@ -1,0 +1,176 @@
+"""The frontier's part of the report: every frontier point's scores (validation and test, intervals, paired
+difference from the base), each family's front chosen on validation and drawn on test, and per combo the
+hypervolume of each merge method's front minus the mixtures' with its paired interval and verdict.
+
+Which arms are frontier points, and their weights, is read from their names (resm_core.grid), so the report
+needs nothing beyond the arm list. With several training runs, the first run's items are compared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from resm_core.checkpoint.atomic import AtomicDirectory
+from resm_core.errors import ReportError
+from resm_core.grid import Arm, combo_dims, front_point_of
+from resm_core.jsonfile import read_json
+from resm_core.report import plots
+from resm_core.report.frontier import compare_fronts, non_dominated
+from resm_core.report.paired import load_arm, paired, point_scores
+
+POOLED = "all merges"
+
+
+def point_table(results: Path, arms: list[str], seed: int = 0) -> pd.DataFrame:
+    """One row per frontier point: its weights, validation and test dim scores, the test interval of each dim
+    (from its evaluation summary) and its paired test difference from the base per dim; `val_front` marks the
+    points on their family's validation front, `test_front` those on the test one."""
+    results = Path(results)
+    points = [p for p in map(front_point_of, arms) if p is not None]
+    if not points:
+        raise ReportError("frontier: no frontier arms among the arms given (merge/M/C/front-W, mix/ratio-W/C)")
+    base = load_arm(results, "base").get("test") if "base" in arms else None
+    rows = []
+    for p in points:
+        dims = combo_dims(p.arm.combo)
+        splits = load_arm(results, p.arm.path)
+        if "val" not in splits or "test" not in splits:
+            raise ReportError(f"{results / 'eval' / p.arm.path}: a frontier point needs validation and test items")
+        val, test = point_scores(splits["val"], dims), point_scores(splits["test"], dims)
+        summary = _summary(results, p.arm.path)
+        row: dict = {"combo": p.arm.combo, "arm": p.arm.path, "tracer": p.tracer}
+        row.update({f"w_{d}": w for d, w in zip(dims, p.weights)})
+        for d in [*dims, "balance"]:
+            row[f"val_{d}"] = val[d]
+            row[f"test_{d}"] = test[d]
+        for d in dims:
+            ci = (summary.get("dims") or {}).get(d) or {}
+            row[f"test_{d}_ci_low"], row[f"test_{d}_ci_high"] = ci.get("ci_low"), ci.get("ci_high")
+        if base is not None:
+            for r in paired(splits["test"], base, dims, seed=seed):
+                if r["metric"] in dims:
+                    m = r["metric"]
+                    row[f"vs_base_{m}"], row[f"vs_base_{m}_ci_low"], row[f"vs_base_{m}_ci_high"] = (
+                        r["difference"],
+                        r["ci_low"],
+                        r["ci_high"],
+                    )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["val_front"] = False
+    table["test_front"] = False
+    for (combo, _), group in table.groupby(["combo", "tracer"], sort=False):
+        dims = combo_dims(combo)
+        for split in ("val", "test"):
+            mask = non_dominated(group[[f"{split}_{d}" for d in dims]].to_numpy(float))
+            table.loc[group.index, f"{split}_front"] = mask
+    return table
+
+
+def hypervolume_table(
+    results: Path,
+    table: pd.DataFrame,
+    reference: str = "base",
+    margin: float = 0.01,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per combo and merge method (and all merges pooled, when there are several): the hypervolume of its
+    front minus the mixtures', on test items, paired bootstrap with the fronts recomputed in each draw."""
+    results = Path(results)
+    base = load_arm(results, "base")["test"] if reference == "base" else None
+    rows = []
+    for combo, group in table.groupby("combo", sort=False):
+        dims = combo_dims(combo)
+        mixtures = [load_arm(results, a)["test"] for a in group.loc[group["tracer"] == "mixture", "arm"]]
+        methods = [m for m in dict.fromkeys(group["tracer"]) if m != "mixture"]
+        if not mixtures or not methods:
+            continue
+        families = {m: group.loc[group["tracer"] == m, "arm"].tolist() for m in methods}
+        if len(methods) > 1:
+            families[POOLED] = group.loc[group["tracer"] != "mixture", "arm"].tolist()
+        for name, arms in families.items():
+            merges = [load_arm(results, a)["test"] for a in arms]
+            c = compare_fronts(merges, mixtures, dims, base=base, n_boot=n_boot, seed=seed, margin=margin)
+            rows.append(
+                {
+                    "combo": combo,
+                    "merges": name,
+                    "reference": c.reference,
+                    "ref_point": " ".join(f"{x:.3f}" for x in c.ref_point),
+                    "merge_hv": c.merge_hv,
+                    "mixture_hv": c.mixture_hv,
+                    "difference": c.difference,
+                    "ci_low": c.ci_low,
+                    "ci_high": c.ci_high,
+                    "ci90_low": c.ci90_low,
+                    "ci90_high": c.ci90_high,
+                    "p_value": c.p_value,
+                    "margin": margin,
+                    "verdict": c.verdict,
+                    "merge_points": len(merges),
+                    "mixture_points": len(mixtures),
+                    "merge_front": " ".join(c.merge_front),
+                    "mixture_front": " ".join(c.mixture_front),
+                    "n_boot": c.n_boot,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def build_fronts(
+    results: Path,
+    arms: list[str],
+    out: Path,
+    reference: str = "base",
+    margin: float = 0.01,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """points.csv, hypervolume.csv and one figure per combo (COMBO.png) in `out`, atomically."""
+    results = Path(results)
+    table = point_table(results, arms, seed=seed)
+    volumes = hypervolume_table(results, table, reference, margin, n_boot, seed)
+    anchors = [a for a in arms if Arm.parse(a).kind in ("base", "expert")]
+    with AtomicDirectory(out, force=True, inputs=[results / "eval"]) as staging:
+        table.to_csv(staging / "points.csv", index=False)
+        volumes.to_csv(staging / "hypervolume.csv", index=False)
+        for combo, group in table.groupby("combo", sort=False):
+            anchors_here = anchor_table(results, anchors, combo_dims(combo))
+            plots.fronts(
+                group,
+                anchors_here,
+                volumes[volumes["combo"] == combo] if len(volumes) else volumes,
+                staging / f"{combo}.png",
+            )
+    return volumes
+
+
+def describe(volumes: pd.DataFrame) -> list[str]:
+    """One line per comparison, as the command prints it."""
+    return [
+        f"{r.combo}: hypervolume {r.merges} {r.merge_hv:.4f} - mixtures {r.mixture_hv:.4f} = {r.difference:+.4f} "
+        f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}] (reference: {r.reference} {r.ref_point}; p {r.p_value:.3f}): "
+        f"{r.verdict}"
+        for r in volumes.itertuples()
+    ] or ["no combo has both a merge front and a mixture front"]
+
+
+def _summary(results: Path, arm: str) -> dict:
+    return read_json(Path(results) / "eval" / arm / "summary.json", ReportError)
+
+
+def anchor_table(results: Path, arms: list[str], dims: list[str]) -> pd.DataFrame:
+    """The base and the experts (test scores and intervals): the corners a front is read against."""
+    rows = []
+    for arm in arms:
+        summary = _summary(results, arm)
+        row: dict = {"arm": arm, "kind": Arm.parse(arm).kind}
+        for d in dims:
+            score = (summary.get("dims") or {}).get(d) or {}
+            row[f"test_{d}"] = score.get("score", np.nan)
+            row[f"test_{d}_ci_low"], row[f"test_{d}_ci_high"] = score.get("ci_low"), score.get("ci_high")
+        rows.append(row)
+    return pd.DataFrame(rows)
