@@ -101,8 +101,9 @@ def outside_models(config: dict) -> dict[str, dict]:
 
 
 def expert_dims(config: dict) -> list[str]:
-    """The dims with an expert: those some combo merges (an expert of no combo would be trained for nothing)."""
-    used = {d for combo in config["combos"] for d in combo_dims(combo)}
+    """The dims with an expert: those some combo merges (an expert of no combo would be trained for nothing)
+    and those whose expert the config names (`experts:`, evaluated beside the grid)."""
+    used = {d for combo in config["combos"] for d in combo_dims(combo)} | set(config.get("experts") or {})
     return [d for d in DIMS if d in used]
 
 

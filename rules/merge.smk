@@ -54,7 +54,10 @@ rule choose_front_hyperparameters:
         runtime=10,
     params:
         candidates=lambda wc: json.dumps(front_candidates(wc.method, wc.combo, wc.rep)),
-        results=RESULTS,
+        # RESULTS, from the output's path (the linter's rule: no hard-coded prefix of an output)
+        results=lambda wc, output: output[0].removesuffix(
+            f"frontier/{wc.rep}{wc.method}/{wc.combo}/recipe.yaml"
+        ),
         code=code("report"),
     shell:
         "resm -q frontier choose --results {params.results:q} --method {wildcards.method:q} --combo {wildcards.combo:q} "

@@ -119,8 +119,10 @@ rule frontier_report:
         runtime=15,
     params:
         arms=FRONT_ARMS,
-        results=RESULTS,
-        out=f"{RESULTS}/fronts",
+        results=lambda wc, input: os.path.dirname(
+            os.path.dirname(os.path.dirname(input.summaries[0]))
+        ),
+        out=lambda wc, output: os.path.dirname(output.points),
         reference=FRONTIER.get("reference", "base"),
         margin=FRONTIER.get("margin", 0.01),
         code=code("report"),

@@ -67,7 +67,7 @@ def test_merge_from_recipe_with_flag_overrides(tiny, tmp_path):
 @pytest.mark.parametrize(
     "recipe,message",
     [
-        ({"method": "ties", "experts": ["x"]}, "'base' is a required property"),
+        ({"method": "ties", "experts": ["x"], "out": "o"}, "base is required \\(in the recipe or as --base\\)"),
         ({"base": "b", "method": "ties", "experts": ["x"], "sed": 1}, "'sed' was unexpected"),
         ({"base": "b", "method": "ties", "experts": [], "out": "o"}, "experts: \\[\\] should be non-empty"),
         ({"base": "b", "method": "ties", "experts": ["x"], "device": "gpu"}, "device: 'gpu' does not match"),

@@ -25,8 +25,13 @@ HOSTILE = 'it\'s "odd" ;touch PWNED1;: $(touch PWNED2) `touch PWNED3`'
 # A pair and the triple: every per-combo rule is one code path for both kinds, and the tiny config's two
 # other pairs would add 20 jobs to the critical path of `make test` (the SLURM test runs one pair).
 COMBOS = ["harmlessness+helpfulness", "harmlessness+helpfulness+honesty"]
-N_MERGES = 3 * len(COMBOS)  # task arithmetic, TIES and RESM, one setting each
-N_ARMS = 1 + 3 + len(COMBOS) * (1 + 3)  # the base, 3 experts; per combo a uniform mixture and the merges
+# The pair's frontier at its two vertices: task arithmetic and ratio mixtures at weights 1-0 and 0-1 (a lattice
+# of 2 points per edge, so that test_a_finer_lattice_runs_only_its_new_points can add the centre).
+FRONTIER = {"points": 2, "combos": COMBOS[:1], "merges": ["task_arithmetic"]}
+N_FRONT = 2
+N_MERGES = 3 * len(COMBOS) + N_FRONT  # task arithmetic, TIES and RESM, one setting each; the front's merges
+N_MIXTURES = len(COMBOS) + N_FRONT  # a uniform mixture per combo; the front's ratio mixtures
+N_ARMS = 1 + 3 + N_MIXTURES + N_MERGES  # the base, 3 experts
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,7 @@ def tiny_run(tmp_path_factory, assets_root):
         config["results"] = f"results/tiny {HOSTILE}"
         config["assets"] = str(assets)
         config["combos"] = COMBOS
+        config["frontier"] = FRONTIER
 
     configfile, config = copy_workflow(work, assets_root, hostile)
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "2", "--quiet"], cwd=work, timeout=1500)
@@ -87,6 +93,23 @@ def test_tiny_grid_end_to_end(tiny_run):
     result = json.loads((base / "larger_number.json").read_text())
     assert len(records) == result["n"] + result["val"]["n"] == 48  # run whole: lm-eval's aggregate is the item mean
     assert result["lm_eval"]["aggregate"] == pytest.approx(sum(r["score"] for r in records) / 48, abs=1e-12)
+    # the frontier: its points, the hypervolume comparison, the plot, and resm pick on the finished run
+    fronts = work / config["results"] / "fronts"
+    points = pd.read_csv(fronts / "points.csv")
+    assert len(points) == 2 * N_FRONT and set(points["tracer"]) == {"task_arithmetic", "mixture"}
+    assert points[["w_harmlessness", "w_helpfulness"]].sum(axis=1).eq(1).all()
+    (volume,) = pd.read_csv(fronts / "hypervolume.csv").to_dict("records")
+    assert volume["verdict"] in {"merge", "mixture", "equivalent", "inconclusive"} and volume["reference"] == "base"
+    assert volume["ci_low"] <= volume["difference"] <= volume["ci_high"] or volume["ci_low"] == volume["ci_high"]
+    assert (fronts / f"{COMBOS[0]}.png").stat().st_size > 1000
+    picked = subprocess.run(
+        [sys.executable, "-m", "resm_core.cli", "pick", "--results", str(work / config["results"]), "--combo",
+         COMBOS[0], "--maximize", "helpfulness", "--subject-to", "harmlessness>=0", "--json", str(work / "pick.json")],
+        cwd=work, capture_output=True, text=True,
+    )  # fmt: skip
+    assert picked.returncode == 0, picked.stderr
+    answer = json.loads((work / "pick.json").read_text())
+    assert answer["merge"]["chosen"].startswith("merge/") and answer["mixture"]["chosen"].startswith("mix/")
 
 
 @pytest.mark.workflow
@@ -113,7 +136,7 @@ def test_changing_the_evaluation_retrains_nothing(tiny_run):
     changed["evaluation"]["benchmarks"]["abstention"]["n"] = 6
     path = work / "changed_eval.yaml"
     path.write_text(yaml.safe_dump(changed))
-    assert job_counts(work, path) == {"evaluate": N_ARMS, "report": 1, "all": 1}
+    assert job_counts(work, path) == {"evaluate": N_ARMS, "report": 1, "frontier_report": 1, "all": 1}
 
 
 @pytest.mark.workflow
@@ -124,13 +147,14 @@ def test_a_second_seed_trains_only_its_runs_and_the_report_resamples_them(own_ru
     seeded = copy.deepcopy(config)
     seeded["training"]["seeds"] = [config["training"].get("seed", 0), 7]
     seeded["combos"] = COMBOS[:1]  # one combo: seeds are per run, not per combo, and each combo costs 8 jobs
-    n_arms = 1 + 3 + 1 + 3  # the base, 3 experts, the combo's mixture and its 3 merges
+    del seeded["frontier"]
+    n_arms = 1 + 2 + 1 + 3  # the base, the pair's 2 experts (no combo merges honesty), a mixture, 3 merges
     path = work / "seeded.yaml"
     path.write_text(yaml.safe_dump(seeded))
-    trained = 3 + 1  # experts and the mixture; the base is not trained
+    trained = 2 + 1  # experts and the mixture; the base is not trained
     assert job_counts(work, path) == {
-        "train_expert": 3,
-        "extract_taskvec": 2,  # the combo's two dims; the honesty expert is trained and evaluated, not merged
+        "train_expert": 2,
+        "extract_taskvec": 2,
         "train_mixture": 1,
         "merge": 3,
         "evaluate": trained + 3,
@@ -145,8 +169,32 @@ def test_a_second_seed_trains_only_its_runs_and_the_report_resamples_them(own_ru
     head = compared[(compared["comparison"] == "merge_vs_mix") & (compared["metric"] == "balance")]
     assert (head["a_runs"] == 2).all() and (head["b_runs"] == 2).all()
     assert not head["caveats"].str.contains("one training run").any()
-    manifest = work / config["results"] / "models" / "seed7" / "expert" / "honesty" / "resm_manifest.json"
+    manifest = work / config["results"] / "models" / "seed7" / "expert" / "harmlessness" / "resm_manifest.json"
     assert json.loads(manifest.read_text())["seed"] == 7
+
+
+@pytest.mark.workflow
+def test_a_finer_lattice_runs_only_its_new_points(tiny_run):
+    """points 2 -> 3 adds the centre (0.5-0.5): its merge, its mixture's data and training, their evaluations,
+    and the reports; the vertices, the experts and the grid stay as they are."""
+    work, _, config = tiny_run
+    finer = copy.deepcopy(config)
+    finer["frontier"]["points"] = 3
+    path = work / "finer_lattice.yaml"
+    path.write_text(yaml.safe_dump(finer))
+    assert set(arms(finer)) - set(arms(config)) == {
+        f"merge/task_arithmetic/{COMBOS[0]}/front-0.5-0.5",
+        f"mix/ratio-0.5-0.5/{COMBOS[0]}",
+    }
+    assert job_counts(work, path) == {
+        "merge": 1,
+        "mix_data": 1,
+        "train_mixture": 1,
+        "evaluate": 2,
+        "report": 1,
+        "frontier_report": 1,
+        "all": 1,
+    }
 
 
 @pytest.mark.workflow
@@ -154,7 +202,13 @@ def test_changing_merge_code_reruns_merges_not_training(own_run):
     work, configfile, _ = own_run
     with open(work / "resm_core" / "merge" / "averaging.py", "a") as f:
         f.write("\n# a change to the merge code\n")
-    assert job_counts(work, configfile) == {"merge": N_MERGES, "evaluate": N_MERGES, "report": 1, "all": 1}
+    assert job_counts(work, configfile) == {
+        "merge": N_MERGES,
+        "evaluate": N_MERGES,
+        "report": 1,
+        "frontier_report": 1,
+        "all": 1,
+    }
 
 
 @pytest.mark.workflow
@@ -167,14 +221,15 @@ def test_changing_the_splits_refits_the_judges(own_run):
         "build_data": 3,
         "decontaminate_data": 3,
         "fit_judges": 1,
-        "mix_data": len(COMBOS),
+        "mix_data": N_MIXTURES,
         "train_expert": 3,
-        "train_mixture": len(COMBOS),
+        "train_mixture": N_MIXTURES,
         "extract_taskvec": 3,
         "conflicts": len(COMBOS),
         "merge": N_MERGES,
         "evaluate": N_ARMS,
         "report": 1,
+        "frontier_report": 1,
         "all": 1,
     }
 
@@ -213,6 +268,7 @@ def test_snakemake_report_shows_the_tables_and_plots(tiny_run):
     run(SNAKEMAKE + ["--configfile", str(configfile), "--cores", "1", "--report", str(html)], cwd=work)
     text = html.read_text(errors="replace")
     assert "Pareto front" in text and "merge_vs_mix.csv" in text and "resm_ranks.png" in text
+    assert "hypervolume.csv" in text and f"{COMBOS[0]}.png" in text  # the frontier's category
 
 
 @pytest.mark.workflow

@@ -76,8 +76,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "choose", help="the hyperparameter set a frontier's merges start from: best validation balance on the combo"
     )
     ch.add_argument("--results", required=True, type=Path, help="results directory (holds eval/ARM/)")
-    ch.add_argument("--method", required=True)
-    ch.add_argument("--combo", required=True)
+    ch.add_argument("--method", required=True, help="the merge method whose hyperparameter sets compete")
+    ch.add_argument("--combo", required=True, help="e.g. harmlessness+helpfulness: balance over its dims")
     ch.add_argument("--candidates", required=True, help="JSON: arm -> its hyperparameters")
     ch.add_argument("--out", required=True, type=Path, help="the merge recipe written (method and params)")
     ch.set_defaults(run=run_frontier_choose)
@@ -92,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     fp.add_argument("--margin", type=float, default=0.01, help="equivalence margin of the hypervolume difference")
     fp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws (at least 100)")
-    fp.add_argument("--seed", type=int, default=0)
+    fp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     fp.add_argument("--out", required=True, type=Path, help="output directory")
     fp.set_defaults(run=run_frontier_report)
 

@@ -115,9 +115,23 @@ def hypervolume_table(
                     "merge_front": " ".join(c.merge_front),
                     "mixture_front": " ".join(c.mixture_front),
                     "n_boot": c.n_boot,
+                    "caveats": _caveats(c),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _caveats(c) -> str:
+    notes = []
+    if c.merge_hv == 0 and c.mixture_hv == 0:
+        notes.append(
+            f"no point of either family is above the reference ({c.reference}) on every dimension: both "
+            f"hypervolumes are 0 (reference: minimum measures how far the trade-offs reach instead)"
+        )
+    elif 0 in (c.merge_hv, c.mixture_hv):
+        side = "merges'" if c.merge_hv == 0 else "mixtures'"
+        notes.append(f"no point of the {side} front is above the reference ({c.reference}) on every dimension")
+    return "; ".join(notes)
 
 
 def build_fronts(

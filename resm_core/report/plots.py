@@ -160,7 +160,7 @@ def fronts(points: pd.DataFrame, anchors: pd.DataFrame, volumes: pd.DataFrame, o
     dims = [c[len("w_") :] for c in points.columns if c.startswith("w_")]
     dims = [d for d in dims if points[f"w_{d}"].notna().any()]
     pairs = [(a, b) for i, a in enumerate(dims) for b in dims[i + 1 :]]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5.4 * len(pairs), 5.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6.0 * len(pairs), 5.4), squeeze=False, layout="constrained")
     tracers = list(dict.fromkeys(points["tracer"]))
     palette = plt.get_cmap("tab10")
     color = {t: COLORS["mixture"] if t == "mixture" else palette(3 + k) for k, t in enumerate(tracers)}
@@ -201,16 +201,16 @@ def fronts(points: pd.DataFrame, anchors: pd.DataFrame, volumes: pd.DataFrame, o
         ax.set_ylabel(f"{y} (test)")
         ax.set_xlim(-0.05, 1.05)
         ax.set_ylim(-0.05, 1.05)
-    lines = [
-        f"{r.merges} - mixtures: {r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] {r.verdict}"
+    reference = volumes["reference"].iloc[0] if len(volumes) else "-"
+    lines = [f"hypervolume above the {reference}, merges minus mixtures (test items, paired 95% interval):"]
+    lines += [
+        f"  {r.merges}: {r.merge_hv:.3f} - {r.mixture_hv:.3f} = {r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]: "
+        f"{r.verdict}"
         for r in volumes.itertuples()
     ]
-    combo = points["combo"].iloc[0]
-    fig.suptitle(
-        f"{combo}: hypervolume (ref. {volumes['reference'].iloc[0] if len(volumes) else '-'})\n" + "\n".join(lines),
-        fontsize=9,
-    )
-    fig.text(0.01, -0.02, "labels: the point's weight on the x-axis dim; lines: 95% intervals", fontsize=7)
+    lines.append("labels: the point's weight on the x-axis dimension; lines: 95% intervals")
+    fig.suptitle(points["combo"].iloc[0], fontsize=10, x=0.02, ha="left")
+    fig.text(0.0, -0.02, "\n".join(lines), fontsize=7, va="top", family="monospace")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="outside right upper")
     _save(fig, out)
