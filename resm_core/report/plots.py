@@ -204,8 +204,8 @@ def fronts(points: pd.DataFrame, anchors: pd.DataFrame, volumes: pd.DataFrame, o
     reference = volumes["reference"].iloc[0] if len(volumes) else "-"
     lines = [f"hypervolume above the {reference}, merges minus mixtures (test items, paired 95% interval):"]
     lines += [
-        f"  {r.merges}: {r.merge_hv:.3f} - {r.mixture_hv:.3f} = {r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]: "
-        f"{r.verdict}"
+        f"  {r.merges}: {r.merge_hv:.3f} - {r.mixture_hv:.3f} = {r.difference:+.3f} "
+        f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]: {r.verdict}"
         for r in volumes.itertuples()
     ]
     lines.append("labels: the point's weight on the x-axis dimension; lines: 95% intervals")
