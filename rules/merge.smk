@@ -55,9 +55,9 @@ rule choose_front_hyperparameters:
     params:
         candidates=lambda wc: json.dumps(front_candidates(wc.method, wc.combo, wc.rep)),
         # RESULTS, from the output's path (the linter's rule: no hard-coded prefix of an output)
-        results=lambda wc, output: output[0].removesuffix(
-            f"frontier/{wc.rep}{wc.method}/{wc.combo}/recipe.yaml"
-        ),
+        results=lambda wc, output: output[0]
+        .removesuffix(f"frontier/{wc.rep}{wc.method}/{wc.combo}/recipe.yaml")
+        .rstrip("/"),
         code=code("report"),
     shell:
         "resm -q frontier choose --results {params.results:q} --method {wildcards.method:q} --combo {wildcards.combo:q} "
