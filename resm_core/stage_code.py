@@ -34,6 +34,10 @@ STAGE_ENTRIES = {
     "judges": ["resm_core.judges.refusal", "resm_core.judges.similarity", "resm_core.judges.served"],
     "evaluate": ["resm_core.evaluate.run", "resm_core.evaluate.request"],
     "report": ["resm_core.report.build", "resm_core.grid"],
+    # the frontier's validation choice apart from the report's tables and plots: editing a plot must not
+    # rewrite the recipe every frontier merge starts from (and so rerun them)
+    "choose": ["resm_core.report.pick"],
+    "fronts": ["resm_core.report.fronts"],
 }
 _NAMED = re.compile(rf"\b{PACKAGE}(?:\.\w+)+")
 

@@ -58,7 +58,7 @@ rule choose_front_hyperparameters:
         results=lambda wc, output: output[0]
         .removesuffix(f"frontier/{wc.rep}{wc.method}/{wc.combo}/recipe.yaml")
         .rstrip("/"),
-        code=code("report"),
+        code=code("choose"),
     shell:
         "resm -q frontier choose --results {params.results:q} --method {wildcards.method:q} --combo {wildcards.combo:q} "
         "--candidates {params.candidates:q} --out {output:q} > {log:q} 2>&1"

@@ -125,7 +125,7 @@ rule frontier_report:
         out=lambda wc, output: os.path.dirname(output.points),
         reference=FRONTIER.get("reference", "base"),
         margin=FRONTIER.get("margin", 0.01),
-        code=code("report"),
+        code=code("fronts"),
     shell:
         "resm -q frontier report --results {params.results:q} --arms {params.arms:q} "
         "--reference {params.reference:q} --margin {params.margin:q} --out {params.out:q} > {log:q} 2>&1"

@@ -112,7 +112,18 @@ def test_a_change_to_the_splits_reaches_data_judges_and_evaluation_but_not_train
     with open(code / "data" / "splits.py", "a") as f:
         f.write("\n# changed\n")
     changed = {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
-    assert changed == {"data", "decontaminate", "mix", "judges", "evaluate", "report"}
+    assert changed == {"data", "decontaminate", "mix", "judges", "evaluate", "report", "choose", "fronts"}
+
+
+def test_a_plot_edit_reruns_the_reports_not_the_frontiers_choice(tmp_path):
+    """The frontier merges start from the recipe `choose` writes: a change to a figure must not rewrite it."""
+    code = tmp_path / "resm_core"
+    shutil.copytree(REPO / "resm_core", code, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {stage: code_fingerprint(stage, code) for stage in STAGE_ENTRIES}
+    with open(code / "report" / "plots.py", "a") as f:
+        f.write("\n# changed\n")
+    changed = {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
+    assert changed == {"report", "fronts"}
 
 
 def test_nothing_imports_in_a_circle():
