@@ -160,7 +160,7 @@ def fronts(points: pd.DataFrame, anchors: pd.DataFrame, volumes: pd.DataFrame, o
     dims = [c[len("w_") :] for c in points.columns if c.startswith("w_")]
     dims = [d for d in dims if points[f"w_{d}"].notna().any()]
     pairs = [(a, b) for i, a in enumerate(dims) for b in dims[i + 1 :]]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6.0 * len(pairs), 5.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.0 * len(pairs) + 3.0, 5.4), squeeze=False, layout="constrained")
     tracers = list(dict.fromkeys(points["tracer"]))
     palette = plt.get_cmap("tab10")
     color = {t: COLORS["mixture"] if t == "mixture" else palette(3 + k) for k, t in enumerate(tracers)}
@@ -172,12 +172,21 @@ def fronts(points: pd.DataFrame, anchors: pd.DataFrame, volumes: pd.DataFrame, o
             ax.vlines(xs, sub[f"test_{y}_ci_low"], sub[f"test_{y}_ci_high"], color=color[tracer], alpha=0.4, lw=0.7)
             ax.scatter(xs, ys, color=color[tracer], alpha=0.85, zorder=3, label=f"{tracer} (test)")
             front = sub[sub["val_front"]].sort_values(f"w_{x}")  # the validation front, in weight order
+            ax.scatter(
+                front[f"test_{x}"],
+                front[f"test_{y}"],
+                s=140,
+                facecolors="none",
+                edgecolors=color[tracer],
+                zorder=3,
+                label=f"{tracer}: on its validation front",
+            )
             ax.plot(
                 front[f"test_{x}"],
                 front[f"test_{y}"],
                 color=color[tracer],
                 lw=1.4,
-                label=f"{tracer} front (validation)",
+                label=f"{tracer}: its validation front, in weight order",
             )
             for _, row in sub.iterrows():
                 ax.annotate(
@@ -201,6 +210,7 @@ def fronts(points: pd.DataFrame, anchors: pd.DataFrame, volumes: pd.DataFrame, o
         ax.set_ylabel(f"{y} (test)")
         ax.set_xlim(-0.05, 1.05)
         ax.set_ylim(-0.05, 1.05)
+        ax.set_box_aspect(1)
     reference = volumes["reference"].iloc[0] if len(volumes) else "-"
     lines = [f"hypervolume above the {reference}, merges minus mixtures (test items, paired 95% interval):"]
     lines += [
