@@ -64,6 +64,51 @@ def test_lora_adapter_dense_delta_matches_peft_merge(hf):
         assert (name in targets) == bool(delta.abs().sum() > 0)
 
 
+@pytest.mark.parametrize("block_mb", [64, 0.002])  # whole tensors, and row blocks of a few rows
+def test_an_adapter_on_the_tied_embedding_merges_as_peft_merges_it(hf, tmp_path, block_mb):
+    """PEFT saves a LoRA'd embedding's layer as `embed_tokens.base_layer.weight` (equal to the base's): the
+    adapter is adopted, and task arithmetic at scale 1 gives the weights of PEFT's own merge_and_unload, the
+    tied LM head included."""
+    lora_cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens", "q_proj"], init_lora_weights=False)
+    adapter = peft.get_peft_model(tiny_llama(0), lora_cfg)
+    adapter.save_pretrained(tmp_path / "embed_lora")
+    keys = load_dir(tmp_path / "embed_lora").keys()
+    assert "base_model.model.model.embed_tokens.base_layer.weight" in keys
+    expected = adapter.merge_and_unload().state_dict()
+    out = tmp_path / "merged"
+    merge(
+        MergeRequest(
+            base=hf["base"], experts=[tmp_path / "embed_lora"], method="task_arithmetic", params={"scale": 1.0},
+            out=out, block_mb=block_mb, progress=False,
+        )
+    )  # fmt: skip
+    written = load_dir(out)
+    for name, tensor in written.items():
+        assert torch.allclose(tensor.float(), expected[name].float(), atol=1e-6), name
+    assert not torch.equal(written["model.embed_tokens.weight"], load_dir(hf["base"])["model.embed_tokens.weight"])
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert torch.equal(model.lm_head.weight, expected["lm_head.weight"].to(model.dtype))
+
+
+def test_an_adapter_whose_embedding_layer_changed_replaces_it_then_adds_its_lora(hf, tmp_path):
+    """A base layer that differs from the base (rows the adapter's model changed, as a resized vocabulary
+    does) replaces it: delta = layer - base + the LoRA product, as merge_and_unload computes it."""
+    model = tiny_llama(0)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:8] += 0.5
+    lora_cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["embed_tokens"], init_lora_weights=False)
+    adapter = peft.get_peft_model(model, lora_cfg)
+    adapter.save_pretrained(tmp_path / "embed_lora")
+    expected = adapter.merge_and_unload().state_dict()["model.embed_tokens.weight"]
+    source = open_expert(tmp_path / "embed_lora")
+    base = load_dir(hf["base"])
+    from resm_core.checkpoint.reader import CheckpointReader
+
+    source.check_against(CheckpointReader(hf["base"]), required=set())
+    delta = source.delta("model.embed_tokens.weight", base["model.embed_tokens.weight"].float())
+    assert torch.allclose(base["model.embed_tokens.weight"].float() + delta, expected.float(), atol=1e-6)
+
+
 def test_lora_adapter_is_accepted_as_an_expert_and_extracted(hf, tmp_path):
     merge(
         MergeRequest(

@@ -179,6 +179,9 @@ class LoraSource(DeltaSource):
     _KEY_RE = re.compile(
         r"^(?:base_model\.model\.)?(?P<module>.+?)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$"
     )
+    # PEFT saves the layer under a LoRA on an embedding (or a tied LM head) as `MODULE.base_layer.weight`: the
+    # base's tensor as the adapter's model had it, resized where the vocabulary grew
+    _BASE_LAYER_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.base_layer\.weight$")
 
     def __init__(self, path: Path, allow_pickle: bool = False, base_vocabulary: bool = False):
         super().__init__(path, allow_pickle, base_vocabulary)
@@ -206,12 +209,16 @@ class LoraSource(DeltaSource):
         self.base_dir = self.adapter_config.get("base_model_name_or_path")
         self._pairs: dict[str, dict[str, str]] = {}
         self._full: dict[str, str] = {}
+        self._base_layers: dict[str, str] = {}  # base tensor -> the adapter's copy of it (see check_against)
         for key in self.reader.keys:
             if "lora_magnitude_vector" in key:
                 raise CheckpointError(f"{self.path}: tensor {key} belongs to DoRA, which is not supported")
             m = self._KEY_RE.match(key)
+            layer = self._BASE_LAYER_RE.match(key)
             if m:
                 self._pairs.setdefault(m.group("module") + ".weight", {})[m.group("part")] = key
+            elif layer:
+                self._base_layers[layer.group("module") + ".weight"] = key
             else:
                 self._full[key.removeprefix("base_model.model.")] = key
         for target, parts in self._pairs.items():
@@ -259,6 +266,7 @@ class LoraSource(DeltaSource):
             else:
                 a, b = self.reader.shape(parts["lora_embedding_A"]), self.reader.shape(parts["lora_embedding_B"])
                 shapes[target] = (a[1], b[0])
+        shapes.update({name: self.reader.shape(key) for name, key in self._base_layers.items()})
         shapes.update({name: self.reader.shape(key) for name, key in self._full.items()})
         return shapes
 
@@ -266,17 +274,23 @@ class LoraSource(DeltaSource):
         return name in self._pairs or name in self._full
 
     def delta_into(self, name: str, base: torch.Tensor, out: torch.Tensor) -> None:
-        if name in self._pairs:
-            dense = self._dense(name, out.device)
-            out.copy_(dense[: base.shape[0]] if name in self.extra_rows else dense)
-        elif name in self._full:
+        if name in self._full:  # a full replacement (modules_to_save, or a changed base layer), then its LoRA
             full = self.reader.get(self._full[name])
             out.copy_(full[: base.shape[0]] if name in self.extra_rows else full)
             out.sub_(base)
+            if name in self._pairs:
+                dense = self._dense(name, out.device)
+                out.add_(dense[: base.shape[0]] if name in self.extra_rows else dense)
+        elif name in self._pairs:
+            dense = self._dense(name, out.device)
+            out.copy_(dense[: base.shape[0]] if name in self.extra_rows else dense)
         else:
             out.zero_()
 
     def delta_rows(self, name: str, start: int, stop: int, device: torch.device) -> DeltaRows:
+        if name in self._full and name in self._pairs:
+            full = self.reader.get_rows(self._full[name], start, stop).to(device, torch.float32)
+            return DeltaRows(full + self._dense(name, device, slice(start, stop)), minus_base=True)
         if name in self._pairs:
             return DeltaRows(self._dense(name, device, slice(start, stop)), minus_base=False)
         if name in self._full:
@@ -292,8 +306,18 @@ class LoraSource(DeltaSource):
         except CompatibilityError as exc:
             raise CompatibilityError(
                 f"{exc} (LoRA adapter targets are mapped to base tensor names by "
-                "stripping 'base_model.model.' and the lora_A/lora_B suffix)"
+                "stripping 'base_model.model.' and the lora_A/lora_B or base_layer suffix)"
             ) from None
+        # PEFT saves a LoRA'd embedding's base layer whether or not it changed: equal to the base's tensor it
+        # adds nothing (and is not read again); resized or changed, it replaces the base's before the LoRA adds
+        for name, key in self._base_layers.items():
+            if name not in self._full and not self._same_as_base(key, name, base):
+                self._full[name] = key
+
+    def _same_as_base(self, key: str, name: str, base: CheckpointReader) -> bool:
+        if self.reader.shape(key) != base.shape(name):
+            return False
+        return bool(torch.equal(self.reader.get(key), base.get(name).to(self.reader.dtype(key))))
 
 
 _REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
