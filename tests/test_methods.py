@@ -142,6 +142,22 @@ def test_della_keep_probability_spans_density_plus_minus_epsilon_and_expectation
     assert torch.allclose(mean, row[0, 0], rtol=0.25)
 
 
+def test_della_ranks_ties_by_position_as_a_stable_sort_does():
+    """Equal magnitudes rank by position, the earlier entry lower: the keep probability of each entry is
+    density - eps + 2 eps * rank / (n - 1) with that rank, whatever the sort does with equal keys."""
+    rng = torch.Generator().manual_seed(0)
+    row = torch.randint(-4, 5, (1, 1, 300), generator=rng).float()  # 9 values: every magnitude ties
+    draws = torch.full(row.shape, 0.0)  # every entry kept: out = row / p_keep shows each p
+    out = magprune(row, density=0.5, epsilon=0.2, uniform=draws)
+    mags = row[0, 0].abs()
+    ranks = torch.empty(300)
+    ranks[sorted(range(300), key=lambda i: (mags[i].item(), i))] = torch.arange(300.0)  # by magnitude, then position
+    expected = (0.3 + 0.4 * ranks / 299).clamp(min=1e-6)
+    assert torch.allclose(row[0, 0] / expected, out[0, 0], rtol=1e-6)
+    again = magprune(row.clone(), density=0.5, epsilon=0.2, uniform=draws)
+    assert torch.equal(again, out)
+
+
 def test_della_elects_signs_and_della_linear_sums():
     """The field's names: `della` is DELLA's drop-elect-fuse, `della_linear` the summing variant."""
     from resm_core.merge.ties_family import ties_combine

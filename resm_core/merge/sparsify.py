@@ -133,14 +133,18 @@ def magprune(
     """DELLA's MagPrune: keep probabilities grow linearly with magnitude rank, from density - eps
     for the smallest entry to density + eps for the largest (per row, or per tensor; mergekit's
     spread, whose DELLA code came from the paper's first author); each kept entry is rescaled by
-    1/p_keep so its expectation is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`."""
+    1/p_keep so its expectation is unchanged. `uniform`: U[0, 1) draws shaped like `deltas`.
+
+    Equal magnitudes are ranked by position, the earlier entry lower (a stable sort), as the other sparsifiers
+    break ties: the probabilities are the same on every device and thread count (mergekit's argsort leaves
+    the order of equal entries to the sort; bf16 deltas tie often). Without ties the ranks are mergekit's."""
     out = torch.empty_like(deltas)
     for t in range(deltas.shape[0]):
         x = deltas[t]
         rows = x.reshape(1, -1) if granularity == "tensor" or x.dim() < 2 else x.reshape(-1, x.shape[-1])
         n = rows.shape[-1]
         if n > 1:
-            order = rows.abs().argsort(dim=-1)
+            order = rows.abs().argsort(dim=-1, stable=True)
             ranks = torch.empty_like(order)
             ranks.scatter_(-1, order, torch.arange(n, device=rows.device).expand_as(order))
             del order
