@@ -148,7 +148,8 @@ def test_a_second_seed_trains_only_its_runs_and_the_report_resamples_them(own_ru
     seeded["training"]["seeds"] = [config["training"].get("seed", 0), 7]
     seeded["combos"] = COMBOS[:1]  # one combo: seeds are per run, not per combo, and each combo costs 8 jobs
     del seeded["frontier"]
-    n_arms = 1 + 2 + 1 + 3  # the base, the pair's 2 experts (no combo merges honesty), a mixture, 3 merges
+    seeded["merges"] = {"task_arithmetic": config["merges"]["task_arithmetic"]}  # a merge per seed is the point
+    n_arms = 1 + 2 + 1 + 1  # the base, the pair's 2 experts (no combo merges honesty), a mixture, a merge
     path = work / "seeded.yaml"
     path.write_text(yaml.safe_dump(seeded))
     trained = 2 + 1  # experts and the mixture; the base is not trained
@@ -156,8 +157,8 @@ def test_a_second_seed_trains_only_its_runs_and_the_report_resamples_them(own_ru
         "train_expert": 2,
         "extract_taskvec": 2,
         "train_mixture": 1,
-        "merge": 3,
-        "evaluate": trained + 3,
+        "merge": 1,
+        "evaluate": trained + 1,
         "report": 1,
         "all": 1,
     }
