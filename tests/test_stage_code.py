@@ -105,25 +105,24 @@ def test_lazy_imports_named_modules_and_named_data_files_count(tmp_path):
         del STAGE_ENTRIES["toy"]
 
 
-def test_a_change_to_the_splits_reaches_data_judges_and_evaluation_but_not_training_or_merging(tmp_path):
+def stages_an_edit_reruns(tmp_path, module: str) -> set[str]:
+    """The stages whose fingerprint changes when `module` (a path under resm_core/) of a copy is edited."""
     code = tmp_path / "resm_core"
     shutil.copytree(REPO / "resm_core", code, ignore=shutil.ignore_patterns("__pycache__"))
     before = {stage: code_fingerprint(stage, code) for stage in STAGE_ENTRIES}
-    with open(code / "data" / "splits.py", "a") as f:
+    with open(code / module, "a") as f:
         f.write("\n# changed\n")
-    changed = {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
+    return {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
+
+
+def test_a_change_to_the_splits_reaches_data_judges_and_evaluation_but_not_training_or_merging(tmp_path):
+    changed = stages_an_edit_reruns(tmp_path, "data/splits.py")
     assert changed == {"data", "decontaminate", "mix", "judges", "evaluate", "report", "choose", "fronts"}
 
 
 def test_a_plot_edit_reruns_the_reports_not_the_frontiers_choice(tmp_path):
     """The frontier merges start from the recipe `choose` writes: a change to a figure must not rewrite it."""
-    code = tmp_path / "resm_core"
-    shutil.copytree(REPO / "resm_core", code, ignore=shutil.ignore_patterns("__pycache__"))
-    before = {stage: code_fingerprint(stage, code) for stage in STAGE_ENTRIES}
-    with open(code / "report" / "plots.py", "a") as f:
-        f.write("\n# changed\n")
-    changed = {stage for stage in STAGE_ENTRIES if code_fingerprint(stage, code) != before[stage]}
-    assert changed == {"report", "fronts"}
+    assert stages_an_edit_reruns(tmp_path, "report/plots.py") == {"report", "fronts"}
 
 
 def test_nothing_imports_in_a_circle():
