@@ -22,16 +22,17 @@ from resm_core.grid import arms
 HOSTILE = 'it\'s "odd" ;touch PWNED1;: $(touch PWNED2) `touch PWNED3`'
 
 
-# A pair and the triple: every per-combo rule is one code path for both kinds, and the tiny config's two
-# other pairs would add 20 jobs to the critical path of `make test` (the SLURM test runs one pair).
-COMBOS = ["harmlessness+helpfulness", "harmlessness+helpfulness+honesty"]
+# One pair: every per-combo rule is one code path for a pair and the triple (the triple's merges, mixtures and
+# 3-dimension balance are unit-tested, its DAG in the paper presets' dry runs), and each combo adds about 10 jobs
+# to the critical path of `make test`. Only the pair's dims get experts: honesty is evaluated, not trained.
+COMBOS = ["harmlessness+helpfulness"]
 # The pair's frontier at its two vertices: task arithmetic and ratio mixtures at weights 1-0 and 0-1 (a lattice
 # of 2 points per edge, so that test_a_finer_lattice_runs_only_its_new_points can add the centre).
 FRONTIER = {"points": 2, "combos": COMBOS[:1], "merges": ["task_arithmetic"]}
 N_FRONT = 2
 N_MERGES = 3 * len(COMBOS) + N_FRONT  # task arithmetic, TIES and RESM, one setting each; the front's merges
 N_MIXTURES = len(COMBOS) + N_FRONT  # a uniform mixture per combo; the front's ratio mixtures
-N_ARMS = 1 + 3 + N_MIXTURES + N_MERGES  # the base, 3 experts
+N_ARMS = 1 + 2 + N_MIXTURES + N_MERGES  # the base, the pair's 2 experts
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +147,6 @@ def test_a_second_seed_trains_only_its_runs_and_the_report_resamples_them(own_ru
     work, _, config = own_run
     seeded = copy.deepcopy(config)
     seeded["training"]["seeds"] = [config["training"].get("seed", 0), 7]
-    seeded["combos"] = COMBOS[:1]  # one combo: seeds are per run, not per combo, and each combo costs 8 jobs
     del seeded["frontier"]
     seeded["merges"] = {"task_arithmetic": config["merges"]["task_arithmetic"]}  # a merge per seed is the point
     n_arms = 1 + 2 + 1 + 1  # the base, the pair's 2 experts (no combo merges honesty), a mixture, a merge
@@ -219,13 +219,13 @@ def test_changing_the_splits_refits_the_judges(own_run):
     with open(work / "resm_core" / "data" / "splits.py", "a") as f:
         f.write("\n# a change to the splits\n")
     assert job_counts(work, configfile) == {
-        "build_data": 3,
-        "decontaminate_data": 3,
+        "build_data": 3,  # every dim's evaluation items
+        "decontaminate_data": 2,  # the trained dims
         "fit_judges": 1,
         "mix_data": N_MIXTURES,
-        "train_expert": 3,
+        "train_expert": 2,
         "train_mixture": N_MIXTURES,
-        "extract_taskvec": 3,
+        "extract_taskvec": 2,
         "conflicts": len(COMBOS),
         "merge": N_MERGES,
         "evaluate": N_ARMS,
