@@ -9,45 +9,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from resm_core.checkpoint.atomic import AtomicDirectory
 from resm_core.errors import ReportError
-from resm_core.grid import Arm, combo_dims, front_point_of
-from resm_core.jsonfile import read_json
+from resm_core.grid import combo_dims, front_point_of
 from resm_core.report import plots
 from resm_core.report.frontier import compare_fronts, non_dominated
-from resm_core.report.paired import load_arm, paired, point_scores
+from resm_core.report.paired import ArmItems, load_arm, paired, point_scores
+from resm_core.report.tables import grid
 
 POOLED = "all merges"
 
 
-def point_table(results: Path, arms: list[str], seed: int = 0) -> pd.DataFrame:
-    """One row per frontier point: its weights, validation and test dim scores, the test interval of each dim
-    (from its evaluation summary) and its paired test difference from the base per dim; `val_front` marks the
-    points on their family's validation front, `test_front` those on the test one."""
-    results = Path(results)
+def point_table(
+    items: dict[str, dict[str, ArmItems]], summaries: pd.DataFrame, arms: list[str], seed: int = 0
+) -> pd.DataFrame:
+    """One row per frontier point of `arms`: its weights, validation and test dim scores, the test interval of
+    each dim (`summaries`: tables.grid indexed by arm) and its paired test difference from the base per dim;
+    `val_front` marks the points on their family's validation front, `test_front` those on the test one.
+    `items`: each arm's items by split (load_arm)."""
     points = [p for p in map(front_point_of, arms) if p is not None]
     if not points:
         raise ReportError("frontier: no frontier arms among the arms given (merge/M/C/front-W, mix/ratio-W/C)")
-    base = load_arm(results, "base").get("test") if "base" in arms else None
+    base = items["base"]["test"] if "base" in arms else None
     rows = []
     for p in points:
         dims = combo_dims(p.arm.combo)
-        splits = load_arm(results, p.arm.path)
+        splits = items[p.arm.path]
         if "val" not in splits or "test" not in splits:
-            raise ReportError(f"{results / 'eval' / p.arm.path}: a frontier point needs validation and test items")
+            raise ReportError(f"eval/{p.arm.path}: a frontier point needs validation and test items")
         val, test = point_scores(splits["val"], dims), point_scores(splits["test"], dims)
-        summary = _summary(results, p.arm.path)
         row: dict = {"combo": p.arm.combo, "arm": p.arm.path, "tracer": p.tracer}
         row.update({f"w_{d}": w for d, w in zip(dims, p.weights)})
         for d in [*dims, "balance"]:
             row[f"val_{d}"] = val[d]
             row[f"test_{d}"] = test[d]
         for d in dims:
-            ci = (summary.get("dims") or {}).get(d) or {}
-            row[f"test_{d}_ci_low"], row[f"test_{d}_ci_high"] = ci.get("ci_low"), ci.get("ci_high")
+            row[f"test_{d}_ci_low"], row[f"test_{d}_ci_high"] = summaries.loc[
+                p.arm.path, [f"{d}_ci_low", f"{d}_ci_high"]
+            ]
         if base is not None:
             for r in paired(splits["test"], base, dims, seed=seed):
                 if r["metric"] in dims:
@@ -70,7 +71,7 @@ def point_table(results: Path, arms: list[str], seed: int = 0) -> pd.DataFrame:
 
 
 def hypervolume_table(
-    results: Path,
+    items: dict[str, dict[str, ArmItems]],
     table: pd.DataFrame,
     reference: str = "base",
     margin: float = 0.01,
@@ -79,12 +80,11 @@ def hypervolume_table(
 ) -> pd.DataFrame:
     """Per combo and merge method (and all merges pooled, when there are several): the hypervolume of its
     front minus the mixtures', on test items, paired bootstrap with the fronts recomputed in each draw."""
-    results = Path(results)
-    base = load_arm(results, "base")["test"] if reference == "base" else None
+    base = items["base"]["test"] if reference == "base" else None
     rows = []
     for combo, group in table.groupby("combo", sort=False):
         dims = combo_dims(combo)
-        mixtures = [load_arm(results, a)["test"] for a in group.loc[group["tracer"] == "mixture", "arm"]]
+        mixtures = [items[a]["test"] for a in group.loc[group["tracer"] == "mixture", "arm"]]
         methods = [m for m in dict.fromkeys(group["tracer"]) if m != "mixture"]
         if not mixtures or not methods:
             continue
@@ -92,7 +92,7 @@ def hypervolume_table(
         if len(methods) > 1:
             families[POOLED] = group.loc[group["tracer"] != "mixture", "arm"].tolist()
         for name, arms in families.items():
-            merges = [load_arm(results, a)["test"] for a in arms]
+            merges = [items[a]["test"] for a in arms]
             c = compare_fronts(merges, mixtures, dims, base=base, n_boot=n_boot, seed=seed, margin=margin)
             rows.append(
                 {
@@ -143,19 +143,23 @@ def build_fronts(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """points.csv, hypervolume.csv and one figure per combo (COMBO.png) in `out`, atomically."""
+    """points.csv, hypervolume.csv and one figure per combo (COMBO.png) in `out`, atomically. Each arm's
+    summary and items are read once."""
     results = Path(results)
-    table = point_table(results, arms, seed=seed)
-    volumes = hypervolume_table(results, table, reference, margin, n_boot, seed)
-    anchors = [a for a in arms if Arm.parse(a).kind in ("base", "expert")]
+    summaries = grid(results, arms).set_index("arm")
+    needed = [a for a in arms if front_point_of(a) is not None]
+    needed += ["base"] if "base" in arms or reference == "base" else []
+    items = {a: load_arm(results, a) for a in needed}
+    table = point_table(items, summaries, arms, seed=seed)
+    volumes = hypervolume_table(items, table, reference, margin, n_boot, seed)
+    anchors = summaries[summaries["kind"].isin(["base", "expert"])]
     with AtomicDirectory(out, force=True, inputs=[results / "eval"]) as staging:
         table.to_csv(staging / "points.csv", index=False)
         volumes.to_csv(staging / "hypervolume.csv", index=False)
         for combo, group in table.groupby("combo", sort=False):
-            anchors_here = anchor_table(results, anchors, combo_dims(combo))
             plots.fronts(
                 group,
-                anchors_here,
+                anchor_table(anchors, combo_dims(combo)),
                 volumes[volumes["combo"] == combo] if len(volumes) else volumes,
                 staging / f"{combo}.png",
             )
@@ -172,19 +176,10 @@ def describe(volumes: pd.DataFrame) -> list[str]:
     ] or ["no combo has both a merge front and a mixture front"]
 
 
-def _summary(results: Path, arm: str) -> dict:
-    return read_json(Path(results) / "eval" / arm / "summary.json", ReportError)
-
-
-def anchor_table(results: Path, arms: list[str], dims: list[str]) -> pd.DataFrame:
-    """The base and the experts (test scores and intervals): the corners a front is read against."""
-    rows = []
-    for arm in arms:
-        summary = _summary(results, arm)
-        row: dict = {"arm": arm, "kind": Arm.parse(arm).kind}
-        for d in dims:
-            score = (summary.get("dims") or {}).get(d) or {}
-            row[f"test_{d}"] = score.get("score", np.nan)
-            row[f"test_{d}_ci_low"], row[f"test_{d}_ci_high"] = score.get("ci_low"), score.get("ci_high")
-        rows.append(row)
-    return pd.DataFrame(rows)
+def anchor_table(anchors: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
+    """The base and the experts (test scores and intervals, from tables.grid): the corners a front is read
+    against, in the points' column names."""
+    columns = {"kind": "kind"}
+    for d in dims:
+        columns.update({d: f"test_{d}", f"{d}_ci_low": f"test_{d}_ci_low", f"{d}_ci_high": f"test_{d}_ci_high"})
+    return anchors[list(columns)].rename(columns=columns).reset_index()

@@ -8,12 +8,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from resm_core.errors import ConfigError, ReportError
 from resm_core.grid import Arm, combo_dims
-from resm_core.jsonfile import read_json, write_text_atomic
+from resm_core.jsonfile import write_text_atomic
 from resm_core.report.paired import ArmItems, load_arm, paired, point_scores
+from resm_core.report.tables import grid
 
 _CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 _OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
@@ -93,7 +95,7 @@ def pick(
         entry: dict = {"candidates": len(candidates), "feasible": len(feasible), "chosen": None}
         if feasible:
             arm, splits, val = max(feasible, key=lambda f: f[2][maximize])  # max keeps the first of ties
-            summary = read_json(results / "eval" / arm / "summary.json", ReportError)
+            summary = grid(results, [arm]).iloc[0]  # the test intervals `resm evaluate` stored
             test = point_scores(splits["test"], dims)
             entry.update(
                 chosen=arm,
@@ -114,9 +116,8 @@ def pick(
     return out
 
 
-def _interval(summary: dict, dim: str) -> dict[str, float]:
-    d = (summary.get("dims") or {}).get(dim) or {}
-    return {k: d[k] for k in ("ci_low", "ci_high") if k in d}
+def _interval(row: pd.Series, dim: str) -> dict[str, float]:
+    return {k: float(row[f"{dim}_{k}"]) for k in ("ci_low", "ci_high") if pd.notna(row[f"{dim}_{k}"])}
 
 
 def choose_front(results: Path, method: str, combo: str, candidates: dict[str, dict]) -> dict:
