@@ -191,9 +191,8 @@ def front_point_of(path: str) -> FrontPoint | None:
 
 def mixture_ratios(strategy: str, combo: str) -> dict[str, float] | None:
     """The ratios a mixture strategy name carries: a frontier point's shares, else None."""
-    if not strategy.startswith(FRONT_MIXTURE):
-        return None
-    return dict(zip(combo_dims(combo), point_weights(strategy[len(FRONT_MIXTURE) :])))
+    point = front_point_of(Arm("mixture", family=strategy, combo=combo).path)
+    return dict(zip(combo_dims(combo), point.weights)) if point else None
 
 
 def training_seeds(config: dict) -> list[int]:
