@@ -19,6 +19,7 @@ from resm_core.errors import CheckpointError, CompatibilityError, ConfigError, N
 from resm_core.merge import engine as engine_module
 from resm_core.merge.catalogue import all_methods
 from resm_core.merge.engine import MergeRequest, merge, merge_state_dicts
+from resm_core.synthetic import SHAPES, write_base
 
 VOCAB = 256  # the tiny shape's vocabulary
 
@@ -122,13 +123,21 @@ def test_a_method_that_returns_nan_is_stopped_before_anything_is_published(tiny,
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("method", ["ties", "task_arithmetic"])  # whole fp32 tensors; in pieces (of 7 entries)
-def test_nan_in_an_expert_is_named_and_leaves_no_output(tiny, tmp_path, monkeypatch, method):
+@pytest.mark.parametrize(  # whole fp32 tensors; in pieces (of 7 entries), checked only when the output is not
+    "method,value,weights",  # finite: an Inf with weight 0 still makes a NaN there
+    [
+        ("ties", "nan", None),
+        ("task_arithmetic", "nan", None),
+        ("linear", "nan", None),
+        ("task_arithmetic", "inf", [1, 0]),
+    ],
+)
+def test_nan_in_an_expert_is_named_and_leaves_no_output(tiny, tmp_path, monkeypatch, method, value, weights):
     monkeypatch.setattr(engine_module, "PIECE", 7)
     bad = tmp_path / "bad"
     shutil.copytree(tiny["experts"][1], bad)
     state = load_dir(bad)
-    state["model.layers.1.mlp.up_proj.weight"][3, 4] = float("nan")
+    state["model.layers.1.mlp.up_proj.weight"][3, 4] = float(value)
     save_file(state, str(bad / "model.safetensors"))
     with pytest.raises(NumericError, match=r"bad: the delta of tensor model\.layers\.1\.mlp\.up_proj\.weight"):
         merge(
@@ -136,6 +145,7 @@ def test_nan_in_an_expert_is_named_and_leaves_no_output(tiny, tmp_path, monkeypa
                 base=tiny["base"],
                 experts=[tiny["experts"][0], bad],
                 method=method,
+                weights=weights,
                 out=tmp_path / "out",
                 progress=False,
             )
@@ -276,7 +286,6 @@ def test_a_merge_is_never_stored_below_its_experts_precision(tmp_path):
     """bf16 base, fp32 experts with 1e-4 deltas: a bf16 merge rounds most of the merged delta away
     (weights near 0.02 have a bf16 spacing of 1.2e-4), so the default is the experts' fp32, and
     config.json says so; bf16 experts give a bf16 merge; an explicit out_dtype wins."""
-    from resm_core.synthetic import SHAPES, write_base
     from resm_core.taskvec.extract import extract
 
     base = write_base(tmp_path / "base", SHAPES["tiny"], seed=2, dtype=torch.bfloat16)

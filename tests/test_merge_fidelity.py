@@ -3,6 +3,8 @@ bf16 deltas, and agreement with the reference implementations the field uses (PE
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -213,3 +215,34 @@ def test_dare_equals_peft_with_the_same_mask(method, monkeypatch):
     ours, _ = run(method, d, name=name, seed=seed, density=density, scale=1.0)
     ref = getattr(peft_merge, method)(list(d), torch.ones(3), density)
     assert torch.allclose(ours, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["dare_linear", "dare_ties"])
+def test_dare_equals_mergekit_with_the_same_mask(method, monkeypatch):
+    """mergekit 0.1.5's DARE with our mask injected. mergekit rescales the kept entries so that each task
+    vector keeps its L1 norm (`rescale: true`, its default); resm by 1/density (the DARE paper, PEFT). So the
+    injected mask carries 1/density and mergekit's norm rescaling is off: the rest (drop, election, weighted
+    disjoint mean, lambda) must then agree entry for entry, with unequal weights."""
+    from mergekit import sparsify as mk_sparsify
+    from mergekit.merge_methods import registry
+
+    d = _tasks(seed=24)
+    base = torch.randn(d.shape[1:], generator=torch.Generator().manual_seed(25))
+    density, name, seed, weights, scale = 0.3, "layer.w", 7, [1.0, 0.5, 2.0], 0.8
+    kept = dare(d.clone(), density, TensorContext(name, seed=seed).uniform(d.shape)) != 0
+    masks = iter(list(kept.float() * (1.0 / density)))
+    monkeypatch.setattr(mk_sparsify.torch, "bernoulli", lambda p: next(masks).to(p.dtype))
+    ours, _ = run(method, d, name=name, seed=seed, weights=weights, density=density, scale=scale)
+    entries = [SimpleNamespace(id=t, tensor=base + d[t]) for t in range(3)]
+    group = SimpleNamespace(base=SimpleNamespace(tensor=base), non_base=entries)
+    parameters = {
+        "density": dict(enumerate([density] * 3)),
+        "weight": dict(enumerate(weights)),
+        "rescale": False,
+        "normalize": method == "dare_ties",
+        "lambda": scale,
+        "int8_mask": False,
+    }
+    theirs = registry.get(method).merge_group(group, **parameters) - base
+    assert kept.any() and not kept.all()
+    assert torch.allclose(ours, theirs, atol=1e-6), (ours - theirs).abs().max()

@@ -11,6 +11,7 @@ from resm_core.errors import ConfigError
 from resm_core.merge.api import TensorContext
 from resm_core.merge.averaging import model_stock_ratio
 from resm_core.merge.catalogue import all_methods, get_method
+from resm_core.merge.draws import uniform
 from resm_core.merge.resm import downweight_outliers, owl_fractions, robust_scale, task_weights
 from resm_core.merge.sparsify import exact_top_k, magprune, model_wide_thresholds, ties_for, top_mask
 from resm_core.merge.svd import energy_rank, polar_factor
@@ -95,13 +96,35 @@ def test_ties_trims_each_task_to_its_top_k():
     assert torch.allclose(out, torch.tensor([4.0, -3.0, -3.0, 4.0]))
 
 
-def test_dare_rescales_survivors_and_keeps_the_expectation():
-    d = torch.full((1, 20000), 0.7)
-    out, _ = run("dare_linear", d, density=0.25, scale=1.0)
-    kept = out != 0
-    assert torch.allclose(out[kept], torch.tensor(0.7 / 0.25))
-    assert abs(kept.float().mean().item() - 0.25) < 0.02
-    assert abs(out.mean().item() - 0.7) < 0.03
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_dare_keeps_each_entry_with_probability_density_and_rescales_it(density):
+    """Over 3 x 200,000 entries the kept fraction is within 4.5 standard errors of the density, per task
+    and for pairs of tasks (independent streams: both kept with probability density^2); survivors are
+    the delta / density, so the expectation of every entry is unchanged."""
+    n = 200_000
+    masks = TensorContext("w", seed=0).uniform((3, n)) < density  # what DARE keeps of tensor "w"
+    err = 4.5 * math.sqrt(density * (1 - density) / n)
+    for t in range(3):
+        assert abs(masks[t].float().mean().item() - density) < err, t
+    both = (masks[0] & masks[1]).float().mean().item()
+    assert abs(both - density**2) < 4.5 * math.sqrt(density**2 * (1 - density**2) / n)
+    single, _ = run("dare_linear", torch.full((1, n), 0.7), density=density, scale=1.0)
+    survivors = single[single != 0]
+    assert torch.allclose(survivors, torch.tensor(0.7 / density)) and torch.equal(single != 0, masks[0])
+    assert abs(single.mean().item() - 0.7) < 4.5 * 0.7 * math.sqrt((1 - density) / density / n)
+
+
+def test_any_rows_of_the_draws_equal_those_rows_of_the_whole_tensor_drawn_in_any_order():
+    """Counter-based draws: a block starting mid-stream (rows whose entries are not a multiple of the
+    generator's 8 draws per step) gives the same numbers as the whole tensor's draws at those rows."""
+    shape = (37, 13)
+    whole = uniform(5, "model.layers.0.w", 3, shape)
+    for start, stop in [(30, 37), (0, 1), (11, 29), (1, 2), (36, 37)]:  # out of order
+        assert torch.equal(uniform(5, "model.layers.0.w", 3, (stop - start, 13), first_row=start), whole[:, start:stop])
+    assert torch.equal(TensorContext("model.layers.0.w", seed=5).uniform((3, *shape)), whole)
+    assert not torch.equal(uniform(6, "model.layers.0.w", 3, shape), whole)  # another seed
+    assert not torch.equal(uniform(5, "model.layers.1.w", 3, shape), whole)  # another tensor
+    assert not torch.equal(whole[0], whole[1]) and whole.min() >= 0 and whole.max() < 1
 
 
 def test_random_methods_are_reproducible_per_seed():

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from resm_core.errors import ConfigError
+from resm_core.merge.draws import uniform
 
 TensorStream = Callable[[], Iterator[tuple[str, torch.Tensor, torch.Tensor]]]
 
@@ -129,17 +130,13 @@ class TensorContext:
         digest = hashlib.sha256(f"{self.seed}:{self.name}".encode()).digest()
         return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
-    def generator(self) -> torch.Generator:
-        """A CPU generator (same stream on every device) seeded with `tensor_seed`."""
-        return torch.Generator(device="cpu").manual_seed(self.tensor_seed())
-
     def uniform(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        """U[0, 1) draws of `shape` = [T, *tensor shape]: task 0's entries in row-major order, then
-        task 1's, from the tensor's generator. The engine draws them ahead, on its reading thread (and a
-        row block's share from saved generator states); otherwise they are drawn here, on the CPU. They
-        are drawn for one use: the method may overwrite them."""
+        """U[0, 1) draws of `shape` = [T, *tensor shape]: task t's are its counter-based stream for this
+        tensor (see draws.py), in row-major order. The engine draws them ahead, on its reading thread (a row
+        block's rows directly); otherwise they are drawn here, on the CPU. They are drawn for one use: the
+        method may overwrite them."""
         if self.draws is None:
-            self.draws = torch.rand(tuple(shape), generator=self.generator())
+            self.draws = uniform(self.seed, self.name, shape[0], tuple(shape[1:]))
         if tuple(self.draws.shape) != tuple(shape):
             raise RuntimeError(f"tensor {self.key}: draws of shape {tuple(self.draws.shape)}, needed {tuple(shape)}")
         return self.draws
@@ -169,6 +166,7 @@ class MergeMethod:
     elementwise: Callable[[Mapping[str, Any]], bool] = lambda params: False
     tensor_prepare: PrepareFn | None = None
     needs_tensor_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False
+    affine: bool = False  # the merged delta is sum_t c_t tau_t for every entry (task arithmetic, linear)
 
     @property
     def default_vocab_rule(self) -> str:
@@ -234,6 +232,7 @@ def register(
     elementwise: bool | Callable[[Mapping[str, Any]], bool] = False,
     tensor_prepare: PrepareFn | None = None,
     needs_tensor_prepare: Callable[[Mapping[str, Any]], bool] | None = None,
+    affine: bool = False,
 ) -> Callable[[MergeFn], MergeFn]:
     """`blockwise` (or a test of the parameters): each output entry depends on the same entries of the
     inputs, given statistics of the whole tensor, so the engine may hand the method row blocks of a
@@ -244,7 +243,9 @@ def register(
     `ctx.uniform`, which the engine can split into blocks. `elementwise` (implies `blockwise`): each output
     entry depends on the same entries of the base, the deltas and the draws alone, with no statistics, so
     the engine may hand the method any flat slice of a tensor ([T, n] deltas), in pieces that stay in the
-    CPU's cache; the result must be the same, bit for bit."""
+    CPU's cache; the result must be the same, bit for bit. `affine`: each merged entry is a weighted sum of every
+    task's same entry (weights that do not depend on the values), so a NaN or Inf in a delta always reaches
+    the output and the engine checks the deltas only when the output is not finite."""
 
     def decorator(fn: MergeFn) -> MergeFn:
         if name in METHODS:
@@ -265,6 +266,7 @@ def register(
             elementwise=elementwise if callable(elementwise) else _always(elementwise),
             tensor_prepare=tensor_prepare,
             needs_tensor_prepare=needs_tensor_prepare or (lambda p: tensor_prepare is not None),
+            affine=affine,
         )
         return fn
 

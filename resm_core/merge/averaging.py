@@ -23,6 +23,7 @@ def _nonzero_weight_sum(params: Mapping[str, Any], n_tasks: int) -> None:
     reference="Wortsman et al., Model Soups, ICML 2022",
     validate=_nonzero_weight_sum,
     elementwise=True,
+    affine=True,
 )
 def linear(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     """sum_t w_t tau_t / sum_t w_t, accumulated one task at a time: the same products and the same
@@ -42,6 +43,7 @@ def linear(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], 
     reference="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023 "
     "(lambda tuned on validation; 0.3 is typical)",
     elementwise=True,
+    affine=True,
 )
 def task_arithmetic(
     base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext

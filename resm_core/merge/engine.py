@@ -5,8 +5,9 @@ written straight into the output shard, whose header is written first (every out
 dtype is known up front), so no shard is held in memory. A large tensor that an elementwise rule merges
 (a `blockwise` method, or the vocabulary rules of any method) goes a block of rows at a time, within
 `block_mb` of working memory: the vocabulary-sized matrices of an 8B model are never whole in fp32.
-What a block needs from the whole tensor (a method's per-tensor top-k thresholds, a random method's
-generator states) is worked out from the tensor's blocks before the first is merged. Other methods
+What a block needs from the whole tensor (a method's per-tensor top-k thresholds) is worked out from the
+tensor's blocks before the first is merged; a random method's draws of a block are drawn for its rows alone
+(counter-based, see draws.py). Other methods
 hold (T + 2) x the largest tensor. On the CPU, an `elementwise` rule (task arithmetic, linear, DARE, the
 vocabulary rules), and a row-block method that needs no statistics of the tensor (DELLA), reads its rows as
 stored and does all of its fp32 arithmetic, from the deltas to the output dtype, a cache-sized piece at a
@@ -47,7 +48,7 @@ from resm_core.hub import local_model
 from resm_core.input_dirs import check_no_links
 from resm_core.merge.api import MergeMethod, TensorContext, task_sum
 from resm_core.merge.catalogue import get_method
-from resm_core.merge.draws import block_draws, block_states
+from resm_core.merge.draws import uniform
 from resm_core.merge.request import VOCAB_RULES, MergeRequest
 from resm_core.taskvec.sources import LORA_CHUNK, DeltaRows, DeltaSource, open_expert, widest_dtype
 
@@ -87,9 +88,6 @@ def block_key(name: str, start: int, stop: int) -> str:
 
 
 DIAGNOSTICS_NAME = "merge_diagnostics.csv"
-# A random method's tensor in blocks costs a second pass of draws (see draws.py): it is blocked only when
-# its working set passes this many times block_mb (at the default, a 1.1B model's MLP matrices stay whole).
-RANDOM_WHOLE_FACTOR = 8
 # Entries an elementwise rule merges at once on the CPU: its fp32 temporaries (the base, T deltas, the result;
 # 1 MB each) stay in the cache. At 1.1B, 2**17 to 2**20 ran within the noise of each other; 2**16 was slower
 # (torch's overhead per call).
@@ -221,7 +219,7 @@ class MergeJob:
 
     def _whole_limit(self, name: str) -> int:
         """The largest working set, in bytes, of a tensor merged whole (and read while another is merged)."""
-        return int(self.request.block_mb * 2**20) * (RANDOM_WHOLE_FACTOR if self._draws(name) else 1)
+        return int(self.request.block_mb * 2**20)
 
     def _copies(self, name: str) -> int:
         """fp32 copies of a tensor in its working set: the base, T deltas, the result, T draws."""
@@ -269,22 +267,21 @@ class MergeJob:
         base, parts = self._read(name, start or 0, self.base.shape(name)[0] if stop is None else stop)
         return base, base.new_empty(0), parts
 
+    def _draws_of(self, name: str, shape: tuple[int, ...], first_row: int = 0) -> torch.Tensor | None:
+        """The method's draws for rows first_row:first_row + shape[0] of `name` (see draws.py), if it takes any."""
+        return uniform(self.request.seed, name, len(self.experts), shape, first_row) if self._draws(name) else None
+
     def _whole(self, name: str) -> WorkItem:
         base, deltas, parts = self._inputs(name)
-        draws = None
-        if self._draws(name):
-            shape = (len(self.experts), *base.shape)
-            draws = torch.rand(shape, generator=TensorContext(name, self.request.seed).generator())
-        return WorkItem(name, base, deltas, draws=draws, parts=parts)
+        return WorkItem(name, base, deltas, draws=self._draws_of(name, tuple(base.shape)), parts=parts)
 
     def _block(self, name: str, blocks: list[tuple[int, int]], index: int, plan: dict[str, Any]) -> WorkItem:
         """Block `index` of `name`; the first one also works out what every block needs from the whole
-        tensor (`plan`: the method's tensor statistics, the generator states of the draws)."""
+        tensor (`plan`: the method's tensor statistics)."""
         if index == 0:
             plan.update(self._tensor_plan(name, blocks))
         start, stop = blocks[index]
         base, deltas, parts = self._inputs(name, start, stop)
-        draws = None if "states" not in plan else block_draws([s[index] for s in plan["states"]], tuple(base.shape))
         return WorkItem(
             name,
             base,
@@ -292,7 +289,7 @@ class MergeJob:
             item=block_key(name, start, stop),
             last=index == len(blocks) - 1,
             tensor_stats=plan.get("stats"),
-            draws=draws,
+            draws=self._draws_of(name, tuple(base.shape), start),
             parts=parts,
         )
 
@@ -303,10 +300,6 @@ class MergeJob:
         prepare = self.method.tensor_prepare
         if prepare is not None and self.method.needs_tensor_prepare(self.params):
             plan["stats"] = prepare(partial(self._block_stream, name, blocks), self.params, len(self.experts))
-        if self._draws(name):
-            generator = TensorContext(name, self.request.seed).generator()
-            row_numel = math.prod(self.base.shape(name)[1:])
-            plan["states"] = block_states(generator, len(self.experts), row_numel, blocks)
         return plan
 
     def work(self) -> Iterator[WorkItem]:
@@ -376,6 +369,7 @@ class MergeJob:
         draws = None if item.draws is None else item.draws.reshape(n_tasks, -1)
         base_buffer = self._scratch("base", min(step, n))
         deltas_buffer = self._scratch("deltas", n_tasks * min(step, n))
+        deltas_first = self._checks_deltas_first(name)
         for start in range(0, n, step):
             stop = min(start + step, n)
             here = (stop - start,) if len(shape) == 1 else ((stop - start) // row, *shape[1:])
@@ -383,14 +377,22 @@ class MergeJob:
             deltas = deltas_buffer[: n_tasks * (stop - start)].view(n_tasks, stop - start)
             for part, delta in zip(parts, deltas):
                 part.into(delta, base, start, stop)
-            if not all_finite(deltas):
+            if deltas_first and not all_finite(deltas):
                 self._check_deltas(name, base, deltas)
             piece_draws = None if draws is None else draws[:, start:stop].reshape(n_tasks, *here)
             piece = replace(ctx, draws=piece_draws)
             merged = self.merge_tensor(name, base.view(here), deltas.view(n_tasks, *here), piece)
             if not all_finite(flat_out[start:stop].copy_(merged.reshape(-1))):
-                self._stored(name, base, merged, piece)  # says why: an overflow, or a NaN the merge made
+                self._check_deltas(name, base, deltas)  # a NaN or Inf an expert brought, named
+                self._stored(name, base, merged, piece)  # else says why: an overflow, or a NaN the merge made
         return flat_out.view(stored.shape)
+
+    def _checks_deltas_first(self, name: str) -> bool:
+        """Whether the deltas are checked finite before the merge. A rule that sums every delta with a weight
+        (`affine` methods, the vocabulary rules that sum) carries a NaN or Inf of any delta into the output,
+        whose check then names the expert: one pass over T deltas saved. Other rules may drop entries."""
+        rule = self._rule_for(name)
+        return not (rule in ("task_arithmetic", "mean") or (rule == "method" and self.method.affine))
 
     def _scratch(self, key: str, numel: int) -> torch.Tensor:
         """`numel` fp32 entries of a buffer kept for the whole merge, for temporaries that do not outlive a

@@ -45,7 +45,11 @@ class DeltaRows:
         if self.values is None:
             out.zero_()
             return
-        out.copy_(self.values.reshape(-1)[start:stop])
+        values = self.values.reshape(-1)[start:stop]
+        if self.minus_base and values.dtype.itemsize <= 4:
+            torch.sub(values, base, out=out)  # exact in fp32, so the same bits as a copy, then a subtraction
+            return
+        out.copy_(values)
         if self.minus_base:
             out.sub_(base)
 
