@@ -47,17 +47,29 @@ MERGEKIT = {
 
 
 REPEAT = 1
+LONG_S = 60.0  # a comparison whose first round has a run this long (or longer) is measured once
 WARM: list[Path] = []  # the inputs, read into the page cache before every measured run
+
+Command = tuple[list[str], dict | None]
 
 
 def measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Best of REPEAT runs of `cmd`, each in a fresh child and with its inputs in the page cache: wall time
-    and the child's peak RSS."""
-    runs = []
-    for _ in range(REPEAT):
-        warm(WARM)
-        runs.append(_measured_once(cmd, env))
-    return min(runs, key=lambda r: r["wall_s"])
+    return alternating([(cmd, env)])[0]
+
+
+def alternating(commands: list[Command]) -> list[dict]:
+    """Each command once per round, in turn, for REPEAT rounds (one, when a run of the first round took
+    LONG_S or more): the run of median wall time of each (the lower middle of an even count), each in a fresh
+    child with its inputs in the page cache. Alternating spreads this machine's drifts in speed over both
+    tools alike."""
+    runs: list[list[dict]] = [[] for _ in commands]
+    for round_ in range(REPEAT):
+        for measured_runs, (cmd, env) in zip(runs, commands):
+            warm(WARM)
+            measured_runs.append(_measured_once(cmd, env))
+        if round_ == 0 and max(r[0]["wall_s"] for r in runs) >= LONG_S:
+            break
+    return [sorted(r, key=lambda x: x["wall_s"])[(len(r) - 1) // 2] | {"runs": len(r)} for r in runs]
 
 
 def warm(dirs: list[Path]) -> None:
@@ -170,7 +182,11 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
         params = [] if svd is None else ["--param", f"svd={svd}"]
         label = method if svd is None else f"{method} ({svd})"
         out = merges / (method if svd is None else f"{method}_{svd}")
-        res = measured(resm_merge(method, base, experts, out, args.device, params))
+        commands = [(resm_merge(method, base, experts, out, args.device, params), None)]
+        compared = bool(args.mergekit) and method in MERGEKIT
+        if compared:
+            commands.append(mergekit_command(method, base, experts, merges / f"mergekit_{method}", args.mergekit))
+        res, *theirs = alternating(commands)
         rows.append({"size": size, "method": label, "tool": "resm", **_fmt(res, gb)})
         rows[-1]["x_io_floor"] = round(res["wall_s"] / floor["wall_s"], 2)
         if svd not in (None, "exact") and (merges / f"{method}_exact").exists():
@@ -178,15 +194,8 @@ def run_size(size: str, methods: list[str], args) -> list[dict]:
                 f"{relative_error(out, merges / f'{method}_exact', base):.2e}"
             )
         print(_line(rows[-1]), flush=True)
-        if args.mergekit and method in MERGEKIT:
-            rows.append(
-                {
-                    "size": size,
-                    "method": method,
-                    "tool": "mergekit",
-                    **_fmt(run_mergekit(method, base, experts, merges / f"mergekit_{method}", args.mergekit), gb),
-                }
-            )
+        if theirs:
+            rows.append({"size": size, "method": method, "tool": "mergekit", **_fmt(theirs[0], gb)})
             rows[-1]["speedup_vs_mergekit"] = round(rows[-1]["wall_s"] / rows[-2]["wall_s"], 2)
             rows[-1]["rss_resm_over_mergekit"] = round(rows[-2]["peak_rss_mb"] / rows[-1]["peak_rss_mb"], 2)
             print(_line(rows[-1]), flush=True)
@@ -234,7 +243,7 @@ def resm_merge(method: str, base: Path, experts: list[Path], out: Path, device: 
     ]
 
 
-def run_mergekit(method: str, base: Path, experts: list[Path], out: Path, mergekit_yaml: str) -> dict:
+def mergekit_command(method: str, base: Path, experts: list[Path], out: Path, mergekit_yaml: str) -> Command:
     name, model_params, global_params = MERGEKIT[method]
     config = {
         "merge_method": name,
@@ -251,10 +260,8 @@ def run_mergekit(method: str, base: Path, experts: list[Path], out: Path, mergek
 
     cfg.write_text(yaml.safe_dump(config))
     shutil.rmtree(out, ignore_errors=True)
-    return measured(
-        [mergekit_yaml, str(cfg), str(out), "--lazy-unpickle", "--out-shard-size", "2B"],
-        env={"CUDA_VISIBLE_DEVICES": ""},
-    )
+    cmd = [mergekit_yaml, str(cfg), str(out), "--lazy-unpickle", "--out-shard-size", "2B"]
+    return cmd, {"CUDA_VISIBLE_DEVICES": ""}
 
 
 def _fmt(res: dict, gb: float) -> dict:
@@ -263,6 +270,7 @@ def _fmt(res: dict, gb: float) -> dict:
         "peak_rss_mb": round(res["peak_rss_mb"]),
         "throughput_gb_s": round(gb / res["wall_s"], 3),
         "input_gb": round(gb, 2),
+        "runs": res.get("runs", 1),
     }
 
 
@@ -305,7 +313,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where resm merges: cpu (default), cuda, cuda:N")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--json", type=Path, help="write the rows here too")
-    parser.add_argument("--repeat", type=int, default=1, help="report the best of N runs")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds (resm and mergekit alternating); the median run is reported"
+    )
     args = parser.parse_args()
     global REPEAT
     REPEAT = args.repeat
