@@ -40,6 +40,7 @@ MERGEKIT = {
     "task_arithmetic": ("task_arithmetic", {"weight": 0.3}, {"normalize": False}),
     "ties": ("ties", {"weight": 1.0, "density": 0.2}, {"normalize": True}),
     "dare_ties": ("dare_ties", {"weight": 1.0, "density": 0.1}, {"normalize": True}),
+    "dare_linear": ("dare_linear", {"weight": 0.3, "density": 0.1}, {"normalize": False}),
     "breadcrumbs": ("breadcrumbs", {"weight": 0.3, "density": 0.9, "gamma": 0.01}, {"normalize": False}),
     "della_linear": ("della_linear", {"weight": 0.3, "density": 0.3, "epsilon": 0.1}, {"normalize": False}),
     "della": ("della", {"weight": 1.0, "density": 0.3, "epsilon": 0.1}, {"normalize": True}),
