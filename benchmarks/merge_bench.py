@@ -42,6 +42,8 @@ MERGEKIT = {
     "dare_ties": ("dare_ties", {"weight": 1.0, "density": 0.1}, {"normalize": True}),
     "dare_linear": ("dare_linear", {"weight": 0.3, "density": 0.1}, {"normalize": False}),
     "breadcrumbs": ("breadcrumbs", {"weight": 0.3, "density": 0.9, "gamma": 0.01}, {"normalize": False}),
+    "breadcrumbs_ties": ("breadcrumbs_ties", {"weight": 1.0, "density": 0.9, "gamma": 0.01}, {"normalize": True}),
+    "model_stock": ("model_stock", {}, {}),
     "della_linear": ("della_linear", {"weight": 0.3, "density": 0.3, "epsilon": 0.1}, {"normalize": False}),
     "della": ("della", {"weight": 1.0, "density": 0.3, "epsilon": 0.1}, {"normalize": True}),
 }

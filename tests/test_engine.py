@@ -129,6 +129,7 @@ def test_a_method_that_returns_nan_is_stopped_before_anything_is_published(tiny,
         ("ties", "nan", None),
         ("task_arithmetic", "nan", None),
         ("linear", "nan", None),
+        ("dare_linear", "nan", None),
         ("task_arithmetic", "inf", [1, 0]),
     ],
 )

@@ -149,15 +149,18 @@ def register_pair(
     what: str,
     reference: str,
     random: bool = False,
+    linear_affine: bool = False,
     **extra: Any,
 ) -> None:
-    """Register a sparsifier twice: summed (task arithmetic, scale 0.3) and TIES-combined (scale 1)."""
+    """Register a sparsifier twice: summed (task arithmetic, scale 0.3) and TIES-combined (scale 1).
+    `linear_affine`: the sparsifier's mask does not depend on the values (DARE), so the sum is `affine`."""
     register(
         linear,
         params=(*params, scale_param(0.3)),
         summary=f"{what}, then task arithmetic",
         reference=reference,
         random=random,
+        affine=linear_affine,
         **extra,
     )(lambda base, deltas, p, ctx: sum_combine(sparsify(deltas, p, ctx), p))
     register(
@@ -178,6 +181,7 @@ register_pair(
     "DARE random drop and rescale",
     _DARE_REF,
     random=True,
+    linear_affine=True,
     elementwise=True,
 )
 
