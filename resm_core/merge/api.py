@@ -166,7 +166,7 @@ class MergeMethod:
     elementwise: Callable[[Mapping[str, Any]], bool] = lambda params: False
     tensor_prepare: PrepareFn | None = None
     needs_tensor_prepare: Callable[[Mapping[str, Any]], bool] = lambda params: False
-    affine: bool = False  # the merged delta is sum_t c_t tau_t for every entry (task arithmetic, linear)
+    affine: bool = False  # each merged entry is sum_t c_t tau_t, c free of the values (task arithmetic, linear, DARE)
 
     @property
     def default_vocab_rule(self) -> str:

@@ -383,7 +383,8 @@ class MergeJob:
             piece = replace(ctx, draws=piece_draws)
             merged = self.merge_tensor(name, base.view(here), deltas.view(n_tasks, *here), piece)
             if not all_finite(flat_out[start:stop].copy_(merged.reshape(-1))):
-                self._check_deltas(name, base, deltas)  # a NaN or Inf an expert brought, named
+                if not deltas_first:  # a NaN or Inf an expert brought, named (the deltas are as read)
+                    self._check_deltas(name, base, deltas)
                 self._stored(name, base, merged, piece)  # else says why: an overflow, or a NaN the merge made
         return flat_out.view(stored.shape)
 
