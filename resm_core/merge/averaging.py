@@ -61,10 +61,11 @@ def model_stock_ratio(deltas: torch.Tensor) -> torch.Tensor:
     if n == 1:
         return torch.tensor(1.0, device=deltas.device)
     flat = deltas.reshape(n, -1)
-    norms = flat.norm(dim=1)
-    unit = flat / torch.where(norms > 0, norms, torch.ones_like(norms))[:, None]
-    gram = unit @ unit.T
-    cos = (gram.sum() - gram.diagonal().sum()) / (n * (n - 1))
+    gram = flat @ flat.T  # cosines from the Gram matrix: no normalised copy of the deltas
+    norms = gram.diagonal().sqrt()
+    pair_norms = torch.outer(norms, norms)
+    cosines = gram / torch.where(pair_norms > 0, pair_norms, torch.ones_like(pair_norms))
+    cos = (cosines.sum() - cosines.diagonal().sum()) / (n * (n - 1))
     cos = cos.clamp(0.0, 1.0)
     return n * cos / (1 + (n - 1) * cos)
 
@@ -80,4 +81,4 @@ def model_stock(
 ) -> torch.Tensor:
     t = model_stock_ratio(deltas)
     ctx.record("model_stock_t", float(t))
-    return t * deltas.mean(0)
+    return deltas.mean(0).mul_(t)
