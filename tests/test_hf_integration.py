@@ -148,15 +148,16 @@ def test_merged_model_loads_with_transformers(hf, tmp_path):
         ("dare_ties", {}),
         ("dare_linear", {}),
         ("della", {}),
+        ("model_stock", {}),
     ],
 )
 def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, monkeypatch, method, params):
-    """A merge in row blocks (elementwise methods, given the whole tensor's top-k thresholds or the random
-    draws' generator states; the vocabulary rule of the SVD family) reads each expert's rows alone, from a
-    full model, a task vector and LoRA adapters, and writes them straight into the shard: every tensor
-    equals the whole-tensor merge, bit for bit. So does a merge in cache-sized pieces, against the same
-    method on whole fp32 tensors: an elementwise rule in pieces that cut across rows and end mid-row,
-    DELLA in pieces of one row."""
+    """A merge in row blocks (elementwise methods, given the whole tensor's top-k thresholds, Gram matrix or
+    random draws; the vocabulary rule of the SVD family) reads each expert's rows alone, from a full model, a
+    task vector and LoRA adapters, and writes them straight into the shard: every tensor equals the
+    whole-tensor merge, bit for bit. So does a merge in cache-sized pieces, against the same method on whole
+    fp32 tensors: an elementwise rule in pieces that cut across rows and end mid-row, DELLA in pieces of one
+    row."""
     extract(hf["base"], hf["experts"][1], tmp_path / "tv", progress=False)
     lora_cfg = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "o_proj"], init_lora_weights=False)
     peft.get_peft_model(tiny_llama(0), lora_cfg).save_pretrained(tmp_path / "lora2")

@@ -9,7 +9,7 @@ import torch
 
 from resm_core.errors import ConfigError
 from resm_core.merge.api import TensorContext
-from resm_core.merge.averaging import model_stock_ratio
+from resm_core.merge.averaging import TaskGram, model_stock_ratio
 from resm_core.merge.catalogue import all_methods, get_method
 from resm_core.merge.draws import uniform
 from resm_core.merge.resm import downweight_outliers, owl_fractions, robust_scale, task_weights
@@ -220,6 +220,22 @@ def test_model_stock_counts_a_zero_expert_as_cosine_zero():
     tiny = d * 1e-5  # small deltas keep their cosine (mergekit floors |a||b| at 1e-6)
     assert model_stock_ratio(tiny).item() == pytest.approx(t, rel=1e-5)
     assert model_stock_ratio(torch.zeros(3, 4)).item() == 0.0
+
+
+def test_model_stock_gram_is_the_same_from_any_row_blocks():
+    """Model Stock's angle comes from the Gram matrix of the whole tensor's task vectors, which a merge in row
+    blocks gathers block by block: any split (blocks shorter and longer than a row group, a group cut in three)
+    gives the whole tensor's Gram matrix and t bit for bit, and the Gram matrix is the deltas' own."""
+    deltas = torch.randn(3, 1000, 300, generator=torch.Generator().manual_seed(0))
+    whole = TaskGram().add(deltas).result()
+    assert torch.allclose(whole, deltas.reshape(3, -1).double() @ deltas.reshape(3, -1).double().T, rtol=1e-5)
+    for cuts in ([0, 1000], [0, 7, 100, 101, 700, 1000], [0, 255, 256, 511, 1000], [0, 600, 1000]):
+        gram = TaskGram()
+        for start, stop in zip(cuts, cuts[1:]):
+            gram.add(deltas[:, start:stop].clone())
+        blocked = gram.result()
+        assert torch.equal(blocked, whole), cuts
+        assert torch.equal(model_stock_ratio(deltas, blocked), model_stock_ratio(deltas))
 
 
 def test_consensus_keeps_entries_claimed_by_at_least_k_tall_masks():

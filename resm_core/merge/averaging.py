@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from resm_core.errors import ConfigError
-from resm_core.merge.api import TensorContext, register, scale_param, weights_column
+from resm_core.merge.api import TensorContext, TensorStream, register, scale_param, weights_column
 from resm_core.merge.ties_family import sum_combine
 
 
@@ -51,23 +51,75 @@ def task_arithmetic(
     return sum_combine(deltas, params)
 
 
-def model_stock_ratio(deltas: torch.Tensor) -> torch.Tensor:
+GRAM_ROWS = 256  # rows of a tensor per product in the Gram matrix (see TaskGram)
+
+
+class TaskGram:
+    """The T x T Gram matrix of a tensor's task vectors, fed its rows in order (the whole tensor, or its row
+    blocks one after another). Rows are taken GRAM_ROWS at a time, counted from the tensor's first row
+    whatever the blocks, each group's fp32 product added to an fp64 total in order: the same Gram matrix,
+    bit for bit, from any split into blocks (a merge in blocks equals the whole tensor's)."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self._pending: torch.Tensor | None = None  # rows short of a whole group, carried to the next block
+
+    def add(self, deltas: torch.Tensor) -> TaskGram:
+        rows = _as_rows(deltas)
+        if self._pending is not None:
+            rows = torch.cat([self._pending, rows], dim=1)
+            self._pending = None
+        whole = rows.shape[1] - rows.shape[1] % GRAM_ROWS
+        for start in range(0, whole, GRAM_ROWS):
+            self._add_group(rows[:, start : start + GRAM_ROWS])
+        if whole < rows.shape[1]:
+            self._pending = rows[:, whole:].clone()
+        return self
+
+    def _add_group(self, rows: torch.Tensor) -> None:
+        flat = rows.reshape(rows.shape[0], -1)
+        group = (flat @ flat.T).double()
+        self.total = group if self.total is None else self.total.add_(group)
+
+    def result(self) -> torch.Tensor:
+        if self._pending is not None:
+            self._add_group(self._pending)
+            self._pending = None
+        assert self.total is not None, "TaskGram.result before any rows"
+        return self.total
+
+
+def _as_rows(deltas: torch.Tensor) -> torch.Tensor:
+    """[T, rows, entries per row]: a matrix's rows (a higher-rank tensor's first dimension), a vector as one row."""
+    return deltas.reshape(deltas.shape[0], 1, -1) if deltas.dim() < 3 else deltas.reshape(*deltas.shape[:2], -1)
+
+
+def model_stock_ratio(deltas: torch.Tensor, gram: torch.Tensor | None = None) -> torch.Tensor:
     """t = N cos(theta) / (1 + (N-1) cos(theta)), cos(theta) the mean pairwise cosine between the
-    task vectors of this tensor. As in mergekit, a pair with a zero task vector (a LoRA expert
-    that does not touch this tensor) counts as cos = 0 instead of discarding the tensor; unlike
-    mergekit, only exact zeros do (mergekit floors |a||b| at 1e-6, which shrinks the cosine of
-    small deltas), and the mean cosine is clamped to [0, 1] so t stays an interpolation weight."""
+    task vectors of this tensor (from their Gram matrix `gram`, computed here when not given). As in
+    mergekit, a pair with a zero task vector (a LoRA expert that does not touch this tensor) counts as
+    cos = 0 instead of discarding the tensor; unlike mergekit, only exact zeros do (mergekit floors
+    |a||b| at 1e-6, which shrinks the cosine of small deltas), and the mean cosine is clamped to [0, 1]
+    so t stays an interpolation weight."""
     n = deltas.shape[0]
     if n == 1:
         return torch.tensor(1.0, device=deltas.device)
-    flat = deltas.reshape(n, -1)
-    gram = flat @ flat.T  # cosines from the Gram matrix: no normalised copy of the deltas
+    if gram is None:
+        gram = TaskGram().add(deltas).result()
     norms = gram.diagonal().sqrt()
     pair_norms = torch.outer(norms, norms)
     cosines = gram / torch.where(pair_norms > 0, pair_norms, torch.ones_like(pair_norms))
     cos = (cosines.sum() - cosines.diagonal().sum()) / (n * (n - 1))
     cos = cos.clamp(0.0, 1.0)
-    return n * cos / (1 + (n - 1) * cos)
+    return (n * cos / (1 + (n - 1) * cos)).float()
+
+
+def _prepare_gram(stream: TensorStream, params: Mapping[str, Any], n_tasks: int) -> dict[str, Any]:
+    """Statistics pass over the row blocks of one tensor: its task Gram matrix (Model Stock's angle)."""
+    gram = TaskGram()
+    for _, _, deltas in stream():
+        gram.add(deltas)
+    return {"gram": gram.result()}
 
 
 @register(
@@ -75,10 +127,12 @@ def model_stock_ratio(deltas: torch.Tensor) -> torch.Tensor:
     summary="interpolate the expert average towards the base by the angle between experts",
     reference="Jang et al., Model Stock, ECCV 2024",
     uses_weights=False,
+    blockwise=True,
+    tensor_prepare=_prepare_gram,
 )
 def model_stock(
     base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext
 ) -> torch.Tensor:
-    t = model_stock_ratio(deltas)
+    t = model_stock_ratio(deltas, None if ctx.tensor_stats is None else ctx.tensor_stats["gram"])
     ctx.record("model_stock_t", float(t))
     return deltas.mean(0).mul_(t)

@@ -48,7 +48,7 @@ from resm_core.merge.svd import (
     polar_method,
     project,
 )
-from resm_core.merge.svd_methods import RANK_FRACTION, SCALE, mean_delta
+from resm_core.merge.svd_methods import RANK_FRACTION, SCALE, mean_delta, weighted_task
 
 RESM_PARAMS = (
     SCALE,
@@ -128,10 +128,11 @@ def downweight_outliers(x: torch.Tensor, m: float, kind: str, gamma: float) -> t
     if math.isinf(m):
         return x
     limit = m * robust_scale(x, kind)
-    a = x.abs()
-    over = a > limit
-    factor = torch.where(over, (limit / a.clamp_min(_EPS)) ** gamma, torch.ones_like(a))
-    return x * factor
+    factor = x.abs()
+    over = factor > limit
+    # (limit / max(|x|, eps))^gamma where over, else 1, then x * factor: computed in one buffer
+    factor = torch.div(limit, factor.clamp_min_(_EPS), out=factor).pow_(gamma).masked_fill_(over.logical_not_(), 1.0)
+    return factor.mul_(x)
 
 
 def task_weights(counts: list[int], power: float, prior: float = 25.0, bound: float = 2.0) -> list[float]:
@@ -217,14 +218,16 @@ def resm(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ct
         return mean_delta(deltas, params)
     T, m, n = deltas.shape
     r = min(m, n)
-    weighted = weights_column(params, deltas) * deltas
-    counts = [outlier_count(weighted[t], params["outlier_m"], params["outlier_scale"]) for t in range(T)]
+    weights = weights_column(params, deltas)
+    counts = [
+        outlier_count(weighted_task(deltas, weights, t), params["outlier_m"], params["outlier_scale"]) for t in range(T)
+    ]
     # No rule keeps more than floor(r/T) per task, and the energy rule takes its total energy from
     # the Frobenius norm, so the spectrum is never needed beyond that.
     k_max = per_task_rank(r, T, params["rank_fraction"] if params["rank_rule"] == "fixed" else None)
     parts, norms_sq = [], []
     for t in range(T):
-        x = weighted[t]
+        x = weighted_task(deltas, weights, t)
         if params["outlier_weighting"] and counts[t] > 0:
             part, x = _downweighted_components(x, k_max, params, ctx.tensor_seed() + t)
         else:
@@ -238,17 +241,17 @@ def resm(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ct
                 rank_tol=params["rank_tol"],
             )
         parts.append(part)
-        norms_sq.append(float(x.pow(2).sum()))
+        norms_sq.append(float(x.pow_(2).sum()))  # x is this task's own copy, not needed after
+        del x
     ranks = [min(k, p.rank) for k, p in zip(_ranks(params, ctx, parts, norms_sq, r, T), parts)]
     parts = [p.truncate(k) for p, k in zip(parts, ranks)]
     if params["task_reweighting"]:
-        weights = task_weights(counts, params["reweight_power"], params["reweight_prior"], params["reweight_bound"])
-        parts = [Components(p.u, p.s * w, p.vh) for p, w in zip(parts, weights)]
-        ctx.record("task_weights", [round(w, 6) for w in weights])
+        reweights = task_weights(counts, params["reweight_power"], params["reweight_prior"], params["reweight_bound"])
+        parts = [Components(p.u, p.s * w, p.vh) for p, w in zip(parts, reweights)]
+        ctx.record("task_weights", [round(w, 6) for w in reweights])
     ctx.record("rank_per_task", ranks)
     ctx.record("outlier_ratio", [round(c / (m * n), 6) for c in counts])
-    merged: torch.Tensor = params["scale"] * orthogonalised_sum(parts, polar_method(params))
-    return merged
+    return orthogonalised_sum(parts, polar_method(params), params["scale"])
 
 
 def _downweighted_components(

@@ -38,6 +38,11 @@ RANK_FRACTION = Param(
 )
 
 
+def weighted_task(deltas: torch.Tensor, weights: torch.Tensor, t: int) -> torch.Tensor:
+    """w_t tau_t, one task at a time: the same products as the [T, m, n] weighted stack, in a third of its memory."""
+    return weights[t] * deltas[t]
+
+
 def mean_delta(deltas: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
     """The SVD family's rule for tensors that are not matrices: the mean of the weighted deltas,
     (1/T) sum_t w_t tau_t, so a weight scales a task's 1-D deltas as it scales its matrices."""
@@ -56,10 +61,10 @@ def tsv_m(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], c
         return mean_delta(deltas, params)
     T, m, n = deltas.shape
     k = per_task_rank(min(m, n), T, params["rank_fraction"])
-    weighted = weights_column(params, deltas) * deltas
+    weights = weights_column(params, deltas)
     parts = [
         leading_components(
-            weighted[t],
+            weighted_task(deltas, weights, t),
             k,
             params["svd"],
             params["svd_oversample"],
@@ -70,8 +75,7 @@ def tsv_m(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], c
         for t in range(T)
     ]
     ctx.record("rank_per_task", [p.rank for p in parts])
-    merged: torch.Tensor = params["scale"] * orthogonalised_sum(parts, polar_method(params))
-    return merged
+    return orthogonalised_sum(parts, polar_method(params), params["scale"])
 
 
 @register(
@@ -92,5 +96,6 @@ def iso_c(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], c
     ctx.record("rank", k)
     if k == 0:
         return torch.zeros_like(summed)
-    flattened: torch.Tensor = params["scale"] * s[:k].mean() * (u[:, :k] @ vh[:k])
+    del summed
+    flattened: torch.Tensor = (u[:, :k] @ vh[:k]).mul_(params["scale"] * s[:k].mean())
     return flattened
