@@ -13,7 +13,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
 import yaml
 
 from resm_core.errors import ConfigError
@@ -45,6 +44,8 @@ def load_schema(name: str) -> dict:
 
 
 def validate(data: Any, schema_name: str, source: str) -> None:
+    import jsonschema  # here, not at the top: every `resm` command imports this module, few validate (0.1 s)
+
     validator = jsonschema.Draft202012Validator(load_schema(schema_name))
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:

@@ -224,15 +224,19 @@ def test_model_stock_counts_a_zero_expert_as_cosine_zero():
 
 def test_model_stock_gram_is_the_same_from_any_row_blocks():
     """Model Stock's angle comes from the Gram matrix of the whole tensor's task vectors, which a merge in row
-    blocks gathers block by block: any split (blocks shorter and longer than a row group, a group cut in three)
-    gives the whole tensor's Gram matrix and t bit for bit, and the Gram matrix is the deltas' own."""
-    deltas = torch.randn(3, 1000, 300, generator=torch.Generator().manual_seed(0))
+    blocks or pieces gathers slice by slice: any split (slices shorter and longer than a group of GRAM_ENTRIES,
+    mid-row, a group cut in three) gives the whole tensor's Gram matrix and t bit for bit, and the Gram
+    matrix is the deltas' own."""
+    deltas = torch.randn(3, 1000, 600, generator=torch.Generator().manual_seed(0))  # 2.3 groups per task
     whole = TaskGram().add(deltas).result()
-    assert torch.allclose(whole, deltas.reshape(3, -1).double() @ deltas.reshape(3, -1).double().T, rtol=1e-5)
-    for cuts in ([0, 1000], [0, 7, 100, 101, 700, 1000], [0, 255, 256, 511, 1000], [0, 600, 1000]):
+    exact = deltas.reshape(3, -1).double() @ deltas.reshape(3, -1).double().T
+    assert torch.allclose(whole, exact, rtol=0, atol=1e-6 * float(exact.diagonal().max()))
+    flat = deltas.reshape(3, -1)
+    for cuts in ([0, 600_000], [0, 7, 100_000, 100_001, 500_000, 600_000], [0, 2**18, 2**19, 600_000], [0, 9e4]):
+        cuts = [int(c) for c in cuts] + ([] if cuts[-1] == 600_000 else [600_000])
         gram = TaskGram()
         for start, stop in zip(cuts, cuts[1:]):
-            gram.add(deltas[:, start:stop].clone())
+            gram.add(flat[:, start:stop].clone())
         blocked = gram.result()
         assert torch.equal(blocked, whole), cuts
         assert torch.equal(model_stock_ratio(deltas, blocked), model_stock_ratio(deltas))

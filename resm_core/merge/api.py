@@ -241,11 +241,12 @@ def register(
     blocks (keyed by `ctx.item`), as `prepare` does over the whole model; it reaches the method as
     `ctx.tensor_stats` when `needs_tensor_prepare(params)`. Random methods take their draws from
     `ctx.uniform`, which the engine can split into blocks. `elementwise` (implies `blockwise`): each output
-    entry depends on the same entries of the base, the deltas and the draws alone, with no statistics, so
-    the engine may hand the method any flat slice of a tensor ([T, n] deltas), in pieces that stay in the
-    CPU's cache; the result must be the same, bit for bit. `affine`: each merged entry is a weighted sum of every
-    task's same entry (weights that do not depend on the values), so a NaN or Inf in a delta always reaches
-    the output and the engine checks the deltas only when the output is not finite."""
+    entry depends on the same entries of the base, the deltas and the draws alone, given the tensor's
+    statistics from `tensor_prepare` if it has any (the engine then gathers them first, from the same pieces
+    or blocks), so the engine may hand the method any flat slice of a tensor ([T, n] deltas), in pieces that
+    stay in the CPU's cache; the result must be the same, bit for bit. `affine`: each merged entry is a
+    weighted sum of every task's same entry (weights that do not depend on the values), so a NaN or Inf in a
+    delta always reaches the output and the engine checks the deltas only when the output is not finite."""
 
     def decorator(fn: MergeFn) -> MergeFn:
         if name in METHODS:

@@ -51,33 +51,32 @@ def task_arithmetic(
     return sum_combine(deltas, params)
 
 
-GRAM_ROWS = 256  # rows of a tensor per product in the Gram matrix (see TaskGram)
+GRAM_ENTRIES = 2**18  # entries of each task vector per product in the Gram matrix (see TaskGram)
 
 
 class TaskGram:
-    """The T x T Gram matrix of a tensor's task vectors, fed its rows in order (the whole tensor, or its row
-    blocks one after another). Rows are taken GRAM_ROWS at a time, counted from the tensor's first row
-    whatever the blocks, each group's fp32 product added to an fp64 total in order: the same Gram matrix,
-    bit for bit, from any split into blocks (a merge in blocks equals the whole tensor's)."""
+    """The T x T Gram matrix of a tensor's task vectors, fed its entries in row-major order, in any slices (the
+    whole tensor, its row blocks, cache-sized pieces). Entries are taken GRAM_ENTRIES at a time, counted from
+    the tensor's first entry whatever the slices, each group's fp32 product added to an fp64 total in order:
+    the same Gram matrix, bit for bit, from any split (a merge in blocks or pieces equals the whole tensor's)."""
 
     def __init__(self) -> None:
         self.total: torch.Tensor | None = None
-        self._pending: torch.Tensor | None = None  # rows short of a whole group, carried to the next block
+        self._pending: torch.Tensor | None = None  # entries short of a whole group, carried to the next slice
 
     def add(self, deltas: torch.Tensor) -> TaskGram:
-        rows = _as_rows(deltas)
+        flat = deltas.reshape(deltas.shape[0], -1)
         if self._pending is not None:
-            rows = torch.cat([self._pending, rows], dim=1)
+            flat = torch.cat([self._pending, flat], dim=1)
             self._pending = None
-        whole = rows.shape[1] - rows.shape[1] % GRAM_ROWS
-        for start in range(0, whole, GRAM_ROWS):
-            self._add_group(rows[:, start : start + GRAM_ROWS])
-        if whole < rows.shape[1]:
-            self._pending = rows[:, whole:].clone()
+        whole = flat.shape[1] - flat.shape[1] % GRAM_ENTRIES
+        for start in range(0, whole, GRAM_ENTRIES):
+            self._add_group(flat[:, start : start + GRAM_ENTRIES])
+        if whole < flat.shape[1]:
+            self._pending = flat[:, whole:].clone()
         return self
 
-    def _add_group(self, rows: torch.Tensor) -> None:
-        flat = rows.reshape(rows.shape[0], -1)
+    def _add_group(self, flat: torch.Tensor) -> None:
         group = (flat @ flat.T).double()
         self.total = group if self.total is None else self.total.add_(group)
 
@@ -85,13 +84,8 @@ class TaskGram:
         if self._pending is not None:
             self._add_group(self._pending)
             self._pending = None
-        assert self.total is not None, "TaskGram.result before any rows"
+        assert self.total is not None, "TaskGram.result before any entries"
         return self.total
-
-
-def _as_rows(deltas: torch.Tensor) -> torch.Tensor:
-    """[T, rows, entries per row]: a matrix's rows (a higher-rank tensor's first dimension), a vector as one row."""
-    return deltas.reshape(deltas.shape[0], 1, -1) if deltas.dim() < 3 else deltas.reshape(*deltas.shape[:2], -1)
 
 
 def model_stock_ratio(deltas: torch.Tensor, gram: torch.Tensor | None = None) -> torch.Tensor:
@@ -127,7 +121,7 @@ def _prepare_gram(stream: TensorStream, params: Mapping[str, Any], n_tasks: int)
     summary="interpolate the expert average towards the base by the angle between experts",
     reference="Jang et al., Model Stock, ECCV 2024",
     uses_weights=False,
-    blockwise=True,
+    elementwise=True,  # given the tensor's Gram matrix
     tensor_prepare=_prepare_gram,
 )
 def model_stock(

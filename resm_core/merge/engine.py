@@ -5,10 +5,11 @@ written straight into the output shard, whose header is written first (every out
 dtype is known up front), so no shard is held in memory. A large tensor that an elementwise rule merges
 (a `blockwise` method, or the vocabulary rules of any method) goes a block of rows at a time, within
 `block_mb` of working memory: the vocabulary-sized matrices of an 8B model are never whole in fp32.
-What a block needs from the whole tensor (a method's per-tensor top-k thresholds) is worked out from the
+What a block needs from the whole tensor (a method's per-tensor top-k thresholds, Model Stock's Gram matrix) is
+worked out from the
 tensor's blocks before the first is merged; a random method's draws of a block are drawn for its rows alone
 (counter-based, see draws.py). Other methods
-hold (T + 2) x the largest tensor. On the CPU, an `elementwise` rule (task arithmetic, linear, DARE, the
+hold (T + 2) x the largest tensor. On the CPU, an `elementwise` rule (task arithmetic, linear, DARE, Model Stock, the
 vocabulary rules), and a row-block method that needs no statistics of the tensor (DELLA), reads its rows as
 stored and does all of its fp32 arithmetic, from the deltas to the output dtype, a cache-sized piece at a
 time (`PIECE` entries, or whole rows): the same operations on the same entries, so the same bits, without
@@ -247,7 +248,10 @@ class MergeJob:
     def _needs_statistics(self) -> bool:
         method, params = self.method, self.params
         model_wide = method.prepare is not None and method.needs_prepare(params)
-        return model_wide or (method.tensor_prepare is not None and method.needs_tensor_prepare(params))
+        return model_wide or self._needs_tensor_statistics()
+
+    def _needs_tensor_statistics(self) -> bool:
+        return self.method.tensor_prepare is not None and self.method.needs_tensor_prepare(self.params)
 
     def _read(self, name: str, start: int, stop: int) -> tuple[torch.Tensor, list[DeltaRows]]:
         """Rows start:stop of the base and of each expert's delta, as stored: what a merge in pieces reads. No
@@ -358,25 +362,20 @@ class MergeJob:
     def merge_in_pieces(self, item: WorkItem, ctx: TensorContext) -> torch.Tensor:
         """The merged rows of `item` (read as stored) in the output dtype, computed a piece at a time (see
         `piece_shape`): each piece's base, deltas, merge, checks and cast, as `load`, `merge_tensor` and
-        `_stored` do them for the whole tensor, in buffers that stay in the cache."""
+        `_stored` do them for the whole tensor, in buffers that stay in the cache. A method that needs
+        statistics of a tensor it is handed whole (Model Stock's angle) first gathers them from the same pieces."""
         name, stored, parts = item.name, item.base, item.parts
         assert stored is not None and parts is not None
-        shape = self.piece_shape(name)
-        assert shape is not None
-        n, n_tasks, step, row = stored.numel(), len(parts), math.prod(shape), math.prod(shape[1:])
-        flat_out = torch.empty(n, dtype=self.output_dtype(name))  # its own memory: the writer writes it behind
-        flat_stored = stored.reshape(-1)
+        n_tasks = len(parts)
+        flat_out = torch.empty(stored.numel(), dtype=self.output_dtype(name))  # the writer writes it behind
+        if ctx.tensor_stats is None and self._rule_for(name) == "method" and self._needs_tensor_statistics():
+            prepare = self.method.tensor_prepare
+            assert prepare is not None
+            stream = partial(self._piece_stream, item)
+            ctx = replace(ctx, tensor_stats=prepare(stream, self.params, n_tasks))
         draws = None if item.draws is None else item.draws.reshape(n_tasks, -1)
-        base_buffer = self._scratch("base", min(step, n))
-        deltas_buffer = self._scratch("deltas", n_tasks * min(step, n))
         deltas_first = self._checks_deltas_first(name)
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            here = (stop - start,) if len(shape) == 1 else ((stop - start) // row, *shape[1:])
-            base = base_buffer[: stop - start].copy_(flat_stored[start:stop])
-            deltas = deltas_buffer[: n_tasks * (stop - start)].view(n_tasks, stop - start)
-            for part, delta in zip(parts, deltas):
-                part.into(delta, base, start, stop)
+        for _, (start, stop), base, deltas, here in self._pieces(item):
             if deltas_first and not all_finite(deltas):
                 self._check_deltas(name, base, deltas)
             piece_draws = None if draws is None else draws[:, start:stop].reshape(n_tasks, *here)
@@ -387,6 +386,32 @@ class MergeJob:
                     self._check_deltas(name, base, deltas)
                 self._stored(name, base, merged, piece)  # else says why: an overflow, or a NaN the merge made
         return flat_out.view(stored.shape)
+
+    def _piece_stream(self, item: WorkItem) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(key, base, deltas) of each piece of `item`, for a statistics pass; valid until the next piece."""
+        return ((key, base, deltas) for key, _, base, deltas, _ in self._pieces(item))
+
+    def _pieces(
+        self, item: WorkItem
+    ) -> Iterator[tuple[str, tuple[int, int], torch.Tensor, torch.Tensor, tuple[int, ...]]]:
+        """(key, (start, stop) in the item's flat entries, base, deltas [T, n], piece shape) of each piece of
+        `item`: fp32, in buffers reused for the next piece."""
+        name, stored, parts = item.name, item.base, item.parts
+        assert stored is not None and parts is not None
+        shape = self.piece_shape(name)
+        assert shape is not None
+        n, n_tasks, step, row = stored.numel(), len(parts), math.prod(shape), math.prod(shape[1:])
+        flat_stored = stored.reshape(-1)
+        base_buffer = self._scratch("base", min(step, n))
+        deltas_buffer = self._scratch("deltas", n_tasks * min(step, n))
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            here = (stop - start,) if len(shape) == 1 else ((stop - start) // row, *shape[1:])
+            base = base_buffer[: stop - start].copy_(flat_stored[start:stop])
+            deltas = deltas_buffer[: n_tasks * (stop - start)].view(n_tasks, stop - start)
+            for part, delta in zip(parts, deltas):
+                part.into(delta, base, start, stop)
+            yield item.item or name, (start, stop), base, deltas, here
 
     def _checks_deltas_first(self, name: str) -> bool:
         """Whether the deltas are checked finite before the merge. A rule that sums every delta with a weight
