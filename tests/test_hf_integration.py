@@ -149,6 +149,7 @@ def test_merged_model_loads_with_transformers(hf, tmp_path):
         ("dare_linear", {}),
         ("della", {}),
         ("model_stock", {}),
+        ("consensus", {}),
     ],
 )
 def test_row_blocks_give_the_whole_tensor_merge_bit_for_bit(hf, tmp_path, monkeypatch, method, params):

@@ -252,6 +252,20 @@ def test_consensus_keeps_entries_claimed_by_at_least_k_tall_masks():
     assert ctx.diagnostics["consensus_kept_fraction"] == pytest.approx(1 / 3)
 
 
+def test_consensus_counts_its_kept_fraction_over_the_pieces_of_a_tensor():
+    """Merged in pieces (elementwise), Consensus gives the whole tensor's entries and kept fraction."""
+    d = torch.randn(3, 40, 30, generator=torch.Generator().manual_seed(1))
+    whole, ctx = run("consensus", d)
+    method = get_method("consensus")
+    params = method.resolve({}, 3)
+    shared = TensorContext(name="w")
+    flat = d.reshape(3, -1)
+    pieces = [method.fn(None, flat[:, a:b], params, shared) for a, b in [(0, 7), (7, 1000), (1000, 1200)]]
+    assert torch.equal(torch.cat(pieces).view(40, 30), whole)
+    assert shared.diagnostics["consensus_kept_fraction"] == ctx.diagnostics["consensus_kept_fraction"]
+    assert shared.diagnostics["consensus_entries"] == 1200
+
+
 def test_consensus_masks_the_weighted_task_vectors():
     d = torch.tensor([[1.0], [1.0]])
     # weights [1, 4]: mtl = 5. TALL masks of the weighted tasks with lambda 1: task0 1 >= |5 - 1| no,

@@ -35,6 +35,7 @@ def _check(params: Mapping[str, Any], n_tasks: int) -> None:
     reference="Wang et al., Localizing Task Information for Improved Model Merging and "
     "Compression (TALL masks, Consensus Merging), ICML 2024",
     validate=_check,
+    elementwise=True,  # each entry's masks read that entry alone: the 128256 x 4096 matrices go in pieces
 )
 def consensus(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ctx: TensorContext) -> torch.Tensor:
     mtl = task_sum(deltas, params["weights"], 1.0)
@@ -43,5 +44,15 @@ def consensus(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any
         task = deltas[t] if w == 1.0 else deltas[t] * w  # no copy for the usual unit weight
         votes += task.abs() >= (mtl - task).abs_().mul_(params["mask_lambda"])
     keep = votes >= params["min_agree"]
-    ctx.record("consensus_kept_fraction", float(keep.float().mean()))
+    _count_kept(ctx, keep)
     return mtl.mul_(keep).mul_(params["scale"])
+
+
+def _count_kept(ctx: TensorContext, keep: torch.Tensor) -> None:
+    """The fraction of the tensor's entries kept, counted over the blocks or pieces it is merged in (they
+    share the tensor's diagnostics)."""
+    kept = ctx.diagnostics.get("consensus_kept_entries", 0) + int(keep.sum())
+    entries = ctx.diagnostics.get("consensus_entries", 0) + keep.numel()
+    ctx.record("consensus_kept_entries", kept)
+    ctx.record("consensus_entries", entries)
+    ctx.record("consensus_kept_fraction", kept / entries)
