@@ -5,11 +5,11 @@ written straight into the output shard, whose header is written first (every out
 dtype is known up front), so no shard is held in memory. A large tensor that an elementwise rule merges
 (a `blockwise` method, or the vocabulary rules of any method) goes a block of rows at a time, within
 `block_mb` of working memory: the vocabulary-sized matrices of an 8B model are never whole in fp32.
-What a block needs from the whole tensor (a method's per-tensor top-k thresholds, Model Stock's Gram matrix) is
-worked out from the
-tensor's blocks before the first is merged; a random method's draws of a block are drawn for its rows alone
-(counter-based, see draws.py). Other methods hold (T + 2) x the largest tensor. On the CPU, an `elementwise`
-rule (task arithmetic, linear, DARE, Consensus, Model Stock, the vocabulary rules), and a row-block method that needs no statistics of the tensor (DELLA), reads its rows as
+What a block needs from the whole tensor (a method's per-tensor top-k thresholds, Model Stock's Gram
+matrix) is worked out from the tensor's blocks before the first is merged; a random method's draws of a
+block are drawn for its rows alone (counter-based, see draws.py). Other methods hold (T + 2) x the largest
+tensor. On the CPU, an `elementwise` rule (task arithmetic, linear, DARE, Consensus, Model Stock, the
+vocabulary rules), and a row-block method that needs no statistics of the tensor (DELLA), reads its rows as
 stored and does all of its fp32 arithmetic, from the deltas to the output dtype, a cache-sized piece at a
 time (`PIECE` entries, or whole rows): the same operations on the same entries, so the same bits, without
 fp32 copies of a whole block in memory. Checks that can fail run before any tensor
