@@ -66,14 +66,19 @@ class TaskGram:
 
     def add(self, deltas: torch.Tensor) -> TaskGram:
         flat = deltas.reshape(deltas.shape[0], -1)
+        at = 0  # where the next whole group starts in `flat`
         if self._pending is not None:
-            flat = torch.cat([self._pending, flat], dim=1)
+            at = GRAM_ENTRIES - self._pending.shape[1]
+            self._pending = torch.cat([self._pending, flat[:, :at]], dim=1)
+            if self._pending.shape[1] < GRAM_ENTRIES:
+                return self
+            self._add_group(self._pending)
             self._pending = None
-        whole = flat.shape[1] - flat.shape[1] % GRAM_ENTRIES
-        for start in range(0, whole, GRAM_ENTRIES):
+        whole = at + (flat.shape[1] - at) // GRAM_ENTRIES * GRAM_ENTRIES
+        for start in range(at, whole, GRAM_ENTRIES):
             self._add_group(flat[:, start : start + GRAM_ENTRIES])
         if whole < flat.shape[1]:
-            self._pending = flat[:, whole:].clone()
+            self._pending = flat[:, whole:].clone()  # a copy: the caller may reuse its buffer
         return self
 
     def _add_group(self, flat: torch.Tensor) -> None:

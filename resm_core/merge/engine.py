@@ -26,7 +26,7 @@ import math
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -124,6 +124,7 @@ class MergeJob:
             expert.check_base(self.base, request.allow_other_base)
         self.experts_dtype = widest_dtype(d for d in (e.weights_dtype() for e in self.experts) if d is not None)
         self._buffers: dict[str, torch.Tensor] = {}
+        self._piece_stats: dict[str, dict[str, Any]] = {}  # a tensor in row blocks: its statistics, kept for its blocks
 
     def _output_keys(self, config: dict[str, Any]) -> list[str]:
         keys = list(self.base.keys)
@@ -298,8 +299,8 @@ class MergeJob:
 
     def _tensor_plan(self, name: str, blocks: list[tuple[int, int]]) -> dict[str, Any]:
         plan: dict[str, Any] = {}
-        if self._rule_for(name) != "method":
-            return plan
+        if self._rule_for(name) != "method" or self.piece_shape(name) is not None:
+            return plan  # a merge in pieces gathers its statistics itself (see _piece_statistics)
         prepare = self.method.tensor_prepare
         if prepare is not None and self.method.needs_tensor_prepare(self.params):
             plan["stats"] = prepare(partial(self._block_stream, name, blocks), self.params, len(self.experts))
@@ -368,10 +369,7 @@ class MergeJob:
         n_tasks = len(parts)
         flat_out = torch.empty(stored.numel(), dtype=self.output_dtype(name))  # the writer writes it behind
         if ctx.tensor_stats is None and self._rule_for(name) == "method" and self._needs_tensor_statistics():
-            prepare = self.method.tensor_prepare
-            assert prepare is not None
-            stream = partial(self._piece_stream, item)
-            ctx = replace(ctx, tensor_stats=prepare(stream, self.params, n_tasks))
+            ctx = replace(ctx, tensor_stats=self._piece_statistics(item))
         draws = None if item.draws is None else item.draws.reshape(n_tasks, -1)
         deltas_first = self._checks_deltas_first(name)
         for _, (start, stop), base, deltas, here in self._pieces(item):
@@ -386,9 +384,29 @@ class MergeJob:
                 self._stored(name, base, merged, piece)  # else says why: an overflow, or a NaN the merge made
         return flat_out.view(stored.shape)
 
-    def _piece_stream(self, item: WorkItem) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-        """(key, base, deltas) of each piece of `item`, for a statistics pass; valid until the next piece."""
-        return ((key, base, deltas) for key, _, base, deltas, _ in self._pieces(item))
+    def _piece_statistics(self, item: WorkItem) -> dict[str, Any]:
+        """The method's statistics of `item`'s whole tensor, from its pieces, on the merging thread (torch's
+        threads on the reading thread as well slow both down). A tensor in row blocks reads them block by
+        block at its first block, and keeps them for the others."""
+        name = item.name
+        if item.item and name in self._piece_stats:
+            return self._piece_stats.pop(name) if item.last else self._piece_stats[name]
+        blocks = self.blocks(name) if item.item else None
+        items = [item] if blocks is None else (self._read_item(name, start, stop) for start, stop in blocks)
+        prepare = self.method.tensor_prepare
+        assert prepare is not None
+        stats = prepare(lambda: self._piece_stream(items), self.params, len(self.experts))
+        if item.item and not item.last:
+            self._piece_stats[name] = stats
+        return stats
+
+    def _read_item(self, name: str, start: int, stop: int) -> WorkItem:
+        base, parts = self._read(name, start, stop)
+        return WorkItem(name, base, base.new_empty(0), parts=parts)
+
+    def _piece_stream(self, items: Iterable[WorkItem]) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(key, base, deltas) of each piece of `items` in turn, for a statistics pass; valid until the next."""
+        return ((key, base, deltas) for item in items for key, _, base, deltas, _ in self._pieces(item))
 
     def _pieces(
         self, item: WorkItem
