@@ -302,7 +302,7 @@ class MergeJob:
         if self._rule_for(name) != "method" or self.piece_shape(name) is not None:
             return plan  # a merge in pieces gathers its statistics itself (see _piece_statistics)
         prepare = self.method.tensor_prepare
-        if prepare is not None and self.method.needs_tensor_prepare(self.params):
+        if prepare is not None and self._needs_tensor_statistics():
             plan["stats"] = prepare(partial(self._block_stream, name, blocks), self.params, len(self.experts))
         return plan
 
@@ -392,17 +392,22 @@ class MergeJob:
         if item.item and name in self._piece_stats:
             return self._piece_stats.pop(name) if item.last else self._piece_stats[name]
         blocks = self.blocks(name) if item.item else None
-        items = [item] if blocks is None else (self._read_item(name, start, stop) for start, stop in blocks)
+        others = [] if blocks is None else blocks[1:]  # this item is the tensor's first block: read only the others
+
+        def items() -> Iterator[WorkItem]:  # a new pass each call, as a statistics stream may be read twice
+            yield item
+            yield from (self._read_item(name, start, stop) for start, stop in others)
+
         prepare = self.method.tensor_prepare
         assert prepare is not None
-        stats = prepare(lambda: self._piece_stream(items), self.params, len(self.experts))
+        stats = prepare(lambda: self._piece_stream(items()), self.params, len(self.experts))
         if item.item and not item.last:
             self._piece_stats[name] = stats
         return stats
 
     def _read_item(self, name: str, start: int, stop: int) -> WorkItem:
-        base, parts = self._read(name, start, stop)
-        return WorkItem(name, base, base.new_empty(0), parts=parts)
+        base, deltas, parts = self._inputs(name, start, stop)
+        return WorkItem(name, base, deltas, parts=parts)
 
     def _piece_stream(self, items: Iterable[WorkItem]) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
         """(key, base, deltas) of each piece of `items` in turn, for a statistics pass; valid until the next."""

@@ -219,15 +219,13 @@ def resm(base: torch.Tensor, deltas: torch.Tensor, params: Mapping[str, Any], ct
     T, m, n = deltas.shape
     r = min(m, n)
     weights = weights_column(params, deltas)
-    counts = [
-        outlier_count(weighted_task(deltas, weights, t), params["outlier_m"], params["outlier_scale"]) for t in range(T)
-    ]
     # No rule keeps more than floor(r/T) per task, and the energy rule takes its total energy from
     # the Frobenius norm, so the spectrum is never needed beyond that.
     k_max = per_task_rank(r, T, params["rank_fraction"] if params["rank_rule"] == "fixed" else None)
-    parts, norms_sq = [], []
+    parts, norms_sq, counts = [], [], []
     for t in range(T):
         x = weighted_task(deltas, weights, t)
+        counts.append(outlier_count(x, params["outlier_m"], params["outlier_scale"]))
         if params["outlier_weighting"] and counts[t] > 0:
             part, x = _downweighted_components(x, k_max, params, ctx.tensor_seed() + t)
         else:
